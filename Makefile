@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up on the way.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+AZURITE := dev/azurite/node_modules/.bin/azurite-blob
+
+.PHONY: setup test demo clean
+
+setup: $(VENV)/.installed $(AZURITE)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed as $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# Azurite at the exact version in dev/azurite/package-lock.json. Node.js and npm come from
+# Debian's packages when the machine has none.
+$(AZURITE): dev/azurite/package.json dev/azurite/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd dev/azurite && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m shared.demo
+
+clean:
+	rm -rf $(VENV) dev/azurite/node_modules .pytest_cache .demo

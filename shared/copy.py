@@ -1,0 +1,217 @@
+"""Copying one file: read it from S3, verify it, publish it (or quarantine it) in the lake.
+
+Small files (the common case) are read whole, verified down to their data pages, and
+published with one Put Blob. Large files are judged from their footer first (one ranged GET),
+then streamed in blocks to their destination and committed with one Put Block List, so
+memory stays at one block per file in flight and no file is downloaded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import AzureError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.haltian.contracts import fingerprint
+from shared.plan import WorkItem
+from shared.sink import lake as lake_module
+from shared.sink.lake import IF_MISSING, ALWAYS, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
+from shared.source.s3 import S3Source, SourceBody, SourceChanged
+from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+from shared.verify.schema import SchemaJudge, SchemaOutcome
+
+log = logging.getLogger(__name__)
+
+#: Files up to this size are read whole and published with one Put Blob.
+SINGLE_PUT_MAX_BYTES = 8 * 1024 * 1024
+#: Larger files move in blocks of this size (Azure allows up to 50,000 blocks a blob).
+BLOCK_BYTES = 8 * 1024 * 1024
+
+PUBLISHED = "published"
+QUARANTINED = "quarantined"
+FAILED = "failed"
+PRESENT = "present"
+
+
+class Corrupted(Exception):
+    """The bytes read do not match what S3 said they are; the next run reads them again."""
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file, as the manifest reports it."""
+
+    action: str
+    item: WorkItem
+    destination: str | None = None
+    bytes: int = 0
+    rows: int | None = None
+    schema_fingerprint: str | None = None
+    schema: SchemaOutcome | None = None
+    reason: str | None = None
+    integrity: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    verify_seconds: float = 0.0
+
+
+def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str) -> FileOutcome:
+    """Copies one file and reports the outcome; never raises for a per-file problem.
+
+    Terminal problems (not Parquet, breaking schema drift) quarantine the file. Transient
+    ones (network, throttling, the source changing mid-copy, a concurrent writer) leave it
+    for the next run as FAILED.
+    """
+    started = time.monotonic()
+    outcome = FileOutcome(FAILED, item)
+    try:
+        if item.source.size <= SINGLE_PUT_MAX_BYTES:
+            _copy_whole(item, source, lake, judge, run_id, outcome)
+        else:
+            _copy_in_blocks(item, source, lake, judge, run_id, outcome)
+    except PublishConflict as err:
+        current = lake.get_entry(item.key.key)
+        if current is not None and current.holds(item.source.etag, item.source.size):
+            outcome.action, outcome.reason = PRESENT, "published meanwhile by another run"
+        else:
+            outcome.action, outcome.reason = FAILED, str(err)
+    except (SourceChanged, Corrupted) as err:
+        outcome.action, outcome.reason = FAILED, str(err)
+    except (BotoCoreError, ClientError, AzureError, OSError) as err:
+        outcome.action, outcome.reason = FAILED, f"{type(err).__name__}: {_first_line(err)}"
+    outcome.seconds = time.monotonic() - started
+    if outcome.action == FAILED:
+        log.warning("left for the next run: %s: %s", item.key.key, outcome.reason)
+    return outcome
+
+
+def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
+                outcome: FileOutcome) -> None:
+    body = source.open(item.source)
+    try:
+        data = body.stream.read()
+    finally:
+        body.close()
+    md5 = hashlib.md5(data)
+    _check_bytes(item, body, len(data), md5, outcome)
+    verify_started = time.monotonic()
+    verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
+    outcome.verify_seconds = time.monotonic() - verify_started
+    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    lake.put(destination, data, metadata=metadata, condition=condition)
+    _done(outcome, verdict, destination)
+
+
+def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
+                    outcome: FileOutcome) -> None:
+    verify_started = time.monotonic()
+    verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
+    outcome.verify_seconds = time.monotonic() - verify_started
+    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    body = source.open(item.source)
+    md5 = hashlib.md5()
+    block_ids: list[str] = []
+    total = 0
+    try:
+        while block := _read_exactly(body.stream, BLOCK_BYTES):
+            md5.update(block)
+            total += len(block)
+            block_ids.append(lake.stage(destination, len(block_ids), block))
+    finally:
+        body.close()
+    _check_bytes(item, body, total, md5, outcome)
+    lake.commit(destination, block_ids, md5=md5.digest(), metadata=metadata, condition=condition)
+    _done(outcome, verdict, destination)
+
+
+def _footer_facts(item: WorkItem, source: S3Source) -> ParquetFacts:
+    tail = source.read_tail(item.source, FOOTER_GUESS_BYTES)
+    facts = inspect_parquet(tail, item.source.size)
+    if isinstance(facts, FooterNeeded):
+        facts = inspect_parquet(source.read_tail(item.source, facts.tail_bytes), item.source.size)
+    assert isinstance(facts, ParquetFacts)  # the second read holds the whole footer
+    return facts
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    facts: ParquetFacts | None
+    schema: SchemaOutcome | None
+    quarantine_reason: str | None
+
+
+def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
+    try:
+        facts = read_facts()
+    except UnreadableParquet as err:
+        return _Verdict(None, None, f"not readable Parquet: {err}")
+    outcome.rows = facts.rows
+    outcome.schema_fingerprint = fingerprint(facts.columns)
+    schema = judge.judge(item.key, facts.columns)
+    outcome.schema = schema
+    return _Verdict(facts, schema, schema.reason if schema.quarantine else None)
+
+
+def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
+                 run_id: str) -> tuple[str, dict[str, str], Condition]:
+    metadata = {
+        lake_module.META_SOURCE_KEY: item.key.key,
+        lake_module.META_SOURCE_ETAG: item.source.etag,
+        lake_module.META_SOURCE_SIZE: str(item.source.size),
+        lake_module.META_RUN_ID: run_id,
+    }
+    if verdict.facts is not None:
+        metadata[lake_module.META_ROWS] = str(verdict.facts.rows)
+        metadata[lake_module.META_SCHEMA] = fingerprint(verdict.facts.columns)
+    if verdict.schema is not None:
+        metadata[lake_module.META_CONTRACT] = verdict.schema.contract or "none"
+    if verdict.quarantine_reason is not None:
+        outcome.reason = verdict.quarantine_reason
+        metadata[lake_module.META_REASON] = _ascii(verdict.quarantine_reason)[:1024]
+        return f"{QUARANTINE}/{item.key.key}", metadata, ALWAYS
+    if item.replaces is not None:
+        return item.key.key, metadata, if_unchanged(item.replaces.etag)
+    return item.key.key, metadata, IF_MISSING
+
+
+def _check_bytes(item: WorkItem, body: SourceBody, length: int, md5: Any, outcome: FileOutcome) -> None:
+    if length != item.source.size:
+        raise Corrupted(f"read {length} bytes, the listing says {item.source.size}")
+    outcome.integrity.append("size")
+    if body.checksum is not None:
+        outcome.integrity.append(f"s3-{body.checksum.lower()}")  # validated by botocore on read
+    if body.etag_is_md5:
+        if md5.hexdigest() != item.source.etag:
+            raise Corrupted("the bytes read do not match the object's MD5 ETag")
+        outcome.integrity.append("etag-md5")
+
+
+def _done(outcome: FileOutcome, verdict: _Verdict, destination: str) -> None:
+    outcome.integrity.append("content-md5")
+    outcome.destination = destination
+    outcome.bytes = outcome.item.source.size
+    outcome.action = QUARANTINED if verdict.quarantine_reason is not None else PUBLISHED
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    chunks: list[bytes] = []
+    wanted = size
+    while wanted:
+        chunk = stream.read(wanted)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        wanted -= len(chunk)
+    return b"".join(chunks)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode().replace("\n", " ")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

@@ -1,0 +1,125 @@
+"""The run manifest: one JSON document per run, written last, describing what changed.
+
+``_manifests/{YYYY}/{MM}/{DD}/{run_id}.json`` and a copy at ``_manifests/latest.json``.
+The JSON Schema is ``manifest.schema.json`` beside this file; tests validate real
+manifests against it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from shared.copy import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome
+from shared.haltian.contracts import dataset_kind
+from shared.sink.lake import MANIFESTS, META_SOURCE_ETAG
+
+if TYPE_CHECKING:
+    from shared.run import RunResult
+
+MANIFEST_VERSION = 1
+LATEST = f"{MANIFESTS}/latest.json"
+
+
+def manifest_path(run_id: str, started: datetime) -> str:
+    return f"{MANIFESTS}/{started:%Y/%m/%d}/{run_id}.json"
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema every manifest satisfies."""
+    return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+
+
+def build_manifest(result: RunResult) -> dict[str, Any]:
+    """The manifest document for a finished run."""
+    plan = result.plan
+    per_dataset: dict[tuple[str, str], Counter] = {}
+
+    def bucket(name: tuple[str, str]) -> Counter:
+        return per_dataset.setdefault(name, Counter())
+
+    for name, count in plan.present.items():
+        bucket(name)["already_present"] += count
+    for name, count in plan.quarantined.items():
+        bucket(name)["already_quarantined"] += count
+    for name, count in result.deferred.items():
+        bucket(name)["deferred"] += count
+    for outcome in result.outcomes:
+        counts = bucket((outcome.item.key.layout, outcome.item.key.dataset))
+        action = "already_present" if outcome.action == PRESENT else outcome.action
+        counts[action] += 1
+        if outcome.action == PUBLISHED:
+            counts["bytes"] += outcome.bytes
+            counts["rows"] += outcome.rows or 0
+
+    datasets = [
+        {
+            "layout": layout,
+            "dataset": dataset,
+            "kind": dataset_kind(layout, dataset),
+            **{field: counts[field] for field in _DATASET_COUNTS},
+        }
+        for (layout, dataset), counts in sorted(per_dataset.items())
+    ]
+    totals = {field: sum(d[field] for d in datasets) for field in _DATASET_COUNTS}
+    totals["unrecognized"] = plan.unrecognized
+    totals["other_organization"] = plan.other_organization
+    totals["listed_objects"] = plan.listed_objects
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "run_id": result.run_id,
+        "started_at": result.started_at.isoformat(),
+        "finished_at": result.finished_at.isoformat(),
+        "duration_seconds": round((result.finished_at - result.started_at).total_seconds(), 3),
+        "status": result.status,
+        "mode": plan.mode,
+        "months": plan.months,
+        "full_reconcile_completed": result.full_reconcile_completed,
+        "settings": result.settings,
+        "totals": totals,
+        "datasets": datasets,
+        "unrecognized": {"count": plan.unrecognized, "examples": plan.unrecognized_examples},
+        "files": [_file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
+    }
+
+
+_DATASET_COUNTS = (
+    PUBLISHED, QUARANTINED, FAILED, "deferred", "already_present", "already_quarantined", "bytes", "rows",
+)
+
+
+def _file_entry(outcome: FileOutcome) -> dict[str, Any]:
+    key = outcome.item.key
+    schema = outcome.schema
+    return {
+        "action": outcome.action,
+        "source_key": key.key,
+        "source_etag": outcome.item.source.etag,
+        "source_size": outcome.item.source.size,
+        "destination": outcome.destination,
+        "organization": key.organization,
+        "layout": key.layout,
+        "dataset": key.dataset,
+        "window_start": key.window_start.isoformat(),
+        "window_end": key.window_end.isoformat() if key.window_end else None,
+        "bytes": outcome.bytes,
+        "rows": outcome.rows,
+        "schema_fingerprint": outcome.schema_fingerprint,
+        "schema": None if schema is None else {
+            "verdict": schema.verdict,
+            "against": schema.against,
+            "contract": schema.contract,
+            "drift": list(schema.drift),
+        },
+        "replaced_source_etag": (
+            outcome.item.replaces.metadata.get(META_SOURCE_ETAG) if outcome.item.replaces else None
+        ),
+        "reason": outcome.reason,
+        "integrity": outcome.integrity,
+        "seconds": round(outcome.seconds, 4),
+    }

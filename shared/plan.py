@@ -1,0 +1,167 @@
+"""Planning a run: which source files are new, decided against the lake as the ledger.
+
+No LastModified watermark: S3 stamps a multipart upload with the time it *started*, so a
+watermark can skip a file for ever. A source file is new when the lake holds no verified copy
+of that key with the same ETag and size (see :func:`decide`). To keep hourly runs cheap, only
+the month folders that can hold new files are listed; a full reconcile lists everything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from shared.haltian.keys import HaltianKey, parse_key
+from shared.sink.lake import QUARANTINE, Lake, LakeEntry
+from shared.source.s3 import S3Source, SourceObject
+
+WINDOW = "window"
+FULL = "full"
+MAX_EXAMPLES = 10
+
+
+class Decision(str, Enum):
+    PRESENT = "present"
+    QUARANTINED = "quarantined"
+    NEW = "new"
+    CHANGED = "changed"
+
+
+def decide(obj: SourceObject, mirrored: LakeEntry | None, quarantined: LakeEntry | None) -> Decision:
+    """Whether a source object still has to be copied.
+
+    The rule: the copy at the mirrored path counts when its metadata names the same source
+    ETag and size and its own size equals that size (it was written, with that metadata,
+    only after verification, in one atomic commit). A quarantined copy of that same version
+    also counts: it was judged and need not be judged again. Otherwise the file is NEW, or
+    CHANGED when the mirrored path holds an older version.
+    """
+    if mirrored is not None and mirrored.holds(obj.etag, obj.size) and mirrored.size == obj.size:
+        return Decision.PRESENT
+    if quarantined is not None and quarantined.holds(obj.etag, obj.size):
+        return Decision.QUARANTINED
+    return Decision.CHANGED if mirrored is not None else Decision.NEW
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file to copy, and the lake blob it replaces (None for a new file)."""
+
+    source: SourceObject
+    key: HaltianKey
+    replaces: LakeEntry | None = None
+
+
+@dataclass
+class Plan:
+    mode: str
+    months: list[str] | None
+    items: list[WorkItem] = field(default_factory=list)
+    present: Counter = field(default_factory=Counter)
+    quarantined: Counter = field(default_factory=Counter)
+    unrecognized: int = 0
+    unrecognized_examples: list[str] = field(default_factory=list)
+    other_organization: int = 0
+    listed_objects: int = 0
+    listed_prefixes: int = 0
+
+    def note_unrecognized(self, key: str) -> None:
+        self.unrecognized += 1
+        if len(self.unrecognized_examples) < MAX_EXAMPLES:
+            self.unrecognized_examples.append(key)
+
+
+def window_months(now: datetime, lookback: int) -> list[tuple[int, int]]:
+    """The current month and ``lookback`` months before it, oldest first."""
+    index = now.year * 12 + now.month - 1
+    return [(i // 12, i % 12 + 1) for i in range(index - lookback, index + 1)]
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def organization_roots(source: S3Source, prefix: str, organization: str | None) -> list[str]:
+    """The ``.../{org}/`` folders to read: legacy ones, and v1 ones below ``v1/``.
+
+    With an organization set, its folders are named directly, so the bridge needs list
+    permission on that organization's folders only.
+    """
+    last = prefix.rstrip("/").rsplit("/", 1)[-1]
+    if _is_uuid(last):
+        return [prefix]
+    if organization is not None:
+        return [f"{prefix}{organization}/", f"{prefix}v1/{organization}/"]
+    roots: list[str] = []
+    for folder in source.list_folders(prefix):
+        name = folder[len(prefix):-1]
+        if _is_uuid(name):
+            roots.append(folder)
+        elif name == "v1":
+            roots.extend(f for f in source.list_folders(folder) if _is_uuid(f[len(folder):-1]))
+    return roots
+
+
+def make_plan(
+    source: S3Source,
+    lake: Lake,
+    *,
+    prefix: str,
+    organization: str | None,
+    full: bool,
+    months: list[tuple[int, int]],
+    executor: Executor,
+) -> Plan:
+    """Lists the source and the lake (in parallel) and joins them into a plan."""
+    if full:
+        plan = Plan(mode=FULL, months=None)
+        roots = [prefix] if organization is None else organization_roots(source, prefix, organization)
+        prefixes = roots
+    else:
+        plan = Plan(mode=WINDOW, months=[f"{y:04d}-{m:02d}" for y, m in months])
+        roots = organization_roots(source, prefix, organization)
+        datasets = [d for folders in executor.map(source.list_folders, roots) for d in folders]
+        prefixes = [f"{d}{y:04d}/{m:02d}/" for d in datasets for y, m in months]
+    plan.listed_prefixes = len(prefixes)
+
+    source_lists = executor.map(lambda p: list(source.list_objects(p)), prefixes)
+    mirrored_lists = executor.map(lambda p: list(lake.list_entries(p)), prefixes)
+    quarantined = _index(lake.list_entries(f"{QUARANTINE}/{prefix}"), strip=f"{QUARANTINE}/")
+    mirrored = _index((e for entries in mirrored_lists for e in entries), strip="")
+    _join(plan, (o for objects in source_lists for o in objects), mirrored, quarantined, organization)
+    plan.items.sort(key=lambda item: (item.key.window_start, item.key.key))
+    return plan
+
+
+def _index(entries: Iterable[LakeEntry], strip: str) -> dict[str, LakeEntry]:
+    return {entry.path[len(strip):]: entry for entry in entries}
+
+
+def _join(plan: Plan, objects: Iterable[SourceObject], mirrored: dict[str, LakeEntry],
+          quarantined: dict[str, LakeEntry], organization: str | None) -> None:
+    for obj in objects:
+        plan.listed_objects += 1
+        key = parse_key(obj.key)
+        if key is None:
+            plan.note_unrecognized(obj.key)
+            continue
+        if organization is not None and key.organization != organization:
+            plan.other_organization += 1
+            continue
+        decision = decide(obj, mirrored.get(obj.key), quarantined.get(obj.key))
+        name = (key.layout, key.dataset)
+        if decision is Decision.PRESENT:
+            plan.present[name] += 1
+        elif decision is Decision.QUARANTINED:
+            plan.quarantined[name] += 1
+        else:
+            plan.items.append(WorkItem(obj, key, mirrored.get(obj.key)))
+

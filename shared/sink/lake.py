@@ -1,0 +1,226 @@
+"""The customer's ADLS Gen2 account, written through its Blob endpoint.
+
+Every path the bridge touches is below the configured root folder. Mirrored files sit at
+``{root}/{s3 key}``; the bridge's own folders start with ``_`` and can never be produced by a
+Haltian key (keys start with ``parquet/`` or ``downloads/``, see ``haltian.keys``).
+
+Publishing is atomic: a single Put Blob, or blocks staged on the final name (invisible to
+readers) and committed by one Put Block List. Every request body carries Content-MD5, so
+the service itself checks each byte that lands.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MANIFESTS = "_manifests"
+QUARANTINE = "_quarantine"
+STATE = "_state"
+SCHEMAS = "_schemas"
+RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS)
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+# Metadata written with every file, atomically with its bytes. Names are C# identifiers,
+# as Azure requires; values are ASCII.
+META_SOURCE_KEY = "haltian_source_key"
+META_SOURCE_ETAG = "haltian_source_etag"
+META_SOURCE_SIZE = "haltian_source_size"
+META_ROWS = "haltian_rows"
+META_SCHEMA = "haltian_schema_fingerprint"
+META_CONTRACT = "haltian_contract"
+META_RUN_ID = "haltian_run_id"
+META_REASON = "haltian_quarantine_reason"
+
+
+@dataclass(frozen=True)
+class LakeEntry:
+    """A blob as listed, with the metadata the ledger needs."""
+
+    path: str
+    size: int
+    etag: str
+    metadata: dict[str, str]
+
+    def holds(self, source_etag: str, source_size: int) -> bool:
+        """True when this blob is a verified copy of that exact source version."""
+        return (
+            self.metadata.get(META_SOURCE_ETAG) == source_etag
+            and self.metadata.get(META_SOURCE_SIZE) == str(source_size)
+        )
+
+
+@dataclass(frozen=True)
+class Condition:
+    """When a write may happen: the blob is missing, is still one version, or always."""
+
+    if_missing: bool = False
+    etag: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        if self.if_missing:
+            return {"match_condition": MatchConditions.IfMissing}
+        if self.etag is not None:
+            return {"etag": self.etag, "match_condition": MatchConditions.IfNotModified}
+        return {}
+
+
+IF_MISSING = Condition(if_missing=True)
+ALWAYS = Condition()
+
+
+def if_unchanged(etag: str) -> Condition:
+    return Condition(etag=etag)
+
+
+class PublishConflict(Exception):
+    """Another writer published or replaced the blob first."""
+
+
+class Lake:
+    """One container and root folder; paths given to its methods are relative to the root."""
+
+    def __init__(self, container: ContainerClient, root: str = "") -> None:
+        self.container = container
+        self.root = root.strip("/")
+
+    def path(self, relative: str) -> str:
+        """The blob name for a path below the root; refuses anything that could escape it."""
+        segments = relative.split("/")
+        if not relative or relative.startswith("/") or any(s in ("", ".", "..") for s in segments[:-1]) \
+                or segments[-1] in (".", ".."):
+            raise ValueError(f"refusing lake path {relative!r}")
+        return f"{self.root}/{relative}" if self.root else relative
+
+    def relative(self, name: str) -> str:
+        return name[len(self.root) + 1:] if self.root else name
+
+    def list_entries(self, prefix: str) -> Iterator[LakeEntry]:
+        """Blobs below a relative folder prefix (ending in '/'), with their metadata.
+
+        One request per 5,000 blobs. A hierarchical-namespace account also lists its
+        directories as empty blobs marked ``hdi_isfolder``; they are not files and are skipped.
+        """
+        for blob in self.container.list_blobs(name_starts_with=self.path(prefix), include=["metadata"]):
+            metadata = blob.metadata or {}
+            if metadata.get("hdi_isfolder") == "true":
+                continue
+            yield LakeEntry(self.relative(blob.name), blob.size, blob.etag, metadata)
+
+    def put(self, relative: str, data: bytes, *, metadata: dict[str, str], condition: Condition) -> None:
+        """Publishes a whole file with one Put Blob (Content-MD5 checked by the service).
+
+        Raises:
+            PublishConflict: the condition failed.
+        """
+        blob = self.container.get_blob_client(self.path(relative))
+        try:
+            blob.upload_blob(
+                data,
+                length=len(data),
+                validate_content=True,
+                content_settings=ContentSettings(content_type=PARQUET_CONTENT_TYPE),
+                metadata=metadata,
+                overwrite=True,
+                **condition.kwargs(),
+            )
+        except (ResourceExistsError, ResourceModifiedError) as err:
+            raise PublishConflict(f"{relative} was written by another run") from err
+
+    def stage(self, relative: str, index: int, data: bytes) -> str:
+        """Stages one block on the final name; readers see nothing until :meth:`commit`."""
+        block_id = base64.b64encode(f"haltian-block-{index:08d}".encode()).decode()
+        blob = self.container.get_blob_client(self.path(relative))
+        blob.stage_block(block_id, data, length=len(data), validate_content=True)
+        return block_id
+
+    def commit(self, relative: str, block_ids: list[str], *, md5: bytes, metadata: dict[str, str],
+               condition: Condition) -> None:
+        """Makes the staged blocks the blob's content in one Put Block List.
+
+        Raises:
+            PublishConflict: the condition failed.
+        """
+        blob = self.container.get_blob_client(self.path(relative))
+        try:
+            blob.commit_block_list(
+                [BlobBlock(block_id=b) for b in block_ids],
+                content_settings=ContentSettings(content_type=PARQUET_CONTENT_TYPE, content_md5=md5),
+                metadata=metadata,
+                **condition.kwargs(),
+            )
+        except (ResourceExistsError, ResourceModifiedError) as err:
+            raise PublishConflict(f"{relative} was written by another run") from err
+
+    def get_entry(self, relative: str) -> LakeEntry | None:
+        blob = self.container.get_blob_client(self.path(relative))
+        try:
+            props = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return LakeEntry(relative, props.size, props.etag, props.metadata or {})
+
+    def read_json(self, relative: str) -> Any | None:
+        """A JSON document below the root, or None when there is none."""
+        blob = self.container.get_blob_client(self.path(relative))
+        try:
+            return json.loads(blob.download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+
+    def write_json(self, relative: str, document: Any, *, condition: Condition | None = None) -> bool:
+        """Writes a JSON document atomically; False when the condition failed."""
+        data = json.dumps(document, indent=2, default=str).encode()
+        blob = self.container.get_blob_client(self.path(relative))
+        try:
+            blob.upload_blob(
+                data,
+                overwrite=True,
+                validate_content=True,
+                content_settings=ContentSettings(content_type="application/json"),
+                **(condition or ALWAYS).kwargs(),
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    def blob_client(self, relative: str) -> Any:
+        return self.container.get_blob_client(self.path(relative))
+
+
+def make_container_client(settings: Settings) -> ContainerClient:
+    """A container client for the lake: managed identity in Azure, a connection string locally."""
+    session = requests.Session()
+    pool = settings.max_concurrency * 2 + 4
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+    options: dict[str, Any] = {
+        "transport": RequestsTransport(session=session, session_owner=False),
+        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=4),
+        "max_single_put_size": 64 * 1024 * 1024,
+        "connection_timeout": 10,
+        "read_timeout": 120,
+    }
+    if settings.adls_connection_string:
+        service = BlobServiceClient.from_connection_string(settings.adls_connection_string, **options)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+        service = BlobServiceClient(settings.adls_account_url, credential=credential, **options)
+    return service.get_container_client(settings.adls_container)

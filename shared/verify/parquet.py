@@ -1,0 +1,128 @@
+"""Reading a Parquet file's footer (and, when the whole file is in memory, its pages).
+
+The copy path calls :func:`inspect_parquet` with either the whole file or only its footer
+(fetched by a ranged GET), so verification never costs a second full download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.haltian.contracts import Column, columns_of
+
+MAGIC = b"PAR1"
+#: How much of a file's end the copy path fetches to find the footer in one request.
+FOOTER_GUESS_BYTES = 64 * 1024
+
+
+class UnreadableParquet(Exception):
+    """The bytes are not a readable Parquet file; the message says why, for the manifest."""
+
+
+@dataclass(frozen=True)
+class FooterNeeded:
+    """The footer is longer than the bytes given: fetch this many bytes from the end."""
+
+    tail_bytes: int
+
+
+@dataclass(frozen=True)
+class ParquetFacts:
+    rows: int
+    row_groups: int
+    schema: pa.Schema
+    columns: tuple[Column, ...]
+    pages_checked: bool
+
+
+def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
+    """Checks a Parquet file from its last ``len(data)`` bytes (all of it when ``len == size``).
+
+    Always checked: both magic numbers (when the head is at hand), a footer that fits in the
+    file, a footer pyarrow can decode, row groups whose row counts add up to the file's and
+    whose column chunks lie inside the file. With the whole file, every row group is also
+    decoded, so a footer that claims rows the pages do not hold is caught.
+
+    Raises:
+        UnreadableParquet: with a reason fit for an operator.
+    """
+    if size == 0:
+        raise UnreadableParquet("empty object (0 bytes): not a Parquet file")
+    if size < 12:
+        raise UnreadableParquet(f"only {size} bytes: too short to be a Parquet file")
+    whole = len(data) == size
+    if whole and data[:4] != MAGIC:
+        raise UnreadableParquet("does not start with the Parquet magic 'PAR1': not a Parquet file")
+    if data[-4:] != MAGIC:
+        raise UnreadableParquet("does not end with the Parquet magic 'PAR1': truncated or not Parquet")
+    footer_length = int.from_bytes(data[-8:-4], "little")
+    if footer_length + 12 > size:
+        raise UnreadableParquet(
+            f"footer length {footer_length} does not fit in a {size}-byte file: truncated"
+        )
+    if footer_length + 8 > len(data):
+        return FooterNeeded(footer_length + 8)
+    footer = data[-(footer_length + 8):]
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(MAGIC + footer))
+        metadata = parquet.metadata
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise UnreadableParquet(f"Parquet footer cannot be decoded: {_short(err)}") from err
+    _check_layout(metadata, size - footer_length - 8)
+    if whole:
+        _check_pages(data, metadata.num_row_groups)
+    return ParquetFacts(
+        rows=metadata.num_rows,
+        row_groups=metadata.num_row_groups,
+        schema=schema,
+        columns=columns_of(schema),
+        pages_checked=whole,
+    )
+
+
+def _check_layout(metadata: pq.FileMetaData, data_end: int) -> None:
+    total = 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        total += group.num_rows
+        for column_index in range(group.num_columns):
+            chunk = group.column(column_index)
+            # Writers leave an offset 0 for pages a chunk does not have (an empty group's data).
+            offsets = [chunk.data_page_offset]
+            if chunk.has_dictionary_page:
+                offsets.append(chunk.dictionary_page_offset)
+            offsets = [o for o in offsets if o]
+            start = min(offsets) if offsets else 4
+            if start < 4 or start + chunk.total_compressed_size > data_end:
+                raise UnreadableParquet(
+                    f"row group {index} column {chunk.path_in_schema!r} lies outside the file's "
+                    "data: truncated or corrupt"
+                )
+    if total != metadata.num_rows:
+        raise UnreadableParquet(
+            f"footer claims {metadata.num_rows} rows but its row groups hold {total}"
+        )
+
+
+def _check_pages(data: bytes, row_groups: int) -> None:
+    # One row group at a time keeps memory at one decoded group, not the whole table.
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    for index in range(row_groups):
+        expected = parquet.metadata.row_group(index).num_rows
+        try:
+            decoded = parquet.read_row_group(index).num_rows
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise UnreadableParquet(f"row group {index} cannot be decoded: {_short(err)}") from err
+        if decoded != expected:
+            raise UnreadableParquet(
+                f"row group {index} claims {expected} rows but its pages hold {decoded}"
+            )
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:300] or type(err).__name__

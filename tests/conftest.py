@@ -1,0 +1,97 @@
+"""Real servers for the tests: moto's S3 server and Azurite, started once per session.
+
+Each test gets its own bucket and container, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.demo import servers
+from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
+from shared.run import Bridge
+from shared.settings import Settings
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[servers.Server]:
+    server = servers.moto_server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[servers.Server]:
+    server = servers.azurite().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", servers.FAKE_AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", servers.FAKE_AWS_SECRET)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@dataclass
+class Stack:
+    """One test's bucket and container on the shared servers, and settings that name them."""
+
+    moto: servers.Server
+    azurite: servers.Server
+    bucket: str
+    container_name: str
+    s3: object
+    container: ContainerClient
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        values = {
+            "HALTIAN_S3_BUCKET": self.bucket,
+            "HALTIAN_S3_ENDPOINT_URL": self.moto.url,
+            "ADLS_CONNECTION_STRING": servers.azurite_connection_string(self.azurite),
+            "ADLS_CONTAINER": self.container_name,
+            "ADLS_ROOT": "haltian/raw",
+            "BRIDGE_MAX_CONCURRENCY": "4",
+        }
+        values.update(overrides)
+        return values
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_mapping(self.env(**overrides))
+
+    def bridge(self, **overrides: str) -> Bridge:
+        return Bridge.from_settings(self.settings(**overrides))
+
+    def seed(self, spec: BucketSpec) -> list[tuple[Written, bytes]]:
+        objects = build_bucket(spec)
+        upload(self.s3, self.bucket, objects)
+        return objects
+
+    def lake_bytes(self, key: str, root: str = "haltian/raw") -> bytes:
+        return self.container.get_blob_client(f"{root}/{key}").download_blob().readall()
+
+    def lake_names(self, prefix: str = "") -> list[str]:
+        return [b.name for b in self.container.list_blobs(name_starts_with=prefix or None)]
+
+
+@pytest.fixture
+def stack(moto: servers.Server, azurite: servers.Server) -> Stack:
+    n = next(_names)
+    bucket = f"haltian-test-{os.getpid()}-{n}"
+    container_name = f"lake-{os.getpid()}-{n}"
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    service = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite))
+    container = service.create_container(container_name)
+    return Stack(moto, azurite, bucket, container_name, s3, container)
