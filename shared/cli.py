@@ -10,7 +10,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from azure.core.exceptions import AzureError
+from botocore.exceptions import BotoCoreError, ClientError
+
 from shared import logs
+from shared.errors import describe
 from shared.manifest.build import build_manifest
 from shared.progress import TerminalProgress
 from shared.report import format_manifest, format_plan, plan_document
@@ -66,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except (BotoCoreError, ClientError, AzureError) as err:
+        # Listing or the manifest failed: nothing claims work that did not happen, and the
+        # next run starts over from the bucket and the lake.
+        print(f"run stopped: {describe(err)}", file=sys.stderr)
+        return EXIT_FAILED_FILES
     if progress is not None:
         progress.finish()
     manifest = build_manifest(result)

@@ -17,6 +17,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.errors import describe
 from shared.haltian.contracts import fingerprint
 from shared.plan import WorkItem
 from shared.sink import lake as lake_module
@@ -82,7 +83,7 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     except (SourceChanged, Corrupted) as err:
         outcome.action, outcome.reason = FAILED, str(err)
     except (BotoCoreError, ClientError, AzureError, OSError) as err:
-        outcome.action, outcome.reason = FAILED, f"{type(err).__name__}: {_first_line(err)}"
+        outcome.action, outcome.reason = FAILED, describe(err)
     outcome.seconds = time.monotonic() - started
     if outcome.action == FAILED:
         log.warning("left for the next run: %s: %s", item.key.key, outcome.reason)
@@ -211,7 +212,3 @@ def _read_exactly(stream: Any, size: int) -> bytes:
 
 def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode().replace("\n", " ")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

@@ -1,0 +1,119 @@
+"""The timer function and the command line, called the way the host and a person call them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import jsonschema
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared import cli
+from shared.demo.bucket import BucketSpec
+from shared.manifest.build import manifest_schema
+from shared.progress import TerminalProgress
+from shared.run import Bridge
+from shared.sink.lock import RunLock
+
+pytestmark = pytest.mark.integration
+
+SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
+             legacy_snapshots=["device"], v1_snapshots=["devices"])
+
+
+@pytest.fixture(scope="session")
+def timer_function():
+    import function_app
+
+    # get_functions() may be called once per FunctionApp instance: cache it for the session.
+    (function,) = function_app.app.get_functions()
+    return function
+
+
+def test_timer_binding_is_what_the_host_reads(timer_function) -> None:
+    binding = json.loads(timer_function.get_function_json())["bindings"][0]
+    assert binding["type"] == "timerTrigger"
+    assert binding["schedule"] == "%BRIDGE_SCHEDULE%"
+    assert binding["useMonitor"] is True
+    assert binding["runOnStartup"] is False
+
+
+def test_the_timer_runs_the_bridge_and_logs_a_past_due_run(timer_function, stack, monkeypatch, caplog) -> None:
+    stack.seed(BucketSpec(**SMALL))
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.INFO, logger="shared"):
+        timer_function.get_user_function()(TimerRequest(past_due=True))
+    assert "timer is past due" in caplog.text
+    summary = [r for r in caplog.records if r.getMessage().startswith("run ") and "published" in r.getMessage()]
+    assert len(summary) == 1 and " complete: " in summary[0].getMessage()
+    assert all(r.run_id != "-" for r in summary)
+    latest = json.loads(stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall())
+    assert latest["totals"]["published"] > 0
+
+
+def test_cli_plan_and_run_as_json(stack, monkeypatch, capsys) -> None:
+    stack.seed(BucketSpec(**SMALL))
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["plan", "--json"]) == cli.EXIT_OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["mode"] == "full" and plan["to_copy"] and stack.lake_names() == []
+
+    assert cli.main(["run", "--json"]) == cli.EXIT_OK
+    manifest = json.loads(capsys.readouterr().out)
+    jsonschema.validate(manifest, manifest_schema())
+    assert manifest["totals"]["published"] == len([f for f in plan["to_copy"]]) - manifest["totals"]["quarantined"]
+
+    assert cli.main(["run"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "mode=window" in out and "status=complete" in out
+
+
+def test_cli_reads_a_local_settings_file(stack, tmp_path, monkeypatch, capsys) -> None:
+    for name in stack.env():
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": stack.env()}))
+    assert cli.main(["plan", "--settings", str(path)]) == cli.EXIT_OK
+    assert "full plan" in capsys.readouterr().out
+
+
+def test_cli_exit_codes_for_bad_settings_and_a_held_lock(stack, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HALTIAN_S3_BUCKET", "x")
+    monkeypatch.delenv("ADLS_CONTAINER", raising=False)
+    assert cli.main(["run"]) == cli.EXIT_SETTINGS
+    err = capsys.readouterr().err
+    assert "HALTIAN_S3_BUCKET" in err and "ADLS_CONTAINER" in err
+
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    with RunLock(Bridge.from_settings(stack.settings()).lake, "manual-run"):
+        assert cli.main(["run"]) == cli.EXIT_LOCKED
+    assert "another bridge run holds the lock (run manual-run" in capsys.readouterr().err
+
+
+def test_cli_reports_an_unreachable_bucket_plainly(stack, monkeypatch, capsys) -> None:
+    from shared.demo.servers import free_port
+
+    for name, value in stack.env(HALTIAN_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}").items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == cli.EXIT_FAILED_FILES
+    err = capsys.readouterr().err
+    assert "run stopped: EndpointConnectionError" in err
+    assert "Traceback" not in err
+    assert "_manifests/" not in " ".join(stack.lake_names())  # no manifest claims work that did not happen
+
+
+def test_terminal_progress_shows_files_bytes_rate_and_eta() -> None:
+    stream = io.StringIO()
+    progress = TerminalProgress(stream)
+    progress.start(4, 4_000_000)
+    progress.advance(1, 1_000_000)
+    progress.advance(4, 4_000_000)
+    progress.finish()
+    text = stream.getvalue()
+    assert "4/4 files" in text and "4.0/4.0 MB" in text and "MB/s" in text and "ETA" in text
+    assert text.endswith("\n")
