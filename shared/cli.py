@@ -21,6 +21,7 @@ from shared.report import format_manifest, format_plan, plan_document
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
 from shared.sink.lock import RunLocked
+from shared.tables.sql import find_tables, synapse_sql
 
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1
@@ -32,10 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "copy every new Haltian file into the lake now"),
-                       ("plan", "show what a run would copy; writes nothing")):
+                       ("plan", "show what a run would copy; writes nothing"),
+                       ("sql", "print Synapse serverless SQL views over the Delta tables")):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--all", action="store_true", help="reconcile every month, not just the recent ones")
-        command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+        if name != "sql":
+            command.add_argument("--all", action="store_true", help="reconcile every month, not just the recent ones")
+            command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
         command.add_argument("--settings", type=Path, metavar="FILE",
                              help="a local.settings.json whose Values are used as settings")
     return parser
@@ -51,13 +54,18 @@ def load_environment(settings_file: Path | None, environ: Mapping[str, str]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure(logging.WARNING if args.json else logging.INFO, logging.StreamHandler(sys.stderr))
+    quiet = args.command == "sql" or args.json
+    logs.configure(logging.WARNING if quiet else logging.INFO, logging.StreamHandler(sys.stderr))
     try:
         settings = Settings.from_mapping(load_environment(args.settings, os.environ))
     except SettingsError as err:
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
     bridge = Bridge.from_settings(settings)
+    if args.command == "sql":
+        tables = find_tables(bridge.lake, settings.s3_prefix)
+        print(synapse_sql(settings, bridge.lake, tables))
+        return EXIT_OK
     if args.command == "plan":
         plan = plan_run(bridge, full=args.all)
         print(json.dumps(plan_document(plan), indent=2) if args.json else format_plan(plan))

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -21,8 +22,9 @@ from shared.errors import describe
 from shared.haltian.contracts import fingerprint
 from shared.plan import WorkItem
 from shared.sink import lake as lake_module
-from shared.sink.lake import IF_MISSING, ALWAYS, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
+from shared.sink.lake import ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
+from shared.tables.facts import TableFacts, table_facts
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
 from shared.verify.schema import SchemaJudge, SchemaOutcome
 
@@ -58,6 +60,8 @@ class FileOutcome:
     integrity: list[str] = field(default_factory=list)
     seconds: float = 0.0
     verify_seconds: float = 0.0
+    table: TableFacts | None = None
+    lake_modified: datetime | None = None
 
 
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str) -> FileOutcome:
@@ -103,7 +107,7 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
     verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
     outcome.verify_seconds = time.monotonic() - verify_started
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
-    lake.put(destination, data, metadata=metadata, condition=condition)
+    outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
     _done(outcome, verdict, destination)
 
 
@@ -125,7 +129,8 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
     finally:
         body.close()
     _check_bytes(item, body, total, md5, outcome)
-    lake.commit(destination, block_ids, md5=md5.digest(), metadata=metadata, condition=condition)
+    outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest(), metadata=metadata,
+                                        condition=condition)
     _done(outcome, verdict, destination)
 
 
@@ -154,6 +159,8 @@ def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOut
     outcome.schema_fingerprint = fingerprint(facts.columns)
     schema = judge.judge(item.key, facts.columns)
     outcome.schema = schema
+    if not schema.quarantine:
+        outcome.table = table_facts(facts.metadata)
     return _Verdict(facts, schema, schema.reason if schema.quarantine else None)
 
 

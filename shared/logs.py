@@ -37,7 +37,10 @@ def configure(level: int = logging.INFO, handler: logging.Handler | None = None)
     bridge = logging.getLogger("shared")
     bridge.setLevel(level)
     if handler is not None:
+        for previous in [h for h in bridge.handlers if getattr(h, "_bridge", False)]:
+            bridge.removeHandler(previous)  # configure() again replaces, never stacks
         handler.setFormatter(logging.Formatter(FORMAT))
+        handler._bridge = True  # type: ignore[attr-defined]
         bridge.addHandler(handler)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

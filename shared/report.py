@@ -35,6 +35,15 @@ def format_manifest(manifest: dict[str, Any]) -> str:
     if unrecognized["count"]:
         lines.append(f"{unrecognized['count']} keys fit no Haltian layout and were not copied, e.g. "
                      + ", ".join(repr(k) for k in unrecognized["examples"][:5]))
+    for t in manifest.get("tables", []):
+        state = f"version {t['version']}" if t["version"] is not None else "no table yet"
+        if t["added"] or t["removed"]:
+            lines.append(f"delta {t['layout']}/{t['dataset']}: {state}, +{len(t['added'])} files, "
+                         f"-{len(t['removed'])} files")
+        for excluded in t["excluded"]:
+            lines.append(f"delta {t['layout']}/{t['dataset']}: {excluded['source_key']} {excluded['reason']}")
+        if t["error"]:
+            lines.append(f"delta {t['layout']}/{t['dataset']}: NOT COMMITTED ({t['error']}); the next run retries")
     drift = [f for f in manifest["files"] if f["schema"] and f["schema"]["drift"] and f["action"] == "published"]
     for f in drift[:10]:
         lines.append(f"schema drift ({f['schema']['verdict']} against the {f['schema']['against']}) "

@@ -11,22 +11,26 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from shared import logs
 from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
+from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
-from shared.progress import Progress
 from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
+from shared.progress import Progress
 from shared.settings import Settings
-from shared.sink.lake import STATE, Lake, make_container_client
+from shared.sink.lake import (
+    META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
+)
 from shared.sink.lock import RunLock, RunLocked
 from shared.source.s3 import S3Source, make_s3_client
+from shared.tables.delta import DeltaPublisher, TableChange, TableFile
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,12 @@ class Bridge:
     settings: Settings
     source: S3Source
     lake: Lake
+    credential: Any | None = None
+
+    def delta_publisher(self, run_id: str) -> DeltaPublisher:
+        """A publisher with storage options fetched now (a fresh token in Azure)."""
+        options = delta_storage_options(self.settings, self.credential)
+        return DeltaPublisher(self.lake, self.settings.adls_container, options, run_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
@@ -50,9 +60,10 @@ class Bridge:
 
 @cache
 def _bridge_for(settings: Settings) -> Bridge:
+    credential = make_credential(settings)
     source = S3Source(make_s3_client(settings), settings.s3_bucket)
-    lake = Lake(make_container_client(settings), settings.adls_root)
-    return Bridge(settings, source, lake)
+    lake = Lake(make_container_client(settings, credential), settings.adls_root)
+    return Bridge(settings, source, lake, credential)
 
 
 @dataclass
@@ -66,6 +77,7 @@ class RunResult:
     settings: dict[str, Any]
     outcomes: list[FileOutcome] = field(default_factory=list)
     deferred: Counter = field(default_factory=Counter)
+    tables: list[TableChange] = field(default_factory=list)
     full_reconcile_completed: bool = False
     manifest_path: str | None = None
 
@@ -77,14 +89,18 @@ class RunResult:
         return self.count(FAILED)
 
     @property
+    def table_errors(self) -> int:
+        return sum(1 for t in self.tables if t.error)
+
+    @property
     def status(self) -> str:
         """``complete`` when nothing is left for the next run, else ``incomplete``."""
-        return "incomplete" if self.failed or self.deferred else "complete"
+        return "incomplete" if self.failed or self.deferred or self.table_errors else "complete"
 
     @property
     def exit_code(self) -> int:
-        """0 when every file was published, skipped or quarantined; 1 when some failed."""
-        return 1 if self.failed else 0
+        """0 when every file was published, skipped or quarantined and every table committed."""
+        return 1 if self.failed or self.table_errors else 0
 
     def summary(self) -> str:
         published = [o for o in self.outcomes if o.action == PUBLISHED]
@@ -141,6 +157,7 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
         _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress)
+        result.tables = _sync_tables(bridge, plan, result, run_id)
         result.finished_at = datetime.now(timezone.utc)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result)
@@ -172,6 +189,32 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
             if progress is not None:
                 progress.advance(done_files, done_bytes)
     result.outcomes.sort(key=lambda o: o.item.key.key)
+
+
+def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str) -> list[TableChange]:
+    """Brings every dataset's Delta table in line with the verified files this run knows of.
+
+    The candidates are the verified copies the plan listed (which heals a crash between
+    publish and commit) and the files this run published.
+    """
+    candidates: dict[str, TableFile] = {}
+    for path, entry in plan.mirrored.items():
+        key = parse_key(path)
+        if key is not None and entry.metadata.get(META_SOURCE_ETAG) and entry.last_modified is not None:
+            candidates[path] = TableFile(key, entry.size, entry.last_modified)
+    for outcome in result.outcomes:
+        if outcome.action == PUBLISHED and outcome.lake_modified is not None:
+            key = outcome.item.key
+            candidates[key.key] = TableFile(key, outcome.bytes, outcome.lake_modified, outcome.table)
+    by_table: dict[str, list[TableFile]] = {}
+    for candidate in candidates.values():
+        by_table.setdefault(candidate.key.dataset_folder, []).append(candidate)
+    if not by_table:
+        return []
+    publisher = bridge.delta_publisher(run_id)
+    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta") as executor:
+        changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
+    return [change for change in changes if change.changed or change.excluded or change.error]
 
 
 def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:

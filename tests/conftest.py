@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
+import botocore.config
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
@@ -84,13 +85,18 @@ class Stack:
     def lake_names(self, prefix: str = "") -> list[str]:
         return [b.name for b in self.container.list_blobs(name_starts_with=prefix or None)]
 
+    def data_files(self, root: str = "haltian/raw") -> list[str]:
+        """The mirrored Parquet files (not the Delta logs beside them)."""
+        return [n for n in self.lake_names(f"{root}/parquet/") if "/_delta_log/" not in n]
+
 
 @pytest.fixture
 def stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     n = next(_names)
     bucket = f"haltian-test-{os.getpid()}-{n}"
     container_name = f"lake-{os.getpid()}-{n}"
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
+                      config=botocore.config.Config(max_pool_connections=32))
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     service = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite))
     container = service.create_container(container_name)

@@ -99,7 +99,7 @@ def test_the_timer_raises_after_finishing_the_other_files(stack, monkeypatch, ca
     with caplog.at_level(logging.INFO, logger="shared"), pytest.raises(RunFailed, match="1 failed"):
         run_for_timer(stack.env())
     assert any(r.levelno == logging.ERROR and "failed files are listed in" in r.getMessage() for r in caplog.records)
-    assert len(stack.lake_names(f"{ROOT}/parquet/")) == len(objects) - 1
+    assert len(stack.data_files()) == len(objects) - 1
 
     bridge.source.client.meta.events.unregister("before-parameter-build.s3.GetObject", unique_id="refuse")
     result = run_for_timer(stack.env())

@@ -22,6 +22,7 @@ from azure.storage.blob import BlobServiceClient
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, generate
 from shared.report import format_manifest
+from shared.sink.lake import delta_storage_options
 
 BUCKET = "haltian-export"
 CONTAINER = "haltian"
@@ -34,6 +35,25 @@ def timer_function():  # noqa: ANN201 - the Functions SDK's own type
 
     (function,) = function_app.app.get_functions()
     return function.get_user_function()
+
+
+def tables_summary() -> str:
+    """Each Delta table with its version and row count, read back with delta-rs."""
+    from deltalake import DeltaTable
+
+    from shared.run import Bridge
+    from shared.settings import Settings
+    from shared.tables.sql import find_tables
+
+    settings = Settings.from_mapping(os.environ)
+    bridge = Bridge.from_settings(settings)
+    options = delta_storage_options(settings, bridge.credential)
+    lines = []
+    for folder in find_tables(bridge.lake, settings.s3_prefix):
+        table = DeltaTable(f"az://{CONTAINER}/{bridge.lake.path(folder).rstrip('/')}", storage_options=options)
+        rows = table.to_pyarrow_dataset().count_rows()
+        lines.append(f"  {folder:75} version {table.version():>3}  {rows:>9,} rows  {len(table.file_uris()):>5} files")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +104,8 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int) -> int:
     copied_twice = manifest["totals"]["published"]
     print(f"\nthe lake: {sum(1 for _ in container.list_blobs(name_starts_with=ROOT + '/parquet/')):,} files in "
           f"{CONTAINER}/{ROOT}/parquet/; manifests in {CONTAINER}/{ROOT}/_manifests/")
+    print("\nDelta tables (one per dataset, over the copied files):")
+    print(tables_summary())
     if copied_twice:
         print("the second run copied files again: that is a bug", file=sys.stderr)
         return 1

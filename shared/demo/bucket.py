@@ -127,9 +127,11 @@ def make_table(schema: pa.Schema, rows: int, start: datetime, rng: random.Random
 
 
 def _value(f: pa.Field, start: datetime, i: int, rng: random.Random) -> Any:
+    t = f.type
+    if i == 0 and (t == pa.uint32() or (t == pa.int64() and f.name.startswith("wirepas"))):
+        return WIREPAS_BIG  # every device file holds one id above 2**31 - 1
     if f.nullable and rng.random() < 0.2:
         return None
-    t = f.type
     if pa.types.is_timestamp(t):
         return start + timedelta(seconds=rng.randrange(3600))
     if pa.types.is_string(t):
@@ -145,7 +147,7 @@ def _value(f: pa.Field, start: datetime, i: int, rng: random.Random) -> Any:
     if pa.types.is_floating(t):
         return rng.uniform(0, 1000)
     if t == pa.uint32() or (t == pa.int64() and f.name.startswith("wirepas")):
-        return WIREPAS_BIG if i == 0 else rng.randrange(2**32)
+        return rng.randrange(2**32)
     if t == pa.int8():
         return rng.randrange(2)
     return rng.randrange(10000)
@@ -220,6 +222,8 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
     added = schema.append(pa.field("co2Raw", pa.int32(), True))
     new_dataset = pa.schema([pa.field("deviceId", pa.string(), False), pa.field("measuredAt", TS_US, False),
                              pa.field("noiseLevel", V1_NUMBER, False)])
+    wide = pa.schema([pa.field("deviceId", pa.string(), False), pa.field("measuredAt", TS_US, False),
+                      pa.field("distance", pa.decimal256(50, 20), False)])
     late = base - timedelta(days=400)
     folder = f"parquet/{org}/measurementCO2/{base:%Y/%m}/"
     items = [
@@ -234,6 +238,8 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
          parquet_bytes(make_table(added, 6, base, rng)), "additive drift: co2Raw"),
         (v1_key(org, "measurementNoiseLevel", base, base + timedelta(hours=1)), GOOD, V1, "measurementNoiseLevel",
          parquet_bytes(make_table(new_dataset, 8, base, rng)), "a dataset never seen before"),
+        (v1_key(org, "measurementDistance", base, base + timedelta(hours=1)), GOOD, V1, "measurementDistance",
+         parquet_bytes(make_table(wide, 2, base, rng)), "decimal256: published, kept out of the table"),
         (legacy_key(org, "measurementCO2", late), GOOD, LEGACY, "measurementCO2",
          parquet_bytes(make_table(schema, 4, late, rng)), "a late file in an old month"),
         (folder + "_SUCCESS", UNRECOGNIZED, None, None, b"", "marker"),
@@ -243,7 +249,8 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
         (folder + f"{base:%Y_%m_%d_%H}_measurementTVOC.parquet", UNRECOGNIZED, None, None, good,
          "dataset in the name differs from its folder"),
     ]
-    rows = {"additive drift: co2Raw": 6, "a dataset never seen before": 8, "a late file in an old month": 4}
+    rows = {"additive drift: co2Raw": 6, "a dataset never seen before": 8, "a late file in an old month": 4,
+            "decimal256: published, kept out of the table": 2}
     return [(Written(key, expect, layout, dataset, rows.get(note), len(data), note), data)
             for key, expect, layout, dataset, data, note in items]
 

@@ -85,6 +85,20 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
         "datasets": datasets,
         "unrecognized": {"count": plan.unrecognized, "examples": plan.unrecognized_examples},
         "files": [_file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
+        "tables": [
+            {
+                "layout": t.layout,
+                "organization": t.organization,
+                "dataset": t.dataset,
+                "table": t.table,
+                "version": t.version,
+                "added": t.added,
+                "removed": t.removed,
+                "excluded": t.excluded,
+                "error": t.error,
+            }
+            for t in result.tables
+        ],
     }
 
 

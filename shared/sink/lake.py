@@ -16,6 +16,8 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
 from typing import Any
 
 import requests
@@ -56,6 +58,7 @@ class LakeEntry:
     size: int
     etag: str
     metadata: dict[str, str]
+    last_modified: datetime | None = None
 
     def holds(self, source_etag: str, source_size: int) -> bool:
         """True when this blob is a verified copy of that exact source version."""
@@ -120,17 +123,25 @@ class Lake:
             metadata = blob.metadata or {}
             if metadata.get("hdi_isfolder") == "true":
                 continue
-            yield LakeEntry(self.relative(blob.name), blob.size, blob.etag, metadata)
+            yield LakeEntry(self.relative(blob.name), blob.size, blob.etag, metadata, blob.last_modified)
 
-    def put(self, relative: str, data: bytes, *, metadata: dict[str, str], condition: Condition) -> None:
+    def list_folders(self, prefix: str) -> list[str]:
+        """The immediate sub-folders of a relative folder prefix, relative to the root."""
+        return [self.relative(item.name) for item in self.container.walk_blobs(name_starts_with=self.path(prefix),
+                                                                              delimiter="/")
+                if item.name.endswith("/")]
+
+    def put(self, relative: str, data: bytes, *, metadata: dict[str, str], condition: Condition) -> datetime:
         """Publishes a whole file with one Put Blob (Content-MD5 checked by the service).
+
+        Returns the blob's Last-Modified time.
 
         Raises:
             PublishConflict: the condition failed.
         """
         blob = self.container.get_blob_client(self.path(relative))
         try:
-            blob.upload_blob(
+            response = blob.upload_blob(
                 data,
                 length=len(data),
                 validate_content=True,
@@ -141,6 +152,7 @@ class Lake:
             )
         except (ResourceExistsError, ResourceModifiedError) as err:
             raise PublishConflict(f"{relative} was written by another run") from err
+        return response["last_modified"]
 
     def stage(self, relative: str, index: int, data: bytes) -> str:
         """Stages one block on the final name; readers see nothing until :meth:`commit`."""
@@ -150,15 +162,17 @@ class Lake:
         return block_id
 
     def commit(self, relative: str, block_ids: list[str], *, md5: bytes, metadata: dict[str, str],
-               condition: Condition) -> None:
+               condition: Condition) -> datetime:
         """Makes the staged blocks the blob's content in one Put Block List.
+
+        Returns the blob's Last-Modified time.
 
         Raises:
             PublishConflict: the condition failed.
         """
         blob = self.container.get_blob_client(self.path(relative))
         try:
-            blob.commit_block_list(
+            response = blob.commit_block_list(
                 [BlobBlock(block_id=b) for b in block_ids],
                 content_settings=ContentSettings(content_type=PARQUET_CONTENT_TYPE, content_md5=md5),
                 metadata=metadata,
@@ -166,6 +180,13 @@ class Lake:
             )
         except (ResourceExistsError, ResourceModifiedError) as err:
             raise PublishConflict(f"{relative} was written by another run") from err
+        return response["last_modified"]
+
+    def read_tail(self, relative: str, size: int, length: int) -> bytes:
+        """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer)."""
+        length = min(length, size)
+        blob = self.container.get_blob_client(self.path(relative))
+        return blob.download_blob(offset=size - length, length=length).readall()
 
     def get_entry(self, relative: str) -> LakeEntry | None:
         blob = self.container.get_blob_client(self.path(relative))
@@ -173,7 +194,7 @@ class Lake:
             props = blob.get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return LakeEntry(relative, props.size, props.etag, props.metadata or {})
+        return LakeEntry(relative, props.size, props.etag, props.metadata or {}, props.last_modified)
 
     def read_json(self, relative: str) -> Any | None:
         """A JSON document below the root, or None when there is none."""
@@ -203,7 +224,16 @@ class Lake:
         return self.container.get_blob_client(self.path(relative))
 
 
-def make_container_client(settings: Settings) -> ContainerClient:
+def make_credential(settings: Settings) -> Any | None:
+    """The Entra credential for the lake (managed identity in Azure); None with a connection string."""
+    if settings.adls_connection_string:
+        return None
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+
+def make_container_client(settings: Settings, credential: Any | None) -> ContainerClient:
     """A container client for the lake: managed identity in Azure, a connection string locally."""
     session = requests.Session()
     pool = settings.max_concurrency * 2 + 4
@@ -219,8 +249,40 @@ def make_container_client(settings: Settings) -> ContainerClient:
     if settings.adls_connection_string:
         service = BlobServiceClient.from_connection_string(settings.adls_connection_string, **options)
     else:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
         service = BlobServiceClient(settings.adls_account_url, credential=credential, **options)
     return service.get_container_client(settings.adls_container)
+
+
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+def delta_storage_options(settings: Settings, credential: Any | None) -> dict[str, str]:
+    """Storage options for delta-rs, authenticating as the same identity as the rest of the bridge.
+
+    In Azure: a bearer token from the credential (fetch per run; azure-identity caches and
+    refreshes it). Locally: the emulator's account name and key from the connection string.
+    """
+    if settings.adls_connection_string:
+        fields = dict(part.split("=", 1) for part in settings.adls_connection_string.split(";") if "=" in part)
+        if fields.get("UseDevelopmentStorage", "").lower() == "true":
+            fields = {"AccountName": "devstoreaccount1", "AccountKey": _EMULATOR_KEY,
+                      "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1"}
+        endpoint = fields["BlobEndpoint"].rstrip("/")
+        return {
+            "account_name": fields["AccountName"],
+            "account_key": fields["AccountKey"],
+            "azure_storage_endpoint": endpoint,
+            "allow_http": "true" if endpoint.startswith("http://") else "false",
+        }
+    host = urlsplit(settings.adls_account_url).hostname or ""
+    options = {
+        "account_name": host.split(".")[0],
+        "bearer_token": credential.get_token(STORAGE_SCOPE).token,
+    }
+    if not host.endswith(".blob.core.windows.net"):
+        options["azure_storage_endpoint"] = settings.adls_account_url
+    return options
+
+
+# The documented, public key of the storage emulators' development account.
+_EMULATOR_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

@@ -36,6 +36,7 @@ class ParquetFacts:
     schema: pa.Schema
     columns: tuple[Column, ...]
     pages_checked: bool
+    metadata: pq.FileMetaData
 
 
 def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
@@ -81,6 +82,7 @@ def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
         schema=schema,
         columns=columns_of(schema),
         pages_checked=whole,
+        metadata=metadata,
     )
 
 

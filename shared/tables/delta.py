@@ -1,0 +1,283 @@
+"""One Delta Lake table per dataset, registering the very files the bridge copied.
+
+The table of a dataset is rooted at its mirrored folder (``.../{dataset}/_delta_log``) and
+its add actions point at the copied ``{YYYY}/{MM}/*.parquet`` files: no data is rewritten.
+
+* Measurements append: every verified file is in the table exactly once.
+* Entities and relationships are full snapshots: the table is the newest snapshot (one commit
+  removes the previous snapshot's file and adds the new one); older snapshots stay readable
+  by time travel, and a snapshot older than the table's never replaces it.
+
+Each sync compares the table's files with the verified files in the lake, so a run that
+crashed between publishing and committing is healed by the next one, and a retried commit
+cannot add a file twice. Commits carry an application transaction, so two writers at once
+conflict instead of interleaving, and the loser reloads the table and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from deltalake import DeltaTable, Field, Schema
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    PostCommitHookProperties,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
+
+from shared.errors import describe
+from shared.haltian.contracts import MEASUREMENT, dataset_kind
+from shared.haltian.keys import HaltianKey, parse_key
+from shared.sink.lake import Lake
+from shared.tables.facts import TableFacts, table_facts
+from shared.tables.types import table_schema
+from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+
+log = logging.getLogger(__name__)
+
+APP_ID = "haltian-azure-bridge"
+#: Readers replay at most this many JSON commits before a checkpoint.
+CHECKPOINT_INTERVAL = 10
+COMMIT_ATTEMPTS = 5
+
+
+class _Conflict(Exception):
+    """Another writer changed the table first: reload it and try again."""
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A verified file at its mirrored path: a candidate for its dataset's table."""
+
+    key: HaltianKey
+    size: int
+    modified: datetime
+    facts: TableFacts | None = None  # None: read from the file's footer when needed
+
+    @property
+    def table_path(self) -> str:
+        """The add action's path, relative to the table root: ``{YYYY}/{MM}/{file}``."""
+        return self.key.key[len(self.key.dataset_folder):]
+
+    @property
+    def modification_time(self) -> int:
+        return int(self.modified.timestamp() * 1000)
+
+
+@dataclass
+class TableChange:
+    """What one sync did to one table, for the manifest."""
+
+    layout: str
+    organization: str
+    dataset: str
+    table: str
+    version: int | None = None
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass
+class DeltaPublisher:
+    """Keeps each dataset's Delta table equal to the verified files in the lake."""
+
+    lake: Lake
+    container: str
+    storage_options: dict[str, str]
+    run_id: str
+
+    def uri(self, dataset_folder: str) -> str:
+        return f"az://{self.container}/{self.lake.path(dataset_folder).rstrip('/')}"
+
+    def sync(self, files: list[TableFile]) -> TableChange:
+        """Brings one dataset's table up to date with ``files`` (all of one dataset folder).
+
+        Never raises for a table problem: the error is reported, the files stay published,
+        and the next run tries again.
+        """
+        first = files[0].key
+        change = TableChange(first.layout, first.organization, first.dataset, self.lake.path(first.dataset_folder))
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return self._sync_once(files, change)
+            except (CommitFailedError, _Conflict) as err:
+                log.info("table %s: concurrent commit (%s), reloading (attempt %d)", change.table, err, attempt)
+                change.added.clear()
+                change.removed.clear()
+                change.excluded.clear()
+                time.sleep(0.2 * attempt)
+            except (DeltaError, OSError) as err:
+                change.error = describe(err)
+                log.error("table %s: %s; the files stay published and the next run tries again",
+                          change.table, change.error)
+                return change
+        change.error = f"gave up after {COMMIT_ATTEMPTS} conflicting commits; the next run tries again"
+        return change
+
+    def _sync_once(self, files: list[TableFile], change: TableChange) -> TableChange:
+        uri = self.uri(files[0].key.dataset_folder)
+        table = self._load(uri)
+        current = _current_files(table)
+        columns = _columns_of(table)
+        snapshot = dataset_kind(files[0].key.layout, files[0].key.dataset) != MEASUREMENT
+
+        wanted = _newest_snapshot(files, current) if snapshot else files
+        to_add = [f for f in wanted if current.get(f.table_path) != (f.size, f.modification_time)]
+        if not to_add:
+            change.version = None if table is None else table.version()
+            return change
+
+        adds: list[AddAction] = []
+        new_columns: dict[str, str] = {}
+        for candidate in to_add:
+            facts = candidate.facts or self._read_facts(candidate)
+            problem = facts.exclusion or _incompatibility(facts.columns, {**columns, **new_columns})
+            if problem is not None:
+                change.excluded.append({"source_key": candidate.key.key, "reason": problem})
+                continue
+            for name, delta in facts.columns.items():  # type: ignore[union-attr]
+                if name not in columns:
+                    new_columns.setdefault(name, delta)
+            adds.append(AddAction(candidate.table_path, candidate.size, {}, candidate.modification_time,
+                                  True, facts.stats or "{}"))
+        if not adds:
+            change.version = None if table is None else table.version()
+            return change
+
+        properties = self._properties(table)
+        if table is None:
+            schema = Schema.from_arrow(table_schema(new_columns))
+            try:
+                create_table_with_add_actions(
+                    uri, schema, adds, mode="error", name=files[0].key.dataset,
+                    configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                    storage_options=self.storage_options, commit_properties=properties,
+                    post_commithook_properties=PostCommitHookProperties(create_checkpoint=True,
+                                                                        cleanup_expired_logs=False),
+                )
+            except DeltaError as err:
+                if "already exists" not in str(err):
+                    raise
+                raise _Conflict("another writer created the table first") from err
+            table = self._load(uri)
+        else:
+            stale = [a.path for a in adds if a.path in current]
+            if stale:
+                # The file's bytes changed at the source: its old add action goes first, in a
+                # commit of its own (one version may not both remove and add the same path).
+                self._commit(table, [_remove(path, current[path][0]) for path in stale], properties)
+                change.removed.extend(stale)
+                table = self._load(uri)
+                properties = self._properties(table)
+            if new_columns:
+                table.alter.add_columns([Field(name, delta, nullable=True) for name, delta in new_columns.items()])
+                table = self._load(uri)
+                properties = self._properties(table)
+            if snapshot:
+                # One commit swaps the snapshot: readers see the old one or the new one, never none.
+                replaced = [path for path in _current_files(table) if path not in stale]
+                self._commit(table, adds, properties, mode="overwrite")
+                change.removed.extend(replaced)
+            else:
+                self._commit(table, adds, properties)
+            table = self._load(uri)
+        change.added.extend(a.path for a in adds)
+        change.version = table.version()  # type: ignore[union-attr]
+        return change
+
+    def _commit(self, table: DeltaTable, actions: list[Any], properties: CommitProperties,
+                mode: str = "append") -> None:
+        table.create_write_transaction(
+            actions, mode=mode, schema=table.schema(), commit_properties=properties,
+            post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
+        )
+
+    def _properties(self, table: DeltaTable | None) -> CommitProperties:
+        # The application transaction makes concurrent bridge commits to one table conflict,
+        # so a writer never commits against a file list it did not see.
+        version = 0 if table is None else (table.transaction_version(APP_ID) or 0)
+        return CommitProperties(
+            custom_metadata={"haltian_run_id": self.run_id},
+            app_transactions=[Transaction(APP_ID, version + 1)],
+            max_commit_retries=0,
+        )
+
+    def _load(self, uri: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def _read_facts(self, candidate: TableFile) -> TableFacts:
+        """A published file's footer, read back from the lake (only when healing)."""
+        data = self.lake.read_tail(candidate.key.key, candidate.size, FOOTER_GUESS_BYTES)
+        try:
+            facts = inspect_parquet(data, candidate.size)
+            if isinstance(facts, FooterNeeded):
+                facts = inspect_parquet(self.lake.read_tail(candidate.key.key, candidate.size, facts.tail_bytes),
+                                        candidate.size)
+        except UnreadableParquet as err:
+            return TableFacts(None, None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
+        assert isinstance(facts, ParquetFacts)
+        return table_facts(facts.metadata)
+
+
+def _current_files(table: DeltaTable | None) -> dict[str, tuple[int, int]]:
+    """The table's files: path -> (size, modification time)."""
+    if table is None:
+        return {}
+    actions = table.get_add_actions(flatten=True)
+    columns = {name: actions.column(name).to_pylist() for name in ("path", "size_bytes", "modification_time")}
+    return {p: (s, m) for p, s, m in zip(columns["path"], columns["size_bytes"], columns["modification_time"])}
+
+
+def _columns_of(table: DeltaTable | None) -> dict[str, str]:
+    if table is None:
+        return {}
+    return {f.name: _type_name(f.type) for f in table.schema().fields}
+
+
+def _type_name(delta_type: Any) -> str:
+    return str(getattr(delta_type, "type", delta_type))
+
+
+def _remove(path: str, size: int) -> RemoveAction:
+    return RemoveAction(path, True, int(time.time() * 1000), size, {})
+
+
+def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[str, str]) -> str | None:
+    """Why a file cannot join a table with these columns, or None when it can.
+
+    A file may lack table columns (they read as nulls) and may bring new ones (the table
+    schema grows); a column whose type differs from the table's is breaking drift.
+    """
+    assert file_columns is not None
+    clashes = [f"column {name!r} is {delta} in the file but {table_columns[name]} in the table"
+               for name, delta in file_columns.items() if name in table_columns and table_columns[name] != delta]
+    if clashes:
+        return "kept out of the Delta table: breaking schema drift: " + "; ".join(clashes)
+    return None
+
+
+def _newest_snapshot(files: list[TableFile], current: dict[str, tuple[int, int]]) -> list[TableFile]:
+    """The newest snapshot, unless the table already holds one at least as new."""
+    newest = max(files, key=lambda f: (f.key.window_start, f.key.key))
+    folder = newest.key.dataset_folder
+    in_table = [parse_key(folder + path) for path in current]
+    if any(k is not None and (k.window_start, k.key) > (newest.key.window_start, newest.key.key) for k in in_table):
+        return []  # an older snapshot arrived late: it never replaces a newer one
+    return [newest]
