@@ -291,3 +291,19 @@ def test_checkpoints_are_written_regularly(stack) -> None:
     names = stack.lake_names(f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/")
     assert any(n.endswith(".checkpoint.parquet") for n in names)
     assert any(n.endswith("_last_checkpoint") for n in names)
+
+
+def test_sql_prints_one_synapse_view_per_table(stack, monkeypatch, capsys) -> None:
+    from shared import cli
+
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    run_once(stack.bridge())
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["sql"]) == cli.EXIT_OK
+    script = capsys.readouterr().out
+    org = BucketSpec().organization
+    views = re.findall(r"CREATE OR ALTER VIEW \[dbo\]\.\[(\w+)\] AS", script)
+    assert sorted(views) == ["legacy_device", "legacy_measurementCO2", "v1_devices", "v1_measurementCO2"]
+    assert script.count("FORMAT = 'DELTA'") == 4
+    assert f"BULK '{stack.azurite.url}/devstoreaccount1/{stack.container_name}/{ROOT}/parquet/{org}/device/'" in script
