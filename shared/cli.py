@@ -13,7 +13,7 @@ from pathlib import Path
 from azure.core.exceptions import AzureError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import logs
+from shared import logs, telemetry
 from shared.errors import describe
 from shared.manifest.build import build_manifest
 from shared.progress import TerminalProgress
@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
+    telemetry.configure(os.environ)
     bridge = Bridge.from_settings(settings)
     if args.command == "sql":
         tables = find_tables(bridge.lake, settings.s3_prefix)
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Listing or the manifest failed: nothing claims work that did not happen, and the
         # next run starts over from the bucket and the lake.
         print(f"run stopped: {describe(err)}", file=sys.stderr)
+        telemetry.record_failed_run()
         return EXIT_FAILED_FILES
     if progress is not None:
         progress.finish()

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
-from shared import logs
+from shared import logs, telemetry
 from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
@@ -162,6 +162,7 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result)
     log.info("%s", result.summary())
+    telemetry.record_run(result)
     return result
 
 
@@ -251,6 +252,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         RunFailed: the run finished, but some files failed; the manifest lists them.
     """
     logs.configure()
+    telemetry.configure(environ)
     if past_due:
         log.warning("timer is past due: the previous scheduled run was missed or late")
     settings = Settings.from_mapping(environ)
@@ -259,6 +261,10 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
     except RunLocked as err:
         log.warning("%s", err)
         return None
+    except Exception:
+        log.exception("run stopped before it could write its manifest; the next run starts over")
+        telemetry.record_failed_run()
+        raise
     if result.failed:
         log.error("%s; the failed files are listed in %s", result.summary(), result.manifest_path)
         raise RunFailed(result.summary())
