@@ -62,6 +62,7 @@ class FileOutcome:
     verify_seconds: float = 0.0
     table: TableFacts | None = None
     lake_modified: datetime | None = None
+    replaced_copy: str | None = None
 
 
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str) -> FileOutcome:
@@ -107,6 +108,8 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
     verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
     outcome.verify_seconds = time.monotonic() - verify_started
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    if item.replaces is not None and destination == item.key.key:
+        _keep_replaced_version(item, lake, run_id, outcome)
     outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
     _done(outcome, verdict, destination)
 
@@ -117,6 +120,8 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
     verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
     outcome.verify_seconds = time.monotonic() - verify_started
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    if item.replaces is not None and destination == item.key.key:
+        _keep_replaced_version(item, lake, run_id, outcome)
     body = source.open(item.source)
     md5 = hashlib.md5()
     block_ids: list[str] = []
@@ -184,6 +189,24 @@ def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
     if item.replaces is not None:
         return item.key.key, metadata, if_unchanged(item.replaces.etag)
     return item.key.key, metadata, IF_MISSING
+
+
+def replaced_path(item: WorkItem) -> str:
+    """Where the version a changed source file replaces is kept: quarantine, by its source ETag."""
+    old_etag = item.replaces.metadata.get(lake_module.META_SOURCE_ETAG, "unknown") if item.replaces else "none"
+    return f"{QUARANTINE}/{item.key.key.removesuffix('.parquet')}.replaced-{old_etag}.parquet"
+
+
+def _keep_replaced_version(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome) -> None:
+    """Before a changed file is republished, its old version goes to a versioned quarantine path."""
+    assert item.replaces is not None
+    metadata = dict(item.replaces.metadata)
+    metadata[lake_module.META_REASON] = (
+        f"replaced at the mirrored path by source ETag {item.source.etag} in run {run_id}: "
+        "Haltian delivered a new version of an already copied file"
+    )
+    lake.preserve(item.key.key, item.replaces.etag, replaced_path(item), metadata)
+    outcome.replaced_copy = replaced_path(item)
 
 
 def _check_bytes(item: WorkItem, body: SourceBody, length: int, md5: Any, outcome: FileOutcome) -> None:

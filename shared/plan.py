@@ -71,6 +71,8 @@ class Plan:
     listed_prefixes: int = 0
     #: The verified copies listed in the lake, by key: the tables are kept equal to them.
     mirrored: dict[str, LakeEntry] = field(default_factory=dict)
+    #: The quarantined copies listed in the lake, by source key.
+    quarantine: dict[str, LakeEntry] = field(default_factory=dict)
 
     def note_unrecognized(self, key: str) -> None:
         self.unrecognized += 1
@@ -139,6 +141,7 @@ def make_plan(
     quarantined = _index(lake.list_entries(f"{QUARANTINE}/{prefix}"), strip=f"{QUARANTINE}/")
     mirrored = _index((e for entries in mirrored_lists for e in entries), strip="")
     plan.mirrored = mirrored
+    plan.quarantine = quarantined
     _join(plan, (o for objects in source_lists for o in objects), mirrored, quarantined, organization)
     plan.items.sort(key=lambda item: (item.key.window_start, item.key.key))
     return plan

@@ -22,6 +22,7 @@ from shared import logs, telemetry
 from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
+from shared.manifest.recover import write_interrupted
 from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings
@@ -78,6 +79,7 @@ class RunResult:
     outcomes: list[FileOutcome] = field(default_factory=list)
     deferred: Counter = field(default_factory=Counter)
     tables: list[TableChange] = field(default_factory=list)
+    recovered_runs: list[str] = field(default_factory=list)
     full_reconcile_completed: bool = False
     manifest_path: str | None = None
 
@@ -149,7 +151,7 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     run_id = new_run_id(started)
     logs.set_run_id(run_id)
     settings = bridge.settings
-    with RunLock(bridge.lake, run_id):
+    with RunLock(bridge.lake, run_id, settings.lock_seconds):
         plan = plan_run(bridge, full=full, now=started)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
@@ -159,6 +161,7 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress)
         result.tables = _sync_tables(bridge, plan, result, run_id)
         result.finished_at = datetime.now(timezone.utc)
+        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result)
     log.info("%s", result.summary())

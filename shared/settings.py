@@ -31,6 +31,7 @@ BRIDGE_LOOKBACK_MONTHS = "BRIDGE_LOOKBACK_MONTHS"
 BRIDGE_MAX_CONCURRENCY = "BRIDGE_MAX_CONCURRENCY"
 BRIDGE_TIME_BUDGET_SECONDS = "BRIDGE_TIME_BUDGET_SECONDS"
 BRIDGE_FULL_RECONCILE_HOURS = "BRIDGE_FULL_RECONCILE_HOURS"
+BRIDGE_LOCK_SECONDS = "BRIDGE_LOCK_SECONDS"
 
 # Read by boto3 itself; listed so a Key Vault reference that did not resolve is caught here.
 AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
@@ -59,6 +60,7 @@ SETTING_NAMES: tuple[str, ...] = (
     BRIDGE_MAX_CONCURRENCY,
     BRIDGE_TIME_BUDGET_SECONDS,
     BRIDGE_FULL_RECONCILE_HOURS,
+    BRIDGE_LOCK_SECONDS,
 )
 
 DEFAULT_PREFIX = "parquet/"
@@ -70,6 +72,8 @@ DEFAULT_MAX_CONCURRENCY = 8
 # five minutes before so in-flight copies and the manifest finish inside it.
 DEFAULT_TIME_BUDGET_SECONDS = 1500
 DEFAULT_FULL_RECONCILE_HOURS = 24
+# A blob lease lasts 15 to 60 seconds; a killed run blocks the next one at most this long.
+DEFAULT_LOCK_SECONDS = 60
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -111,6 +115,7 @@ class Settings:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS
     full_reconcile_hours: float = DEFAULT_FULL_RECONCILE_HOURS
+    lock_seconds: int = DEFAULT_LOCK_SECONDS
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -201,6 +206,7 @@ class Settings:
                          DEFAULT_TIME_BUDGET_SECONDS, 1, 7 * 24 * 3600, float, problems)
         reconcile = _number(get(BRIDGE_FULL_RECONCILE_HOURS), BRIDGE_FULL_RECONCILE_HOURS,
                             DEFAULT_FULL_RECONCILE_HOURS, 1, 24 * 365, float, problems)
+        lock = _number(get(BRIDGE_LOCK_SECONDS), BRIDGE_LOCK_SECONDS, DEFAULT_LOCK_SECONDS, 15, 60, int, problems)
 
         if problems:
             raise SettingsError(problems)
@@ -222,6 +228,7 @@ class Settings:
             max_concurrency=concurrency,
             time_budget_seconds=budget,
             full_reconcile_hours=reconcile,
+            lock_seconds=lock,
         )
 
     def describe(self) -> dict[str, object]:
@@ -240,6 +247,7 @@ class Settings:
             BRIDGE_MAX_CONCURRENCY: self.max_concurrency,
             BRIDGE_TIME_BUDGET_SECONDS: self.time_budget_seconds,
             BRIDGE_FULL_RECONCILE_HOURS: self.full_reconcile_hours,
+            BRIDGE_LOCK_SECONDS: self.lock_seconds,
         }
 
 

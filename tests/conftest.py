@@ -79,6 +79,14 @@ class Stack:
         upload(self.s3, self.bucket, objects)
         return objects
 
+    def reseed(self, objects: list[tuple[Written, bytes]]) -> None:
+        """Puts the same objects again (after a moto restart lost them): same bytes, same ETags."""
+        try:
+            self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        except self.s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        upload(self.s3, self.bucket, objects)
+
     def lake_bytes(self, key: str, root: str = "haltian/raw") -> bytes:
         return self.container.get_blob_client(f"{root}/{key}").download_blob().readall()
 
@@ -90,8 +98,7 @@ class Stack:
         return [n for n in self.lake_names(f"{root}/parquet/") if "/_delta_log/" not in n]
 
 
-@pytest.fixture
-def stack(moto: servers.Server, azurite: servers.Server) -> Stack:
+def _new_stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     n = next(_names)
     bucket = f"haltian-test-{os.getpid()}-{n}"
     container_name = f"lake-{os.getpid()}-{n}"
@@ -101,3 +108,14 @@ def stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     service = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite))
     container = service.create_container(container_name)
     return Stack(moto, azurite, bucket, container_name, s3, container)
+
+
+@pytest.fixture
+def stack(moto: servers.Server, azurite: servers.Server) -> Stack:
+    return _new_stack(moto, azurite)
+
+
+@pytest.fixture
+def make_stack():
+    """A stack on servers the test started itself (to kill and restart them)."""
+    return _new_stack

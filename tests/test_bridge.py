@@ -171,6 +171,11 @@ def test_a_changed_source_file_is_published_again_and_the_manifest_says_so(stack
     assert entry["source_key"] == key and entry["action"] == PUBLISHED
     assert entry["replaced_source_etag"] == old_etag
     assert stack.lake_bytes(key) == data
+    kept = entry["replaced_copy"]
+    assert kept == f"_quarantine/{key.removesuffix('.parquet')}.replaced-{old_etag}.parquet"
+    assert hashlib.md5(stack.lake_bytes(kept)).hexdigest() == old_etag  # the old version, byte for byte
+    reason = stack.container.get_blob_client(f"{ROOT}/{kept}").get_blob_properties().metadata[META_REASON]
+    assert "replaced at the mirrored path" in reason
     assert run_once(bridge, full=True).outcomes == []
 
 

@@ -80,6 +80,7 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
         "mode": plan.mode,
         "months": plan.months,
         "full_reconcile_completed": result.full_reconcile_completed,
+        "recovered_runs": result.recovered_runs,
         "settings": result.settings,
         "totals": totals,
         "datasets": datasets,
@@ -133,6 +134,7 @@ def _file_entry(outcome: FileOutcome) -> dict[str, Any]:
         "replaced_source_etag": (
             outcome.item.replaces.metadata.get(META_SOURCE_ETAG) if outcome.item.replaces else None
         ),
+        "replaced_copy": outcome.replaced_copy,
         "reason": outcome.reason,
         "integrity": outcome.integrity,
         "seconds": round(outcome.seconds, 4),

@@ -182,6 +182,20 @@ class Lake:
             raise PublishConflict(f"{relative} was written by another run") from err
         return response["last_modified"]
 
+    def preserve(self, relative: str, etag: str, destination: str, metadata: dict[str, str]) -> None:
+        """Copies one exact version of a blob (``etag``) to ``destination``, block by block.
+
+        The bytes pass through the bridge rather than a server-side copy, so it needs no
+        permission beyond reading and writing this container; it is used only for the rare
+        file that changed at the source.
+        """
+        source = self.container.get_blob_client(self.path(relative))
+        downloader = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
+                                          max_concurrency=1)
+        block_ids = [self.stage(destination, index, chunk) for index, chunk in enumerate(downloader.chunks())]
+        self.commit(destination, block_ids, md5=downloader.properties.content_settings.content_md5 or b"",
+                    metadata=metadata, condition=ALWAYS)
+
     def read_tail(self, relative: str, size: int, length: int) -> bytes:
         """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer)."""
         length = min(length, size)

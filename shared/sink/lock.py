@@ -1,7 +1,8 @@
 """One run at a time per lake root: a blob lease that a killed run lets expire.
 
-The lease lasts 60 seconds and a background thread renews it every 20, so a run killed by
-the host frees the lock within a minute and never blocks the next one for ever.
+The lease lasts ``BRIDGE_LOCK_SECONDS`` (15 to 60, the range Azure allows) and a background
+thread renews it three times per period, so a run killed by the host frees the lock within
+that time and never blocks the next one for ever.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from shared.sink.lake import STATE, Lake
 log = logging.getLogger(__name__)
 
 LOCK_PATH = f"{STATE}/run.lock"
-LEASE_SECONDS = 60
-RENEW_SECONDS = 20
 
 
 class RunLocked(Exception):
@@ -32,9 +31,10 @@ class RunLocked(Exception):
 class RunLock:
     """Context manager holding the lake's run lock for one run."""
 
-    def __init__(self, lake: Lake, run_id: str) -> None:
+    def __init__(self, lake: Lake, run_id: str, lease_seconds: int = 60) -> None:
         self.blob = lake.blob_client(LOCK_PATH)
         self.run_id = run_id
+        self.lease_seconds = lease_seconds
         self._lease: BlobLeaseClient | None = None
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="bridge-lock-renewer", daemon=True)
@@ -45,7 +45,7 @@ class RunLock:
         except ResourceExistsError:
             pass
         try:
-            self._lease = self.blob.acquire_lease(lease_duration=LEASE_SECONDS)
+            self._lease = self.blob.acquire_lease(lease_duration=self.lease_seconds)
         except HttpResponseError as err:
             if err.status_code != 409:
                 raise
@@ -65,10 +65,10 @@ class RunLock:
             try:
                 self._lease.release()
             except HttpResponseError:
-                log.warning("could not release the run lock; it expires within %s s", LEASE_SECONDS)
+                log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
 
     def _renew(self) -> None:
-        while not self._stop.wait(RENEW_SECONDS):
+        while not self._stop.wait(self.lease_seconds / 3):
             try:
                 self._lease.renew()  # type: ignore[union-attr]
             except HttpResponseError:

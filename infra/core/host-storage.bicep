@@ -1,0 +1,75 @@
+// The Functions host's own storage: timer schedule status, singleton locks and the Flex
+// Consumption deployment package. Reached only with the app's managed identity; shared keys
+// are off, so there is no connection string to leak or rotate.
+
+import { builtInRoles } from 'roles.bicep'
+
+@description('Required. Name of the storage account (3-24 lowercase letters and digits).')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Required. Region of the account.')
+param location string
+
+@description('Optional. Tags for the account.')
+param tags object = {}
+
+@description('Required. Blob container that holds the deployment package azd uploads.')
+param deploymentContainerName string
+
+@description('Required. Principal (object) id of the function app\'s identity.')
+param hostPrincipalId string
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    accessTier: 'Hot'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+
+  resource blobService 'blobServices' = {
+    name: 'default'
+
+    resource deploymentContainer 'containers' = {
+      name: deploymentContainerName
+      properties: {
+        publicAccess: 'None'
+      }
+    }
+  }
+}
+
+var blobOwnerRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.storageBlobDataOwner)
+
+// Account scope, because the host creates its own containers (azure-webjobs-hosts and
+// others) next to the deployment container. This account holds no bridge data.
+resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, hostPrincipalId, blobOwnerRoleId)
+  scope: account
+  properties: {
+    roleDefinitionId: blobOwnerRoleId
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output name string = account.name
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${account::blobService::deploymentContainer.name}'

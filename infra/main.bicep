@@ -1,0 +1,365 @@
+// The Haltian -> Azure bridge: a timer-triggered function that copies Haltian's Parquet export
+// from S3 into an ADLS Gen2 lake. `azd up` deploys this file into one resource group.
+//
+// Everything runs as one user-assigned identity, each of whose roles is as narrow as the
+// bridge allows (see infra/README.md). No storage keys, connection strings or instrumentation
+// keys exist anywhere; the only secret, Haltian's AWS key, is kept in Key Vault.
+
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+@description('Required. Name of the azd environment (dev, prod, ...); it seeds every resource name.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Optional. Region of every resource. Defaults to the resource group\'s region; must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string = resourceGroup().location
+
+@description('Optional. Tags added to every resource (azd-env-name is always added).')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Haltian's S3 export (app settings HALTIAN_S3_*, HALTIAN_ORGANIZATION_ID, AWS_*)
+
+@description('Required. The S3 bucket Haltian exports to.')
+@minLength(3)
+@maxLength(63)
+param haltianS3Bucket string
+
+@description('Optional. Where the export starts in the bucket; downloads/parquet/ for the older layout.')
+param haltianS3Prefix string = 'parquet/'
+
+@description('Optional. The bucket\'s AWS region.')
+param haltianS3Region string = 'eu-west-1'
+
+@description('Optional. Another S3 endpoint (for example a VPC or FIPS endpoint); empty for AWS\'s default.')
+param haltianS3EndpointUrl string = ''
+
+@description('Optional. IAM role to assume for reading the bucket (arn:aws:iam::123456789012:role/NAME); empty for none.')
+param haltianS3RoleArn string = ''
+
+@description('Optional. External id the role\'s trust policy asks for; only with haltianS3RoleArn.')
+param haltianS3ExternalId string = ''
+
+@description('Optional. Haltian organization id (a UUID): copy only its folders. Empty copies every organization in the bucket.')
+param haltianOrganizationId string = ''
+
+@description('Optional. Haltian\'s AWS access key id. Required unless haltianS3RoleArn is given.')
+param awsAccessKeyId string = ''
+
+@description('Optional. The secret of awsAccessKeyId; stored in Key Vault, never in app settings. Required with awsAccessKeyId.')
+@secure()
+param awsSecretAccessKey string = ''
+
+// ---------------------------------------------------------------------------------------------
+// The lake (app settings ADLS_*)
+
+@description('Optional. True to write into an existing ADLS Gen2 account named by existingLakeAccountName; false to create a new, hardened one.')
+param useExistingLake bool = false
+
+@description('Optional. Name of the existing ADLS Gen2 account; only with useExistingLake.')
+param existingLakeAccountName string = ''
+
+@description('Optional. Resource group of the existing account, in this subscription; empty for this resource group.')
+param existingLakeResourceGroupName string = ''
+
+@description('Optional. Redundancy of a new lake account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param lakeSkuName string = 'Standard_LRS'
+
+@description('Optional. Container (file system) the bridge writes to; created if missing.')
+@minLength(3)
+@maxLength(63)
+param lakeContainerName string = 'haltian'
+
+@description('Optional. Folder in the container everything is written below; empty for the container root.')
+param adlsRoot string = 'raw'
+
+// ---------------------------------------------------------------------------------------------
+// Run behaviour (app settings BRIDGE_*)
+
+@description('Optional. NCRONTAB schedule of the timer (second minute hour day month weekday).')
+param bridgeSchedule string = '0 0 * * * *'
+
+@description('Optional. Months before the current one that hourly runs list.')
+@minValue(0)
+@maxValue(120)
+param bridgeLookbackMonths int = 1
+
+@description('Optional. Files copied at once.')
+@minValue(1)
+@maxValue(64)
+param bridgeMaxConcurrency int = 8
+
+// host.json stops a run after 30 minutes; the budget must leave the files in flight and the
+// manifest time to finish inside that.
+@description('Optional. Seconds after which a run starts no new file; the next run picks up the rest. Below the 1,800 s function timeout in host.json.')
+@minValue(60)
+@maxValue(1740)
+param bridgeTimeBudgetSeconds int = 1500
+
+@description('Optional. How often (hours) a run lists every month on its own.')
+@minValue(1)
+@maxValue(8760)
+param bridgeFullReconcileHours int = 24
+
+// Blob leases last 15 to 60 seconds.
+@description('Optional. Seconds of the run lock\'s blob lease: a run that was killed blocks the next one at most this long.')
+@minValue(15)
+@maxValue(60)
+param bridgeLockSeconds int = 60
+
+// ---------------------------------------------------------------------------------------------
+// Hosting
+
+@description('Optional. Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Most instances the app may scale out to; the timer needs one.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 2
+
+@description('Optional. Key Vault purge protection. Leave on in production; off lets `azd down --purge` free the vault name at once.')
+param keyVaultPurgeProtection bool = true
+
+@description('Optional. Days a deleted vault or secret can be recovered.')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteRetentionDays int = 90
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring and alerts
+
+@description('Required. Email address that receives the bridge\'s alerts.')
+param alertEmail string
+
+@description('Optional. Days Log Analytics keeps the bridge\'s logs and metrics.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Optional. Hours without any run before the "no run" alert fires; two periods of the hourly schedule by default.')
+@minValue(1)
+@maxValue(48)
+param noRunAlertHours int = 2
+
+@description('Optional. Hours a file Haltian delivered may wait unpublished before the "stale" alert fires.')
+@minValue(1)
+@maxValue(720)
+param stalenessAlertHours int = 6
+
+// ---------------------------------------------------------------------------------------------
+// Checks across parameters: one message that lists every wrong combination and what to change,
+// instead of a bridge that deploys but cannot run.
+
+var lakeNameMissing = useExistingLake && empty(existingLakeAccountName)
+var lakeNameIgnored = !useExistingLake && (!empty(existingLakeAccountName) || !empty(existingLakeResourceGroupName))
+var awsCredentialMissing = empty(haltianS3RoleArn) && empty(awsAccessKeyId)
+var awsKeyIncomplete = empty(awsAccessKeyId) != empty(awsSecretAccessKey)
+var externalIdWithoutRole = !empty(haltianS3ExternalId) && empty(haltianS3RoleArn)
+var scheduleMalformed = length(split(trim(bridgeSchedule), ' ')) != 6
+var alertEmailMalformed = !contains(alertEmail, '@')
+
+var parameterChecks = [
+  lakeNameMissing ? 'useExistingLake is true but existingLakeAccountName is empty: name the ADLS Gen2 account to write to.' : ''
+  lakeNameIgnored ? 'existingLakeAccountName or existingLakeResourceGroupName is set but useExistingLake is false: set useExistingLake to true, or clear them to create a new lake.' : ''
+  awsCredentialMissing ? 'No way into Haltian\'s bucket: give awsAccessKeyId and awsSecretAccessKey, or haltianS3RoleArn.' : ''
+  awsKeyIncomplete ? 'awsAccessKeyId and awsSecretAccessKey go together: give both or neither.' : ''
+  externalIdWithoutRole ? 'haltianS3ExternalId is set but haltianS3RoleArn is not: the external id belongs to a role.' : ''
+  scheduleMalformed ? 'bridgeSchedule must be an NCRONTAB expression with six fields (second minute hour day month weekday), like 0 0 * * * *.' : ''
+  alertEmailMalformed ? 'alertEmail must be an email address.' : ''
+]
+var parameterProblems = filter(parameterChecks, problem => !empty(problem))
+
+// Every resource name is built from this token, so ARM evaluates it while it validates the
+// deployment: wrong parameters stop the deployment there, before anything is created.
+var resourceToken = empty(parameterProblems) ? toLower(uniqueString(subscription().id, resourceGroup().id, environmentName)) : fail('Invalid parameters: ${join(parameterProblems, ' ')}')
+var allTags = union(tags, { 'azd-env-name': environmentName })
+
+var lakeAccountName = useExistingLake ? existingLakeAccountName : 'stlake${resourceToken}'
+var lakeResourceGroupName = empty(existingLakeResourceGroupName) ? resourceGroup().name : existingLakeResourceGroupName
+
+// The newest run manifest, as the bridge writes it: {container}/{ADLS_ROOT}/_manifests/latest.json
+var manifestPath = empty(adlsRoot) ? '${lakeContainerName}/_manifests/latest.json' : '${lakeContainerName}/${adlsRoot}/_manifests/latest.json'
+
+var names = {
+  identity: 'id-bridge-${resourceToken}'
+  functionApp: 'func-bridge-${resourceToken}'
+  plan: 'plan-bridge-${resourceToken}'
+  hostStorage: 'stfunc${resourceToken}'
+  keyVault: 'kv-bridge-${resourceToken}'
+  logAnalytics: 'log-bridge-${resourceToken}'
+  applicationInsights: 'appi-bridge-${resourceToken}'
+  actionGroup: 'ag-bridge-${resourceToken}'
+  alertPrefix: 'alert-bridge-${resourceToken}'
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources. Deployment names carry the token so two environments can share a resource group
+// (and the lake's resource group) without overwriting each other's deployment history.
+
+// One identity for everything the app touches, so every permission shows on one principal and
+// survives the app being deleted and recreated.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.identity
+  location: location
+  tags: allTags
+}
+
+module monitoring 'core/monitoring.bicep' = {
+  name: 'bridge-monitoring-${resourceToken}'
+  params: {
+    location: location
+    tags: allTags
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.applicationInsights
+    retentionInDays: logRetentionDays
+    publisherPrincipalId: identity.properties.principalId
+  }
+}
+
+module hostStorage 'core/host-storage.bicep' = {
+  name: 'bridge-host-storage-${resourceToken}'
+  params: {
+    name: names.hostStorage
+    location: location
+    tags: allTags
+    deploymentContainerName: 'app-package'
+    hostPrincipalId: identity.properties.principalId
+  }
+}
+
+module lake 'core/lake.bicep' = {
+  name: 'bridge-lake-${resourceToken}'
+  scope: resourceGroup(lakeResourceGroupName)
+  params: {
+    useExisting: useExistingLake
+    accountName: lakeAccountName
+    location: location
+    tags: allTags
+    skuName: lakeSkuName
+    containerName: lakeContainerName
+    writerPrincipalId: identity.properties.principalId
+  }
+}
+
+module keyVault 'core/keyvault.bicep' = {
+  name: 'bridge-key-vault-${resourceToken}'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: allTags
+    enablePurgeProtection: keyVaultPurgeProtection
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionDays
+    awsSecretAccessKey: awsSecretAccessKey
+    readerPrincipalId: identity.properties.principalId
+  }
+}
+
+// Takes its inputs from the modules above, so it is created only after every role the app
+// needs exists: the first start then finds its storage, lake and secret reachable.
+module functionApp 'app/function.bicep' = {
+  name: 'bridge-function-${resourceToken}'
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: allTags
+    serviceName: 'bridge'
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    hostStorageAccountName: hostStorage.outputs.name
+    deploymentContainerUrl: hostStorage.outputs.deploymentContainerUrl
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    haltianS3Bucket: haltianS3Bucket
+    haltianS3Prefix: haltianS3Prefix
+    haltianS3Region: haltianS3Region
+    haltianS3EndpointUrl: haltianS3EndpointUrl
+    haltianS3RoleArn: haltianS3RoleArn
+    haltianS3ExternalId: haltianS3ExternalId
+    haltianOrganizationId: haltianOrganizationId
+    awsAccessKeyId: awsAccessKeyId
+    awsSecretAccessKeyUri: keyVault.outputs.awsSecretUri
+    adlsAccountUrl: lake.outputs.blobEndpoint
+    adlsContainer: lake.outputs.containerName
+    adlsRoot: adlsRoot
+    bridgeSchedule: trim(bridgeSchedule)
+    bridgeLookbackMonths: bridgeLookbackMonths
+    bridgeMaxConcurrency: bridgeMaxConcurrency
+    bridgeTimeBudgetSeconds: bridgeTimeBudgetSeconds
+    bridgeFullReconcileHours: bridgeFullReconcileHours
+    bridgeLockSeconds: bridgeLockSeconds
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'bridge-alerts-${resourceToken}'
+  params: {
+    location: location
+    tags: allTags
+    namePrefix: names.alertPrefix
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    actionGroupName: names.actionGroup
+    alertEmail: alertEmail
+    noRunAlertHours: noRunAlertHours
+    stalenessAlertHours: stalenessAlertHours
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'bridge-workbook-${resourceToken}'
+  params: {
+    location: location
+    tags: allTags
+    displayName: 'Haltian bridge (${environmentName})'
+    nameSeed: environmentName
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    lakeAccountName: lake.outputs.accountName
+    manifestPath: manifestPath
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs: azd stores them in the environment (.azure/<env>/.env).
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_BRIDGE_IDENTITY_NAME string = identity.name
+output AZURE_BRIDGE_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output AZURE_BRIDGE_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output AZURE_LAKE_ACCOUNT_NAME string = lake.outputs.accountName
+output AZURE_LAKE_RESOURCE_GROUP string = lakeResourceGroupName
+output AZURE_LAKE_BLOB_ENDPOINT string = lake.outputs.blobEndpoint
+output AZURE_LAKE_CONTAINER string = lake.outputs.containerName
+output AZURE_LAKE_ROOT string = adlsRoot
+output AZURE_LAKE_LATEST_MANIFEST string = manifestPath
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsWorkspaceName
+output AZURE_WORKBOOK_ID string = workbook.outputs.id

@@ -1,0 +1,805 @@
+"""Static checks of infra/: the Bicep parses, its names resolve, and it says what the code needs.
+
+No Bicep compiler is needed: tree-sitter-bicep parses every file, and the rules below are this
+project's own (``az bicep build`` still checks types and schemas where the Azure CLI is installed). They catch what review misses: a typo in a
+parameter, variable, resource or module name; an app setting spelled differently from
+``shared/settings.py``; a role on a wider scope than the bridge needs; a metric name the code
+does not emit. Fast, offline, no servers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_bicep
+
+from shared import settings, telemetry_names
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+MAIN = INFRA / "main.bicep"
+PARAMETERS = INFRA / "main.parameters.json"
+FUNCTION = INFRA / "app" / "function.bicep"
+LAKE = INFRA / "core" / "lake.bicep"
+ROLES = INFRA / "core" / "roles.bicep"
+ALERTS = INFRA / "app" / "alerts.bicep"
+WORKBOOK = INFRA / "app" / "workbook.bicep"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+#: Read by the bridge only on a developer's machine (emulators, temporary AWS credentials).
+#: Azure must not set them: the lake is reached by identity, the AWS key is long-lived.
+LOCAL_ONLY_SETTINGS = frozenset({settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN})
+
+#: Read by the Functions platform, not by the bridge: identity-based host storage and
+#: Entra ID-authenticated Application Insights.
+PLATFORM_SETTINGS = frozenset({
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+})
+
+#: Settings that would mean a key or a connection string, or that Flex Consumption does not use.
+FORBIDDEN_SETTINGS = frozenset({
+    "AzureWebJobsStorage",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "APPINSIGHTS_INSTRUMENTATIONKEY",
+})
+
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+
+#: Every role the bridge identity gets, and the one kind of resource it may be scoped to.
+ROLE_SCOPES = {
+    STORAGE_BLOB_DATA_CONTRIBUTOR: "Microsoft.Storage/storageAccounts/blobServices/containers",
+    STORAGE_BLOB_DATA_OWNER: "Microsoft.Storage/storageAccounts",
+    KEY_VAULT_SECRETS_USER: "Microsoft.KeyVault/vaults",
+    MONITORING_METRICS_PUBLISHER: "Microsoft.Insights/components",
+}
+
+#: Bicep's built-in functions and decorators (namespace sys and az); a call to anything else
+#: must be a function declared in the file.
+BUILTIN_FUNCTIONS = frozenset("""
+    any array base64 base64ToJson base64ToString bool buildUri cidrHost cidrSubnet coalesce concat
+    contains dataUri dataUriToString dateTimeAdd dateTimeFromEpoch dateTimeToEpoch deployer
+    deployment empty endsWith environment extensionResourceId fail filter first flatten format
+    groupBy guid indexOf int intersection items join json last lastIndexOf length list listKeys
+    listAccountSas listServiceSas loadFileAsBase64 loadJsonContent loadTextContent loadYamlContent
+    managementGroup managementGroupResourceId map mapValues max min newGuid objectKeys padLeft
+    parseCidr parseUri pickZones range readEnvironmentVariable reduce reference replace
+    resourceGroup resourceId shallowMerge skip sort split startsWith string subscription
+    subscriptionResourceId substring take tenant tenantResourceId toLower toObject toUpper trim
+    tryGet union uniqueString uri uriComponent uriComponentToString utcNow
+    allowed batchSize description discriminator export metadata maxLength maxValue minLength
+    minValue onlyIfNotExists sealed secure
+""".split())
+NAMESPACES = frozenset({"az", "sys"})
+
+_PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
+_COMMENTS = ("comment", "diagnostic_comment")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+# --------------------------------------------------------------------------------------------
+# A small reader over tree-sitter-bicep's syntax tree
+
+
+@dataclass(frozen=True)
+class Bicep:
+    """One parsed file."""
+
+    path: Path
+    root: tree_sitter.Node
+
+    @property
+    def name(self) -> str:
+        return str(self.path.relative_to(ROOT)) if self.path.is_relative_to(ROOT) else self.path.name
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource declaration: its symbol, full type (nested types joined to their parent's),
+    whether it is ``existing``, and its body object."""
+
+    file: Bicep
+    symbol: str
+    type: str
+    existing: bool
+    body: tree_sitter.Node | None
+
+    def prop(self, *path: str) -> tree_sitter.Node | None:
+        return prop(self.body, *path)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: tree_sitter.Node | None
+    decorators: dict[str, tree_sitter.Node]
+
+    def description(self) -> str | None:
+        call = self.decorators.get("description")
+        args = _arguments(call) if call is not None else []
+        return literal(args[0]) if args else None
+
+
+def parse_text(source: str, path: Path = Path("snippet.bicep")) -> Bicep:
+    return Bicep(path, _PARSER.parse(source.encode()).root_node)
+
+
+@cache
+def parse(path: Path) -> Bicep:
+    return parse_text(path.read_text(encoding="utf-8"), path)
+
+
+def text(node: tree_sitter.Node) -> str:
+    return node.text.decode()
+
+
+def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+def named(node: tree_sitter.Node) -> list[tree_sitter.Node]:
+    """Named children without comments."""
+    return [c for c in node.named_children if c.type not in _COMMENTS]
+
+
+def literal(node: tree_sitter.Node | None) -> str | bool | int | None:
+    """The value of a literal string, bool or number; None for anything computed."""
+    if node is None:
+        return None
+    if node.type == "boolean":
+        return text(node) == "true"
+    if node.type == "number":
+        return int(text(node))
+    if node.type == "string":
+        parts = []
+        for child in named(node):
+            if child.type == "string_content":
+                parts.append(text(child))
+            elif child.type == "escape_sequence":
+                parts.append(text(child)[1:])
+            else:
+                return None  # interpolation
+        return "".join(parts)
+    return None
+
+
+def object_props(node: tree_sitter.Node | None) -> dict[str, tree_sitter.Node]:
+    """The properties of an object literal, by key (identifier or quoted)."""
+    if node is None or node.type != "object":
+        return {}
+    props = {}
+    for child in named(node):
+        if child.type != "object_property":
+            continue
+        parts = named(child)
+        if len(parts) < 2 or parts[0].type not in ("identifier", "string"):
+            continue  # a nested resource declaration
+        key = text(parts[0]) if parts[0].type == "identifier" else literal(parts[0])
+        props[key] = parts[-1]
+    return props
+
+
+def prop(node: tree_sitter.Node | None, *path: str) -> tree_sitter.Node | None:
+    for key in path:
+        node = object_props(node).get(key)
+    return node
+
+
+def _declared_name(node: tree_sitter.Node) -> str | None:
+    if node.type == "user_defined_function":
+        name = node.child_by_field_name("name")
+        return text(name) if name is not None else None
+    for child in named(node):
+        if child.type == "identifier":
+            return text(child)
+    return None
+
+
+def _value(node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """What a resource or module declaration is assigned: its body object, through for/if."""
+    parts = named(node)
+    value = parts[-1] if parts else None
+    while value is not None and value.type in ("for_statement", "if_statement"):
+        if value.type == "for_statement":
+            value = value.child_by_field_name("body")
+        else:
+            value = named(value)[-1]
+    return value if value is not None and value.type == "object" else None
+
+
+def _type_string(node: tree_sitter.Node) -> str:
+    return next(literal(c) for c in named(node) if c.type == "string")
+
+
+def resources(bicep: Bicep) -> list[Resource]:
+    found = []
+    for node in walk(bicep.root):
+        if node.type != "resource_declaration":
+            continue
+        declared = _type_string(node).split("@")[0]
+        parent = node.parent
+        while parent is not None and parent.type != "resource_declaration":
+            parent = parent.parent
+        if parent is not None and "." not in declared.split("/")[0]:
+            # A nested declaration names its type relative to the enclosing resource.
+            enclosing = next(r for r in found if r.symbol == _declared_name(parent))
+            declared = f"{enclosing.type}/{declared}"
+        existing = any(c.type == "existing" for c in node.children)
+        found.append(Resource(bicep, _declared_name(node), declared, existing, _value(node)))
+    return found
+
+
+def resource_by_symbol(bicep: Bicep, symbol: str) -> Resource:
+    return next(r for r in resources(bicep) if r.symbol == symbol)
+
+
+def resources_of_type(type_: str) -> list[Resource]:
+    return [r for path in BICEP_FILES for r in resources(parse(path)) if r.type == type_]
+
+
+def _decorators(node: tree_sitter.Node) -> dict[str, tree_sitter.Node]:
+    sibling = node.prev_named_sibling
+    while sibling is not None and sibling.type in _COMMENTS:
+        sibling = sibling.prev_named_sibling
+    if sibling is None or sibling.type != "decorators":
+        return {}
+    calls = {}
+    for decorator in named(sibling):
+        call = named(decorator)[0]
+        function = call.child_by_field_name("function")
+        calls[text(function).split(".")[-1]] = call
+    return calls
+
+
+def _arguments(call: tree_sitter.Node) -> list[tree_sitter.Node]:
+    arguments = call.child_by_field_name("arguments")
+    return named(arguments) if arguments is not None else []
+
+
+def params(bicep: Bicep) -> dict[str, Param]:
+    found = {}
+    for node in named(bicep.root):
+        if node.type != "parameter_declaration":
+            continue
+        parts = named(node)
+        has_default = any(c.type == "=" for c in node.children)
+        found[_declared_name(node)] = Param(_declared_name(node), parts[-1] if has_default else None,
+                                            _decorators(node))
+    return found
+
+
+def variables(bicep: Bicep) -> dict[str, tree_sitter.Node]:
+    return {_declared_name(n): named(n)[-1] for n in named(bicep.root) if n.type == "variable_declaration"}
+
+
+def outputs(bicep: Bicep) -> set[str]:
+    return {_declared_name(n) for n in named(bicep.root) if n.type == "output_declaration"}
+
+
+def modules(bicep: Bicep) -> list[tuple[str, Path, tree_sitter.Node]]:
+    found = []
+    for node in named(bicep.root):
+        if node.type == "module_declaration":
+            path = next(literal(c) for c in named(node) if c.type == "string")
+            found.append((_declared_name(node), (bicep.path.parent / path).resolve(), _value(node)))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Syntax and names
+
+
+def syntax_problems(bicep: Bicep) -> list[str]:
+    problems = [
+        f"{bicep.name}:{node.start_point[0] + 1}: {'MISSING' if node.is_missing else 'ERROR'} "
+        f"near {text(node)[:60]!r}"
+        for node in walk(bicep.root)
+        if node.is_error or node.is_missing
+    ]
+    if bicep.root.has_error and not problems:
+        problems.append(f"{bicep.name}: the parser reports an error it could not place")
+    return problems
+
+
+def line_break_problems(bicep: Bicep) -> list[str]:
+    """Line breaks the grammar accepts but Bicep rejects: inside a ternary, a binary expression
+    or a function's argument list (objects and arrays may span lines)."""
+    problems = []
+    for node in walk(bicep.root):
+        if node.type in ("ternary_expression", "binary_expression"):
+            parts = list(node.children)
+        elif node.type == "arguments":
+            parts = list(node.children)
+        else:
+            continue
+        for before, after in zip(parts, parts[1:]):
+            if before.type in _COMMENTS or after.type in _COMMENTS:
+                continue
+            if before.end_point[0] != after.start_point[0]:
+                problems.append(f"{bicep.name}:{after.start_point[0] + 1}: Bicep allows no line break "
+                                f"before {text(after)[:30]!r} in a {node.type.replace('_', ' ')}")
+                break
+    return problems
+
+
+_DECLARATIONS = ("parameter_declaration", "variable_declaration", "resource_declaration",
+                 "module_declaration", "output_declaration", "type_declaration",
+                 "metadata_declaration", "user_defined_function", "parameter")
+
+
+def _lambda_parameters(node: tree_sitter.Node) -> list[tree_sitter.Node]:
+    found = []
+    for child in node.children:
+        if child.type == "=>":
+            break
+        if child.type == "identifier":
+            found.append(child)
+        elif child.type == "parenthesized_expression":
+            found.extend(c for c in named(child) if c.type == "identifier")
+    return found
+
+
+def _declarations(bicep: Bicep) -> tuple[set[str], set[str], set[tuple[int, int]]]:
+    """Names a file declares (symbols, functions) and the positions of the declaring identifiers."""
+    symbols: set[str] = set()
+    functions: set[str] = set()
+    positions: set[tuple[int, int]] = set()
+
+    def declare(identifier: tree_sitter.Node, into: set[str]) -> None:
+        into.add(text(identifier))
+        positions.add((identifier.start_byte, identifier.end_byte))
+
+    for node in walk(bicep.root):
+        if node.type in _DECLARATIONS:
+            name = (node.child_by_field_name("name") if node.type == "user_defined_function"
+                    else next((c for c in named(node) if c.type == "identifier"), None))
+            if name is not None:
+                declare(name, functions if node.type == "user_defined_function" else symbols)
+        elif node.type == "import_functionality":
+            for child in named(node):
+                if child.type == "identifier":
+                    declare(child, symbols)
+        elif node.type == "for_statement":
+            initializer = node.child_by_field_name("initializer")
+            if initializer is not None and initializer.type == "identifier":
+                declare(initializer, symbols)
+        elif node.type in ("loop_variable", "loop_enumerator"):
+            declare(node, symbols)
+        elif node.type == "lambda_expression":
+            for parameter in _lambda_parameters(node):
+                declare(parameter, symbols)
+    return symbols, functions, positions
+
+
+def undeclared_names(bicep: Bicep) -> list[str]:
+    """Every identifier used in an expression that the file does not declare."""
+    symbols, functions, positions = _declarations(bicep)
+    resource_symbols = {r.symbol for r in resources(bicep)}
+    problems = []
+    for node in walk(bicep.root):
+        if node.type != "identifier" or (node.start_byte, node.end_byte) in positions:
+            continue
+        parent = node.parent
+        where = f"{bicep.name}:{node.start_point[0] + 1}"
+        if parent.type == "object_property" and named(parent)[0] == node:
+            continue  # a property key
+        if any(a.type == "type" for a in _ancestors(node)):
+            continue  # a type expression, not a value
+        sibling = node.next_sibling
+        # tree-sitter-bicep 1.1.0 reads a call that opens an array as a name and a parenthesis.
+        first_call_in_array = (parent.type == "array" and sibling is not None
+                               and sibling.type == "parenthesized_expression"
+                               and sibling.start_byte == node.end_byte)
+        if first_call_in_array or (parent.type == "call_expression"
+                                   and parent.child_by_field_name("function") == node):
+            if text(node) not in BUILTIN_FUNCTIONS and text(node) not in functions:
+                problems.append(f"{where}: unknown function {text(node)}()")
+            continue
+        if parent.type == "resource_expression" and parent.child_by_field_name("resource") == node:
+            if text(node) not in resource_symbols:
+                problems.append(f"{where}: unknown nested resource ::{text(node)}")
+            continue
+        if text(node) not in symbols and text(node) not in NAMESPACES:
+            problems.append(f"{where}: {text(node)} is not declared")
+    return problems
+
+
+def _ancestors(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    node = node.parent
+    while node is not None:
+        yield node
+        node = node.parent
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: str(p.relative_to(INFRA)))
+def test_bicep_parses_without_errors(path: Path) -> None:
+    assert syntax_problems(parse(path)) == []
+    assert line_break_problems(parse(path)) == []
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: str(p.relative_to(INFRA)))
+def test_every_name_used_is_declared(path: Path) -> None:
+    assert undeclared_names(parse(path)) == []
+
+
+def test_the_checks_themselves_catch_typos_and_syntax_errors() -> None:
+    snippet = parse_text(
+        "param location string\n"
+        "var names = [for (n, i) in range(0, 2): '${n}-${i}']\n"
+        "var picked = filter(names, name => !empty(name))\n"
+        "resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n"
+        "  name: 'x'\n"
+        "  location: locaton\n"
+        "  properties: { minimumTlsVersion: toLowr('TLS1_2') }\n"
+        "}\n"
+        "output o string = acount.id\n"
+        "var firsts = [ fist(names) ]\n"
+    )
+    assert syntax_problems(snippet) == []
+    assert undeclared_names(snippet) == [
+        "snippet.bicep:6: locaton is not declared",
+        "snippet.bicep:7: unknown function toLowr()",
+        "snippet.bicep:9: acount is not declared",
+        "snippet.bicep:10: unknown function fist()",
+    ]
+    broken = parse_text("param location string\n"
+                        "resource a 'Microsoft.Foo/bars@2023-01-01' = {\n"
+                        "  name: 'x'\n")
+    assert syntax_problems(broken) != []
+    multiline = parse_text("param a bool\n"
+                           "var b = a\n  ? 'x'\n  : 'y'\n"
+                           "var c = concat('x',\n  'y')\n"
+                           "var d = [\n  'z'\n]\n")
+    assert syntax_problems(multiline) == []
+    assert [p.split(":")[1] for p in line_break_problems(multiline)] == ["3", "6"]
+
+
+def test_modules_exist_and_get_exactly_their_parameters() -> None:
+    for path in BICEP_FILES:
+        bicep = parse(path)
+        for symbol, target, body in modules(bicep):
+            assert target.is_file(), f"{bicep.name}: module {symbol} points at missing {target}"
+            declared = params(parse(target))
+            given = set(object_props(prop(body, "params")))
+            unknown = given - set(declared)
+            assert not unknown, f"{bicep.name}: {symbol} gets unknown params {unknown}"
+            required = {name for name, param in declared.items() if param.default is None}
+            assert required <= given, f"{bicep.name}: {symbol} misses required params {required - given}"
+
+
+def test_module_outputs_used_exist() -> None:
+    for path in BICEP_FILES:
+        bicep = parse(path)
+        targets = {symbol: target for symbol, target, _ in modules(bicep)}
+        for node in walk(bicep.root):
+            obj = node.child_by_field_name("object") if node.type == "member_expression" else None
+            if (obj is not None and obj.type == "member_expression"
+                    and text(obj.child_by_field_name("property")) == "outputs"):
+                module = text(obj.child_by_field_name("object"))
+                output = text(node.child_by_field_name("property"))
+                assert module in targets, f"{bicep.name}: {module}.outputs but {module} is not a module"
+                assert output in outputs(parse(targets[module])), (
+                    f"{bicep.name}:{node.start_point[0] + 1}: {module} has no output {output}")
+
+
+def test_imports_name_exported_variables() -> None:
+    for path in BICEP_FILES:
+        bicep = parse(path)
+        for node in named(bicep.root):
+            if node.type != "import_functionality":
+                continue
+            source = bicep.path.parent / next(literal(c) for c in named(node) if c.type == "string")
+            assert source.is_file(), f"{bicep.name}: imports from missing {source}"
+            exported = {_declared_name(n) for n in named(parse(source).root)
+                        if n.type == "variable_declaration" and "export" in _decorators(n)}
+            for name in (text(c) for c in named(node) if c.type == "identifier"):
+                assert name in exported, f"{bicep.name}: {name} is not exported by {source.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters and outputs
+
+
+def test_parameters_are_typed_and_described() -> None:
+    for path in BICEP_FILES:
+        for param in params(parse(path)).values():
+            description = param.description()
+            where = f"{path.relative_to(INFRA)}: param {param.name}"
+            assert description, f"{where} has no @description"
+            expected = "Optional. " if param.default is not None else "Required. "
+            assert description.startswith(expected), f"{where}: description must start with {expected!r}"
+
+
+def test_the_aws_secret_is_a_secure_parameter_everywhere() -> None:
+    for path in (MAIN, INFRA / "core" / "keyvault.bicep"):
+        assert "secure" in params(parse(path))["awsSecretAccessKey"].decorators, path.name
+
+
+def test_parameters_file_matches_main_bicep() -> None:
+    file_params = json.loads(PARAMETERS.read_text())["parameters"]
+    main_params = params(parse(MAIN))
+    assert set(file_params) <= set(main_params), set(file_params) - set(main_params)
+    required = {name for name, param in main_params.items() if param.default is None}
+    assert required <= set(file_params), required - set(file_params)
+    for name, entry in file_params.items():
+        # Values come from the azd environment; nothing (least of all a secret) is committed.
+        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", entry["value"]), (name, entry["value"])
+
+
+def test_main_outputs_are_upper_snake_for_azd() -> None:
+    names = outputs(parse(MAIN))
+    assert {"AZURE_FUNCTION_APP_NAME", "AZURE_LAKE_ACCOUNT_NAME", "AZURE_LAKE_CONTAINER",
+            "APPLICATIONINSIGHTS_NAME"} <= names
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in names), names
+
+
+def test_wrong_parameter_combinations_fail() -> None:
+    bicep = parse(MAIN)
+    values = variables(bicep)
+    checked = {}
+    for entry in named(values["parameterChecks"]):
+        assert entry.type == "ternary_expression", text(entry)
+        condition = entry.child_by_field_name("condition")
+        assert literal(entry.child_by_field_name("alternative")) == "", text(entry)
+        checked[text(condition)] = literal(entry.child_by_field_name("consequence"))
+    mentions = {
+        "lakeNameMissing": {"useExistingLake", "existingLakeAccountName"},
+        "lakeNameIgnored": {"useExistingLake", "existingLakeAccountName"},
+        "awsCredentialMissing": {"haltianS3RoleArn", "awsAccessKeyId"},
+        "awsKeyIncomplete": {"awsAccessKeyId", "awsSecretAccessKey"},
+        "externalIdWithoutRole": {"haltianS3ExternalId", "haltianS3RoleArn"},
+        "scheduleMalformed": {"bridgeSchedule"},
+        "alertEmailMalformed": {"alertEmail"},
+    }
+    assert set(checked) == set(mentions)
+    for name, params_used in mentions.items():
+        assert checked[name], f"{name} has no message"
+        used = {text(n) for n in walk(values[name]) if n.type == "identifier"}
+        assert params_used <= used, f"{name} should look at {params_used - used}"
+
+    # Every name derives from resourceToken, which fails when any check does: ARM stops while
+    # validating the deployment, before it creates anything.
+    assert "parameterChecks" in {text(n) for n in walk(values["parameterProblems"]) if n.type == "identifier"}
+    token = values["resourceToken"]
+    assert token.type == "ternary_expression"
+    assert "parameterProblems" in text(token.child_by_field_name("condition"))
+    failure = token.child_by_field_name("alternative")
+    assert failure.type == "call_expression" and text(failure.child_by_field_name("function")) == "fail"
+    assert all("${resourceToken}" in text(value) for value in object_props(values["names"]).values())
+
+
+# --------------------------------------------------------------------------------------------
+# Hardening
+
+
+def test_storage_accounts_are_hardened() -> None:
+    accounts = [r for r in resources_of_type("Microsoft.Storage/storageAccounts") if not r.existing]
+    assert len(accounts) == 2, [r.symbol for r in accounts]  # the host's and the lake
+    for account in accounts:
+        where = f"{account.file.name}: {account.symbol}"
+        assert literal(account.prop("properties", "allowSharedKeyAccess")) is False, where
+        assert literal(account.prop("properties", "allowBlobPublicAccess")) is False, where
+        assert literal(account.prop("properties", "minimumTlsVersion")) == "TLS1_2", where
+        assert literal(account.prop("properties", "supportsHttpsTrafficOnly")) is True, where
+    lake = [a for a in accounts if a.file.path == LAKE]
+    assert len(lake) == 1
+    assert literal(lake[0].prop("properties", "isHnsEnabled")) is True
+    for container in resources_of_type("Microsoft.Storage/storageAccounts/blobServices/containers"):
+        assert literal(container.prop("properties", "publicAccess")) == "None", container.symbol
+
+
+def test_application_insights_takes_entra_id_only() -> None:
+    (component,) = resources_of_type("Microsoft.Insights/components")
+    assert literal(component.prop("properties", "DisableLocalAuth")) is True
+
+
+def test_key_vault_uses_rbac_and_keeps_deleted_secrets() -> None:
+    (vault,) = resources_of_type("Microsoft.KeyVault/vaults")
+    assert literal(vault.prop("properties", "enableRbacAuthorization")) is True
+    assert literal(vault.prop("properties", "enableSoftDelete")) is True
+    assert "true" in text(vault.prop("properties", "enablePurgeProtection"))
+
+
+def test_no_keys_or_connection_strings_anywhere() -> None:
+    for path in [*BICEP_FILES, PARAMETERS]:
+        source = path.read_text()
+        for marker in ("listKeys(", "listConnectionStrings(", "AccountKey=", "InstrumentationKey="):
+            assert marker not in source, f"{path.relative_to(INFRA)} contains {marker}"
+
+
+def built_in_roles() -> dict[str, str]:
+    """roles.bicep's table: key -> role definition id."""
+    table = object_props(variables(parse(ROLES))["builtInRoles"])
+    return {key: literal(value) for key, value in table.items()}
+
+
+def test_role_ids_are_the_built_in_ones() -> None:
+    assert set(built_in_roles().values()) == set(ROLE_SCOPES)
+    for path in BICEP_FILES:
+        source = path.read_text()
+        assert OWNER not in source and CONTRIBUTOR not in source, path.name
+
+
+def _role_of(assignment: Resource) -> str:
+    """The built-in role id an assignment grants, through a variable and roles.bicep."""
+    definition = assignment.prop("properties", "roleDefinitionId")
+    source = text(definition)
+    if definition.type == "identifier":
+        source = text(variables(assignment.file)[source])
+    roles = built_in_roles()
+    match = re.search(r"builtInRoles\.(\w+)", source)
+    if match:
+        return roles[match.group(1)]
+    found = _GUID.search(source)
+    assert found, f"{assignment.file.name}: {assignment.symbol} grants an unknown role: {source}"
+    return found.group(0)
+
+
+def test_role_assignments_are_least_privilege_and_idempotent() -> None:
+    assignments = resources_of_type("Microsoft.Authorization/roleAssignments")
+    granted = []
+    for assignment in assignments:
+        where = f"{assignment.file.name}: {assignment.symbol}"
+        scope = assignment.prop("scope")
+        assert scope is not None, f"{where} has no scope: it would apply to the whole resource group"
+        scope_symbol = text(scope).split("::")[-1]
+        role = _role_of(assignment)
+        assert role in ROLE_SCOPES, f"{where} grants {role}, not one of the roles the bridge needs"
+        scope_type = resource_by_symbol(assignment.file, scope_symbol).type
+        assert scope_type == ROLE_SCOPES[role], f"{where} is scoped to a {scope_type}"
+
+        # Name = guid(scope.id, principalId, roleDefinitionId): stable across redeployments,
+        # distinct per scope, principal and role.
+        name = assignment.prop("name")
+        assert name.type == "call_expression" and text(name.child_by_field_name("function")) == "guid", where
+        args = [text(a) for a in _arguments(name)]
+        properties = assignment.prop("properties")
+        assert args == [f"{text(scope)}.id", text(prop(properties, "principalId")),
+                        text(prop(properties, "roleDefinitionId"))], f"{where}: name is guid({args})"
+        assert literal(prop(properties, "principalType")) == "ServicePrincipal", where
+        granted.append(role)
+        if role == STORAGE_BLOB_DATA_OWNER:
+            assert assignment.file.path != LAKE, "Blob Data Owner must never be granted on the lake"
+    assert sorted(granted) == sorted(ROLE_SCOPES), "each role exactly once"
+
+
+# --------------------------------------------------------------------------------------------
+# The function app
+
+
+def _function_site() -> Resource:
+    (site,) = [r for r in resources(parse(FUNCTION)) if r.type == "Microsoft.Web/sites"]
+    return site
+
+
+def _app_settings() -> dict[str, tree_sitter.Node]:
+    (config,) = [r for r in resources(parse(FUNCTION))
+                 if r.type == "Microsoft.Web/sites/config" and literal(r.prop("name")) == "appsettings"]
+    return object_props(config.prop("properties"))
+
+
+def test_app_settings_are_the_ones_the_code_reads() -> None:
+    assert LOCAL_ONLY_SETTINGS <= set(settings.SETTING_NAMES)
+    names = set(_app_settings())
+    expected = (set(settings.SETTING_NAMES) - LOCAL_ONLY_SETTINGS) | PLATFORM_SETTINGS
+    assert names == expected, f"missing: {sorted(expected - names)}, unexpected: {sorted(names - expected)}"
+    assert not names & FORBIDDEN_SETTINGS
+
+
+def test_setting_names_are_spelled_as_in_the_local_sample() -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert set(settings.SETTING_NAMES) <= set(sample)
+    assert set(_app_settings()) - PLATFORM_SETTINGS <= set(sample)
+
+
+def test_app_reaches_everything_by_identity() -> None:
+    app = _app_settings()
+    site = _function_site()
+    assert literal(app["AzureWebJobsStorage__credential"]) == "managedidentity"
+    assert text(app["AzureWebJobsStorage__clientId"]) == "identityClientId"
+    assert text(app[settings.AZURE_CLIENT_ID]) == "identityClientId"
+    authentication = text(app["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"])
+    assert authentication == "'ClientId=${identityClientId};Authorization=AAD'"
+    secret = text(app[settings.AWS_SECRET_ACCESS_KEY])
+    assert "@Microsoft.KeyVault(SecretUri=${" in secret
+    assert text(site.prop("properties", "keyVaultReferenceIdentity")) == "identityId"
+    assert literal(site.prop("identity", "type")) == "UserAssigned"
+
+
+def test_function_app_runs_on_flex_consumption() -> None:
+    bicep = parse(FUNCTION)
+    (plan,) = [r for r in resources(bicep) if r.type == "Microsoft.Web/serverfarms"]
+    assert literal(plan.prop("sku", "name")) == "FC1"
+    assert literal(plan.prop("sku", "tier")) == "FlexConsumption"
+    site = _function_site()
+    assert literal(site.prop("kind")) == "functionapp,linux"
+    config = site.prop("properties", "functionAppConfig")
+    assert literal(prop(config, "runtime", "name")) == "python"
+    assert literal(prop(config, "runtime", "version")) == "3.11"
+    assert literal(prop(config, "deployment", "storage", "authentication", "type")) == "UserAssignedIdentity"
+    main_params = params(parse(MAIN))
+    assert literal(main_params["instanceMemoryMB"].default) == 2048
+    assert 1 <= literal(main_params["maximumInstanceCount"].default) <= 10
+
+
+def test_azure_yaml_deploys_the_repository_as_function_service_bridge() -> None:
+    lines = [line.rstrip() for line in (ROOT / "azure.yaml").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    service = lines[lines.index("  bridge:") + 1:]
+    assert {"    project: .", "    language: python", "    host: function"} <= set(service[:3])
+    assert "  path: infra" in lines and "  provider: bicep" in lines
+
+
+# --------------------------------------------------------------------------------------------
+# Alerts and workbook
+
+
+def _bridge_names(source: str) -> set[str]:
+    return set(re.findall(r"\bbridge_[a-z0-9_]+", source))
+
+
+def _infra_sources() -> list[Path]:
+    return sorted([*INFRA.rglob("*.bicep"), *INFRA.rglob("*.json")])
+
+
+def test_every_metric_name_in_infra_is_one_the_code_emits() -> None:
+    for path in _infra_sources():
+        unknown = _bridge_names(path.read_text()) - set(telemetry_names.ALL)
+        assert not unknown, f"{path.relative_to(INFRA)} uses metrics the code does not emit: {unknown}"
+
+
+def test_every_metric_the_code_emits_is_on_the_workbook_or_an_alert() -> None:
+    used = set().union(*(_bridge_names(path.read_text()) for path in _infra_sources()))
+    unused = set(telemetry_names.ALL) - used
+    assert not unused, f"never shown or alerted on: {sorted(unused)}"
+
+
+def test_alerts_cover_failures_quarantine_staleness_and_silence() -> None:
+    bicep = parse(ALERTS)
+    queries = {name: literal(value) for name, value in variables(bicep).items() if name.endswith("Query")}
+    assert f"'{telemetry_names.RUNS}'" in queries["runFailedQuery"]
+    assert "'failed'" in queries["runFailedQuery"]
+    assert f"'{telemetry_names.FILES_QUARANTINED}'" in queries["quarantineQuery"]
+    assert f"'{telemetry_names.LAG_OLDEST_PENDING}'" in queries["stalenessQuery"]
+    assert f"'{telemetry_names.RUNS}'" in queries["noRunQuery"]
+    rules = [r for r in resources(bicep) if r.type == "Microsoft.Insights/scheduledQueryRules"]
+    assert len(rules) == 1 and rules[0].body.parent.type == "for_statement"
+    rule_list = variables(bicep)["rules"]
+    assert len(named(rule_list)) == 4
+    action_groups = rules[0].prop("properties", "actions", "actionGroups")
+    (group,) = [r for r in resources(bicep) if r.type == "Microsoft.Insights/actionGroups"]
+    assert text(action_groups).replace(" ", "").replace("\n", "") == f"[{group.symbol}.id]"
+    assert text(prop(group.body, "properties", "emailReceivers")).count("alertEmail") == 1
+
+
+def test_workbook_placeholders_are_all_filled() -> None:
+    source = (INFRA / "app" / "workbook.json").read_text()
+    workbook = json.loads(source)
+    assert workbook["version"] == "Notebook/1.0"
+    placeholders = set(re.findall(r"__[A-Z_]+__", source))
+    filled = set(re.findall(r"'(__[A-Z_]+__)'", WORKBOOK.read_text()))
+    assert placeholders == filled
+    assert "__MANIFEST_PATH__" in placeholders
+    main = WORKBOOK.parent.parent / "main.bicep"
+    assert "_manifests/latest.json" in text(variables(parse(main))["manifestPath"])
