@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 AZURITE := dev/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo soak clean
 
 setup: $(VENV)/.installed $(AZURITE)
 
@@ -26,6 +26,10 @@ test: setup
 
 demo: setup
 	$(PY) -m shared.demo
+
+# 50 consecutive runs with seeded random faults and deliveries (bounded: about 15 minutes).
+soak: setup
+	SOAK_RUNS=$${SOAK_RUNS:-50} $(PY) -m pytest -q --timeout 2400 tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) dev/azurite/node_modules .pytest_cache .demo

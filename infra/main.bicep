@@ -49,6 +49,9 @@ param haltianS3RoleArn string = ''
 @description('Optional. External id the role\'s trust policy asks for; only with haltianS3RoleArn.')
 param haltianS3ExternalId string = ''
 
+@description('Optional. Keyless S3 access: with haltianS3RoleArn, the app assumes the role with an Entra token for this audience (AssumeRoleWithWebIdentity), and no AWS key is stored anywhere. Typically api://AzureADTokenExchange.')
+param haltianS3WebIdentityAudience string = ''
+
 @description('Optional. Haltian organization id (a UUID): copy only its folders. Empty copies every organization in the bucket.')
 param haltianOrganizationId string = ''
 
@@ -178,6 +181,10 @@ var lakeNameIgnored = !useExistingLake && (!empty(existingLakeAccountName) || !e
 var awsCredentialMissing = empty(haltianS3RoleArn) && empty(awsAccessKeyId)
 var awsKeyIncomplete = empty(awsAccessKeyId) != empty(awsSecretAccessKey)
 var externalIdWithoutRole = !empty(haltianS3ExternalId) && empty(haltianS3RoleArn)
+// In Azure the function has no AWS credentials of its own: a role is assumed either with the
+// access key or, keyless, with an Entra token (AssumeRoleWithWebIdentity).
+var roleWithoutWayIn = !empty(haltianS3RoleArn) && empty(awsAccessKeyId) && empty(haltianS3WebIdentityAudience)
+var audienceWithoutRole = !empty(haltianS3WebIdentityAudience) && empty(haltianS3RoleArn)
 var scheduleMalformed = length(split(trim(bridgeSchedule), ' ')) != 6
 var alertEmailMalformed = !contains(alertEmail, '@')
 
@@ -187,6 +194,8 @@ var parameterChecks = [
   awsCredentialMissing ? 'No way into Haltian\'s bucket: give awsAccessKeyId and awsSecretAccessKey, or haltianS3RoleArn.' : ''
   awsKeyIncomplete ? 'awsAccessKeyId and awsSecretAccessKey go together: give both or neither.' : ''
   externalIdWithoutRole ? 'haltianS3ExternalId is set but haltianS3RoleArn is not: the external id belongs to a role.' : ''
+  roleWithoutWayIn ? 'haltianS3RoleArn needs awsAccessKeyId and awsSecretAccessKey to assume it with, or haltianS3WebIdentityAudience for keyless access.' : ''
+  audienceWithoutRole ? 'haltianS3WebIdentityAudience is set but haltianS3RoleArn is not: the token is exchanged for that role.' : ''
   scheduleMalformed ? 'bridgeSchedule must be an NCRONTAB expression with six fields (second minute hour day month weekday), like 0 0 * * * *.' : ''
   alertEmailMalformed ? 'alertEmail must be an email address.' : ''
 ]
@@ -300,6 +309,7 @@ module functionApp 'app/function.bicep' = {
     haltianS3EndpointUrl: haltianS3EndpointUrl
     haltianS3RoleArn: haltianS3RoleArn
     haltianS3ExternalId: haltianS3ExternalId
+    haltianS3WebIdentityAudience: haltianS3WebIdentityAudience
     haltianOrganizationId: haltianOrganizationId
     awsAccessKeyId: awsAccessKeyId
     awsSecretAccessKeyUri: keyVault.outputs.awsSecretUri

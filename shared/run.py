@@ -61,8 +61,14 @@ class Bridge:
 
 @cache
 def _bridge_for(settings: Settings) -> Bridge:
-    credential = make_credential(settings)
-    source = S3Source(make_s3_client(settings), settings.s3_bucket)
+    return build_bridge(settings)
+
+
+def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bridge:
+    """Clients for a run. The Entra credential (the app's managed identity by default) signs
+    in to the lake and, for a keyless S3 role, to AWS STS."""
+    credential = entra_credential or make_credential(settings)
+    source = S3Source(make_s3_client(settings, credential), settings.s3_bucket)
     lake = Lake(make_container_client(settings, credential), settings.adls_root)
     return Bridge(settings, source, lake, credential)
 

@@ -20,6 +20,7 @@ HALTIAN_S3_REGION = "HALTIAN_S3_REGION"
 HALTIAN_S3_ENDPOINT_URL = "HALTIAN_S3_ENDPOINT_URL"
 HALTIAN_S3_ROLE_ARN = "HALTIAN_S3_ROLE_ARN"
 HALTIAN_S3_EXTERNAL_ID = "HALTIAN_S3_EXTERNAL_ID"
+HALTIAN_S3_WEB_IDENTITY_AUDIENCE = "HALTIAN_S3_WEB_IDENTITY_AUDIENCE"
 HALTIAN_ORGANIZATION_ID = "HALTIAN_ORGANIZATION_ID"
 ADLS_ACCOUNT_URL = "ADLS_ACCOUNT_URL"
 ADLS_CONNECTION_STRING = "ADLS_CONNECTION_STRING"
@@ -46,6 +47,7 @@ SETTING_NAMES: tuple[str, ...] = (
     HALTIAN_S3_ENDPOINT_URL,
     HALTIAN_S3_ROLE_ARN,
     HALTIAN_S3_EXTERNAL_ID,
+    HALTIAN_S3_WEB_IDENTITY_AUDIENCE,
     HALTIAN_ORGANIZATION_ID,
     AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY,
@@ -104,6 +106,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_role_arn: str | None = None
     s3_external_id: str | None = field(default=None, repr=False)
+    s3_web_identity_audience: str | None = None
     organization_id: str | None = None
     adls_account_url: str | None = None
     adls_connection_string: str | None = field(default=None, repr=False)
@@ -161,6 +164,13 @@ class Settings:
         external_id = get(HALTIAN_S3_EXTERNAL_ID)
         if external_id is not None and role_arn is None:
             problems.append(f"{HALTIAN_S3_EXTERNAL_ID} is set but {HALTIAN_S3_ROLE_ARN} is not")
+        audience = get(HALTIAN_S3_WEB_IDENTITY_AUDIENCE)
+        if audience is not None and role_arn is None:
+            problems.append(f"{HALTIAN_S3_WEB_IDENTITY_AUDIENCE} is set but {HALTIAN_S3_ROLE_ARN} is not")
+        if audience is not None and external_id is not None:
+            problems.append(f"{HALTIAN_S3_EXTERNAL_ID} does not apply with {HALTIAN_S3_WEB_IDENTITY_AUDIENCE}: "
+                            "AssumeRoleWithWebIdentity takes no external id (the role's trust policy checks "
+                            "the token's audience and subject instead)")
 
         organization = get(HALTIAN_ORGANIZATION_ID)
         if organization is not None:
@@ -217,6 +227,7 @@ class Settings:
             s3_endpoint_url=endpoint,
             s3_role_arn=role_arn,
             s3_external_id=external_id,
+            s3_web_identity_audience=audience,
             organization_id=organization,
             adls_account_url=account_url,
             adls_connection_string=connection_string,
@@ -239,6 +250,7 @@ class Settings:
             HALTIAN_S3_REGION: self.s3_region,
             HALTIAN_S3_ENDPOINT_URL: self.s3_endpoint_url,
             HALTIAN_S3_ROLE_ARN: self.s3_role_arn,
+            HALTIAN_S3_WEB_IDENTITY_AUDIENCE: self.s3_web_identity_audience,
             HALTIAN_ORGANIZATION_ID: self.organization_id,
             ADLS_ACCOUNT_URL: self.adls_account_url or "(emulator connection string)",
             ADLS_CONTAINER: self.adls_container,

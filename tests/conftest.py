@@ -6,6 +6,7 @@ Each test gets its own bucket and container, so tests never see each other's dat
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,26 @@ def azurite() -> Iterator[servers.Server]:
     server = servers.azurite().start()
     yield server
     server.stop()
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+LOG_COLLECTOR = _Collector()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_collector() -> Iterator[_Collector]:
+    """Everything any test logs, for the secrets scan that runs last (test_zz_secrets.py)."""
+    logging.getLogger().addHandler(LOG_COLLECTOR)
+    yield LOG_COLLECTOR
+    logging.getLogger().removeHandler(LOG_COLLECTOR)
 
 
 @pytest.fixture(autouse=True)

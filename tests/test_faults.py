@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -170,3 +171,32 @@ def test_no_secret_reaches_manifests_metadata_logs_or_errors(stack, monkeypatch,
     everything = "\n".join(written)
     assert "AccountKey" not in everything and account_key not in everything
     assert FAKE_AWS_SECRET not in everything
+
+
+class _EntraStandIn:
+    """Entra ID cannot run here: a stand-in that hands out a token, as the managed identity would."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs):
+        from azure.core.credentials import AccessToken
+
+        self.scopes.append(scopes)
+        return AccessToken("entra-token-stand-in", int(time.time()) + 3600)
+
+
+def test_a_keyless_role_is_assumed_with_the_apps_entra_token(stack, monkeypatch) -> None:
+    from shared.run import build_bridge
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)  # no AWS secret anywhere
+    objects = stack.seed(BucketSpec(**SMALL))
+    entra = _EntraStandIn()
+    settings = stack.settings(HALTIAN_S3_ROLE_ARN="arn:aws:iam::123456789012:role/haltian-reader",
+                              HALTIAN_S3_WEB_IDENTITY_AUDIENCE="api://AzureADTokenExchange")
+    bridge = build_bridge(settings, entra)
+    credentials = bridge.source.client._get_credentials().get_frozen_credentials()
+    assert credentials.access_key.startswith("ASIA") and credentials.token
+    assert entra.scopes == [("api://AzureADTokenExchange/.default",)]
+    assert run_once(bridge).count(PUBLISHED) == len(objects)

@@ -569,6 +569,8 @@ def test_wrong_parameter_combinations_fail() -> None:
         "awsCredentialMissing": {"haltianS3RoleArn", "awsAccessKeyId"},
         "awsKeyIncomplete": {"awsAccessKeyId", "awsSecretAccessKey"},
         "externalIdWithoutRole": {"haltianS3ExternalId", "haltianS3RoleArn"},
+        "roleWithoutWayIn": {"haltianS3RoleArn", "awsAccessKeyId", "haltianS3WebIdentityAudience"},
+        "audienceWithoutRole": {"haltianS3WebIdentityAudience", "haltianS3RoleArn"},
         "scheduleMalformed": {"bridgeSchedule"},
         "alertEmailMalformed": {"alertEmail"},
     }

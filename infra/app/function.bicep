@@ -64,6 +64,9 @@ param haltianS3RoleArn string = ''
 @description('Optional. External id the role\'s trust policy asks for.')
 param haltianS3ExternalId string = ''
 
+@description('Optional. Keyless S3: the Entra token audience for AssumeRoleWithWebIdentity; empty for none.')
+param haltianS3WebIdentityAudience string = ''
+
 @description('Optional. Copy only this organization\'s folders; empty for all.')
 param haltianOrganizationId string = ''
 
@@ -179,6 +182,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       HALTIAN_S3_ENDPOINT_URL: haltianS3EndpointUrl
       HALTIAN_S3_ROLE_ARN: haltianS3RoleArn
       HALTIAN_S3_EXTERNAL_ID: haltianS3ExternalId
+      HALTIAN_S3_WEB_IDENTITY_AUDIENCE: haltianS3WebIdentityAudience
       HALTIAN_ORGANIZATION_ID: haltianOrganizationId
       AWS_ACCESS_KEY_ID: awsAccessKeyId
       // Resolved by the platform before the worker starts; the bridge reports a reference that

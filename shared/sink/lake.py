@@ -239,7 +239,7 @@ class Lake:
 
 
 def make_credential(settings: Settings) -> Any | None:
-    """The Entra credential for the lake (managed identity in Azure); None with a connection string."""
+    """The Entra credential (managed identity in Azure); None with an emulator connection string."""
     if settings.adls_connection_string:
         return None
     from azure.identity import DefaultAzureCredential

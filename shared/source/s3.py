@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore
 import botocore.config
 import botocore.credentials
 import botocore.session
@@ -114,8 +115,9 @@ class S3Source:
             raise
 
 
-def make_s3_client(settings: Settings) -> Any:
-    """An S3 client for Haltian's bucket, from standard AWS credentials or an assumed role."""
+def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> Any:
+    """An S3 client for Haltian's bucket: standard AWS credentials, an assumed role, or (keyless)
+    a role assumed with an Entra token of the function's managed identity."""
     config = botocore.config.Config(
         region_name=settings.s3_region,
         max_pool_connections=settings.max_concurrency * 2 + 4,
@@ -126,7 +128,9 @@ def make_s3_client(settings: Settings) -> Any:
         user_agent_extra="haltian-azure-bridge",
     )
     session = boto3.session.Session(region_name=settings.s3_region)
-    if settings.s3_role_arn:
+    if settings.s3_role_arn and settings.s3_web_identity_audience:
+        session = _web_identity_session(settings, entra_credential)
+    elif settings.s3_role_arn:
         session = _assumed_role_session(session, settings)
     return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
@@ -151,8 +155,41 @@ def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> bo
             "expiry_time": credentials["Expiration"].isoformat(),
         }
 
+    return _refreshing_session(refresh, settings, "sts-assume-role")
+
+
+def _web_identity_session(settings: Settings, entra_credential: Any) -> boto3.session.Session:
+    """Keyless: an Entra token of the app's identity, exchanged at STS for the customer's role.
+
+    No AWS secret exists anywhere; AWS trusts the Entra tenant as an OIDC provider, and the
+    role's trust policy names the audience and the identity (see the README).
+    """
+    if entra_credential is None:
+        raise ValueError("a keyless S3 role needs an Entra credential (the function's managed identity)")
+    sts = boto3.session.Session().client(
+        "sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+    )
+
+    def refresh() -> dict[str, str]:
+        token = entra_credential.get_token(f"{settings.s3_web_identity_audience}/.default").token
+        credentials = sts.assume_role_with_web_identity(
+            RoleArn=settings.s3_role_arn, RoleSessionName="haltian-azure-bridge",
+            WebIdentityToken=token, DurationSeconds=3600,
+        )["Credentials"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": credentials["Expiration"].isoformat(),
+        }
+
+    return _refreshing_session(refresh, settings, "assume-role-with-web-identity")
+
+
+def _refreshing_session(refresh: Any, settings: Settings, method: str) -> boto3.session.Session:
     refreshable = botocore.credentials.RefreshableCredentials.create_from_metadata(
-        metadata=refresh(), refresh_using=refresh, method="sts-assume-role"
+        metadata=refresh(), refresh_using=refresh, method=method
     )
     core = botocore.session.get_session()
     core._credentials = refreshable  # botocore has no public setter for refreshable credentials
