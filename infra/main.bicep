@@ -127,6 +127,13 @@ param bridgeFullReconcileHours int = 24
 @maxValue(60)
 param bridgeLockSeconds int = 60
 
+@description('Optional. stream: the bytes pass through the function, every byte MD5-checked (the tested default); server: the lake pulls each file from a presigned S3 URL with Put Block From URL, so gigabytes never pass through the function (see the README on choosing).')
+@allowed([
+  'stream'
+  'server'
+])
+param bridgeCopyMode string = 'stream'
+
 // ---------------------------------------------------------------------------------------------
 // Hosting
 
@@ -322,6 +329,7 @@ module functionApp 'app/function.bicep' = {
     bridgeTimeBudgetSeconds: bridgeTimeBudgetSeconds
     bridgeFullReconcileHours: bridgeFullReconcileHours
     bridgeLockSeconds: bridgeLockSeconds
+    bridgeCopyMode: bridgeCopyMode
   }
 }
 

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SINGLE_PUT_MAX_BYTES = 8 * 1024 * 1024
 #: Larger files move in blocks of this size (Azure allows up to 50,000 blocks a blob).
 BLOCK_BYTES = 8 * 1024 * 1024
+#: Blocks the lake pulls itself (Put Block From URL allows up to 100 MiB a block).
+SERVER_BLOCK_BYTES = 64 * 1024 * 1024
 
 PUBLISHED = "published"
 QUARANTINED = "quarantined"
@@ -65,8 +67,12 @@ class FileOutcome:
     replaced_copy: str | None = None
 
 
-def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str) -> FileOutcome:
+def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
+              server_side: bool = False) -> FileOutcome:
     """Copies one file and reports the outcome; never raises for a per-file problem.
+
+    ``server_side`` makes the lake pull the bytes from a presigned S3 URL (Put Block From URL)
+    for files larger than their footer read, so they never pass through the function.
 
     Terminal problems (not Parquet, breaking schema drift) quarantine the file. Transient
     ones (network, throttling, the source changing mid-copy, a concurrent writer) leave it
@@ -75,7 +81,9 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     started = time.monotonic()
     outcome = FileOutcome(FAILED, item)
     try:
-        if item.source.size <= SINGLE_PUT_MAX_BYTES:
+        if server_side and item.source.size > FOOTER_GUESS_BYTES:
+            _copy_server_side(item, source, lake, judge, run_id, outcome)
+        elif item.source.size <= SINGLE_PUT_MAX_BYTES:
             _copy_whole(item, source, lake, judge, run_id, outcome)
         else:
             _copy_in_blocks(item, source, lake, judge, run_id, outcome)
@@ -111,6 +119,7 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
     if item.replaces is not None and destination == item.key.key:
         _keep_replaced_version(item, lake, run_id, outcome)
     outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
+    outcome.integrity.append("content-md5")
     _done(outcome, verdict, destination)
 
 
@@ -136,14 +145,48 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
     _check_bytes(item, body, total, md5, outcome)
     outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest(), metadata=metadata,
                                         condition=condition)
+    outcome.integrity.append("content-md5")
     _done(outcome, verdict, destination)
 
 
-def _footer_facts(item: WorkItem, source: S3Source) -> ParquetFacts:
-    tail = source.read_tail(item.source, FOOTER_GUESS_BYTES)
-    facts = inspect_parquet(tail, item.source.size)
+def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
+                      outcome: FileOutcome) -> None:
+    """The lake pulls the body from a presigned URL; the function moves only the footer.
+
+    The footer is read first (one ranged GET) and verified; the body is staged from the URL
+    in large blocks and the tail block from the very footer bytes that were verified, so the
+    footer readers will see is byte for byte the one checked. The S3 ETag is read again before
+    the commit: if the object was replaced during the copy, nothing is committed.
+    """
+    verify_started = time.monotonic()
+    tails: list[bytes] = []
+    verdict = _judge(item, judge, lambda: _footer_facts(item, source, tails), outcome)
+    outcome.verify_seconds = time.monotonic() - verify_started
+    tail = tails[-1]
+    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    if item.replaces is not None and destination == item.key.key:
+        _keep_replaced_version(item, lake, run_id, outcome)
+    url = source.presign(item.source)
+    body_end = item.source.size - len(tail)
+    block_ids = [
+        lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset))
+        for index, offset in enumerate(range(0, body_end, SERVER_BLOCK_BYTES))
+    ]
+    block_ids.append(lake.stage(destination, len(block_ids), tail))
+    if source.etag_now(item.source) != item.source.etag:
+        raise SourceChanged("object replaced while the lake copied it; nothing was committed")
+    outcome.lake_modified = lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
+    outcome.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
+    _done(outcome, verdict, destination)
+
+
+def _footer_facts(item: WorkItem, source: S3Source, tails: list[bytes] | None = None) -> ParquetFacts:
+    tails = [] if tails is None else tails
+    tails.append(source.read_tail(item.source, FOOTER_GUESS_BYTES))
+    facts = inspect_parquet(tails[-1], item.source.size)
     if isinstance(facts, FooterNeeded):
-        facts = inspect_parquet(source.read_tail(item.source, facts.tail_bytes), item.source.size)
+        tails.append(source.read_tail(item.source, facts.tail_bytes))
+        facts = inspect_parquet(tails[-1], item.source.size)
     assert isinstance(facts, ParquetFacts)  # the second read holds the whole footer
     return facts
 
@@ -222,7 +265,6 @@ def _check_bytes(item: WorkItem, body: SourceBody, length: int, md5: Any, outcom
 
 
 def _done(outcome: FileOutcome, verdict: _Verdict, destination: str) -> None:
-    outcome.integrity.append("content-md5")
     outcome.destination = destination
     outcome.bytes = outcome.item.source.size
     outcome.action = QUARANTINED if verdict.quarantine_reason is not None else PUBLISHED

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
+# A URL's query can hold a presigned URL's signature or a SAS token: never repeat one.
+_QUERY = re.compile(r"(https?://[^\s?'\"<>]+)\?[^\s'\"<>]*")
+
 
 def describe(err: BaseException) -> str:
     """``Type: first line of the message``, at most 300 characters.
 
     SDK errors carry status, code and request ids on the first line; later lines can hold
-    response bodies that do not belong in a manifest.
+    response bodies that do not belong in a manifest. URL queries are removed.
     """
     lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    first = _QUERY.sub(r"\1?(query removed)", lines[0]) if lines else ""
+    return f"{type(err).__name__}: {first[:300]}".rstrip(": ")

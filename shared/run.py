@@ -180,7 +180,8 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     def task(item: WorkItem) -> FileOutcome | None:
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
-        return copy_file(item, bridge.source, bridge.lake, judge, run_id)
+        return copy_file(item, bridge.source, bridge.lake, judge, run_id,
+                         server_side=bridge.settings.copy_mode == "server")
 
     done_files = done_bytes = 0
     if progress is not None:

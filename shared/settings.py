@@ -33,6 +33,7 @@ BRIDGE_MAX_CONCURRENCY = "BRIDGE_MAX_CONCURRENCY"
 BRIDGE_TIME_BUDGET_SECONDS = "BRIDGE_TIME_BUDGET_SECONDS"
 BRIDGE_FULL_RECONCILE_HOURS = "BRIDGE_FULL_RECONCILE_HOURS"
 BRIDGE_LOCK_SECONDS = "BRIDGE_LOCK_SECONDS"
+BRIDGE_COPY_MODE = "BRIDGE_COPY_MODE"
 
 # Read by boto3 itself; listed so a Key Vault reference that did not resolve is caught here.
 AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
@@ -63,6 +64,7 @@ SETTING_NAMES: tuple[str, ...] = (
     BRIDGE_TIME_BUDGET_SECONDS,
     BRIDGE_FULL_RECONCILE_HOURS,
     BRIDGE_LOCK_SECONDS,
+    BRIDGE_COPY_MODE,
 )
 
 DEFAULT_PREFIX = "parquet/"
@@ -76,6 +78,9 @@ DEFAULT_TIME_BUDGET_SECONDS = 1500
 DEFAULT_FULL_RECONCILE_HOURS = 24
 # A blob lease lasts 15 to 60 seconds; a killed run blocks the next one at most this long.
 DEFAULT_LOCK_SECONDS = 60
+#: stream: the bytes pass through the function (works everywhere, verifies every page of small
+#: files); server: the lake pulls them from a presigned S3 URL (Put Block From URL).
+COPY_MODES = ("stream", "server")
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -119,6 +124,7 @@ class Settings:
     time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS
     full_reconcile_hours: float = DEFAULT_FULL_RECONCILE_HOURS
     lock_seconds: int = DEFAULT_LOCK_SECONDS
+    copy_mode: str = "stream"
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -217,6 +223,9 @@ class Settings:
         reconcile = _number(get(BRIDGE_FULL_RECONCILE_HOURS), BRIDGE_FULL_RECONCILE_HOURS,
                             DEFAULT_FULL_RECONCILE_HOURS, 1, 24 * 365, float, problems)
         lock = _number(get(BRIDGE_LOCK_SECONDS), BRIDGE_LOCK_SECONDS, DEFAULT_LOCK_SECONDS, 15, 60, int, problems)
+        copy_mode = (get(BRIDGE_COPY_MODE) or "stream").lower()
+        if copy_mode not in COPY_MODES:
+            problems.append(f"{BRIDGE_COPY_MODE} {copy_mode!r} must be one of {', '.join(COPY_MODES)}")
 
         if problems:
             raise SettingsError(problems)
@@ -240,6 +249,7 @@ class Settings:
             time_budget_seconds=budget,
             full_reconcile_hours=reconcile,
             lock_seconds=lock,
+            copy_mode=copy_mode,
         )
 
     def describe(self) -> dict[str, object]:
@@ -260,6 +270,7 @@ class Settings:
             BRIDGE_TIME_BUDGET_SECONDS: self.time_budget_seconds,
             BRIDGE_FULL_RECONCILE_HOURS: self.full_reconcile_hours,
             BRIDGE_LOCK_SECONDS: self.lock_seconds,
+            BRIDGE_COPY_MODE: self.copy_mode,
         }
 
 

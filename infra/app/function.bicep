@@ -103,6 +103,13 @@ param bridgeFullReconcileHours int
 @description('Required. Seconds of the run lock\'s blob lease.')
 param bridgeLockSeconds int
 
+@description('Required. stream: the bytes pass through the function; server: the lake pulls them from presigned S3 URLs.')
+@allowed([
+  'stream'
+  'server'
+])
+param bridgeCopyMode string
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -202,6 +209,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       BRIDGE_TIME_BUDGET_SECONDS: string(bridgeTimeBudgetSeconds)
       BRIDGE_FULL_RECONCILE_HOURS: string(bridgeFullReconcileHours)
       BRIDGE_LOCK_SECONDS: string(bridgeLockSeconds)
+      BRIDGE_COPY_MODE: bridgeCopyMode
     }
   }
 }

@@ -156,12 +156,19 @@ class Lake:
 
     def stage(self, relative: str, index: int, data: bytes) -> str:
         """Stages one block on the final name; readers see nothing until :meth:`commit`."""
-        block_id = base64.b64encode(f"haltian-block-{index:08d}".encode()).decode()
+        block_id = _block_id(index)
         blob = self.container.get_blob_client(self.path(relative))
         blob.stage_block(block_id, data, length=len(data), validate_content=True)
         return block_id
 
-    def commit(self, relative: str, block_ids: list[str], *, md5: bytes, metadata: dict[str, str],
+    def stage_from_url(self, relative: str, index: int, url: str, offset: int, length: int) -> str:
+        """Has the service pull one block from ``url`` (bytes ``offset``..+``length``); invisible until commit."""
+        block_id = _block_id(index)
+        blob = self.container.get_blob_client(self.path(relative))
+        blob.stage_block_from_url(block_id, url, source_offset=offset, source_length=length)
+        return block_id
+
+    def commit(self, relative: str, block_ids: list[str], *, md5: bytes | None, metadata: dict[str, str],
                condition: Condition) -> datetime:
         """Makes the staged blocks the blob's content in one Put Block List.
 
@@ -236,6 +243,11 @@ class Lake:
 
     def blob_client(self, relative: str) -> Any:
         return self.container.get_blob_client(self.path(relative))
+
+
+def _block_id(index: int) -> str:
+    # Every block id of a blob must have the same length; a retried stage replaces the block.
+    return base64.b64encode(f"haltian-block-{index:08d}".encode()).decode()
 
 
 def make_credential(settings: Settings) -> Any | None:

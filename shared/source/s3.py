@@ -101,6 +101,25 @@ class S3Source:
         with response["Body"] as body:
             return body.read()
 
+    def presign(self, obj: SourceObject, expires_seconds: int = 3600) -> str:
+        """A presigned GET URL of the object, for the lake to pull it (server-side copy).
+
+        It carries a signature, not a secret, but it does grant reading: it is handed to the
+        storage service only, never logged, and expires.
+        """
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": obj.key}, ExpiresIn=expires_seconds
+        )
+
+    def etag_now(self, obj: SourceObject) -> str | None:
+        """The object's ETag now (None when it is gone)."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=obj.key)["ETag"].strip('"')
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
     def _get(self, obj: SourceObject, **extra: str) -> dict[str, Any]:
         try:
             return self.client.get_object(
@@ -125,6 +144,7 @@ def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> A
         connect_timeout=10,
         read_timeout=60,
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+        signature_version="s3v4",  # presigned URLs too: SigV2 is retired in most regions
         user_agent_extra="haltian-azure-bridge",
     )
     session = boto3.session.Session(region_name=settings.s3_region)
