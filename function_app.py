@@ -1,5 +1,6 @@
 """Azure Functions entry (Python v2 programming model). Only wiring: the logic is in shared/."""
 
+import json
 import os
 
 import azure.functions as func
@@ -17,3 +18,20 @@ def haltian_bridge(timer: func.TimerRequest) -> None:
     the invocation shows as failed and an alert can fire.
     """
     run_for_timer(os.environ, past_due=timer.past_due)
+
+
+@app.route(route="backfill", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def backfill(req: func.HttpRequest) -> func.HttpResponse:
+    """Queues a backfill: JSON body ``{"from": "YYYY-MM", "to": "YYYY-MM", "datasets": [...]}``, all optional."""
+    from shared.backfill.http import backfill_request
+
+    status, document = backfill_request(os.environ, req.get_body())
+    return func.HttpResponse(json.dumps(document), status_code=status, mimetype="application/json")
+
+
+@app.queue_trigger(arg_name="message", queue_name="%BRIDGE_BACKFILL_QUEUE%", connection="BridgeQueue")
+def backfill_partition(message: func.QueueMessage) -> None:
+    """Copies one (dataset, month) partition; raising returns the message for a retry."""
+    from shared.backfill.queue import run_for_queue
+
+    run_for_queue(os.environ, message.get_body().decode())

@@ -127,6 +127,11 @@ param bridgeFullReconcileHours int = 24
 @maxValue(60)
 param bridgeLockSeconds int = 60
 
+@description('Optional. Name of the backfill queue on the host storage account; its poison queue gets the suffix -poison.')
+@minLength(3)
+@maxLength(56)
+param backfillQueueName string = 'haltian-backfill'
+
 @description('Optional. stream: the bytes pass through the function, every byte MD5-checked (the tested default); server: the lake pulls each file from a presigned S3 URL with Put Block From URL, so gigabytes never pass through the function (see the README on choosing).')
 @allowed([
   'stream'
@@ -263,6 +268,7 @@ module hostStorage 'core/host-storage.bicep' = {
     tags: allTags
     deploymentContainerName: 'app-package'
     hostPrincipalId: identity.properties.principalId
+    backfillQueueName: backfillQueueName
   }
 }
 
@@ -306,6 +312,8 @@ module functionApp 'app/function.bicep' = {
     identityId: identity.id
     identityClientId: identity.properties.clientId
     hostStorageAccountName: hostStorage.outputs.name
+    hostQueueEndpoint: hostStorage.outputs.queueEndpoint
+    backfillQueueName: backfillQueueName
     deploymentContainerUrl: hostStorage.outputs.deploymentContainerUrl
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     instanceMemoryMB: instanceMemoryMB

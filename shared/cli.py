@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from shared.report import format_manifest, format_plan, plan_document
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
 from shared.sink.lock import RunLocked
+from shared.status import format_status, status
 from shared.tables.sql import find_tables, synapse_sql
 
 EXIT_OK = 0
@@ -34,14 +36,28 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "copy every new Haltian file into the lake now"),
                        ("plan", "show what a run would copy; writes nothing"),
-                       ("sql", "print Synapse serverless SQL views over the Delta tables")):
+                       ("sql", "print Synapse serverless SQL views over the Delta tables"),
+                       ("backfill", "queue one message per (dataset, month) partition still to copy"),
+                       ("status", "lag per dataset, quarantine, backfill partitions, last runs")):
         command = commands.add_parser(name, help=text, description=text)
-        if name != "sql":
+        if name in ("run", "plan"):
             command.add_argument("--all", action="store_true", help="reconcile every month, not just the recent ones")
+        if name != "sql":
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+        if name == "backfill":
+            command.add_argument("--from", dest="since", metavar="YYYY-MM", type=_month, help="first month")
+            command.add_argument("--to", dest="until", metavar="YYYY-MM", type=_month, help="last month")
+            command.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
+            command.add_argument("--wait", action="store_true", help="show progress until the queue is drained")
         command.add_argument("--settings", type=Path, metavar="FILE",
                              help="a local.settings.json whose Values are used as settings")
     return parser
+
+
+def _month(text: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month like 2025-03")
+    return text
 
 
 def load_environment(settings_file: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
@@ -54,7 +70,7 @@ def load_environment(settings_file: Path | None, environ: Mapping[str, str]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    quiet = args.command == "sql" or args.json
+    quiet = args.command in ("sql", "status") or args.json
     logs.configure(logging.WARNING if quiet else logging.INFO, logging.StreamHandler(sys.stderr))
     try:
         settings = Settings.from_mapping(load_environment(args.settings, os.environ))
@@ -67,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = find_tables(bridge.lake, settings.s3_prefix)
         print(synapse_sql(settings, bridge.lake, tables))
         return EXIT_OK
+    if args.command == "status":
+        document = status(bridge)
+        print(json.dumps(document, indent=2) if args.json else format_status(document))
+        return EXIT_OK
+    if args.command == "backfill":
+        return _backfill(bridge, args)
     if args.command == "plan":
         plan = plan_run(bridge, full=args.all)
         print(json.dumps(plan_document(plan), indent=2) if args.json else format_plan(plan))
@@ -92,3 +114,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.exit_code:
         print(f"{result.failed} files failed and are left for the next run", file=sys.stderr)
     return result.exit_code
+
+
+def _backfill(bridge: Bridge, args: argparse.Namespace) -> int:
+    from shared.backfill.queue import enqueue_backfill, queue_client
+
+    enqueued = enqueue_backfill(bridge, since=args.since, until=args.until,
+                                datasets=set(args.dataset) if args.dataset else None)
+    if args.json:
+        print(json.dumps(enqueued.document(), indent=2))
+    else:
+        print(f"{len(enqueued.partitions)} partitions queued on {bridge.settings.backfill_queue!r}, "
+              f"{enqueued.skipped_complete} already complete")
+    if args.wait and enqueued.partitions:
+        _wait(bridge, queue_client(bridge.settings, bridge.credential), len(enqueued.partitions), args.json)
+    return EXIT_OK
+
+
+def _wait(bridge: Bridge, queue: object, total: int, quiet: bool) -> None:
+    """One progress line over partitions until the queue is empty and no partition is leased."""
+    import time
+
+    from shared.sink.lock import PARTITION_LOCKS
+
+    while True:
+        queued = queue.get_queue_properties().approximate_message_count  # type: ignore[attr-defined]
+        running = len(bridge.lake.leased(PARTITION_LOCKS))
+        done = max(0, total - queued - running)
+        if not quiet:
+            print(f"\rpartitions: {done}/{total} done, {running} running, {queued} queued   ",
+                  end="", file=sys.stderr, flush=True)
+        if queued == 0 and running == 0:
+            break
+        time.sleep(2)
+    if not quiet:
+        print(file=sys.stderr)

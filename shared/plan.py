@@ -22,6 +22,7 @@ from shared.source.s3 import S3Source, SourceObject
 
 WINDOW = "window"
 FULL = "full"
+PARTITION = "partition"
 MAX_EXAMPLES = 10
 
 
@@ -69,6 +70,10 @@ class Plan:
     other_organization: int = 0
     listed_objects: int = 0
     listed_prefixes: int = 0
+    #: The month folder of a backfill partition run (mode PARTITION).
+    partition: str | None = None
+    #: Files left to the backfill workers that hold their partitions now.
+    leased: int = 0
     #: The verified copies listed in the lake, by key: the tables are kept equal to them.
     mirrored: dict[str, LakeEntry] = field(default_factory=dict)
     #: The quarantined copies listed in the lake, by source key.
@@ -123,9 +128,18 @@ def make_plan(
     full: bool,
     months: list[tuple[int, int]],
     executor: Executor,
+    partition: str | None = None,
+    leased: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Lists the source and the lake (in parallel) and joins them into a plan."""
-    if full:
+    """Lists the source and the lake (in parallel) and joins them into a plan.
+
+    ``partition`` plans one month folder only (a backfill worker); ``leased`` month folders
+    are being copied by backfill workers, so their files are left to them.
+    """
+    if partition is not None:
+        plan = Plan(mode=PARTITION, months=None, partition=partition)
+        prefixes = [partition]
+    elif full:
         plan = Plan(mode=FULL, months=None)
         roots = [prefix] if organization is None else organization_roots(source, prefix, organization)
         prefixes = roots
@@ -138,11 +152,15 @@ def make_plan(
 
     source_lists = executor.map(lambda p: list(source.list_objects(p)), prefixes)
     mirrored_lists = executor.map(lambda p: list(lake.list_entries(p)), prefixes)
-    quarantined = _index(lake.list_entries(f"{QUARANTINE}/{prefix}"), strip=f"{QUARANTINE}/")
+    quarantined = _index(lake.list_entries(f"{QUARANTINE}/{partition or prefix}"), strip=f"{QUARANTINE}/")
     mirrored = _index((e for entries in mirrored_lists for e in entries), strip="")
     plan.mirrored = mirrored
     plan.quarantine = quarantined
     _join(plan, (o for objects in source_lists for o in objects), mirrored, quarantined, organization)
+    if leased:
+        kept = [item for item in plan.items if item.key.month_folder not in leased]
+        plan.leased = len(plan.items) - len(kept)
+        plan.items = kept
     plan.items.sort(key=lambda item: (item.key.window_start, item.key.key))
     return plan
 

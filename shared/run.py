@@ -29,7 +29,7 @@ from shared.settings import Settings
 from shared.sink.lake import (
     META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
 )
-from shared.sink.lock import RunLock, RunLocked
+from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
 from shared.source.s3 import S3Source, make_s3_client
 from shared.tables.delta import DeltaPublisher, TableChange, TableFile
 from shared.verify.schema import SchemaJudge
@@ -128,11 +128,17 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None) -> Plan:
-    """What a run would copy now; reads the bucket and the lake, writes nothing."""
+def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
+             partition: str | None = None) -> Plan:
+    """What a run would copy now; reads the bucket and the lake, writes nothing.
+
+    A run of the whole lake leaves the month folders that backfill workers hold to them.
+    """
     now = now or datetime.now(timezone.utc)
     settings = bridge.settings
-    full = full or _full_reconcile_due(bridge, now)
+    full = partition is None and (full or _full_reconcile_due(bridge, now))
+    leased = frozenset() if partition else frozenset(
+        partition_of_lock(path) for path in bridge.lake.leased(PARTITION_LOCKS))
     with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list") as executor:
         return make_plan(
             bridge.source,
@@ -142,23 +148,30 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None)
             full=full,
             months=window_months(now, settings.lookback_months),
             executor=executor,
+            partition=partition,
+            leased=leased,
         )
 
 
 def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             progress: Progress | None = None) -> RunResult:
+             progress: Progress | None = None, partition: str | None = None) -> RunResult:
     """One run: everything the timer and ``python -m shared run`` do.
 
+    With ``partition`` (a month folder), the run of one backfill worker: it holds that
+    partition's lease instead of the lake's run lock, plans that folder only, and leaves
+    ``_manifests/latest.json`` to the runs of the whole lake.
+
     Raises:
-        RunLocked: another run holds the lake's lock.
+        RunLocked: another run holds the lake's lock (or the partition's).
     """
     started = now or datetime.now(timezone.utc)
     clock_start = time.monotonic()
     run_id = new_run_id(started)
     logs.set_run_id(run_id)
     settings = bridge.settings
-    with RunLock(bridge.lake, run_id, settings.lock_seconds):
-        plan = plan_run(bridge, full=full, now=started)
+    lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
+    with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path):
+        plan = plan_run(bridge, full=full, now=started, partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         result = RunResult(run_id, started, started, plan, settings.describe())
@@ -240,7 +253,8 @@ def _write_manifest(lake: Lake, result: RunResult) -> None:
     document = build_manifest(result)
     path = manifest_path(result.run_id, result.started_at)
     lake.write_json(path, document)
-    lake.write_json(LATEST, document)
+    if result.plan.partition is None:
+        lake.write_json(LATEST, document)
     result.manifest_path = lake.path(path)
     if result.full_reconcile_completed:
         lake.write_json(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),

@@ -34,6 +34,11 @@ BRIDGE_TIME_BUDGET_SECONDS = "BRIDGE_TIME_BUDGET_SECONDS"
 BRIDGE_FULL_RECONCILE_HOURS = "BRIDGE_FULL_RECONCILE_HOURS"
 BRIDGE_LOCK_SECONDS = "BRIDGE_LOCK_SECONDS"
 BRIDGE_COPY_MODE = "BRIDGE_COPY_MODE"
+BRIDGE_BACKFILL_QUEUE = "BRIDGE_BACKFILL_QUEUE"
+# The queue trigger's connection, read by the Functions host and by the bridge: a connection
+# string for the emulator, or the queue service URI reached with the managed identity.
+BRIDGE_QUEUE_CONNECTION = "BridgeQueue"
+BRIDGE_QUEUE_SERVICE_URI = "BridgeQueue__queueServiceUri"
 
 # Read by boto3 itself; listed so a Key Vault reference that did not resolve is caught here.
 AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
@@ -65,6 +70,9 @@ SETTING_NAMES: tuple[str, ...] = (
     BRIDGE_FULL_RECONCILE_HOURS,
     BRIDGE_LOCK_SECONDS,
     BRIDGE_COPY_MODE,
+    BRIDGE_BACKFILL_QUEUE,
+    BRIDGE_QUEUE_CONNECTION,
+    BRIDGE_QUEUE_SERVICE_URI,
 )
 
 DEFAULT_PREFIX = "parquet/"
@@ -125,6 +133,9 @@ class Settings:
     full_reconcile_hours: float = DEFAULT_FULL_RECONCILE_HOURS
     lock_seconds: int = DEFAULT_LOCK_SECONDS
     copy_mode: str = "stream"
+    backfill_queue: str = "haltian-backfill"
+    queue_connection_string: str | None = field(default=None, repr=False)
+    queue_service_uri: str | None = None
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -223,6 +234,12 @@ class Settings:
         reconcile = _number(get(BRIDGE_FULL_RECONCILE_HOURS), BRIDGE_FULL_RECONCILE_HOURS,
                             DEFAULT_FULL_RECONCILE_HOURS, 1, 24 * 365, float, problems)
         lock = _number(get(BRIDGE_LOCK_SECONDS), BRIDGE_LOCK_SECONDS, DEFAULT_LOCK_SECONDS, 15, 60, int, problems)
+        backfill_queue = get(BRIDGE_BACKFILL_QUEUE) or "haltian-backfill"
+        if not _CONTAINER.match(backfill_queue):
+            problems.append(f"{BRIDGE_BACKFILL_QUEUE} {backfill_queue!r} is not a valid queue name "
+                            "(3-63 lowercase letters, digits and single hyphens)")
+        queue_uri = _endpoint(BRIDGE_QUEUE_SERVICE_URI, get(BRIDGE_QUEUE_SERVICE_URI), problems)
+        queue_connection = get(BRIDGE_QUEUE_CONNECTION)
         copy_mode = (get(BRIDGE_COPY_MODE) or "stream").lower()
         if copy_mode not in COPY_MODES:
             problems.append(f"{BRIDGE_COPY_MODE} {copy_mode!r} must be one of {', '.join(COPY_MODES)}")
@@ -250,6 +267,9 @@ class Settings:
             full_reconcile_hours=reconcile,
             lock_seconds=lock,
             copy_mode=copy_mode,
+            backfill_queue=backfill_queue,
+            queue_connection_string=queue_connection,
+            queue_service_uri=queue_uri,
         )
 
     def describe(self) -> dict[str, object]:
@@ -271,6 +291,7 @@ class Settings:
             BRIDGE_FULL_RECONCILE_HOURS: self.full_reconcile_hours,
             BRIDGE_LOCK_SECONDS: self.lock_seconds,
             BRIDGE_COPY_MODE: self.copy_mode,
+            BRIDGE_BACKFILL_QUEUE: self.backfill_queue,
         }
 
 

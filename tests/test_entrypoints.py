@@ -24,12 +24,16 @@ SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"],
 
 
 @pytest.fixture(scope="session")
-def timer_function():
+def functions() -> dict:
     import function_app
 
     # get_functions() may be called once per FunctionApp instance: cache it for the session.
-    (function,) = function_app.app.get_functions()
-    return function
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="session")
+def timer_function(functions):
+    return functions["haltian_bridge"]
 
 
 def test_timer_binding_is_what_the_host_reads(timer_function) -> None:

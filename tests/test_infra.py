@@ -35,7 +35,8 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 #: Read by the bridge only on a developer's machine (emulators, temporary AWS credentials).
 #: Azure must not set them: the lake is reached by identity, the AWS key is long-lived.
-LOCAL_ONLY_SETTINGS = frozenset({settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN})
+LOCAL_ONLY_SETTINGS = frozenset({settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN,
+                                 settings.BRIDGE_QUEUE_CONNECTION})
 
 #: Read by the Functions platform, not by the bridge: identity-based host storage and
 #: Entra ID-authenticated Application Insights.
@@ -43,6 +44,8 @@ PLATFORM_SETTINGS = frozenset({
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    "BridgeQueue__credential",
+    "BridgeQueue__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 })
@@ -60,6 +63,7 @@ STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 
@@ -69,6 +73,8 @@ ROLE_SCOPES = {
     STORAGE_BLOB_DATA_OWNER: "Microsoft.Storage/storageAccounts",
     KEY_VAULT_SECRETS_USER: "Microsoft.KeyVault/vaults",
     MONITORING_METRICS_PUBLISHER: "Microsoft.Insights/components",
+    # The backfill queue, on the host's storage account (no bridge data there).
+    STORAGE_QUEUE_DATA_CONTRIBUTOR: "Microsoft.Storage/storageAccounts",
 }
 
 #: Bicep's built-in functions and decorators (namespace sys and az); a call to anything else

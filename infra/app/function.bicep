@@ -27,6 +27,12 @@ param identityClientId string
 @description('Required. Storage account of the Functions host (timers, locks, deployment package).')
 param hostStorageAccountName string
 
+@description('Required. Queue service endpoint of the host storage account (the backfill queue lives there).')
+param hostQueueEndpoint string
+
+@description('Required. Name of the backfill queue.')
+param backfillQueueName string
+
 @description('Required. URL of the blob container that holds the deployment package.')
 param deploymentContainerUrl string
 
@@ -177,6 +183,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       AzureWebJobsStorage__accountName: hostStorageAccountName
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identityClientId
+      // The queue trigger's connection "BridgeQueue", by identity; the bridge reads the URI too.
+      BridgeQueue__queueServiceUri: hostQueueEndpoint
+      BridgeQueue__credential: 'managedidentity'
+      BridgeQueue__clientId: identityClientId
+      BRIDGE_BACKFILL_QUEUE: backfillQueueName
 
       // Telemetry signed with Entra ID; Application Insights refuses key-only telemetry.
       APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString

@@ -21,6 +21,9 @@ param deploymentContainerName string
 @description('Required. Principal (object) id of the function app\'s identity.')
 param hostPrincipalId string
 
+@description('Required. Name of the backfill queue (its poison queue is the same name with -poison).')
+param backfillQueueName string
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -56,6 +59,33 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+
+  resource backfillQueue 'queues' = {
+    name: backfillQueueName
+  }
+
+  resource backfillPoisonQueue 'queues' = {
+    name: '${backfillQueueName}-poison'
+  }
+}
+
+var queueContributorRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.storageQueueDataContributor)
+
+// Account scope: the queue trigger's identity connection reads the account's queue service, and
+// the host moves failed messages to the poison queue. The account holds no bridge data.
+resource hostQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, hostPrincipalId, queueContributorRoleId)
+  scope: account
+  properties: {
+    roleDefinitionId: queueContributorRoleId
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 var blobOwnerRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.storageBlobDataOwner)
 
 // Account scope, because the host creates its own containers (azure-webjobs-hosts and
@@ -72,4 +102,5 @@ resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${account::blobService::deploymentContainer.name}'

@@ -14,4 +14,7 @@ var builtInRoles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   // Sends telemetry to Application Insights with Entra ID, as its local (key) auth is off.
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  // Backfill queue: the HTTP function and the CLI enqueue, the queue trigger receives and
+  // deletes; on the host's own storage account only (the queue and its poison queue live there).
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 }

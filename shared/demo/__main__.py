@@ -33,8 +33,8 @@ def timer_function():  # noqa: ANN201 - the Functions SDK's own type
     """The Python function behind the app's timer trigger, as the host would call it."""
     import function_app
 
-    (function,) = function_app.app.get_functions()
-    return function.get_user_function()
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return functions["haltian_bridge"].get_user_function()
 
 
 def tables_summary() -> str:

@@ -112,6 +112,21 @@ def azurite(port: int | None = None, location: Path | None = None) -> Server:
     )
 
 
+def azurite_queue(port: int | None = None) -> Server:
+    """Azurite's queue service (for backfills), in memory."""
+    binary = AZURITE_BIN.parent / "azurite-queue"
+    port = port or free_port()
+    return Server("Azurite queue", [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port),
+                                    "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"], port)
+
+
+def azurite_queue_connection_string(server: Server) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"QueueEndpoint={server.url}/{AZURITE_ACCOUNT};"
+    )
+
+
 def azurite_connection_string(server: Server) -> str:
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"

@@ -70,6 +70,7 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
     totals["unrecognized"] = plan.unrecognized
     totals["other_organization"] = plan.other_organization
     totals["listed_objects"] = plan.listed_objects
+    totals["left_to_backfill"] = plan.leased
     return {
         "manifest_version": MANIFEST_VERSION,
         "run_id": result.run_id,
@@ -79,6 +80,7 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
         "status": result.status,
         "mode": plan.mode,
         "months": plan.months,
+        "partition": plan.partition,
         "full_reconcile_completed": result.full_reconcile_completed,
         "recovered_runs": result.recovered_runs,
         "settings": result.settings,

@@ -58,7 +58,7 @@ def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, b
     totals = {name: sum(d[name] for d in rows) for name in
               ("published", "quarantined", "failed", "deferred", "already_present", "already_quarantined",
                "bytes", "rows")}
-    totals.update(unrecognized=0, other_organization=0, listed_objects=0)
+    totals.update(unrecognized=0, other_organization=0, listed_objects=0, left_to_backfill=0)
     started = run_started(run_id)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -69,6 +69,7 @@ def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, b
         "status": "interrupted",
         "mode": "unknown",
         "months": None,
+        "partition": None,
         "full_reconcile_completed": False,
         "settings": {},
         "recovered_by": recovered_by,

@@ -125,6 +125,11 @@ class Lake:
                 continue
             yield LakeEntry(self.relative(blob.name), blob.size, blob.etag, metadata, blob.last_modified)
 
+    def leased(self, prefix: str) -> list[str]:
+        """Relative names of the blobs below ``prefix`` that hold an active lease."""
+        return [self.relative(blob.name) for blob in self.container.list_blobs(name_starts_with=self.path(prefix))
+                if blob.lease.state == "leased"]
+
     def list_folders(self, prefix: str) -> list[str]:
         """The immediate sub-folders of a relative folder prefix, relative to the root."""
         return [self.relative(item.name) for item in self.container.walk_blobs(name_starts_with=self.path(prefix),

@@ -22,6 +22,16 @@ from shared.sink.lake import STATE, Lake
 log = logging.getLogger(__name__)
 
 LOCK_PATH = f"{STATE}/run.lock"
+PARTITION_LOCKS = f"{STATE}/partitions/"
+
+
+def partition_lock_path(partition: str) -> str:
+    """The lease blob of a backfill partition (a month folder such as ``parquet/ORG/DATASET/2026/05/``)."""
+    return f"{PARTITION_LOCKS}{partition.rstrip('/')}.lock"
+
+
+def partition_of_lock(path: str) -> str:
+    return path[len(PARTITION_LOCKS):].removesuffix(".lock") + "/"
 
 
 class RunLocked(Exception):
@@ -31,8 +41,8 @@ class RunLocked(Exception):
 class RunLock:
     """Context manager holding the lake's run lock for one run."""
 
-    def __init__(self, lake: Lake, run_id: str, lease_seconds: int = 60) -> None:
-        self.blob = lake.blob_client(LOCK_PATH)
+    def __init__(self, lake: Lake, run_id: str, lease_seconds: int = 60, path: str = LOCK_PATH) -> None:
+        self.blob = lake.blob_client(path)
         self.run_id = run_id
         self.lease_seconds = lease_seconds
         self._lease: BlobLeaseClient | None = None

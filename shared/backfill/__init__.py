@@ -1,0 +1,1 @@
+"""Backfills: one queue message per (dataset, month) partition, processed by queue-triggered workers."""

@@ -1,0 +1,200 @@
+"""Backfills through an Azurite queue, processed by several workers the way the Functions host would."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import azure.functions as func
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from shared import cli
+from shared.backfill.queue import MAX_DEQUEUE_COUNT, process_message, queue_client
+from shared.demo import servers
+from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes
+from shared.run import build_bridge
+from shared.sink.lock import PARTITION_LOCKS
+from tests.promise import check_promise
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY = 3  # seconds a received message stays invisible (the host renews it while it works)
+ORG = BucketSpec().organization
+
+
+@pytest.fixture(scope="session")
+def queue_server():
+    server = servers.azurite_queue().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(stack, queue_server, monkeypatch) -> dict[str, str]:
+    values = stack.env(BridgeQueue=servers.azurite_queue_connection_string(queue_server),
+                       BRIDGE_BACKFILL_QUEUE=f"backfill-{stack.container_name}"[:63],
+                       BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def seed_history(stack, months: int = 4, per_month: int = 6) -> None:
+    now = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    rng = random.Random(5)
+    for back in range(months):
+        first = (now - timedelta(days=32 * back)).replace(day=1)
+        for i in range(per_month):
+            at = first + timedelta(days=i, hours=i)
+            for dataset in ("measurementCO2", "measurementTVOC"):
+                stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(ORG, dataset, at),
+                                    Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(0, 20), at, rng)))
+
+
+class HostKilled(BaseException):
+    """The worker's process dies mid-partition."""
+
+
+def play_host(settings, handler, stop: threading.Event, handled: Counter) -> None:
+    """What the Functions host does for a queue trigger: receive, invoke, delete on success;
+    on failure the message reappears after its visibility timeout; too many tries -> poison."""
+    queue = queue_client(settings)
+    poison = queue_client(settings, poison=True)
+    while not stop.is_set():
+        messages = list(queue.receive_messages(messages_per_page=1, max_messages=1, visibility_timeout=VISIBILITY))
+        if not messages:
+            time.sleep(0.3)
+            continue
+        message = messages[0]
+        if message.dequeue_count > MAX_DEQUEUE_COUNT:
+            try:
+                poison.create_queue()
+            except Exception:  # noqa: BLE001 - exists already
+                pass
+            poison.send_message(message.content)
+            queue.delete_message(message)
+            continue
+        try:
+            handler(message.content)
+        except HostKilled:
+            handled["killed"] += 1
+            return  # the process is gone; its message reappears for another worker
+        except Exception:  # noqa: BLE001 - the host logs it and retries the message later
+            handled["retried"] += 1
+            continue
+        handled["done"] += 1
+        queue.delete_message(message)
+
+
+def drain(settings, lake, stop: threading.Event, timeout: float = 180) -> None:
+    queue = queue_client(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if queue.get_queue_properties().approximate_message_count == 0 and not lake.leased(PARTITION_LOCKS):
+            time.sleep(VISIBILITY + 1)  # a message a dead worker held may reappear
+            if queue.get_queue_properties().approximate_message_count == 0 and not lake.leased(PARTITION_LOCKS):
+                stop.set()
+                return
+        time.sleep(0.5)
+    stop.set()
+    raise AssertionError("the backfill did not drain")
+
+
+def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(stack, env, capsys) -> None:
+    from function_app import backfill_partition
+
+    seed_history(stack)
+    assert cli.main(["backfill", "--json"]) == cli.EXIT_OK
+    queued = json.loads(capsys.readouterr().out)
+    assert len(queued["queued"]) == 8 and queued["skipped_complete"] == 0
+
+    settings = build_bridge(stack.settings(**env)).settings
+    killed_bridge = build_bridge(settings)
+    gets = Counter()
+
+    def die_on_the_third_get(**kwargs) -> None:
+        gets["n"] += 1
+        if gets["n"] == 3:
+            raise HostKilled()
+
+    killed_bridge.source.client.meta.events.register("before-call.s3.GetObject", die_on_the_third_get)
+
+    def real(content: bytes) -> None:
+        backfill_partition.build().get_user_function()(func.QueueMessage(body=content))
+
+    stop = threading.Event()
+    handled = Counter()
+    workers = [threading.Thread(target=play_host, args=(settings, lambda c: process_message(killed_bridge, c.decode()),
+                                                         stop, handled))]
+    workers += [threading.Thread(target=play_host, args=(settings, real, stop, handled)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    drain(settings, killed_bridge.lake, stop)
+    for worker in workers:
+        worker.join(timeout=30)
+    assert handled["killed"] == 1 and handled["done"] >= 8
+
+    check_promise(stack)
+    published = Counter()
+    for blob in stack.container.list_blobs(name_starts_with="haltian/raw/_manifests/"):
+        if blob.name.endswith("latest.json"):
+            continue
+        manifest = json.loads(stack.container.get_blob_client(blob.name).download_blob().readall())
+        published.update(f["source_key"] for f in manifest["files"] if f["action"] == "published")
+    assert published and max(published.values()) == 1  # every file copied (and reported) exactly once
+    assert cli.main(["backfill", "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"queued": [], "skipped_complete": 8}
+
+
+def test_http_trigger_validates_and_queues(stack, env) -> None:
+    from function_app import backfill
+
+    seed_history(stack, months=2, per_month=2)
+    handler = backfill.build().get_user_function()
+    bad = handler(func.HttpRequest("POST", "/api/backfill", body=b'{"from": "March"}'))
+    assert bad.status_code == 400 and "must be a month" in json.loads(bad.get_body())["error"]
+    now = datetime.now(timezone.utc)
+    body = json.dumps({"from": f"{now:%Y-%m}", "datasets": ["measurementCO2"]}).encode()
+    response = handler(func.HttpRequest("POST", "/api/backfill", body=body))
+    assert response.status_code == 202
+    assert json.loads(response.get_body())["queued"] == [f"parquet/{ORG}/measurementCO2/{now:%Y/%m}/"]
+
+
+def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_reports_it(stack, env, capsys) -> None:
+    seed_history(stack, months=1, per_month=2)
+    settings = build_bridge(stack.settings(**env)).settings
+    assert cli.main(["backfill"]) == cli.EXIT_OK
+    capsys.readouterr()
+    broken = build_bridge(settings)
+
+    def refuse(**kwargs) -> None:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1 (injected)")
+
+    broken.source.client.meta.events.register("before-call.s3.GetObject", refuse)
+    stop = threading.Event()
+    handled = Counter()
+    worker = threading.Thread(target=play_host, args=(settings, lambda c: process_message(broken, c.decode()),
+                                                      stop, handled))
+    worker.start()
+    poison = queue_client(settings, poison=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if poison.get_queue_properties().approximate_message_count >= 2:
+                break
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(0.5)
+    stop.set()
+    worker.join(timeout=30)
+    assert handled["retried"] >= 2 * MAX_DEQUEUE_COUNT
+    assert cli.main(["status", "--json"]) == cli.EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert sorted(document["backfill"]["failed"]) == sorted(
+        f"parquet/{ORG}/{d}/{datetime.now(timezone.utc):%Y/%m}/" for d in ("measurementCO2", "measurementTVOC"))
+    assert {d["dataset"] for d in document["datasets"]} >= {"legacy/measurementCO2"}
