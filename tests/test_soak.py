@@ -71,6 +71,8 @@ def test_soak(stack, capsys) -> None:
             try:
                 run_once(bridge_for(proxied_env(stack, s3_proxy, lake_proxy, BRIDGE_TIME_BUDGET_SECONDS=budget,
                                                 BRIDGE_MAX_CONCURRENCY=str(rng.choice([1, 2, 4])))))
+            except Exception as err:  # noqa: BLE001 - a run may stop on a fault (no manifest then)
+                print(f"soak iteration {iteration}: the faulty run stopped: {type(err).__name__}")
             finally:
                 s3_proxy.close()
                 lake_proxy.close()
