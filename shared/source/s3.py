@@ -167,13 +167,7 @@ def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> bo
         params["ExternalId"] = settings.s3_external_id
 
     def refresh() -> dict[str, str]:
-        credentials = sts.assume_role(**params)["Credentials"]
-        return {
-            "access_key": credentials["AccessKeyId"],
-            "secret_key": credentials["SecretAccessKey"],
-            "token": credentials["SessionToken"],
-            "expiry_time": credentials["Expiration"].isoformat(),
-        }
+        return _metadata(sts.assume_role(**params)["Credentials"])
 
     return _refreshing_session(refresh, settings, "sts-assume-role")
 
@@ -193,18 +187,22 @@ def _web_identity_session(settings: Settings, entra_credential: Any) -> boto3.se
 
     def refresh() -> dict[str, str]:
         token = entra_credential.get_token(f"{settings.s3_web_identity_audience}/.default").token
-        credentials = sts.assume_role_with_web_identity(
+        return _metadata(sts.assume_role_with_web_identity(
             RoleArn=settings.s3_role_arn, RoleSessionName="haltian-azure-bridge",
             WebIdentityToken=token, DurationSeconds=3600,
-        )["Credentials"]
-        return {
-            "access_key": credentials["AccessKeyId"],
-            "secret_key": credentials["SecretAccessKey"],
-            "token": credentials["SessionToken"],
-            "expiry_time": credentials["Expiration"].isoformat(),
-        }
+        )["Credentials"])
 
     return _refreshing_session(refresh, settings, "assume-role-with-web-identity")
+
+
+def _metadata(credentials: dict[str, Any]) -> dict[str, str]:
+    """STS credentials in the form botocore's refreshable credentials take."""
+    return {
+        "access_key": credentials["AccessKeyId"],
+        "secret_key": credentials["SecretAccessKey"],
+        "token": credentials["SessionToken"],
+        "expiry_time": credentials["Expiration"].isoformat(),
+    }
 
 
 def _refreshing_session(refresh: Any, settings: Settings, method: str) -> boto3.session.Session:
