@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 AZURITE := dev/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: setup test demo soak clean
+.PHONY: setup test demo demo-backfill soak clean
 
 setup: $(VENV)/.installed $(AZURITE)
 
@@ -26,6 +26,10 @@ test: setup
 
 demo: setup
 	$(PY) -m shared.demo
+
+# The demo's history copied by 4 queue workers (backfill partitions) instead of one timer run.
+demo-backfill: setup
+	$(PY) -m shared.demo --days 4 --backfill 4
 
 # 50 consecutive runs with seeded random faults and deliveries (bounded: about 15 minutes).
 soak: setup

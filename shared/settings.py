@@ -80,6 +80,9 @@ DEFAULT_REGION = "eu-west-1"
 DEFAULT_SCHEDULE = "0 0 * * * *"
 DEFAULT_LOOKBACK_MONTHS = 1
 DEFAULT_MAX_CONCURRENCY = 8
+#: Backfill partitions one worker process may run at once: host.json's queues batchSize (4)
+#: plus newBatchThreshold (2). Connection pools are sized for that many runs sharing clients.
+RUNS_PER_WORKER = 6
 # The Flex Consumption timeout is set to 30 minutes in host.json; stop starting files
 # five minutes before so in-flight copies and the manifest finish inside it.
 DEFAULT_TIME_BUDGET_SECONDS = 1500
@@ -271,6 +274,11 @@ class Settings:
             queue_connection_string=queue_connection,
             queue_service_uri=queue_uri,
         )
+
+    @property
+    def connection_pool_size(self) -> int:
+        """Connections per endpoint: every copy thread of every run a worker may hold at once."""
+        return self.max_concurrency * RUNS_PER_WORKER + 4
 
     def describe(self) -> dict[str, object]:
         """The settings that shape a run, safe to log and to put in a manifest (no secrets)."""

@@ -14,11 +14,11 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from shared import cli
+from shared.backfill.local import WorkerKilled, drain, serve
 from shared.backfill.queue import MAX_DEQUEUE_COUNT, process_message, queue_client
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes
 from shared.run import build_bridge
-from shared.sink.lock import PARTITION_LOCKS
 from tests.promise import check_promise
 
 pytestmark = pytest.mark.integration
@@ -56,55 +56,6 @@ def seed_history(stack, months: int = 4, per_month: int = 6) -> None:
                                     Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(0, 20), at, rng)))
 
 
-class HostKilled(BaseException):
-    """The worker's process dies mid-partition."""
-
-
-def play_host(settings, handler, stop: threading.Event, handled: Counter) -> None:
-    """What the Functions host does for a queue trigger: receive, invoke, delete on success;
-    on failure the message reappears after its visibility timeout; too many tries -> poison."""
-    queue = queue_client(settings)
-    poison = queue_client(settings, poison=True)
-    while not stop.is_set():
-        messages = list(queue.receive_messages(messages_per_page=1, max_messages=1, visibility_timeout=VISIBILITY))
-        if not messages:
-            time.sleep(0.3)
-            continue
-        message = messages[0]
-        if message.dequeue_count > MAX_DEQUEUE_COUNT:
-            try:
-                poison.create_queue()
-            except Exception:  # noqa: BLE001 - exists already
-                pass
-            poison.send_message(message.content)
-            queue.delete_message(message)
-            continue
-        try:
-            handler(message.content)
-        except HostKilled:
-            handled["killed"] += 1
-            return  # the process is gone; its message reappears for another worker
-        except Exception:  # noqa: BLE001 - the host logs it and retries the message later
-            handled["retried"] += 1
-            continue
-        handled["done"] += 1
-        queue.delete_message(message)
-
-
-def drain(settings, lake, stop: threading.Event, timeout: float = 180) -> None:
-    queue = queue_client(settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if queue.get_queue_properties().approximate_message_count == 0 and not lake.leased(PARTITION_LOCKS):
-            time.sleep(VISIBILITY + 1)  # a message a dead worker held may reappear
-            if queue.get_queue_properties().approximate_message_count == 0 and not lake.leased(PARTITION_LOCKS):
-                stop.set()
-                return
-        time.sleep(0.5)
-    stop.set()
-    raise AssertionError("the backfill did not drain")
-
-
 def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(stack, env, capsys) -> None:
     from function_app import backfill_partition
 
@@ -120,7 +71,7 @@ def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(sta
     def die_on_the_third_get(**kwargs) -> None:
         gets["n"] += 1
         if gets["n"] == 3:
-            raise HostKilled()
+            raise WorkerKilled()
 
     killed_bridge.source.client.meta.events.register("before-call.s3.GetObject", die_on_the_third_get)
 
@@ -129,12 +80,12 @@ def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(sta
 
     stop = threading.Event()
     handled = Counter()
-    workers = [threading.Thread(target=play_host, args=(settings, lambda c: process_message(killed_bridge, c.decode()),
-                                                         stop, handled))]
-    workers += [threading.Thread(target=play_host, args=(settings, real, stop, handled)) for _ in range(3)]
+    workers = [threading.Thread(target=serve, args=(settings, lambda c: process_message(killed_bridge, c.decode()),
+                                                     stop, handled, VISIBILITY))]
+    workers += [threading.Thread(target=serve, args=(settings, real, stop, handled, VISIBILITY)) for _ in range(3)]
     for worker in workers:
         worker.start()
-    drain(settings, killed_bridge.lake, stop)
+    assert drain(settings, killed_bridge.lake, stop, settle_seconds=VISIBILITY + 1, timeout=180)
     for worker in workers:
         worker.join(timeout=30)
     assert handled["killed"] == 1 and handled["done"] >= 8
@@ -178,8 +129,8 @@ def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_repo
     broken.source.client.meta.events.register("before-call.s3.GetObject", refuse)
     stop = threading.Event()
     handled = Counter()
-    worker = threading.Thread(target=play_host, args=(settings, lambda c: process_message(broken, c.decode()),
-                                                      stop, handled))
+    worker = threading.Thread(target=serve, args=(settings, lambda c: process_message(broken, c.decode()),
+                                                  stop, handled, VISIBILITY))
     worker.start()
     poison = queue_client(settings, poison=True)
     deadline = time.monotonic() + 120

@@ -121,3 +121,20 @@ def test_terminal_progress_shows_files_bytes_rate_and_eta() -> None:
     text = stream.getvalue()
     assert "4/4 files" in text and "4.0/4.0 MB" in text and "MB/s" in text and "ETA" in text
     assert text.endswith("\n")
+
+
+def test_host_json_queue_settings_match_what_the_code_assumes(functions) -> None:
+    from pathlib import Path
+
+    from shared.backfill.queue import MAX_DEQUEUE_COUNT
+    from shared.settings import RUNS_PER_WORKER
+
+    queues = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+    assert queues["batchSize"] + queues["newBatchThreshold"] == RUNS_PER_WORKER
+    assert queues["messageEncoding"] == "base64"  # what shared.backfill.queue sends
+    trigger = json.loads(functions["backfill_partition"].get_function_json())["bindings"][0]
+    assert trigger["type"] == "queueTrigger" and trigger["queueName"] == "%BRIDGE_BACKFILL_QUEUE%"
+    assert trigger["connection"] == "BridgeQueue"
+    http = json.loads(functions["backfill"].get_function_json())["bindings"][0]
+    assert http["type"] == "httpTrigger" and http["authLevel"] == "FUNCTION" and http["methods"] == ["POST"]

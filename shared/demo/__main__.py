@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from functools import cache
 
 import boto3
 import botocore.config
@@ -29,12 +30,17 @@ CONTAINER = "haltian"
 ROOT = "raw"
 
 
-def timer_function():  # noqa: ANN201 - the Functions SDK's own type
-    """The Python function behind the app's timer trigger, as the host would call it."""
+@cache
+def app_functions() -> dict:
+    """The app's functions by name (get_functions() may be called once per app)."""
     import function_app
 
-    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    return functions["haltian_bridge"].get_user_function()
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def timer_function():  # noqa: ANN201 - the Functions SDK's own type
+    """The Python function behind the app's timer trigger, as the host would call it."""
+    return app_functions()["haltian_bridge"].get_user_function()
 
 
 def tables_summary() -> str:
@@ -59,22 +65,59 @@ def tables_summary() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__)
     parser.add_argument("--days", type=int, default=14, help="days of hourly legacy files (v1: half)")
+    parser.add_argument("--backfill", type=int, metavar="WORKERS", default=0,
+                        help="instead of one timer run, backfill the history through a queue with this many workers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     moto, azurite = servers.moto_server(), servers.azurite()
+    queue = servers.azurite_queue() if args.backfill else None
     print(f"starting moto S3 on {moto.url} and Azurite on {azurite.url} ...")
     moto.start()
     try:
         azurite.start()
-        return _demo(moto, azurite, args.days)
+        if queue is not None:
+            queue.start()
+            os.environ["BridgeQueue"] = servers.azurite_queue_connection_string(queue)
+        return _demo(moto, azurite, args.days, args.backfill)
     finally:
-        azurite.stop()
-        moto.stop()
+        for server in (queue, azurite, moto):
+            if server is not None:
+                server.stop()
         print("servers stopped")
 
 
-def _demo(moto: servers.Server, azurite: servers.Server, days: int) -> int:
+def _backfill(workers: int) -> None:
+    """Queues the whole history by partition and lets several workers copy it, as Functions instances would."""
+    import threading
+    from collections import Counter
+
+    from azure.functions import QueueMessage
+
+    from shared.backfill.local import drain, serve
+    from shared.backfill.queue import enqueue_backfill
+    from shared.run import Bridge
+    from shared.settings import Settings
+
+    bridge = Bridge.from_settings(Settings.from_mapping(os.environ))
+    enqueued = enqueue_backfill(bridge)
+    print(f"queued {len(enqueued.partitions)} (dataset, month) partitions; {workers} workers take them")
+    handler = app_functions()["backfill_partition"].get_user_function()
+    stop, handled = threading.Event(), Counter()
+    threads = [threading.Thread(target=serve, args=(bridge.settings, lambda c: handler(QueueMessage(body=c)),
+                                                    stop, handled)) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    total = len(enqueued.partitions)
+    drain(bridge.settings, bridge.lake, stop, settle_seconds=1,
+          on_tick=lambda queued, running: print(f"\r  partitions: {total - queued - running}/{total} done, "
+                                                f"{running} running, {queued} queued   ", end="", flush=True))
+    for thread in threads:
+        thread.join()
+    print(f"\n  {handled['done']} partitions copied, {handled['retried']} retried, {handled['poisoned']} poisoned")
+
+
+def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0) -> int:
     os.environ.update({
         "AWS_ACCESS_KEY_ID": servers.FAKE_AWS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": servers.FAKE_AWS_SECRET,
@@ -95,13 +138,17 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int) -> int:
     lake = BlobServiceClient.from_connection_string(os.environ["ADLS_CONNECTION_STRING"])
     container = lake.create_container(CONTAINER)
 
+    if backfill_workers:
+        print("\n== backfill through the queue ==")
+        _backfill(backfill_workers)
     bridge_timer = timer_function()
-    for attempt in ("first run (empty lake: a full reconcile)", "second run (nothing new)"):
+    first = "first run (empty lake: a full reconcile)" if not backfill_workers else "timer run after the backfill"
+    for attempt in (first, "second run (nothing new)"):
         print(f"\n== {attempt}, through the timer trigger ==")
         bridge_timer(TimerRequest(past_due=False))
         manifest = json.loads(container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall())
         print(format_manifest(manifest))
-    copied_twice = manifest["totals"]["published"]
+    copied_twice = manifest["totals"]["published"]  # of the second run
     print(f"\nthe lake: {sum(1 for _ in container.list_blobs(name_starts_with=ROOT + '/parquet/')):,} files in "
           f"{CONTAINER}/{ROOT}/parquet/; manifests in {CONTAINER}/{ROOT}/_manifests/")
     print("\nDelta tables (one per dataset, over the copied files):")

@@ -267,7 +267,7 @@ def make_credential(settings: Settings) -> Any | None:
 def make_container_client(settings: Settings, credential: Any | None) -> ContainerClient:
     """A container client for the lake: managed identity in Azure, a connection string locally."""
     session = requests.Session()
-    pool = settings.max_concurrency * 2 + 4
+    pool = settings.connection_pool_size
     session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
     session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
     options: dict[str, Any] = {

@@ -139,7 +139,7 @@ def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> A
     a role assumed with an Entra token of the function's managed identity."""
     config = botocore.config.Config(
         region_name=settings.s3_region,
-        max_pool_connections=settings.max_concurrency * 2 + 4,
+        max_pool_connections=settings.connection_pool_size,
         retries={"mode": "standard", "max_attempts": 5},
         connect_timeout=10,
         read_timeout=60,

@@ -1,0 +1,85 @@
+"""Queue workers the way the Functions host runs them, for local runs (the demo, the tests).
+
+The Functions host cannot be installed on these machines, so this plays its part for the
+queue trigger: receive a message, invoke the function, delete the message on success; on
+failure the message becomes visible again after its visibility timeout; after
+``MAX_DEQUEUE_COUNT`` tries it moves to the poison queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from shared.backfill.queue import MAX_DEQUEUE_COUNT, queue_client
+from shared.settings import Settings
+from shared.sink.lake import Lake
+from shared.sink.lock import PARTITION_LOCKS
+
+
+class WorkerKilled(BaseException):
+    """Raised by a handler to play a worker process that dies (its message is not deleted)."""
+
+
+def serve(settings: Settings, handler: Callable[[bytes], Any], stop: threading.Event, handled: Counter,
+          visibility_seconds: int = 30) -> None:
+    """One worker: takes messages until ``stop`` is set (or it is killed)."""
+    queue = queue_client(settings)
+    poison = queue_client(settings, poison=True)
+    while not stop.is_set():
+        messages = list(queue.receive_messages(max_messages=1, visibility_timeout=visibility_seconds))
+        if not messages:
+            time.sleep(0.3)
+            continue
+        message = messages[0]
+        if message.dequeue_count > MAX_DEQUEUE_COUNT:
+            _ensure(poison)
+            poison.send_message(message.content)
+            queue.delete_message(message)
+            handled["poisoned"] += 1
+            continue
+        try:
+            handler(message.content)
+        except WorkerKilled:
+            handled["killed"] += 1
+            return
+        except Exception:  # noqa: BLE001 - the host logs it and retries the message later
+            handled["retried"] += 1
+            continue
+        handled["done"] += 1
+        queue.delete_message(message)
+
+
+def drain(settings: Settings, lake: Lake, stop: threading.Event, *, settle_seconds: float,
+          timeout: float = 600, on_tick: Callable[[int, int], None] | None = None) -> bool:
+    """Waits until the queue is empty and no partition is leased, then stops the workers."""
+    queue = queue_client(settings)
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        queued = queue.get_queue_properties().approximate_message_count
+        running = len(lake.leased(PARTITION_LOCKS))
+        if on_tick is not None:
+            on_tick(queued, running)
+        if queued == 0 and running == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle_seconds:  # a dead worker's message may reappear
+                stop.set()
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.5)
+    stop.set()
+    return False
+
+
+def _ensure(queue: Any) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
