@@ -257,3 +257,44 @@ def test_a_huge_schema_and_an_empty_file_are_fine(stack) -> None:
     assert outcome.action == PUBLISHED and outcome.rows == 3
     assert next(o for o in result.outcomes if o.item.key.key == empty).rows == 0  # empty files are copied
     check_promise(stack)
+
+
+def test_timeouts_are_retried_on_both_sides(stack) -> None:
+    """A server that stalls past the client's read timeout: the SDKs retry, and the file lands."""
+    import boto3
+    import botocore.config
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.run import Bridge
+    from shared.sink.lake import Lake
+    from shared.source.s3 import S3Source
+
+    objects = stack.seed(BucketSpec(**SMALL, bad_files=False))
+    victim = objects[0][0].key
+    stalls = {"GET": 0, "PUT": 0}
+
+    def stall_once(method: str, path: str) -> str:
+        if method in stalls and victim.rsplit("/", 1)[1] in path and stalls[method] < 1:
+            stalls[method] += 1
+            return f"{DELAY}3"
+        return PASS
+
+    s3_proxy = FaultProxy(stack.moto.port, rule=stall_once)
+    lake_proxy = FaultProxy(stack.azurite.port, azure=True, rule=stall_once)
+    try:
+        env = proxied_env(stack, s3_proxy, lake_proxy)
+        settings = bridge_for(env).settings
+        s3 = boto3.client("s3", endpoint_url=s3_proxy.url, region_name="eu-west-1",
+                                        config=botocore.config.Config(read_timeout=1, connect_timeout=1,
+                                                                      retries={"mode": "standard", "max_attempts": 5}))
+        service = BlobServiceClient.from_connection_string(env["ADLS_CONNECTION_STRING"], read_timeout=1,
+                                                           connection_timeout=1)
+        lake = Lake(service.get_container_client(stack.container_name), settings.adls_root)
+        result = run_once(Bridge(settings, S3Source(s3, stack.bucket), lake, None))
+    finally:
+        s3_proxy.close()
+        lake_proxy.close()
+    assert stalls == {"GET": 1, "PUT": 1}  # both sides stalled past their timeouts
+    assert next(o for o in result.outcomes if o.item.key.key == victim).action == PUBLISHED
+    assert result.exit_code == 0
+    check_promise(stack)

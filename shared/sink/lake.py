@@ -156,7 +156,7 @@ class Lake:
                 **condition.kwargs(),
             )
         except (ResourceExistsError, ResourceModifiedError) as err:
-            raise PublishConflict(f"{relative} was written by another run") from err
+            return self._own_earlier_attempt(relative, metadata, err)
         return response["last_modified"]
 
     def stage(self, relative: str, index: int, data: bytes) -> str:
@@ -191,8 +191,22 @@ class Lake:
                 **condition.kwargs(),
             )
         except (ResourceExistsError, ResourceModifiedError) as err:
-            raise PublishConflict(f"{relative} was written by another run") from err
+            return self._own_earlier_attempt(relative, metadata, err)
         return response["last_modified"]
+
+    def _own_earlier_attempt(self, relative: str, metadata: dict[str, str], err: Exception) -> datetime:
+        """A conditional write failed: fine when it was this very write, retried by the SDK after a
+        timeout, whose first attempt landed; otherwise another writer won.
+
+        Raises:
+            PublishConflict: the blob holds someone else's write.
+        """
+        current = self.get_entry(relative)
+        mine = (META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_SIZE)
+        if current is not None and current.last_modified is not None and metadata.get(META_RUN_ID) \
+                and all(current.metadata.get(name) == metadata.get(name) for name in mine):
+            return current.last_modified
+        raise PublishConflict(f"{relative} was written by another run") from err
 
     def preserve(self, relative: str, etag: str, destination: str, metadata: dict[str, str]) -> None:
         """Copies one exact version of a blob (``etag``) to ``destination``, block by block.
