@@ -222,7 +222,7 @@ def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
     }
     if verdict.facts is not None:
         metadata[lake_module.META_ROWS] = str(verdict.facts.rows)
-        metadata[lake_module.META_SCHEMA] = fingerprint(verdict.facts.columns)
+        metadata[lake_module.META_SCHEMA] = outcome.schema_fingerprint or fingerprint(verdict.facts.columns)
     if verdict.schema is not None:
         metadata[lake_module.META_CONTRACT] = verdict.schema.contract or "none"
     if verdict.quarantine_reason is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -281,6 +283,13 @@ def make_credential(settings: Settings) -> Any | None:
 def make_container_client(settings: Settings, credential: Any | None) -> ContainerClient:
     """A container client for the lake: managed identity in Azure, a connection string locally."""
     session = requests.Session()
+    # Proxies and CA bundle from the environment are read once here, not on every request
+    # (requests would walk os.environ per request: a measurable share of a small file's copy).
+    session.trust_env = False
+    found = urllib.request.getproxies()
+    session.proxies = {name: found[key] for name, key in (("http", "http"), ("https", "https"), ("no_proxy", "no"))
+                       if key in found}
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     pool = settings.connection_pool_size
     session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
     session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
