@@ -1,8 +1,9 @@
 """One bridge run: lock, plan, copy concurrently within the time budget, then the manifest.
 
-What readers see is written in order: verified data first (each file atomically), the
-manifest last. A run that dies leaves no manifest, and the next run finds the work that is
-left by comparing the bucket with the lake again.
+What readers see is written in order: verified data first (each file atomically), then the
+Delta tables, the manifest last. A run that dies leaves no manifest; the next run finds the
+work that is left by comparing the bucket with the lake again, and writes a manifest for the
+dead run from the files it left.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from shared.verify.schema import SchemaJudge
 log = logging.getLogger(__name__)
 
 RECONCILE_STATE = f"{STATE}/reconcile.json"
-
 
 
 @dataclass(frozen=True)
