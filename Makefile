@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 AZURITE := dev/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: setup test demo demo-backfill soak clean
+.PHONY: setup test demo demo-backfill soak bench clean
 
 setup: $(VENV)/.installed $(AZURITE)
 
@@ -34,6 +34,13 @@ demo-backfill: setup
 # 50 consecutive runs with seeded random faults and deliveries (bounded: about 15 minutes).
 soak: setup
 	SOAK_RUNS=$${SOAK_RUNS:-50} $(PY) -m pytest -q --timeout 2400 tests/test_soak.py
+
+# Throughput and memory against rclone (Debian's package) and a bare copy loop, plus the backfill
+# row; writes bench/RESULTS.md. Never part of `make test`: about 30 minutes.
+bench: setup
+	@command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone; }
+	$(PY) -m bench.run
+	$(PY) -m bench.backfill
 
 clean:
 	rm -rf $(VENV) dev/azurite/node_modules .pytest_cache .demo
