@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -312,6 +312,8 @@ class Bench:
         after = self.server_cpu()
         if rc != 0 or not out.strip():
             raise RuntimeError(f"the bridge child failed (exit {rc}); see {LOGS}/{workload}-bridge-r{rnd}.log")
+        if profile_title:
+            self.keep_profile_summary(profile_title)
         data = json.loads(out.strip().splitlines()[-1])
         if data["failed"] or data["table_errors"] or data["status"] != "complete":
             self.note(workload, f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
@@ -390,7 +392,8 @@ class Bench:
             self.note(workload, f"rclone wrote to the lake in a no-op run: {m.azure_requests}")
 
     def run_ceiling(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                    setup: tuple[int, bool], noop_months: list[str] | None = None) -> Measurement:
+                    setup: tuple[int, bool], noop_months: list[str] | None = None,
+                    profile_title: str | None = None) -> Measurement:
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 
         concurrency, content_md5 = setup
@@ -398,20 +401,38 @@ class Bench:
                   "connection_string": self.connection_string, "container": container,
                   "concurrency": concurrency, "content_md5": content_md5, "prefix": "parquet/",
                   "mode": "noop" if noop_months else "copy", "months": noop_months or []}
+        if profile_title:
+            config.update(profile=str(PROFILE), title=profile_title)
         before = self.server_cpu()
         rc, out, usage, _ = self.procs.run(
             [sys.executable, "-m", "bench.workers", "ceiling", json.dumps(config)],
-            name=f"{workload}-ceiling-r{rnd}-c{concurrency}{'-md5' if content_md5 else ''}", capture=True,
+            name=f"{workload}-ceiling-r{rnd}-c{concurrency}{'-md5' if content_md5 else ''}"
+                 f"{'-profile' if profile_title else ''}", capture=True,
             env=self.child_env())
         after = self.server_cpu()
         if rc != 0 or not out.strip():
             raise RuntimeError(f"the ceiling child failed (exit {rc}); see {LOGS}")
+        if profile_title:
+            self.keep_profile_summary(profile_title)
         data = json.loads(out.strip().splitlines()[-1])
         cpu = {k: after[k] - before[k] for k in after}
         cpu["tool"] = usage.cpu_s
         return Measurement(workload, "ceiling", rnd, data["wall_s"], data["files"], data["bytes"],
                            usage.rss_mb, concurrency, data["s3_requests"], data["azure_requests"],
                            cpu, {"present": data["present"], "content_md5": content_md5}, container)
+
+    def keep_profile_summary(self, title: str) -> None:
+        """Keeps the CPU summary the profiled child appended to bench/out/profile.txt, for the report."""
+        try:
+            text = PROFILE.read_text()
+        except OSError:
+            return
+        section = text[text.rfind(title):]
+        start = section.find("== where the CPU goes")
+        end = section.find("== by own time")
+        if start >= 0 and end > start:
+            summary = section[start:end].rstrip().split("\n", 1)[-1].strip("\n")
+            self.facts.setdefault("profiles", {})[title.strip("= ")] = summary
 
     def note(self, workload: str, text: str) -> None:
         log.warning("%s: %s", workload, text)
@@ -482,6 +503,14 @@ class Bench:
                                 profile_title=f"== {workload}: bridge run under cProfile ==")
             finally:
                 self.drop_container(container)
+            if best_ceiling:
+                self.fresh_azurite()
+                container = self.new_container(f"{workload}-ceiling-profile")
+                try:
+                    self.run_ceiling(workload, 0, bucket, endpoint, container, best_ceiling,
+                                     profile_title=f"== {workload}-ceiling: ceiling run under cProfile, for comparison ==")
+                finally:
+                    self.drop_container(container)
         self.delete_bucket(bucket)
 
     def fresh_azurite(self) -> None:
@@ -941,7 +970,7 @@ def render(bench: Bench) -> str:
             verify = "–" if r.verify_share is None else f"{r.verify_share * 100:.1f} % ({r.verify_s:.2f} s)"
             tool_label = f"{tool} ({_setup(r.rounds[0])})" if tool == "ceiling" else tool
             out.append(
-                f"| {label} | {tool_label} | {r.wall_s:.2f} | {_f(r.files_per_s, '.0f')} | "
+                f"| {label} | {tool_label} | {r.wall_s:.2f} | {_rate(r.files_per_s)} | "
                 f"{'–' if noop else _f(r.mb_per_s)} | {_f(r.rss_mb, '.0f')} | "
                 f"{_f(r.s3_per_run, '.0f', ' /run') if noop else _f(r.s3_per_file, '.2f')} | "
                 f"{_f(r.azure_per_run, '.0f', ' /run') if noop else _f(r.azure_per_file, '.2f')} | {verify} | {_f(vs_r, '.2f', 'x')} | {_f(vs_c, '.2f', 'x')} |")
@@ -956,13 +985,13 @@ def render(bench: Bench) -> str:
         b = small["bridge"]
         out.append(f"| small files: bridge files/s vs rclone | {b.files_per_s / small['rclone'].files_per_s:.2f}x "
                    f"| ≥ 1.50x | {_check(b.files_per_s / small['rclone'].files_per_s, 1.5, True)} |")
-        out.append(f"| small files: bridge files/s vs ceiling | {b.files_per_s / small['ceiling'].files_per_s * 100:.0f} % "
+        out.append(f"| small files: bridge files/s vs ceiling | {b.files_per_s / small['ceiling'].files_per_s * 100:.1f} % "
                    f"| ≥ 70 % | {_check(b.files_per_s / small['ceiling'].files_per_s, 0.70, True)} |")
     if large and "rclone" in large and "ceiling" in large:
         b = large["bridge"]
         out.append(f"| large files: bridge MB/s vs rclone | {b.mb_per_s / large['rclone'].mb_per_s:.2f}x "
                    f"| ≥ 1.00x | {_check(b.mb_per_s / large['rclone'].mb_per_s, 1.0, True)} |")
-        out.append(f"| large files: bridge MB/s vs ceiling | {b.mb_per_s / large['ceiling'].mb_per_s * 100:.0f} % "
+        out.append(f"| large files: bridge MB/s vs ceiling | {b.mb_per_s / large['ceiling'].mb_per_s * 100:.1f} % "
                    f"| ≥ 85 % | {_check(b.mb_per_s / large['ceiling'].mb_per_s, 0.85, True)} |")
         out.append(f"| large files: bridge peak RSS (concurrency {b.concurrency}) | {b.rss_mb:.0f} MB | ≤ 256 MB "
                    f"| {_check(b.rss_mb, 256, False)} |")
@@ -971,6 +1000,11 @@ def render(bench: Bench) -> str:
             b = rows[workload]["bridge"]
             out.append(f"| {names[workload]}: verification share of run time | {b.verify_share * 100:.1f} % | ≤ 10 % "
                        f"| {_check(b.verify_share, 0.10, False)} |")
+    context = []
+    for workload, tools in rows.items():
+        if workload in names and "rclone" in tools and "ceiling" in tools:
+            context.append(f"{names[workload]}: the ceiling itself reaches "
+                           f"{tools['ceiling'].files_per_s / tools['rclone'].files_per_s:.2f}x rclone's throughput")
     noops = sorted((int(w.removeprefix("noop")), t) for w, t in rows.items() if w.startswith("noop"))
     if len(noops) == 2:
         (n1, t1), (n2, t2) = noops
@@ -985,6 +1019,8 @@ def render(bench: Bench) -> str:
                        f"{len(facts['window_months'])} = {bound}, + {folder_lists} folder listings) | {lists:.0f} "
                        f"| ≤ {bound + folder_lists} | {_check(lists, bound + folder_lists, False)} |")
     out.append("")
+    if context:
+        out += ["For scale, measured in the same rounds: " + "; ".join(context) + ".", ""]
 
     if bench.failures:
         out += ["## Failed workloads", "", *[f"- {f}" for f in bench.failures], ""]
@@ -1033,7 +1069,7 @@ def render(bench: Bench) -> str:
         for tool in TOOLS:
             for x in tools.get(tool, Row(tool, 0, 0, 0, 0, None, None, None, None, None, None, 0, {}, [])).rounds:
                 cpu = f"{x.cpu.get('tool', 0):.1f} / {x.cpu.get('moto', 0):.1f} / {x.cpu.get('azurite', 0):.1f}"
-                out.append(f"| {tool} | {x.round} | {x.wall_s:.2f} | {x.files_per_s:.0f} | "
+                out.append(f"| {tool} | {x.round} | {x.wall_s:.2f} | {_rate(x.files_per_s)} | "
                            f"{'–' if workload.startswith('noop') else f'{x.mb_per_s:.1f}'} | "
                            f"{_f(x.rss_mb, '.0f')} | {cpu} | {_counts(x.s3_requests)} | {_counts(x.azure_requests)} |")
         b = tools.get("bridge")
@@ -1053,9 +1089,20 @@ def render(bench: Bench) -> str:
                     f"process start-up and imports before the run: "
                     f"{median([x.extra['startup_s'] for x in b.rounds]):.1f} s (not in the wall time)."]
         out.append("")
-    if bench.args.profile:
-        out += [f"cProfile of one extra bridge run per workload: `{PROFILE.relative_to(PROJECT_ROOT)}`.", ""]
+    if bench.facts.get("profiles"):
+        out += ["## CPU profiles", "",
+                "One extra, untimed run per workload under a CPU-time cProfile over all threads "
+                "(`time.thread_time`: waiting on sockets, locks and the GIL is not counted; the profiler's own "
+                "overhead inflates Python-heavy code, so read the shares, not the seconds). Cumulative CPU of the "
+                "main steps (they nest); the full listings are in "
+                f"`{PROFILE.relative_to(PROJECT_ROOT)}`.", ""]
+        for title, summary in bench.facts["profiles"].items():
+            out += [f"**{title}**", "", "```", summary, "```", ""]
     return "\n".join(out) + "\n"
+
+
+def _rate(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def _stage(name: str) -> str:

@@ -132,12 +132,53 @@ class ThreadProfiler:
         out.write(f"{title}\n\nCPU-time cProfile (time.thread_time) summed over {1 + len(self.profiles)} "
                   "threads; waiting on sockets, locks and the GIL is not counted\n\n")
         stats.stream = out
+        stats.dump_stats(path.removesuffix(".txt") + f"-{title.strip('= ').split(':')[0].replace(' ', '-')}.pstats")
+        out.write("== where the CPU goes: cumulative CPU of the main steps, share of all threads' CPU ==\n\n")
+        total = sum(tt for _, _, tt, _, _ in stats.stats.values())  # type: ignore[attr-defined]
+        for label, pattern in _FOCUS:
+            cumulative = sum(ct for (file, _, name), (_, _, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+                             if pattern(file, name))
+            if cumulative:
+                out.write(f"  {label:<68} {cumulative:8.2f} s  {cumulative / total:6.1%}\n")
+        out.write(f"  {'all threads':<68} {total:8.2f} s\n\n")
         out.write("== by own time (tottime) ==\n")
         stats.sort_stats("tottime").print_stats(45)
         out.write("\n== by cumulative time ==\n")
         stats.sort_stats("cumulative").print_stats(60)
         with open(path, "a") as f:
             f.write(out.getvalue() + "\n\n")
+
+
+def _is(file_suffix: str, *names: str) -> Any:
+    return lambda file, name: file.endswith(file_suffix) and name in names
+
+
+#: The steps of a run whose cumulative CPU the profile summary shows (they may nest: the copy
+#: step contains the S3 GET, the verification and the Put Blob).
+_FOCUS = (
+    ("copy_file (one file, all of it)", _is("shared/copy.py", "copy_file")),
+    ("  S3 GET and read (S3Source.open / read_tail + body read)", lambda f, n: (
+        f.endswith("shared/source/s3.py") and n in ("open", "read_tail")) or (
+        f.endswith("botocore/response.py") and n == "read")),
+    ("  verification (_judge: Parquet checks, schema, table facts)", _is("shared/copy.py", "_judge")),
+    ("    of which inspect_parquet", _is("shared/verify/parquet.py", "inspect_parquet")),
+    ("    of which SchemaJudge.judge", _is("shared/verify/schema.py", "judge")),
+    ("    of which table_facts (Delta stats)", _is("shared/tables/facts.py", "table_facts")),
+    ("  MD5 of the bytes (hashlib: ETag check and the SDK's Content-MD5)", lambda f, n: "openssl_md5" in n or (
+        "_hashlib.HASH" in n and "update" in n)),
+    ("  publish (Lake.put / stage / commit)", _is("shared/sink/lake.py", "put", "stage", "commit")),
+    ("ceiling: copy (GET + PUT of one file)", _is("bench/workers.py", "copy")),
+    ("  upload_blob (azure-storage-blob)", lambda f, n: f.endswith("blob/_blob_client.py") and n == "upload_blob"),
+    ("plan: listing S3 and the lake", _is("shared/run.py", "plan_run")),
+    ("  of which S3 listing (ListObjectsV2 pages)", _is("shared/source/s3.py", "list_objects", "list_folders")),
+    ("  of which lake listing (List Blobs pages, XML)", _is("shared/sink/lake.py", "list_entries", "list_folders")),
+    ("Delta tables (DeltaPublisher.sync, in its threads)", _is("shared/tables/delta.py", "sync")),
+    ("manifest (_write_manifest)", _is("shared/run.py", "_write_manifest")),
+    ("any S3 request (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
+    ("any Azure request: proxy lookup in os.environ (requests, per request)",
+     _is("requests/utils.py", "get_environ_proxies")),
+    ("any Azure request: Shared Key signing", _is("_shared/authentication.py", "on_request")),
+)
 
 
 def bridge(config: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +286,9 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
     def list_keys(prefix: str) -> list[dict[str, Any]]:
         return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", ())]
 
+    profiler = ThreadProfiler() if config.get("profile") else None
+    if profiler:
+        profiler.__enter__()
     begun = time.perf_counter()
     files = size = present = 0
     if config["mode"] == "copy":
@@ -283,6 +327,9 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
                         and meta.get("haltian_source_size") == str(obj["Size"]):
                     present += 1
     wall = time.perf_counter() - begun
+    if profiler:
+        profiler.__exit__(None, None, None)
+        profiler.write(config["profile"], config.get("title", "ceiling"))
     return {
         "wall_s": wall, "files": files, "bytes": size, "present": present, "concurrency": concurrency,
         "s3_requests": dict(s3_counts.counts), "azure_requests": dict(azure_counts.counts), **_usage(),
