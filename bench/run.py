@@ -422,16 +422,9 @@ class Bench:
                            cpu, {"present": data["present"], "content_md5": content_md5}, container)
 
     def keep_profile_summary(self, title: str) -> None:
-        """Keeps the CPU summary the profiled child appended to bench/out/profile.txt, for the report."""
-        try:
-            text = PROFILE.read_text()
-        except OSError:
-            return
-        section = text[text.rfind(title):]
-        start = section.find("== where the CPU goes")
-        end = section.find("== by own time")
-        if start >= 0 and end > start:
-            summary = section[start:end].rstrip().split("\n", 1)[-1].strip("\n")
+        """Keeps the CPU summary of a profiled child's run (from its .pstats), for the report."""
+        summary = profile_summary(title)
+        if summary:
             self.facts.setdefault("profiles", {})[title.strip("= ")] = summary
 
     def note(self, workload: str, text: str) -> None:
@@ -774,6 +767,18 @@ def _setup(m: Measurement) -> str:
 _DUMPED_REQUEST = re.compile(r" : (GET|PUT|HEAD|POST|DELETE|PATCH) (\S+) HTTP/1\.[01]$")
 
 
+def profile_summary(title: str) -> str | None:
+    import pstats
+
+    from bench.workers import focus_summary, pstats_path
+
+    path = Path(pstats_path(str(PROFILE), title))
+    try:
+        return focus_summary(pstats.Stats(str(path)))
+    except (OSError, ValueError, TypeError, EOFError):
+        return None
+
+
 def _rclone_requests(path: Path, s3_port: int) -> tuple[dict[str, int], dict[str, int]]:
     """Requests in an ``rclone --dump headers`` log: S3 ones by operation, Azure ones by method and comp.
 
@@ -838,7 +843,10 @@ def machine_details() -> dict[str, str]:
             return "not found"
 
     azurite_bin = str(AZURITE_BIN) if AZURITE_BIN.exists() else (shutil.which("azurite-blob") or "azurite-blob")
+    commit = version(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = version(["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "shared"])
     return {
+        "bridge code": f"git {commit}, shared/ " + ("with uncommitted changes" if dirty != "not found" else "clean"),
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
         "memory": memory,
@@ -919,6 +927,8 @@ def _check(measured: float, goal: float, higher_is_better: bool) -> str:
 
 
 def render(bench: Bench) -> str:
+    from bench.workers import pstats_path
+
     m = bench.facts["machine"]
     by: dict[str, dict[str, list[Measurement]]] = {}
     for x in bench.measurements:
@@ -1097,6 +1107,11 @@ def render(bench: Bench) -> str:
                 "main steps (they nest); the full listings are in "
                 f"`{PROFILE.relative_to(PROJECT_ROOT)}`.", ""]
         for title, summary in bench.facts["profiles"].items():
+            # Re-read from the raw profile when it is still this run's (the summary's layout may be newer).
+            path = Path(pstats_path(str(PROFILE), title))
+            started = datetime.fromisoformat(bench.facts["started"]).timestamp()
+            if path.exists() and started <= path.stat().st_mtime <= started + bench.facts["total_s"] + 120:
+                summary = profile_summary(title) or summary
             out += [f"**{title}**", "", "```", summary, "```", ""]
     return "\n".join(out) + "\n"
 

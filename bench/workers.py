@@ -132,15 +132,9 @@ class ThreadProfiler:
         out.write(f"{title}\n\nCPU-time cProfile (time.thread_time) summed over {1 + len(self.profiles)} "
                   "threads; waiting on sockets, locks and the GIL is not counted\n\n")
         stats.stream = out
-        stats.dump_stats(path.removesuffix(".txt") + f"-{title.strip('= ').split(':')[0].replace(' ', '-')}.pstats")
+        stats.dump_stats(pstats_path(path, title))
         out.write("== where the CPU goes: cumulative CPU of the main steps, share of all threads' CPU ==\n\n")
-        total = sum(tt for _, _, tt, _, _ in stats.stats.values())  # type: ignore[attr-defined]
-        for label, pattern in _FOCUS:
-            cumulative = sum(ct for (file, _, name), (_, _, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
-                             if pattern(file, name))
-            if cumulative:
-                out.write(f"  {label:<68} {cumulative:8.2f} s  {cumulative / total:6.1%}\n")
-        out.write(f"  {'all threads':<68} {total:8.2f} s\n\n")
+        out.write(focus_summary(stats) + "\n\n")
         out.write("== by own time (tottime) ==\n")
         stats.sort_stats("tottime").print_stats(45)
         out.write("\n== by cumulative time ==\n")
@@ -153,8 +147,8 @@ def _is(file_suffix: str, *names: str) -> Any:
     return lambda file, name: file.endswith(file_suffix) and name in names
 
 
-#: The steps of a run whose cumulative CPU the profile summary shows (they may nest: the copy
-#: step contains the S3 GET, the verification and the Put Blob).
+#: The steps whose cumulative CPU the profile summary shows. Indented lines are parts of the
+#: line above them; "any ..." lines cut across the steps.
 _FOCUS = (
     ("copy_file (one file, all of it)", _is("shared/copy.py", "copy_file")),
     ("  S3 GET and read (S3Source.open / read_tail + body read)", lambda f, n: (
@@ -164,21 +158,41 @@ _FOCUS = (
     ("    of which inspect_parquet", _is("shared/verify/parquet.py", "inspect_parquet")),
     ("    of which SchemaJudge.judge", _is("shared/verify/schema.py", "judge")),
     ("    of which table_facts (Delta stats)", _is("shared/tables/facts.py", "table_facts")),
-    ("  MD5 of the bytes (hashlib: ETag check and the SDK's Content-MD5)", lambda f, n: "openssl_md5" in n or (
-        "_hashlib.HASH" in n and "update" in n)),
     ("  publish (Lake.put / stage / commit)", _is("shared/sink/lake.py", "put", "stage", "commit")),
     ("ceiling: copy (GET + PUT of one file)", _is("bench/workers.py", "copy")),
-    ("  upload_blob (azure-storage-blob)", lambda f, n: f.endswith("blob/_blob_client.py") and n == "upload_blob"),
-    ("plan: listing S3 and the lake", _is("shared/run.py", "plan_run")),
-    ("  of which S3 listing (ListObjectsV2 pages)", _is("shared/source/s3.py", "list_objects", "list_folders")),
-    ("  of which lake listing (List Blobs pages, XML)", _is("shared/sink/lake.py", "list_entries", "list_folders")),
+    ("listing S3 (S3Source.list_objects / list_folders, in the plan's threads)",
+     _is("shared/source/s3.py", "list_objects", "list_folders")),
+    ("listing the lake (Lake.list_entries: List Blobs pages, XML)",
+     _is("shared/sink/lake.py", "list_entries", "list_folders")),
     ("Delta tables (DeltaPublisher.sync, in its threads)", _is("shared/tables/delta.py", "sync")),
     ("manifest (_write_manifest)", _is("shared/run.py", "_write_manifest")),
     ("any S3 request (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
+    ("any blob write (SDK upload_blob / stage_block / commit_block_list)", lambda f, n: (
+        f.endswith("blob/_blob_client.py") and n in ("upload_blob", "stage_block", "commit_block_list"))),
     ("any Azure request: proxy lookup in os.environ (requests, per request)",
      _is("requests/utils.py", "get_environ_proxies")),
     ("any Azure request: Shared Key signing", _is("_shared/authentication.py", "on_request")),
+    ("any MD5 (hashlib: the bridge's checks, the SDK's Content-MD5)", lambda f, n: "openssl_md5" in n or (
+        "_hashlib.HASH" in n and "update" in n)),
 )
+
+
+def pstats_path(profile_txt: str, title: str) -> str:
+    """Where the raw profile of the run with this title is kept, beside profile.txt."""
+    return profile_txt.removesuffix(".txt") + f"-{title.strip('= ').split(':')[0].replace(' ', '-')}.pstats"
+
+
+def focus_summary(stats: pstats.Stats) -> str:
+    """Cumulative CPU of the steps in _FOCUS, and their share of all threads' CPU."""
+    table = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for _, _, tt, _, _ in table.values())
+    lines = []
+    for label, pattern in _FOCUS:
+        cumulative = sum(ct for (file, _, name), (_, _, _, ct, _) in table.items() if pattern(file, name))
+        if cumulative >= 0.005:
+            lines.append(f"  {label:<72} {cumulative:8.2f} s  {cumulative / total:6.1%}")
+    lines.append(f"  {'all threads':<72} {total:8.2f} s")
+    return "\n".join(lines)
 
 
 def bridge(config: dict[str, Any]) -> dict[str, Any]:
