@@ -48,7 +48,9 @@ TOOLS = ("bridge", "rclone", "ceiling")
 #: The ceiling's configurations tried in round 1: thread pool width x Content-MD5 on each PUT.
 #: (Azurite ingests blocks several times faster when a request carries Content-MD5, so a
 #: ceiling without it would be no ceiling; the fastest configuration is kept.)
-CEILING_TRIALS = tuple((c, md5) for md5 in (False, True) for c in (8, 16, 32))
+#: The ceiling's trials: (threads, client). "sdk" is boto3 + azure-storage-blob; "raw" is a presigned GET
+#: and the lean Blob requests of shared.transport (what the bridge uses), without anything else.
+CEILING_TRIALS = tuple((c, client) for client in ("sdk", "raw") for c in (8, 16, 32))
 MB = 1_000_000
 CHILD_TIMEOUT_S = 3600
 
@@ -320,7 +322,7 @@ class Bench:
                                 f"{data['table_errors']} table errors, {data['deferred']} deferred")
         cpu = {k: after[k] - before[k] for k in after}
         cpu["tool"] = usage.cpu_s
-        extra = {k: data[k] for k in ("verify_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
+        extra = {k: data[k] for k in ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
                                       "listed_prefixes", "present", "quarantined", "tables_changed", "status",
                                       "vm_hwm_mb")}
         return Measurement(workload, "bridge", rnd, data["wall_s"], data["files"], data["bytes"],
@@ -392,21 +394,21 @@ class Bench:
             self.note(workload, f"rclone wrote to the lake in a no-op run: {m.azure_requests}")
 
     def run_ceiling(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                    setup: tuple[int, bool], noop_months: list[str] | None = None,
+                    setup: tuple[int, str], noop_months: list[str] | None = None,
                     profile_title: str | None = None) -> Measurement:
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 
-        concurrency, content_md5 = setup
+        concurrency, client = setup
         config = {"endpoint": endpoint, "bucket": bucket, "key_id": FAKE_AWS_KEY_ID, "secret": FAKE_AWS_SECRET,
                   "connection_string": self.connection_string, "container": container,
-                  "concurrency": concurrency, "content_md5": content_md5, "prefix": "parquet/",
+                  "concurrency": concurrency, "client": client, "prefix": "parquet/",
                   "mode": "noop" if noop_months else "copy", "months": noop_months or []}
         if profile_title:
             config.update(profile=str(PROFILE), title=profile_title)
         before = self.server_cpu()
         rc, out, usage, _ = self.procs.run(
             [sys.executable, "-m", "bench.workers", "ceiling", json.dumps(config)],
-            name=f"{workload}-ceiling-r{rnd}-c{concurrency}{'-md5' if content_md5 else ''}"
+            name=f"{workload}-ceiling-r{rnd}-c{concurrency}-{client}"
                  f"{'-profile' if profile_title else ''}", capture=True,
             env=self.child_env())
         after = self.server_cpu()
@@ -419,7 +421,7 @@ class Bench:
         cpu["tool"] = usage.cpu_s
         return Measurement(workload, "ceiling", rnd, data["wall_s"], data["files"], data["bytes"],
                            usage.rss_mb, concurrency, data["s3_requests"], data["azure_requests"],
-                           cpu, {"present": data["present"], "content_md5": content_md5}, container)
+                           cpu, {"present": data["present"], "client": client}, container)
 
     def keep_profile_summary(self, title: str) -> None:
         """Keeps the CPU summary of a profiled child's run (from its .pstats), for the report."""
@@ -462,19 +464,19 @@ class Bench:
                                 "months": len({tuple(f.key.split("/")[3:5]) for f in files})}
         log.info("%s: %d files, %.1f MB seeded into moto in %.1f s", workload, expect[0], expect[1] / MB, seconds)
         endpoint = self.moto.url
-        best_ceiling: tuple[int, bool] | None = None
+        best_ceiling: tuple[int, str] | None = None
         for rnd in range(1, self.rounds + 1):
             for tool in TOOLS:
                 if tool == "ceiling" and best_ceiling is None:
                     trials = [self._one_copy(workload, tool, rnd, bucket, endpoint, expect, setup)
                               for setup in CEILING_TRIALS]
                     best = max(trials, key=lambda m: m.files_per_s)
-                    best_ceiling = (best.concurrency, best.extra["content_md5"])
+                    best_ceiling = (best.concurrency, best.extra["client"])
                     self.facts[workload]["ceiling_trials"] = {_setup(m): round(m.wall_s, 2) for m in trials}
                     self.measurements.append(best)
                     continue
                 m = self._one_copy(workload, tool, rnd, bucket, endpoint, expect,
-                                   best_ceiling or (self.concurrency, False))
+                                   best_ceiling or (self.concurrency, "sdk"))
                 self.measurements.append(m)
         self.rclone_census(workload, bucket, endpoint, None, expect)
         if best_ceiling and best_ceiling[0] != self.concurrency:
@@ -522,7 +524,7 @@ class Bench:
         service.delete_container(warm.container_name)
 
     def _one_copy(self, workload: str, tool: str, rnd: int, bucket: str, endpoint: str,
-                  expect: tuple[int, int], setup: tuple[int, bool]) -> Measurement:
+                  expect: tuple[int, int], setup: tuple[int, str]) -> Measurement:
         self.fresh_azurite()
         container = self.new_container(f"{workload}-{tool}-r{rnd}")
         try:
@@ -604,7 +606,7 @@ class Bench:
                                                         "tables_changed": warm.extra["tables_changed"],
                                                         "mode": warm.extra["mode"]}
                 facts["histories"][count]["list_probe_s"] = self.list_probe(endpoint, bucket, container, h, months[-1])
-            best_ceiling: tuple[int, bool] | None = None
+            best_ceiling: tuple[int, str] | None = None
             for rnd in range(1, self.rounds + 1):
                 for count, (bucket, container, h) in sides.items():
                     workload = f"noop{count}"
@@ -619,10 +621,10 @@ class Bench:
                         elif tool == "rclone":
                             m = self.run_rclone(workload, rnd, bucket, endpoint, container, (count, 0), noop=True)
                         elif best_ceiling is None:
-                            trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, False),
+                            trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, "sdk"),
                                                        noop_months=months) for c in (8, 16, 32)]
                             m = min(trials, key=lambda t: t.wall_s)
-                            best_ceiling = (m.concurrency, False)
+                            best_ceiling = (m.concurrency, "sdk")
                             facts["ceiling_trials"] = {_setup(t): round(t.wall_s, 2) for t in trials}
                         else:
                             m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
@@ -761,7 +763,7 @@ class Bench:
 def _setup(m: Measurement) -> str:
     if m.tool != "ceiling":
         return f"c{m.concurrency}"
-    return f"c{m.concurrency}" + ("+md5" if m.extra.get("content_md5") else "")
+    return f"c{m.concurrency} {m.extra.get('client', 'sdk')}"
 
 
 _DUMPED_REQUEST = re.compile(r" : (GET|PUT|HEAD|POST|DELETE|PATCH) (\S+) HTTP/1\.[01]$")
@@ -902,8 +904,11 @@ def summarize(measurements: list[Measurement]) -> Row:
     verify = None
     share = None
     if ms[0].tool == "bridge":
-        verify = median([m.extra["verify_s"] for m in ms])
-        share = median([m.extra["verify_s"] / (m.wall_s * m.concurrency) for m in ms])
+        # The CPU the verifying threads spent verifying, over the run's wall time: how much shorter
+        # the run could at most be without verification. (Their wall time would also count the
+        # time they wait for the GIL while other threads move bytes; the details show it too.)
+        verify = median([m.extra["verify_cpu_s"] for m in ms])
+        share = median([m.extra["verify_cpu_s"] / m.wall_s for m in ms])
     cpu_keys = {k for m in ms for k in m.cpu}
     return Row(ms[0].tool, median([m.wall_s for m in ms]), median([m.files_per_s for m in ms]),
                median([m.mb_per_s for m in ms]), median([m.rss_mb for m in ms]), per_file("s3_requests"),
@@ -1045,7 +1050,7 @@ def render(bench: Bench) -> str:
                        f"{facts['months']} month folders, legacy key layout; seeded into moto in "
                        f"{facts['seed_s']:.1f} s")
             if "ceiling_trials" in facts:
-                out.append(f"- ceiling trials in round 1 (wall s; cN = N threads, +md5 = Content-MD5 on each PUT): "
+                out.append(f"- ceiling trials in round 1 (wall s; cN = N threads; sdk = boto3 and azure-storage-blob, raw = a presigned GET and the lean Blob requests of shared.transport; Content-MD5 on every PUT): "
                            f"{facts['ceiling_trials']}; the fastest is kept for the later rounds")
             if "bridge_what_if" in facts:
                 w = facts["bridge_what_if"]
@@ -1093,7 +1098,10 @@ def render(bench: Bench) -> str:
             out += ["", "Bridge run, mean seconds per stage: "
                     + ", ".join(f"{_stage(k)} {v:.2f}" for k, v in stages.items())
                     + f", lock and the rest {max(0.0, wall - accounted):.2f} (of {wall:.2f}). "
-                    f"Verification: {median([x.extra['verify_s'] for x in b.rounds]):.2f} s summed over files; "
+                    f"Verification: {median([x.extra['verify_cpu_s'] for x in b.rounds]):.2f} CPU s summed over "
+                    f"files ({median([x.extra['verify_s'] for x in b.rounds]):.2f} s of wall time, GIL waits "
+                    f"included, = {median([x.extra['verify_s'] / (x.wall_s * x.concurrency) for x in b.rounds]):.1%}"
+                    f" of the copy threads' time); "
                     f"copying: {median([x.extra['file_s'] for x in b.rounds]):.1f} s summed over files "
                     f"(= {median([x.extra['file_s'] / x.wall_s for x in b.rounds]):.1f} files in flight on average); "
                     f"process start-up and imports before the run: "

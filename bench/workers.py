@@ -39,6 +39,15 @@ class Counts:
         self.add(event_name.rsplit(".", 1)[-1])
         return None  # a non-None answer would replace the HTTP request
 
+    def s3_transport_hook(self, method: str, url: str) -> None:
+        """shared.transport hook on the S3 side: the copy path's GETs (once per attempt)."""
+        self.add("GetObject" if method == "GET" else method)
+
+    def azure_transport_hook(self, method: str, url: str) -> None:
+        """shared.transport hook on the lake side: Put Blob, Put Block, Put Block List (once per attempt)."""
+        comp = parse_qs(urlsplit(url).query).get("comp", [""])[0]
+        self.add(f"{method} {comp or 'blob'}")
+
     def azure_hook(self, request: Any) -> None:
         """azure-core ``raw_request_hook``: runs inside the retry loop, once per HTTP request."""
         http = request.http_request
@@ -151,9 +160,8 @@ def _is(file_suffix: str, *names: str) -> Any:
 #: line above them; "any ..." lines cut across the steps.
 _FOCUS = (
     ("copy_file (one file, all of it)", _is("shared/copy.py", "copy_file")),
-    ("  S3 GET and read (S3Source.open / read_tail + body read)", lambda f, n: (
-        f.endswith("shared/source/s3.py") and n in ("open", "read_tail")) or (
-        f.endswith("botocore/response.py") and n == "read")),
+    ("  S3 GET and read (S3Source.get / read_tail, presigning included)", _is("shared/source/s3.py", "get",
+                                                                             "read_tail")),
     ("  verification (_judge: Parquet checks, schema, table facts)", _is("shared/copy.py", "_judge")),
     ("    of which inspect_parquet", _is("shared/verify/parquet.py", "inspect_parquet")),
     ("    of which SchemaJudge.judge", _is("shared/verify/schema.py", "judge")),
@@ -166,12 +174,17 @@ _FOCUS = (
      _is("shared/sink/lake.py", "list_entries", "list_folders")),
     ("Delta tables (DeltaPublisher.sync, in its threads)", _is("shared/tables/delta.py", "sync")),
     ("manifest (_write_manifest)", _is("shared/run.py", "_write_manifest")),
-    ("any S3 request (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
-    ("any blob write (SDK upload_blob / stage_block / commit_block_list)", lambda f, n: (
+    ("any S3 request through boto3 (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
+    ("any presigned GET URL (botocore generate_presigned_url)", _is("botocore/signers.py", "generate_presigned_url")),
+    ("any request of the copy path (shared.transport Transport.send)", _is("shared/transport.py", "send")),
+    ("any blob write (the lean BlobWriter, or the SDK's upload_blob / stage_block / commit_block_list)",
+     lambda f, n: (f.endswith("shared/sink/blob_writer.py") and n == "_send") or (
         f.endswith("blob/_blob_client.py") and n in ("upload_blob", "stage_block", "commit_block_list"))),
     ("any Azure request: proxy lookup in os.environ (requests, per request)",
      _is("requests/utils.py", "get_environ_proxies")),
-    ("any Azure request: Shared Key signing", _is("_shared/authentication.py", "on_request")),
+    ("any Azure request: Shared Key signing (the SDK's or the BlobWriter's)", lambda f, n: (
+        f.endswith("_shared/authentication.py") and n == "on_request") or (
+        f.endswith("shared/sink/blob_writer.py") and n == "__call__")),
     ("any MD5 (hashlib: the bridge's checks, the SDK's Content-MD5)", lambda f, n: "openssl_md5" in n or (
         "_hashlib.HASH" in n and "update" in n)),
 )
@@ -206,17 +219,21 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
     from shared.run import Bridge, run_once
     from shared.settings import Settings
     from shared.sink.lake import Lake
-    from shared.source.s3 import S3Source, make_s3_client
+    from shared.sink.blob_writer import azure_transport
+    from shared.source.s3 import S3Source, make_s3_client, s3_transport
 
     logs.configure(logging.INFO, logging.StreamHandler(sys.stderr))
     settings = Settings.from_mapping(config["env"])
     s3_counts, azure_counts = Counts(), Counts()
     client = make_s3_client(settings)
-    client.meta.events.register("before-send.s3", s3_counts.s3_hook)
+    client.meta.events.register("before-send.s3", s3_counts.s3_hook)  # listing (boto3)
     service = BlobServiceClient.from_connection_string(
         settings.adls_connection_string, **_azure_options(settings.max_concurrency, azure_counts.azure_hook))
-    lake = Lake(service.get_container_client(settings.adls_container), settings.adls_root)
-    bridge = Bridge(settings, S3Source(client, settings.s3_bucket), lake, None)
+    # The copy path's requests go through shared.transport: counted by its hook, as build_bridge builds it.
+    lake = Lake(service.get_container_client(settings.adls_container), settings.adls_root,
+                azure_transport(settings.connection_pool_size, hook=azure_counts.azure_transport_hook))
+    source = S3Source(client, settings.s3_bucket, s3_transport(client, hook=s3_counts.s3_transport_hook))
+    bridge = Bridge(settings, source, lake, None)
 
     # Stage timers: wrappers around the module-level steps run_once calls (no code changed).
     stages: Counter[str] = Counter()
@@ -262,6 +279,7 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
         "table_errors": result.table_errors,
         "tables_changed": sum(1 for t in result.tables if t.changed),
         "verify_s": sum(o.verify_seconds for o in result.outcomes),
+        "verify_cpu_s": sum(o.verify_cpu_seconds for o in result.outcomes),
         "file_s": sum(o.seconds for o in result.outcomes),
         "concurrency": settings.max_concurrency,
         "stages_s": dict(stages),
@@ -282,7 +300,7 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
     concurrency = config["concurrency"]
-    md5 = bool(config.get("content_md5"))
+    raw = config.get("client") == "raw"
     s3_counts, azure_counts = Counts(), Counts()
     s3 = boto3.client(
         "s3", endpoint_url=config["endpoint"], region_name="eu-west-1",
@@ -309,13 +327,41 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
         objects = list_keys(config["prefix"])
 
         def copy(obj: dict[str, Any]) -> int:
+            if raw:
+                return raw_copy(obj)
             response = s3.get_object(Bucket=bucket, Key=obj["Key"])
             length = response["ContentLength"]
             with response["Body"] as body:
                 if length <= 8 * 1024 * 1024:
-                    container.upload_blob(obj["Key"], body.read(), overwrite=True, validate_content=md5)
+                    container.upload_blob(obj["Key"], body.read(), overwrite=True, validate_content=True)
                 else:  # streamed in 8 MiB blocks, as the bridge does
-                    container.upload_blob(obj["Key"], body, length=length, overwrite=True, validate_content=md5)
+                    container.upload_blob(obj["Key"], body, length=length, overwrite=True, validate_content=True)
+            return length
+
+        if raw:
+            from shared.sink.blob_writer import BlobWriter, azure_transport
+            from shared.source.s3 import s3_transport
+
+            get = s3_transport(s3, hook=s3_counts.s3_transport_hook)
+            writer = BlobWriter(container, azure_transport(concurrency * 2 + 4,
+                                                          hook=azure_counts.azure_transport_hook))
+
+        def raw_copy(obj: dict[str, Any]) -> int:
+            url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": obj["Key"]}, ExpiresIn=900)
+            block = 8 * 1024 * 1024
+            if obj["Size"] <= block:
+                data = get.send("GET", url, headers={}).data
+                writer.put_blob(obj["Key"], data, content_type="application/octet-stream", metadata={}, condition={})
+                return len(data)
+            response = get.send("GET", url, headers={}, stream=True)
+            ids, length = [], 0
+            while chunk := response.read(block):
+                ids.append(f"{len(ids):08d}")
+                writer.put_block(obj["Key"], ids[-1], chunk)
+                length += len(chunk)
+            response.release_conn()
+            writer.put_block_list(obj["Key"], ids, content_type="application/octet-stream", content_md5=None,
+                                  metadata={}, condition={})
             return length
 
         with ThreadPoolExecutor(concurrency) as pool:

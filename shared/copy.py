@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import describe
@@ -25,6 +26,7 @@ from shared.sink import lake as lake_module
 from shared.sink.lake import ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
 from shared.tables.facts import TableFacts, table_facts
+from shared.transport import TransportError
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
 from shared.verify.schema import SchemaJudge, SchemaOutcome
 
@@ -61,7 +63,8 @@ class FileOutcome:
     reason: str | None = None
     integrity: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    verify_seconds: float = 0.0
+    verify_seconds: float = 0.0  # wall time, GIL waits included
+    verify_cpu_seconds: float = 0.0  # this thread's CPU time spent verifying
     table: TableFacts | None = None
     lake_modified: datetime | None = None
     replaced_copy: str | None = None
@@ -95,7 +98,7 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
             outcome.action, outcome.reason = FAILED, str(err)
     except (SourceChanged, Corrupted) as err:
         outcome.action, outcome.reason = FAILED, str(err)
-    except (BotoCoreError, ClientError, AzureError, OSError) as err:
+    except (BotoCoreError, ClientError, AzureError, TransportError, urllib3.exceptions.HTTPError, OSError) as err:
         outcome.action, outcome.reason = FAILED, describe(err)
     outcome.seconds = time.monotonic() - started
     if outcome.action == FAILED:
@@ -105,16 +108,10 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
 
 def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
                 outcome: FileOutcome) -> None:
-    body = source.open(item.source)
-    try:
-        data = body.stream.read()
-    finally:
-        body.close()
-    md5 = hashlib.md5(data)
-    _check_bytes(item, body, len(data), md5, outcome)
-    verify_started = time.monotonic()
+    body = source.get(item.source)
+    data = body.data
+    _check_bytes(item, body, len(data), hashlib.md5(data) if body.etag_is_md5 else None, outcome)
     verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
-    outcome.verify_seconds = time.monotonic() - verify_started
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
         _keep_replaced_version(item, lake, run_id, outcome)
@@ -125,26 +122,27 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
 
 def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
                     outcome: FileOutcome) -> None:
-    verify_started = time.monotonic()
     verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
-    outcome.verify_seconds = time.monotonic() - verify_started
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
         _keep_replaced_version(item, lake, run_id, outcome)
-    body = source.open(item.source)
-    md5 = hashlib.md5()
+    body = source.get(item.source, stream=True)
+    # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
+    # S3 ETag is an MD5 to compare with (then the blob gets that MD5 as its Content-MD5).
+    md5 = hashlib.md5() if body.etag_is_md5 else None
     block_ids: list[str] = []
     total = 0
     try:
-        while block := _read_exactly(body.stream, BLOCK_BYTES):
-            md5.update(block)
+        while block := _read_exactly(body, BLOCK_BYTES):
+            if md5 is not None:
+                md5.update(block)
             total += len(block)
             block_ids.append(lake.stage(destination, len(block_ids), block))
     finally:
         body.close()
     _check_bytes(item, body, total, md5, outcome)
-    outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest(), metadata=metadata,
-                                        condition=condition)
+    outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
+                                        metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
     _done(outcome, verdict, destination)
 
@@ -158,10 +156,8 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
     footer readers will see is byte for byte the one checked. The S3 ETag is read again before
     the commit: if the object was replaced during the copy, nothing is committed.
     """
-    verify_started = time.monotonic()
     tails: list[bytes] = []
     verdict = _judge(item, judge, lambda: _footer_facts(item, source, tails), outcome)
-    outcome.verify_seconds = time.monotonic() - verify_started
     tail = tails[-1]
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
@@ -199,6 +195,15 @@ class _Verdict:
 
 
 def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
+    started, started_cpu = time.monotonic(), time.thread_time()
+    try:
+        return _verdict(item, judge, read_facts, outcome)
+    finally:
+        outcome.verify_seconds = time.monotonic() - started
+        outcome.verify_cpu_seconds = time.thread_time() - started_cpu
+
+
+def _verdict(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
     try:
         facts = read_facts()
     except UnreadableParquet as err:
@@ -256,9 +261,7 @@ def _check_bytes(item: WorkItem, body: SourceBody, length: int, md5: Any, outcom
     if length != item.source.size:
         raise Corrupted(f"read {length} bytes, the listing says {item.source.size}")
     outcome.integrity.append("size")
-    if body.checksum is not None:
-        outcome.integrity.append(f"s3-{body.checksum.lower()}")  # validated by botocore on read
-    if body.etag_is_md5:
+    if md5 is not None:
         if md5.hexdigest() != item.source.etag:
             raise Corrupted("the bytes read do not match the object's MD5 ETag")
         outcome.integrity.append("etag-md5")

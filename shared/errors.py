@@ -15,5 +15,10 @@ def describe(err: BaseException) -> str:
     response bodies that do not belong in a manifest. URL queries are removed.
     """
     lines = str(err).strip().splitlines()
-    first = _QUERY.sub(r"\1?(query removed)", lines[0]) if lines else ""
+    first = without_queries(lines[0]) if lines else ""
     return f"{type(err).__name__}: {first[:300]}".rstrip(": ")
+
+
+def without_queries(text: str) -> str:
+    """``text`` with the query of every URL in it replaced by ``(query removed)``."""
+    return _QUERY.sub(r"\1?(query removed)", text)

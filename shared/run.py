@@ -31,6 +31,7 @@ from shared.sink.lake import (
     META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
 )
 from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
+from shared.sink.blob_writer import azure_transport
 from shared.source.s3 import S3Source, make_s3_client
 from shared.tables.delta import DeltaPublisher, TableChange, TableFile
 from shared.verify.schema import SchemaJudge
@@ -69,7 +70,8 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     in to the lake and, for a keyless S3 role, to AWS STS."""
     credential = entra_credential or make_credential(settings)
     source = S3Source(make_s3_client(settings, credential), settings.s3_bucket)
-    lake = Lake(make_container_client(settings, credential), settings.adls_root)
+    lake = Lake(make_container_client(settings, credential), settings.adls_root,
+                azure_transport(settings.connection_pool_size))
     return Bridge(settings, source, lake, credential)
 
 

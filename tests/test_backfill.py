@@ -68,12 +68,12 @@ def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(sta
     killed_bridge = build_bridge(settings)
     gets = Counter()
 
-    def die_on_the_third_get(**kwargs) -> None:
+    def die_on_the_third_get(method: str, url: str) -> None:
         gets["n"] += 1
         if gets["n"] == 3:
             raise WorkerKilled()
 
-    killed_bridge.source.client.meta.events.register("before-call.s3.GetObject", die_on_the_third_get)
+    killed_bridge.source.transport.hook = die_on_the_third_get  # called before each GET is sent
 
     def real(content: bytes) -> None:
         backfill_partition.build().get_user_function()(func.QueueMessage(body=content))
@@ -123,10 +123,10 @@ def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_repo
     capsys.readouterr()
     broken = build_bridge(settings)
 
-    def refuse(**kwargs) -> None:
+    def refuse(method: str, url: str) -> None:
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1 (injected)")
 
-    broken.source.client.meta.events.register("before-call.s3.GetObject", refuse)
+    broken.source.transport.hook = refuse  # called before each GET is sent
     stop = threading.Event()
     handled = Counter()
     worker = threading.Thread(target=serve, args=(settings, lambda c: process_message(broken, c.decode()),

@@ -183,16 +183,23 @@ def test_a_large_multipart_file_is_streamed_in_blocks_and_verified_from_its_foot
     objects = stack.seed(BucketSpec(**SMALL, bad_files=False, large_file_bytes=12 * 1024 * 1024))
     large, data = next((w, d) for w, d in objects if w.note == "large, multipart")
     assert "-" in stack.s3.head_object(Bucket=stack.bucket, Key=large.key)["ETag"]  # not an MD5
-    result = run_once(stack.bridge())
-    outcome = next(o for o in result.outcomes if o.item.key.key == large.key)
-    assert outcome.action == PUBLISHED and outcome.rows == large.rows
-    assert "etag-md5" not in outcome.integrity and "size" in outcome.integrity
-    blob = stack.container.get_blob_client(f"{ROOT}/{large.key}")
-    assert len(blob.get_block_list("committed")[0]) > 1
-    assert blob.get_blob_properties().content_settings.content_md5 == hashlib.md5(data).digest()
-    landed = blob.download_blob().readall()
-    assert landed == data
-    assert pq.ParquetFile(io.BytesIO(landed)).metadata.num_rows == large.rows
+    # The same bytes uploaded in one PUT elsewhere: its ETag is their MD5, which the copy checks.
+    single = large.key.replace("/2026_", "/2025_").replace("/2026/", "/2025/")
+    stack.s3.put_object(Bucket=stack.bucket, Key=single, Body=data)
+    result = run_once(stack.bridge(), full=True)
+    md5 = hashlib.md5(data).digest()
+    for key, etag_is_md5 in ((large.key, False), (single, True)):
+        outcome = next(o for o in result.outcomes if o.item.key.key == key)
+        assert outcome.action == PUBLISHED and outcome.rows == large.rows
+        assert ("etag-md5" in outcome.integrity) is etag_is_md5 and "size" in outcome.integrity
+        blob = stack.container.get_blob_client(f"{ROOT}/{key}")
+        assert len(blob.get_block_list("committed")[0]) > 1
+        # Each block carried its Content-MD5 (checked by the service). The whole file is hashed only
+        # when there is an MD5 ETag to compare with; then the blob keeps that MD5 as its Content-MD5.
+        assert blob.get_blob_properties().content_settings.content_md5 == (md5 if etag_is_md5 else None)
+        landed = blob.download_blob().readall()
+        assert landed == data
+        assert pq.ParquetFile(io.BytesIO(landed)).metadata.num_rows == large.rows
 
 
 def test_the_time_budget_defers_files_to_the_next_run(stack) -> None:

@@ -1,8 +1,8 @@
 """Faults during a run: nothing half-visible, a plain report, and the next run finishes the job.
 
-Faults a real server cannot produce on demand (a body that dies mid-stream, a refused
-connection for one key) are injected through botocore's own event hooks; the data still
-flows through the real moto server and Azurite.
+A body that dies mid-stream is cut off by the loopback fault proxy in front of moto; a refused
+connection for one key is injected through botocore's own event hooks. The data still flows
+through the real moto server and Azurite.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from botocore.exceptions import EndpointConnectionError, ResponseStreamingError
+from botocore.exceptions import EndpointConnectionError
 
 from shared.copy import FAILED, PRESENT, PUBLISHED, copy_file
 from shared.demo.bucket import BucketSpec, legacy_schema, make_table, parquet_bytes
@@ -24,6 +24,7 @@ from shared.plan import WorkItem
 from shared.run import Bridge, RunFailed, plan_run, run_for_timer, run_once
 from shared.sink.lake import IF_MISSING, PublishConflict
 from shared.verify.schema import SchemaJudge
+from tests.faultproxy import PASS, RESET_MID_BODY, FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -32,47 +33,31 @@ SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"],
              legacy_snapshots=["device"], v1_snapshots=["devices"], bad_files=False)
 
 
-class _DiesAfter:
-    """A response body that raises after ``limit`` bytes, like a connection reset mid-body."""
-
-    def __init__(self, body, limit: int) -> None:
-        self.body, self.left = body, limit
-
-    def read(self, amount: int | None = None) -> bytes:
-        if self.left <= 0:
-            raise ResponseStreamingError(error="connection reset by peer (injected)")
-        chunk = self.body.read(min(amount or self.left, self.left))
-        self.left -= len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        self.body.close()
-
-
-def _break_bodies_over(bridge: Bridge, size: int) -> None:
-    """Every full GET of an object larger than ``size`` dies after ``size`` bytes."""
-
-    def handler(parsed, **kwargs) -> None:
-        if parsed.get("ContentLength", 0) > size and "ContentRange" not in parsed:
-            parsed["Body"] = _DiesAfter(parsed["Body"], size)
-
-    bridge.source.client.meta.events.register("after-call.s3.GetObject", handler, unique_id="break-body")
-
-
 def test_a_body_that_dies_mid_copy_leaves_nothing_visible_and_the_next_run_finishes(stack) -> None:
-    objects = stack.seed(BucketSpec(**SMALL, large_file_bytes=12 * 1024 * 1024))
+    objects = stack.seed(BucketSpec(**SMALL, large_file_bytes=20 * 1024 * 1024))
     large, data = next((w, d) for w, d in objects if w.note == "large, multipart")
-    broken = stack.bridge(BRIDGE_MAX_CONCURRENCY="2")
-    _break_bodies_over(broken, 9 * 1024 * 1024)  # only the large file: one block staged, then the reset
+    gets: list[str] = []
 
-    result = run_once(broken)
+    def rule(method: str, path: str) -> str:
+        if method == "GET" and path.split("?")[0] == f"/{stack.bucket}/{large.key}":
+            gets.append(path)
+            return RESET_MID_BODY if len(gets) == 2 else PASS  # the first GET reads the footer
+        return PASS
+
+    proxy = FaultProxy(stack.moto.port, rule=rule)  # cuts the body off after 10 of its 20 MiB
+    try:
+        result = run_once(stack.bridge(BRIDGE_MAX_CONCURRENCY="2", HALTIAN_S3_ENDPOINT_URL=proxy.url))
+    finally:
+        proxy.close()
+    assert proxy.counts[RESET_MID_BODY] == 1
     outcome = next(o for o in result.outcomes if o.item.key.key == large.key)
-    assert outcome.action == FAILED and "ResponseStreamingError" in outcome.reason
+    assert outcome.action == FAILED and "IncompleteRead" in outcome.reason
     assert result.exit_code == 1 and result.status == "incomplete"
     assert result.count(PUBLISHED) == len(objects) - 1  # the other files were not held back
     blob = stack.container.get_blob_client(f"{ROOT}/{large.key}")
+    assert len(blob.get_block_list("uncommitted")[1]) == 1  # one block staged before the reset ...
     with pytest.raises(ResourceNotFoundError):
-        blob.get_blob_properties()  # staged blocks are invisible: no partial file at the mirrored path
+        blob.get_blob_properties()  # ... and invisible: no partial file at the mirrored path
     manifest = json.loads(stack.container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall())
     assert [f["source_key"] for f in manifest["files"] if f["action"] == FAILED] == [large.key]
     assert not result.full_reconcile_completed
@@ -92,17 +77,17 @@ def test_the_timer_raises_after_finishing_the_other_files(stack, monkeypatch, ca
         monkeypatch.setenv(name, value)
     bridge = Bridge.from_settings(stack.settings())  # the same cached clients the timer uses
 
-    def refuse(params, **kwargs) -> None:
-        if params.get("Key") == victim:
+    def refuse(method: str, url: str) -> None:  # the transport's hook, called before each GET is sent
+        if url.endswith(victim):
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1 (injected)")
 
-    bridge.source.client.meta.events.register("before-parameter-build.s3.GetObject", refuse, unique_id="refuse")
+    bridge.source.transport.hook = refuse
     with caplog.at_level(logging.INFO, logger="shared"), pytest.raises(RunFailed, match="1 failed"):
         run_for_timer(stack.env())
     assert any(r.levelno == logging.ERROR and "failed files are listed in" in r.getMessage() for r in caplog.records)
     assert len(stack.data_files()) == len(objects) - 1
 
-    bridge.source.client.meta.events.unregister("before-parameter-build.s3.GetObject", unique_id="refuse")
+    bridge.source.transport.hook = None
     result = run_for_timer(stack.env())
     assert [o.item.key.key for o in result.outcomes] == [victim]
 

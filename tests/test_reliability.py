@@ -266,6 +266,7 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
     from azure.storage.blob import BlobServiceClient
 
     from shared.run import Bridge
+    from shared.sink.blob_writer import azure_transport
     from shared.sink.lake import Lake
     from shared.source.s3 import S3Source
 
@@ -289,7 +290,8 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
                                                                       retries={"mode": "standard", "max_attempts": 5}))
         service = BlobServiceClient.from_connection_string(env["ADLS_CONNECTION_STRING"], read_timeout=1,
                                                            connection_timeout=1)
-        lake = Lake(service.get_container_client(stack.container_name), settings.adls_root)
+        lake = Lake(service.get_container_client(stack.container_name), settings.adls_root,
+                    azure_transport(8, connect_timeout=1, read_timeout=1))
         result = run_once(Bridge(settings, S3Source(s3, stack.bucket), lake, None))
     finally:
         s3_proxy.close()

@@ -43,13 +43,13 @@ def test_a_run_emits_every_metric_the_alerts_and_workbook_use(stack, reader) -> 
     victim = next(w.key for w, _ in objects if w.expect == "good")
     bridge = stack.bridge()
 
-    def refuse(params, **kwargs) -> None:
-        if params.get("Key") == victim:
+    def refuse(method: str, url: str) -> None:  # the transport's hook, called before each GET is sent
+        if url.endswith(victim):
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1 (injected)")
 
-    bridge.source.client.meta.events.register("before-parameter-build.s3.GetObject", refuse, unique_id="t-refuse")
+    bridge.source.transport.hook = refuse
     result = run_once(bridge)
-    bridge.source.client.meta.events.unregister("before-parameter-build.s3.GetObject", unique_id="t-refuse")
+    bridge.source.transport.hook = None
     tight = stack.bridge(BRIDGE_TIME_BUDGET_SECONDS="1")
 
     class SpendBudget:

@@ -26,9 +26,11 @@ import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from shared.settings import Settings
+from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
+from shared.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,13 @@ class Condition:
             return {"etag": self.etag, "match_condition": MatchConditions.IfNotModified}
         return {}
 
+    def headers(self) -> dict[str, str]:
+        if self.if_missing:
+            return {"if-none-match": "*"}
+        if self.etag is not None:
+            return {"if-match": self.etag}
+        return {}
+
 
 IF_MISSING = Condition(if_missing=True)
 ALWAYS = Condition()
@@ -100,9 +109,11 @@ class PublishConflict(Exception):
 class Lake:
     """One container and root folder; paths given to its methods are relative to the root."""
 
-    def __init__(self, container: ContainerClient, root: str = "") -> None:
+    def __init__(self, container: ContainerClient, root: str = "", transport: Transport | None = None) -> None:
         self.container = container
         self.root = root.strip("/")
+        # Publishing (the copy path's requests) goes through the lean writer; the rest through the SDK.
+        self.writer = BlobWriter(container, transport or azure_transport(pool_size=32))
 
     def path(self, relative: str) -> str:
         """The blob name for a path below the root; refuses anything that could escape it."""
@@ -146,26 +157,16 @@ class Lake:
         Raises:
             PublishConflict: the condition failed.
         """
-        blob = self.container.get_blob_client(self.path(relative))
         try:
-            response = blob.upload_blob(
-                data,
-                length=len(data),
-                validate_content=True,
-                content_settings=ContentSettings(content_type=PARQUET_CONTENT_TYPE),
-                metadata=metadata,
-                overwrite=True,
-                **condition.kwargs(),
-            )
-        except (ResourceExistsError, ResourceModifiedError) as err:
+            return self.writer.put_blob(self.path(relative), data, content_type=PARQUET_CONTENT_TYPE,
+                                        metadata=metadata, condition=condition.headers())
+        except WriteConflict as err:
             return self._own_earlier_attempt(relative, metadata, err)
-        return response["last_modified"]
 
     def stage(self, relative: str, index: int, data: bytes) -> str:
         """Stages one block on the final name; readers see nothing until :meth:`commit`."""
         block_id = _block_id(index)
-        blob = self.container.get_blob_client(self.path(relative))
-        blob.stage_block(block_id, data, length=len(data), validate_content=True)
+        self.writer.put_block(self.path(relative), block_id, data)
         return block_id
 
     def stage_from_url(self, relative: str, index: int, url: str, offset: int, length: int) -> str:
@@ -184,17 +185,11 @@ class Lake:
         Raises:
             PublishConflict: the condition failed.
         """
-        blob = self.container.get_blob_client(self.path(relative))
         try:
-            response = blob.commit_block_list(
-                [BlobBlock(block_id=b) for b in block_ids],
-                content_settings=ContentSettings(content_type=PARQUET_CONTENT_TYPE, content_md5=md5),
-                metadata=metadata,
-                **condition.kwargs(),
-            )
-        except (ResourceExistsError, ResourceModifiedError) as err:
+            return self.writer.put_block_list(self.path(relative), block_ids, content_type=PARQUET_CONTENT_TYPE,
+                                              content_md5=md5, metadata=metadata, condition=condition.headers())
+        except WriteConflict as err:
             return self._own_earlier_attempt(relative, metadata, err)
-        return response["last_modified"]
 
     def _own_earlier_attempt(self, relative: str, metadata: dict[str, str], err: Exception) -> datetime:
         """A conditional write failed: fine when it was this very write, retried by the SDK after a
@@ -306,8 +301,6 @@ def make_container_client(settings: Settings, credential: Any | None) -> Contain
         service = BlobServiceClient(settings.adls_account_url, credential=credential, **options)
     return service.get_container_client(settings.adls_container)
 
-
-STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
 def delta_storage_options(settings: Settings, credential: Any | None) -> dict[str, str]:

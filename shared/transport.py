@@ -1,0 +1,157 @@
+"""The copy path's HTTP: one urllib3 pool per side, the SDKs' retry rules, and nothing else.
+
+A small file costs the bridge one GET and one PUT. Through boto3 and azure-storage-blob each of
+those requests spends more CPU in the SDK's generic machinery (endpoint rules, parameter
+models, policy pipelines, per-request environment lookups) than in moving the bytes, and the
+copy is CPU-bound (see bench/RESULTS.md). So the four requests of the copy path (S3 GET, Put
+Blob, Put Block, Put Block List) go through this module instead; the SDKs still sign the S3
+side (a presigned URL) and do everything else (listing, leases, properties, Delta).
+
+Retries follow the SDKs the bridge used before: a fixed number of attempts, exponential
+backoff with jitter, on connection errors, timeouts, resets while reading, and the transient
+statuses (408, 429, 500, 502, 503, 504). Everything else is the caller's to judge.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+
+from shared.errors import without_queries
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Called once per attempt with the method and URL (the benchmark counts requests with it).
+RequestHook = Callable[[str, str], None]
+
+
+class TransportError(Exception):
+    """A request that failed after its retries: no answer, or a transient status every time.
+
+    The message names the request without its query (a presigned URL's signature stays out).
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n (from 1) waits ``first * base**(n-1)`` seconds,
+    jittered by ``jitter`` (a fraction), at most ``cap``."""
+
+    first: float
+    base: float
+    cap: float
+    jitter: float = 1.0
+
+    def delay(self, retry: int) -> float:
+        plain = min(self.cap, self.first * self.base ** (retry - 1))
+        return plain * (1 - self.jitter * random.random())  # noqa: S311 - jitter, not crypto
+
+
+#: botocore's standard retry mode: full jitter on 2**n seconds, at most 20 s.
+S3_BACKOFF = Backoff(first=1.0, base=2.0, cap=20.0)
+#: azure-storage-blob's ExponentialRetry(initial_backoff=1, increment_base=3), with its +-3 s jitter
+#: approximated by half jitter.
+AZURE_BACKOFF = Backoff(first=1.0, base=3.0, cap=60.0, jitter=0.5)
+
+
+class Transport:
+    """Sends requests with retries over a pooled urllib3 manager (proxy and CA from the environment,
+    read once)."""
+
+    def __init__(self, *, attempts: int, backoff: Backoff, connect_timeout: float, read_timeout: float,
+                 pool_size: int, ca_bundle: str | None = None, hook: RequestHook | None = None) -> None:
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.hook = hook
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._options: dict[str, Any] = {"maxsize": pool_size, "block": False, "retries": False,
+                                         "timeout": self.timeout}
+        if ca_bundle:
+            self._options["ca_certs"] = ca_bundle
+        self._direct = urllib3.PoolManager(num_pools=8, **self._options)
+        self._proxies = urllib.request.getproxies()
+        self._via: dict[str, urllib3.PoolManager] = {}
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        parts = urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return self._direct
+        if proxy not in self._via:
+            self._via[proxy] = urllib3.ProxyManager(proxy, num_pools=8, **self._options)
+        return self._via[proxy]
+
+    def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
+             body: bytes | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
+        """The first answer that is not a transient status; raises TransportError when none came.
+
+        ``headers`` may be a function, called per attempt (signatures carry the time). With
+        ``stream`` the body is left unread (the caller reads it and calls ``release_conn``);
+        otherwise it is read in full inside the retry loop, so a reset mid-body is retried.
+        """
+        manager = self._manager(url)
+        last: str = ""
+        status: int | None = None
+        code: str | None = None
+        for attempt in range(1, self.attempts + 1):
+            if attempt > 1:
+                time.sleep(self.backoff.delay(attempt - 1))
+            if self.hook is not None:
+                self.hook(method, url)
+            try:
+                response = manager.request(method, url, body=body,
+                                           headers=headers() if callable(headers) else headers,
+                                           preload_content=not stream, redirect=False)
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                last, status, code = f"{type(err).__name__}: {_first_line(err)}", None, None
+                continue
+            if response.status not in TRANSIENT_STATUSES:
+                return response
+            status = response.status
+            code = response.headers.get("x-ms-error-code") or error_code(_drain(response))
+            last = f"HTTP {status} {code or ''}".rstrip()
+        raise TransportError(f"{method} {without_queries(url)}: {last} (after {self.attempts} attempts)",
+                             status, code)
+
+
+def error_code(body: bytes) -> str | None:
+    """The ``<Code>`` of an S3 or Azure XML error body."""
+    start = body.find(b"<Code>")
+    end = body.find(b"</Code>", start)
+    if start < 0 or end < 0:
+        return None
+    return body[start + 6:end].decode("utf-8", "replace")[:100]
+
+
+def ca_bundle(*names: str) -> str | None:
+    """The first CA bundle named by one of these environment variables."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _drain(response: urllib3.BaseHTTPResponse) -> bytes:
+    try:
+        return response.data or b""
+    except (urllib3.exceptions.HTTPError, OSError):
+        return b""
+    finally:
+        response.release_conn()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return without_queries(lines[0])[:300] if lines else ""
+
+
