@@ -197,10 +197,14 @@ class _Verdict:
 def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
     started, started_cpu = time.monotonic(), time.thread_time()
     try:
-        return _verdict(item, judge, read_facts, outcome)
+        verdict = _verdict(item, judge, read_facts, outcome)
     finally:
         outcome.verify_seconds = time.monotonic() - started
         outcome.verify_cpu_seconds = time.thread_time() - started_cpu
+    if verdict.facts is not None and verdict.quarantine_reason is None:
+        # Not a check: the statistics the file's Delta add action carries, read from the same footer.
+        outcome.table = table_facts(verdict.facts.metadata)
+    return verdict
 
 
 def _verdict(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
@@ -212,8 +216,6 @@ def _verdict(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileO
     outcome.schema_fingerprint = fingerprint(facts.columns)
     schema = judge.judge(item.key, facts.columns)
     outcome.schema = schema
-    if not schema.quarantine:
-        outcome.table = table_facts(facts.metadata)
     return _Verdict(facts, schema, schema.reason if schema.quarantine else None)
 
 

@@ -243,7 +243,7 @@ class Lake:
 
     def write_json(self, relative: str, document: Any, *, condition: Condition | None = None) -> bool:
         """Writes a JSON document atomically; False when the condition failed."""
-        data = json.dumps(document, indent=2, default=str).encode()
+        data = json.dumps(document, separators=(",", ":"), default=str).encode()  # C encoder: fast on big manifests
         blob = self.container.get_blob_client(self.path(relative))
         try:
             blob.upload_blob(

@@ -75,7 +75,7 @@ def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
         raise UnreadableParquet(f"Parquet footer cannot be decoded: {_short(err)}") from err
     _check_layout(metadata, size - footer_length - 8)
     if whole:
-        _check_pages(parquet)
+        _check_pages(parquet, metadata, schema)
     return ParquetFacts(
         rows=metadata.num_rows,
         row_groups=metadata.num_row_groups,
@@ -110,17 +110,16 @@ def _check_layout(metadata: pq.FileMetaData, data_end: int) -> None:
         )
 
 
-def _check_pages(parquet: pq.ParquetFile) -> None:
+def _check_pages(parquet: pq.ParquetFile, metadata: pq.FileMetaData, schema: pa.Schema) -> None:
     """Decodes, in every row group, the column chunk that is cheapest to decode, and checks that
     its pages hold the rows the row group claims (one column suffices to count rows; the
     others' chunks were checked to lie inside the file). Memory stays at one column chunk."""
-    metadata = parquet.metadata
     for index in range(metadata.num_row_groups):
         group = metadata.row_group(index)
         if group.num_columns == 0:
             continue
         cheapest = min(range(group.num_columns), key=lambda c: group.column(c).total_compressed_size)
-        name = parquet.schema_arrow.field(cheapest).name if cheapest < len(parquet.schema_arrow) else None
+        name = schema.field(cheapest).name if cheapest < len(schema) else None
         try:
             decoded = parquet.read_row_group(index, columns=[name] if name else None).num_rows
         except (pa.ArrowException, OSError, ValueError) as err:
