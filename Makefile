@@ -39,7 +39,7 @@ soak: setup
 # row; writes bench/RESULTS.md. Never part of `make test`: about 30 minutes.
 bench: setup
 	@command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone; }
-	$(PY) -m bench.run
+	$(PY) -m bench.run --profile
 	$(PY) -m bench.backfill
 
 clean:

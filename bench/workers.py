@@ -160,7 +160,7 @@ def _is(file_suffix: str, *names: str) -> Any:
 #: line above them; "any ..." lines cut across the steps.
 _FOCUS = (
     ("copy_file (one file, all of it)", _is("shared/copy.py", "copy_file")),
-    ("  S3 GET and read (S3Source.get / read_tail, presigning included)", _is("shared/source/s3.py", "get",
+    ("  S3 GET and read (S3Source.get / read_tail, SigV4 signing included)", _is("shared/source/s3.py", "get",
                                                                              "read_tail")),
     ("  verification (_judge: Parquet checks, schema, table facts)", _is("shared/copy.py", "_judge")),
     ("    of which inspect_parquet", _is("shared/verify/parquet.py", "inspect_parquet")),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import urllib3
 
 from shared.errors import without_queries
@@ -136,9 +137,18 @@ def error_code(body: bytes) -> str | None:
     return body[start + 6:end].decode("utf-8", "replace")[:100]
 
 
-def ca_bundle(*names: str) -> str | None:
-    """The first CA bundle named by one of these environment variables."""
-    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+def ca_bundle(*names: str) -> str:
+    """The first CA bundle named by one of these environment variables, else certifi's (as the
+    SDKs use)."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None) or certifi.where()
+
+
+def release(response: urllib3.BaseHTTPResponse) -> None:
+    """Gives a response's connection back to the pool, or closes it when its body was not read to
+    the end (a connection with unread bytes must not carry the next request)."""
+    if response.length_remaining:
+        response.close()
+    response.release_conn()
 
 
 def _drain(response: urllib3.BaseHTTPResponse) -> bytes:

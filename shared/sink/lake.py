@@ -6,7 +6,8 @@ Haltian key (keys start with ``parquet/`` or ``downloads/``, see ``haltian.keys`
 
 Publishing is atomic: a single Put Blob, or blocks staged on the final name (invisible to
 readers) and committed by one Put Block List. Every request body carries Content-MD5, so
-the service itself checks each byte that lands.
+the service itself checks each byte that lands. Those publishing requests go through
+:class:`~shared.sink.blob_writer.BlobWriter`; everything else through the SDK's container client.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.settings import Settings
-from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, ca_bundle, error_code
+from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, ca_bundle, error_code, release
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SourceBody:
         return self.response.read(amount)
 
     def close(self) -> None:
-        self.response.release_conn()
+        release(self.response)
 
 
 class S3Source:
@@ -98,7 +98,7 @@ class S3Source:
         response = self._get(obj, {}, stream=stream)
         length = int(response.headers.get("content-length", -1))
         if length != obj.size:
-            response.release_conn()
+            release(response)
             raise SourceChanged(f"listed with {obj.size} bytes, GET returned {length}")
         # An ETag is the MD5 of the bytes only for single-part uploads without SSE-KMS or SSE-C.
         etag_is_md5 = (
@@ -143,7 +143,7 @@ class S3Source:
         if response.status in (200, 206):
             return response
         body = response.data if not stream else response.read(64 * 1024)
-        response.release_conn()
+        release(response)
         code = error_code(body) or str(response.status)
         if response.status in (404, 412):
             raise SourceChanged(f"object changed or vanished since it was listed (S3 {code})")
