@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError
 import urllib3
+from azure.core.exceptions import AzureError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import describe

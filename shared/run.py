@@ -27,11 +27,11 @@ from shared.manifest.recover import write_interrupted
 from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings
+from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
     META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
 )
 from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
-from shared.sink.blob_writer import azure_transport
 from shared.source.s3 import S3Source, make_s3_client
 from shared.tables.delta import DeltaPublisher, TableChange, TableFile
 from shared.verify.schema import SchemaJudge

@@ -4,8 +4,9 @@ A small file costs the bridge one GET and one PUT. Through boto3 and azure-stora
 those requests spends more CPU in the SDK's generic machinery (endpoint rules, parameter
 models, policy pipelines, per-request environment lookups) than in moving the bytes, and the
 copy is CPU-bound (see bench/RESULTS.md). So the four requests of the copy path (S3 GET, Put
-Blob, Put Block, Put Block List) go through this module instead; the SDKs still sign the S3
-side (a presigned URL) and do everything else (listing, leases, properties, Delta).
+Blob, Put Block, Put Block List) go through this module instead. botocore's own SigV4 signer
+still signs the GET (shared.source.s3); shared.sink.blob_writer signs the Blob requests as the
+storage SDK does; the SDKs do everything else (listing, leases, properties; Delta is delta-rs).
 
 Retries follow the SDKs the bridge used before: a fixed number of attempts, exponential
 backoff with jitter, on connection errors, timeouts, resets while reading, and the transient

@@ -163,7 +163,8 @@ def object_url_base(client: Any, bucket: str) -> str:
     """Where botocore sends an object's GET: endpoint, addressing style and region as configured,
     up to the key (``https://bucket.s3.eu-west-1.amazonaws.com/``, ``http://127.0.0.1:9000/bucket/``).
 
-    Asked once, by building a GetObject request and stopping it before it is sent.
+    Asked once, by building a GetObject request and stopping it before it is signed (so no
+    credentials are needed yet) and, of course, sent.
     """
     probe = "haltian-bridge-probe"
     seen: list[str] = []
@@ -172,13 +173,13 @@ def object_url_base(client: Any, bucket: str) -> str:
         seen.append(request.url)
         raise _Probed()
 
-    client.meta.events.register_first("before-send.s3.GetObject", stop, unique_id="haltian-url-probe")
+    client.meta.events.register_last("before-sign.s3.GetObject", stop, unique_id="haltian-url-probe")
     try:
         client.get_object(Bucket=bucket, Key=probe)
     except _Probed:
         pass
     finally:
-        client.meta.events.unregister("before-send.s3.GetObject", unique_id="haltian-url-probe")
+        client.meta.events.unregister("before-sign.s3.GetObject", unique_id="haltian-url-probe")
     url = seen[0].split("?", 1)[0]
     if not url.endswith(probe):
         raise ValueError(f"unexpected S3 object URL form: {url}")
