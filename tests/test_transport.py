@@ -152,3 +152,33 @@ def test_bearer_tokens_are_reused_until_five_minutes_before_they_expire() -> Non
     bearer._expires = now + 100  # within five minutes of expiring: fetched again
     bearer("PUT", "/c/b", headers)
     assert issued == ["t0", "t1"] and headers["authorization"] == "Bearer t1"
+
+
+@pytest.mark.parametrize("url", [
+    "https://acct.blob.core.windows.net/lake/haltian/raw/a%20b/%C3%BC%2B.parquet",
+    "https://acct.blob.core.windows.net/lake/x.parquet?comp=block&blockid=YmxvY2stMDAwMQ%3D%3D",
+    "http://127.0.0.1:10000/devstoreaccount1/lake/x.parquet?comp=blocklist",
+])
+def test_shared_key_signatures_match_the_sdks_for_account_and_emulator_urls(url: str) -> None:
+    """The same string to sign as the storage SDK's own policy, for a real account's URL form as
+    well as the emulator's (which Azurite checks in the tests above)."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.transport import HttpRequest
+    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+
+    from shared.sink.blob_writer import _SharedKey
+
+    account = "devstoreaccount1" if "127.0.0.1" in url else "acct"
+    base, _, query = url.partition("?")
+    container_path = "/devstoreaccount1/lake" if account == "devstoreaccount1" else "/lake"
+    path = base.split(container_path, 1)[1]
+    headers = {"x-ms-version": "2026-10-06", "x-ms-date": "Sat, 28 Nov 2026 10:00:00 GMT",
+               "x-ms-blob-type": "BlockBlob", "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg==", "content-length": "10",
+               "x-ms-meta-haltian_source_key": "parquet/k", "if-none-match": "*"}
+    ours = dict(headers)
+    _SharedKey(account, servers.AZURITE_KEY, container_path)("PUT", path, ours, query)
+
+    request = HttpRequest("PUT", url, headers=dict(headers))
+    SharedKeyCredentialPolicy(account, servers.AZURITE_KEY).on_request(
+        PipelineRequest(request, PipelineContext(None)))
+    assert ours["authorization"] == request.headers["Authorization"]
