@@ -48,8 +48,8 @@ TOOLS = ("bridge", "rclone", "ceiling")
 #: The ceiling's configurations tried in round 1: thread pool width x Content-MD5 on each PUT.
 #: (Azurite ingests blocks several times faster when a request carries Content-MD5, so a
 #: ceiling without it would be no ceiling; the fastest configuration is kept.)
-#: The ceiling's trials: (threads, client). "sdk" is boto3 + azure-storage-blob; "raw" is a presigned GET
-#: and the lean Blob requests of shared.transport (what the bridge uses), without anything else.
+#: The ceiling's trials: (threads, client). "sdk" is boto3 + azure-storage-blob; "raw" is the bridge's own
+#: GET and Blob requests (shared.transport), without anything else.
 CEILING_TRIALS = tuple((c, client) for client in ("sdk", "raw") for c in (8, 16, 32))
 MB = 1_000_000
 CHILD_TIMEOUT_S = 3600
@@ -1050,7 +1050,7 @@ def render(bench: Bench) -> str:
                        f"{facts['months']} month folders, legacy key layout; seeded into moto in "
                        f"{facts['seed_s']:.1f} s")
             if "ceiling_trials" in facts:
-                out.append(f"- ceiling trials in round 1 (wall s; cN = N threads; sdk = boto3 and azure-storage-blob, raw = a presigned GET and the lean Blob requests of shared.transport; Content-MD5 on every PUT): "
+                out.append(f"- ceiling trials in round 1 (wall s; cN = N threads; sdk = boto3 and azure-storage-blob, raw = the bridge's own lean GET and Blob requests; Content-MD5 on every PUT): "
                            f"{facts['ceiling_trials']}; the fastest is kept for the later rounds")
             if "bridge_what_if" in facts:
                 w = facts["bridge_what_if"]

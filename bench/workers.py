@@ -175,7 +175,6 @@ _FOCUS = (
     ("Delta tables (DeltaPublisher.sync, in its threads)", _is("shared/tables/delta.py", "sync")),
     ("manifest (_write_manifest)", _is("shared/run.py", "_write_manifest")),
     ("any S3 request through boto3 (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
-    ("any presigned GET URL (botocore generate_presigned_url)", _is("botocore/signers.py", "generate_presigned_url")),
     ("any request of the copy path (shared.transport Transport.send)", _is("shared/transport.py", "send")),
     ("any blob write (the lean BlobWriter, or the SDK's upload_blob / stage_block / commit_block_list)",
      lambda f, n: (f.endswith("shared/sink/blob_writer.py") and n == "_send") or (
@@ -338,28 +337,28 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
                     container.upload_blob(obj["Key"], body, length=length, overwrite=True, validate_content=True)
             return length
 
-        if raw:
+        if raw:  # the bridge's own GET (signed by botocore's signer) and Blob requests, nothing around them
             from shared.sink.blob_writer import BlobWriter, azure_transport
-            from shared.source.s3 import s3_transport
+            from shared.source.s3 import S3Source, SourceObject, s3_transport
 
-            get = s3_transport(s3, hook=s3_counts.s3_transport_hook)
+            source = S3Source(s3, bucket, s3_transport(s3, hook=s3_counts.s3_transport_hook))
             writer = BlobWriter(container, azure_transport(concurrency * 2 + 4,
                                                           hook=azure_counts.azure_transport_hook))
 
         def raw_copy(obj: dict[str, Any]) -> int:
-            url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": obj["Key"]}, ExpiresIn=900)
+            listed = SourceObject(obj["Key"], obj["Size"], obj["ETag"].strip('"'))
             block = 8 * 1024 * 1024
             if obj["Size"] <= block:
-                data = get.send("GET", url, headers={}).data
+                data = source.get(listed).data
                 writer.put_blob(obj["Key"], data, content_type="application/octet-stream", metadata={}, condition={})
                 return len(data)
-            response = get.send("GET", url, headers={}, stream=True)
+            body = source.get(listed, stream=True)
             ids, length = [], 0
-            while chunk := response.read(block):
+            while chunk := body.read(block):
                 ids.append(f"{len(ids):08d}")
                 writer.put_block(obj["Key"], ids[-1], chunk)
                 length += len(chunk)
-            response.release_conn()
+            body.close()
             writer.put_block_list(obj["Key"], ids, content_type="application/octet-stream", content_md5=None,
                                   metadata={}, condition={})
             return length
