@@ -31,7 +31,7 @@ demo: setup
 demo-backfill: setup
 	$(PY) -m shared.demo --days 4 --backfill 4
 
-# 50 consecutive runs with seeded random faults and deliveries (bounded: about 15 minutes).
+# 50 consecutive runs with seeded random faults and deliveries (bounded: about 20 minutes).
 soak: setup
 	SOAK_RUNS=$${SOAK_RUNS:-50} $(PY) -m pytest -q --timeout 2400 tests/test_soak.py
 
