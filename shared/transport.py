@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 
-from shared.errors import without_queries
+from shared.errors import describe, without_queries
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -118,7 +118,7 @@ class Transport:
                                            headers=headers() if callable(headers) else headers,
                                            preload_content=not stream, redirect=False)
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                last, status, code = f"{type(err).__name__}: {_first_line(err)}", None, None
+                last, status, code = describe(err), None, None
                 continue
             if response.status not in TRANSIENT_STATUSES:
                 return response
@@ -159,10 +159,3 @@ def _drain(response: urllib3.BaseHTTPResponse) -> bytes:
         return b""
     finally:
         response.release_conn()
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return without_queries(lines[0])[:300] if lines else ""
-
-

@@ -23,6 +23,8 @@ from urllib.parse import quote, unquote, urlsplit
 from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
+#: Where a CA bundle for the lake may be named, as the storage SDK's transport (requests) reads it.
+LAKE_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 #: Conflicts of a conditional write: the blob exists (If-None-Match) or is another version (If-Match).
 CONFLICT_STATUSES = (409, 412)
 
@@ -36,7 +38,7 @@ def azure_transport(pool_size: int, *, connect_timeout: float = 10, read_timeout
     """The lake's transport: 1 attempt and 4 retries, as the SDK's ExponentialRetry(retry_total=4)."""
     return Transport(attempts=5, backoff=AZURE_BACKOFF, connect_timeout=connect_timeout,
                      read_timeout=read_timeout, pool_size=pool_size,
-                     ca_bundle=ca_bundle("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"), hook=hook)
+                     ca_bundle=ca_bundle(*LAKE_CA_BUNDLE_VARIABLES), hook=hook)
 
 
 class BlobWriter:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from shared.settings import Settings
-from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
-from shared.transport import Transport
+from shared.sink.blob_writer import (
+    LAKE_CA_BUNDLE_VARIABLES, STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport,
+)
+from shared.transport import Transport, ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,8 @@ class Lake:
             return self._own_earlier_attempt(relative, metadata, err)
 
     def _own_earlier_attempt(self, relative: str, metadata: dict[str, str], err: Exception) -> datetime:
-        """A conditional write failed: fine when it was this very write, retried by the SDK after a
-        timeout, whose first attempt landed; otherwise another writer won.
+        """A conditional write failed: fine when it was this very write, retried after a timeout,
+        whose first attempt landed; otherwise another writer won.
 
         Raises:
             PublishConflict: the blob holds someone else's write.
@@ -285,7 +286,7 @@ def make_container_client(settings: Settings, credential: Any | None) -> Contain
     found = urllib.request.getproxies()
     session.proxies = {name: found[key] for name, key in (("http", "http"), ("https", "https"), ("no_proxy", "no"))
                        if key in found}
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.verify = ca_bundle(*LAKE_CA_BUNDLE_VARIABLES)
     pool = settings.connection_pool_size
     session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
     session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))

@@ -15,7 +15,7 @@ import botocore.credentials
 import botocore.session
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from shared.settings import Settings
 from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, ca_bundle, error_code, release
@@ -41,7 +41,6 @@ class SourceBody:
     """A GET of one object version: its bytes (read whole) or its stream (``stream=True``)."""
 
     response: Any
-    size: int
     etag_is_md5: bool
 
     @property
@@ -107,7 +106,7 @@ class S3Source:
             and response.headers.get("x-amz-server-side-encryption") in (None, "AES256")
             and "x-amz-server-side-encryption-customer-algorithm" not in response.headers
         )
-        return SourceBody(response, length, etag_is_md5)
+        return SourceBody(response, etag_is_md5)
 
     def read_tail(self, obj: SourceObject, length: int) -> bytes:
         """The last ``length`` bytes of the listed version (the Parquet footer)."""
@@ -278,6 +277,3 @@ def _refreshing_session(refresh: Any, settings: Settings, method: str) -> boto3.
     core = botocore.session.get_session()
     core._credentials = refreshable  # botocore has no public setter for refreshable credentials
     return boto3.session.Session(botocore_session=core, region_name=settings.s3_region)
-
-
-TRANSIENT_SOURCE_ERRORS = (BotoCoreError, ClientError, TransportError)
