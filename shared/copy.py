@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -21,11 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import describe
 from shared.haltian.contracts import fingerprint
-from shared.plan import WorkItem
+from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.sink import lake as lake_module
 from shared.sink.lake import ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
-from shared.tables.facts import TableFacts, table_facts
+from shared.tables.facts import table_facts
 from shared.transport import TransportError
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
 from shared.verify.schema import SchemaJudge, SchemaOutcome
@@ -39,35 +38,8 @@ BLOCK_BYTES = 8 * 1024 * 1024
 #: Blocks the lake pulls itself (Put Block From URL allows up to 100 MiB a block).
 SERVER_BLOCK_BYTES = 64 * 1024 * 1024
 
-PUBLISHED = "published"
-QUARANTINED = "quarantined"
-FAILED = "failed"
-PRESENT = "present"
-
-
 class Corrupted(Exception):
     """The bytes read do not match what S3 said they are; the next run reads them again."""
-
-
-@dataclass
-class FileOutcome:
-    """What happened to one file, as the manifest reports it."""
-
-    action: str
-    item: WorkItem
-    destination: str | None = None
-    bytes: int = 0
-    rows: int | None = None
-    schema_fingerprint: str | None = None
-    schema: SchemaOutcome | None = None
-    reason: str | None = None
-    integrity: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    verify_seconds: float = 0.0  # wall time, GIL waits included
-    verify_cpu_seconds: float = 0.0  # this thread's CPU time spent verifying
-    table: TableFacts | None = None
-    lake_modified: datetime | None = None
-    replaced_copy: str | None = None
 
 
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,

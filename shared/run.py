@@ -11,20 +11,20 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
 from shared import logs, telemetry
-from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
+from shared.copy import copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
-from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
+from shared.model import FULL, PUBLISHED, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem
+from shared.plan import make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings
 from shared.sink.blob_writer import azure_transport
@@ -33,7 +33,7 @@ from shared.sink.lake import (
 )
 from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
 from shared.source.s3 import S3Source, make_s3_client
-from shared.tables.delta import DeltaPublisher, TableChange, TableFile
+from shared.tables.delta import DeltaPublisher
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
@@ -73,57 +73,6 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     lake = Lake(make_container_client(settings, credential), settings.adls_root,
                 azure_transport(settings.connection_pool_size))
     return Bridge(settings, source, lake, credential)
-
-
-@dataclass
-class RunResult:
-    """A finished run: the plan, every file's outcome, and where the manifest went."""
-
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    plan: Plan
-    settings: dict[str, Any]
-    outcomes: list[FileOutcome] = field(default_factory=list)
-    deferred: Counter = field(default_factory=Counter)
-    tables: list[TableChange] = field(default_factory=list)
-    recovered_runs: list[str] = field(default_factory=list)
-    full_reconcile_completed: bool = False
-    manifest_path: str | None = None
-
-    def count(self, action: str) -> int:
-        return sum(1 for o in self.outcomes if o.action == action)
-
-    @property
-    def failed(self) -> int:
-        return self.count(FAILED)
-
-    @property
-    def table_errors(self) -> int:
-        return sum(1 for t in self.tables if t.error)
-
-    @property
-    def status(self) -> str:
-        """``complete`` when nothing is left for the next run, else ``incomplete``."""
-        return "incomplete" if self.failed or self.deferred or self.table_errors else "complete"
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every file was published, skipped or quarantined and every table committed."""
-        return 1 if self.failed or self.table_errors else 0
-
-    def summary(self) -> str:
-        published = [o for o in self.outcomes if o.action == PUBLISHED]
-        return (
-            f"run {self.run_id} ({self.plan.mode}) {self.status}: "
-            f"{len(published)} published ({sum(o.bytes for o in published):,} bytes, "
-            f"{sum(o.rows or 0 for o in published):,} rows), "
-            f"{self.count(QUARANTINED)} quarantined, {self.failed} failed, "
-            f"{sum(self.deferred.values())} deferred to the next run, "
-            f"{sum(self.plan.present.values())} already present, "
-            f"{self.plan.unrecognized} unrecognised keys, "
-            f"in {(self.finished_at - self.started_at).total_seconds():.1f} s"
-        )
 
 
 def new_run_id(now: datetime) -> str:

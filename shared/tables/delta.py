@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from deltalake import DeltaTable, Field, Schema
@@ -35,7 +34,8 @@ from deltalake.transaction import (
 
 from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
-from shared.haltian.keys import HaltianKey, parse_key
+from shared.haltian.keys import parse_key
+from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
@@ -51,44 +51,6 @@ COMMIT_ATTEMPTS = 5
 
 class _Conflict(Exception):
     """Another writer changed the table first: reload it and try again."""
-
-
-@dataclass(frozen=True)
-class TableFile:
-    """A verified file at its mirrored path: a candidate for its dataset's table."""
-
-    key: HaltianKey
-    size: int
-    modified: datetime
-    facts: TableFacts | None = None  # None: read from the file's footer when needed
-
-    @property
-    def table_path(self) -> str:
-        """The add action's path, relative to the table root: ``{YYYY}/{MM}/{file}``."""
-        return self.key.key[len(self.key.dataset_folder):]
-
-    @property
-    def modification_time(self) -> int:
-        return int(self.modified.timestamp() * 1000)
-
-
-@dataclass
-class TableChange:
-    """What one sync did to one table, for the manifest."""
-
-    layout: str
-    organization: str
-    dataset: str
-    table: str
-    version: int | None = None
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    excluded: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.removed)
 
 
 @dataclass
