@@ -21,7 +21,7 @@ from shared.progress import TerminalProgress
 from shared.report import format_manifest, format_plan, plan_document
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
-from shared.sink.lock import RunLocked
+from shared.sink.lock import LockLost, RunLocked
 from shared.status import format_status, status
 from shared.tables.sql import find_tables, synapse_sql
 
@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_SETTINGS = 2
 EXIT_LOCKED = 3
+EXIT_LOCK_LOST = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except LockLost as err:
+        print(f"run stopped: {err}", file=sys.stderr)
+        telemetry.record_failed_run()
+        return EXIT_LOCK_LOST
     except (BotoCoreError, ClientError, AzureError) as err:
         # Listing or the manifest failed: nothing claims work that did not happen, and the
         # next run starts over from the bucket and the lake.

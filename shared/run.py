@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from shared import logs, telemetry
-from shared.copy import copy_file
+from shared.copy import Guard, copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
@@ -31,7 +31,9 @@ from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
     META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
 )
-from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
+from shared.sink.lock import (
+    LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
+)
 from shared.source.s3 import S3Source, make_s3_client
 from shared.tables.delta import DeltaPublisher
 from shared.verify.schema import SchemaJudge
@@ -114,6 +116,8 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
 
     Raises:
         RunLocked: another run holds the lake's lock (or the partition's).
+        LockLost: the run lost its lock while it worked and stopped before its next write;
+            the next run accounts for the files it published.
     """
     started = now or datetime.now(timezone.utc)
     clock_start = time.monotonic()
@@ -121,31 +125,34 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     logs.set_run_id(run_id)
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
-    with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path):
+    with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
         plan = plan_run(bridge, full=full, now=started, partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress)
-        result.tables = _sync_tables(bridge, plan, result, run_id)
+        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
         result.finished_at = datetime.now(timezone.utc)
-        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at)
+        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
-        _write_manifest(bridge.lake, result)
+        _write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None) -> None:
+              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
+    """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
+    abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
+        guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
         return copy_file(item, bridge.source, bridge.lake, judge, run_id,
-                         server_side=bridge.settings.copy_mode == "server")
+                         server_side=bridge.settings.copy_mode == "server", guard=guard)
 
     done_files = done_bytes = 0
     if progress is not None:
@@ -154,7 +161,11 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
         futures = {executor.submit(task, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
-            outcome = future.result()
+            try:
+                outcome = future.result()
+            except LockLost:
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise
             if outcome is None:
                 result.deferred[(item.key.layout, item.key.dataset)] += 1
                 continue
@@ -166,7 +177,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str) -> list[TableChange]:
+def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, guard: Guard) -> list[TableChange]:
     """Brings every dataset's Delta table in line with the verified files this run knows of.
 
     The candidates are the verified copies the plan listed (which heals a crash between
@@ -187,6 +198,7 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str) -> 
     if not by_table:
         return []
     publisher = bridge.delta_publisher(run_id)
+    publisher.guard = guard
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta") as executor:
         changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
     return [change for change in changes if change.changed or change.excluded or change.error]
@@ -200,14 +212,17 @@ def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
     return now - completed >= timedelta(hours=bridge.settings.full_reconcile_hours)
 
 
-def _write_manifest(lake: Lake, result: RunResult) -> None:
+def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
     document = build_manifest(result)
     path = manifest_path(result.run_id, result.started_at)
+    guard()
     lake.write_json(path, document)
     if result.plan.partition is None:
+        guard()
         lake.write_json(LATEST, document)
     result.manifest_path = lake.path(path)
     if result.full_reconcile_completed:
+        guard()
         lake.write_json(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
                                           "run_id": result.run_id})
 
@@ -224,7 +239,8 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
 
     Raises:
         SettingsError: the app settings are wrong; the message names each one.
-        RunFailed: the run finished, but some files failed; the manifest lists them.
+        RunFailed: the run finished, but some files failed (the manifest lists them), or it lost
+            its lock and stopped (the next run accounts for its files).
     """
     logs.configure()
     telemetry.configure(environ)
@@ -236,6 +252,10 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
     except RunLocked as err:
         log.warning("%s", err)
         return None
+    except LockLost as err:
+        log.error("%s", err)
+        telemetry.record_failed_run()
+        raise RunFailed(str(err)) from None
     except Exception:
         log.exception("run stopped before it could write its manifest; the next run starts over")
         telemetry.record_failed_run()

@@ -7,6 +7,7 @@ lake shows it wrote, so the manifests account for every file and report each onl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,10 +67,12 @@ def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> F
     )
 
 
-def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime) -> list[str]:
+def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime,
+                      guard: Callable[[], None] = lambda: None) -> list[str]:
     """Writes a manifest for each interrupted run the plan saw; returns their run ids."""
     recovered = []
     for run_id, files in sorted(interrupted_runs(lake, plan).items()):
+        guard()
         lake.write_json(manifest_path(run_id, run_started(run_id)), interrupted_manifest(run_id, files, recovered_by,
                                                                                          now))
         recovered.append(run_id)

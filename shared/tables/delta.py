@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,8 @@ class DeltaPublisher:
     container: str
     storage_options: dict[str, str]
     run_id: str
+    #: Called before every commit; raises when the run lost its lock (see ``sink.lock``).
+    guard: Callable[[], None] = lambda: None
 
     def uri(self, dataset_folder: str) -> str:
         return f"az://{self.container}/{self.lake.path(dataset_folder).rstrip('/')}"
@@ -123,6 +126,7 @@ class DeltaPublisher:
         properties = self._properties(table)
         if table is None:
             schema = Schema.from_arrow(table_schema(new_columns))
+            self.guard()
             try:
                 create_table_with_add_actions(
                     uri, schema, adds, mode="error", name=files[0].key.dataset,
@@ -146,6 +150,7 @@ class DeltaPublisher:
                 table = self._load(uri)
                 properties = self._properties(table)
             if new_columns:
+                self.guard()
                 table.alter.add_columns([Field(name, delta, nullable=True) for name, delta in new_columns.items()])
                 table = self._load(uri)
                 properties = self._properties(table)
@@ -163,6 +168,7 @@ class DeltaPublisher:
 
     def _commit(self, table: DeltaTable, actions: list[Any], properties: CommitProperties,
                 mode: str = "append") -> None:
+        self.guard()
         table.create_write_transaction(
             actions, mode=mode, schema=table.schema(), commit_properties=properties,
             post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
