@@ -23,7 +23,9 @@ from shared.errors import describe
 from shared.haltian.contracts import fingerprint
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.sink import lake as lake_module
-from shared.sink.lake import ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
+from shared.sink.lake import (
+    ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged, write_id,
+)
 from shared.sink.lock import LockLost
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
 from shared.tables.facts import table_facts
@@ -122,6 +124,7 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
         guard()
         _keep_replaced_version(item, lake, run_id, outcome)
     body = source.get(item.source, stream=True)
+    write = write_id(run_id, item.source.etag)
     # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
     # S3 ETag is an MD5 to compare with (then the blob gets that MD5 as its Content-MD5).
     md5 = hashlib.md5() if body.etag_is_md5 else None
@@ -132,7 +135,7 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
             if md5 is not None:
                 md5.update(block)
             total += len(block)
-            block_ids.append(lake.stage(destination, len(block_ids), block))
+            block_ids.append(lake.stage(destination, len(block_ids), block, write))
     finally:
         body.close()
     _check_bytes(item, body, total, md5, outcome)
@@ -160,12 +163,13 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
         guard()
         _keep_replaced_version(item, lake, run_id, outcome)
     url = source.presign(item.source)
+    write = write_id(run_id, item.source.etag)
     body_end = item.source.size - len(tail)
     block_ids = [
-        lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset))
+        lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset), write)
         for index, offset in enumerate(range(0, body_end, SERVER_BLOCK_BYTES))
     ]
-    block_ids.append(lake.stage(destination, len(block_ids), tail))
+    block_ids.append(lake.stage(destination, len(block_ids), tail, write))
     if source.etag_now(item.source) != item.source.etag:
         raise SourceChanged("object replaced while the lake copied it; nothing was committed")
     guard()

@@ -64,6 +64,8 @@ class Plan:
     mirrored: dict[str, LakeEntry] = field(default_factory=dict)
     #: The quarantined copies listed in the lake, by source key.
     quarantine: dict[str, LakeEntry] = field(default_factory=dict)
+    #: When the lake was listed (before the listing started).
+    listed_at: datetime | None = None
 
     def note_unrecognized(self, key: str) -> None:
         self.unrecognized += 1

@@ -21,6 +21,7 @@ from typing import Any
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
 from shared.haltian.keys import parse_key
+from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
 from shared.model import FULL, PUBLISHED, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem
@@ -29,7 +30,7 @@ from shared.progress import Progress
 from shared.settings import Settings
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
+    IF_MISSING, META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
 )
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
@@ -77,6 +78,11 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     return Bridge(settings, source, lake, credential)
 
 
+def _run_threads() -> dict[str, Any]:
+    """Executor options whose threads tag their log records with the calling run's id."""
+    return {"initializer": logs.set_run_id, "initargs": (logs.run_id(),)}
+
+
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
@@ -92,7 +98,8 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     full = partition is None and (full or _full_reconcile_due(bridge, now))
     leased = frozenset() if partition else frozenset(
         partition_of_lock(path) for path in bridge.lake.leased(PARTITION_LOCKS))
-    with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list") as executor:
+    with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list",
+                            **_run_threads()) as executor:
         return make_plan(
             bridge.source,
             bridge.lake,
@@ -122,7 +129,15 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     started = now or datetime.now(timezone.utc)
     clock_start = time.monotonic()
     run_id = new_run_id(started)
-    logs.set_run_id(run_id)
+    token = logs.set_run_id(run_id)
+    try:
+        return _run(bridge, run_id, started, clock_start, full, progress, partition)
+    finally:
+        logs.reset_run_id(token)
+
+
+def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, full: bool,
+         progress: Progress | None, partition: str | None) -> RunResult:
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
@@ -135,7 +150,8 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
         result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
         result.finished_at = datetime.now(timezone.utc)
-        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at, lock.check)
+        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at,
+                                                   settings.lock_seconds, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
@@ -157,7 +173,8 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     done_files = done_bytes = 0
     if progress is not None:
         progress.start(len(items), sum(item.source.size for item in items))
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy") as executor:
+    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy",
+                            **_run_threads()) as executor:
         futures = {executor.submit(task, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
@@ -199,7 +216,8 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, gua
         return []
     publisher = bridge.delta_publisher(run_id)
     publisher.guard = guard
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta") as executor:
+    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
+                            **_run_threads()) as executor:
         changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
     return [change for change in changes if change.changed or change.excluded or change.error]
 
@@ -213,18 +231,28 @@ def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
 
 
 def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
+    """The manifest (If-None-Match), its index entry, then ``latest.json`` and the reconcile
+    state, which only ever move forward (conditional writes: a slower run cannot move them back).
+
+    Raises:
+        LockLost: another run found this one without its lock and wrote its manifest for it.
+    """
     document = build_manifest(result)
     path = manifest_path(result.run_id, result.started_at)
     guard()
-    lake.write_json(path, document)
+    if not lake.write_json(path, document, condition=IF_MISSING):
+        raise LockLost(f"run {result.run_id} found its manifest written for it by another run (it had lost its "
+                       "lock); that manifest reports its files", datetime.now(timezone.utc))
+    result.manifest_path = lake.path(path)
+    guard()
+    index.append(lake, path, document)
     if result.plan.partition is None:
         guard()
-        lake.write_json(LATEST, document)
-    result.manifest_path = lake.path(path)
+        lake.write_json_forward(LATEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
     if result.full_reconcile_completed:
         guard()
-        lake.write_json(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
-                                          "run_id": result.run_id})
+        lake.write_json_forward(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
+                                                  "run_id": result.run_id}, order=lambda d: datetime.fromisoformat(d["completed_at"]))
 
 
 class RunFailed(Exception):

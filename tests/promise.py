@@ -75,6 +75,13 @@ def _source_version(stack, key: str, etag: str) -> bytes:
         raise
 
 
+def manifests(stack, root: str = "haltian/raw") -> list[dict]:
+    """Every run manifest in the lake (not latest.json's copy, not the index entries)."""
+    names = [b.name for b in stack.container.list_blobs(name_starts_with=f"{root}/_manifests/")]
+    return [json.loads(stack.container.get_blob_client(name).download_blob().readall()) for name in sorted(names)
+            if name != f"{root}/_manifests/latest.json" and not name.startswith(f"{root}/_manifests/index/")]
+
+
 def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", organization: str | None = None) -> None:
     """The whole promise, after a clean run. Raises AssertionError naming the first breach.
 
@@ -95,8 +102,7 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
 
     published: set[str] = set()
     quarantined: set[str] = set()
-    for name in (n for n in blobs if n.startswith("_manifests/") and n != "_manifests/latest.json"):
-        manifest = json.loads(stack.container.get_blob_client(f"{root}/{name}").download_blob().readall())
+    for manifest in manifests(stack, root):
         published |= {f["source_key"] for f in manifest["files"] if f["action"] == "published"}
         quarantined |= {f["source_key"] for f in manifest["files"] if f["action"] == "quarantined"}
 

@@ -17,6 +17,7 @@ conflict instead of interleaving, and the loser reloads the table and tries agai
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class DeltaPublisher:
                 change.added.clear()
                 change.removed.clear()
                 change.excluded.clear()
-                time.sleep(0.2 * attempt)
+                time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
             except (DeltaError, OSError) as err:
                 change.error = describe(err)
                 log.error("table %s: %s; the files stay published and the next run tries again",
