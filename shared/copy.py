@@ -68,6 +68,8 @@ class FileOutcome:
     table: TableFacts | None = None
     lake_modified: datetime | None = None
     replaced_copy: str | None = None
+    #: The quarantine path a released file came from (``quarantine release``).
+    released_from: str | None = None
 
 
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,

@@ -23,6 +23,8 @@ from shared.source.s3 import S3Source, SourceObject
 WINDOW = "window"
 FULL = "full"
 PARTITION = "partition"
+#: Quarantined files copied again under the contracts in force (``quarantine release``).
+RELEASE = "release"
 MAX_EXAMPLES = 10
 
 

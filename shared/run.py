@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,16 +20,16 @@ from functools import cache
 from typing import Any
 
 from shared import logs, telemetry
-from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
+from shared.copy import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
-from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
+from shared.plan import FULL, RELEASE, Plan, WorkItem, make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
+    META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
 )
 from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
 from shared.source.s3 import S3Source, make_s3_client
@@ -90,6 +90,26 @@ class RunResult:
     recovered_runs: list[str] = field(default_factory=list)
     full_reconcile_completed: bool = False
     manifest_path: str | None = None
+
+    def schema_drift(self) -> list[dict[str, Any]]:
+        """Schema drift once per dataset (not once per file): breaking drift that quarantined
+        files, and additive drift that was published, with every distinct problem and a few keys."""
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for outcome in self.outcomes:
+            schema = outcome.schema
+            if schema is None or not schema.drift or outcome.action not in (PUBLISHED, QUARANTINED):
+                continue
+            verdict = "breaking" if outcome.action == QUARANTINED else schema.verdict
+            key = outcome.item.key
+            entry = found.setdefault((key.layout, key.dataset, verdict), {
+                "layout": key.layout, "dataset": key.dataset, "verdict": verdict, "against": schema.against,
+                "contract": schema.contract, "files": 0, "problems": [], "examples": [],
+            })
+            entry["files"] += 1
+            entry["problems"] += [p for p in schema.drift if p not in entry["problems"]]
+            if len(entry["examples"]) < 3:
+                entry["examples"].append(key.key)
+        return [found[name] for name in sorted(found)]
 
     def count(self, action: str) -> int:
         return sum(1 for o in self.outcomes if o.action == action)
@@ -156,12 +176,17 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
 
 
 def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             progress: Progress | None = None, partition: str | None = None) -> RunResult:
+             progress: Progress | None = None, partition: str | None = None,
+             release: Callable[[Bridge], Plan] | None = None) -> RunResult:
     """One run: everything the timer and ``python -m shared run`` do.
 
     With ``partition`` (a month folder), the run of one backfill worker: it holds that
     partition's lease instead of the lake's run lock, plans that folder only, and leaves
     ``_manifests/latest.json`` to the runs of the whole lake.
+
+    With ``release`` (a function that plans quarantined files, see :mod:`shared.admin`), the
+    run copies those files again from the source under the contracts in force, exactly as a
+    normal run would, and takes each published one out of the quarantine.
 
     Raises:
         RunLocked: another run holds the lake's lock (or the partition's).
@@ -173,13 +198,17 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path):
-        plan = plan_run(bridge, full=full, now=started, partition=partition)
+        plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
+                                                                      partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
         _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress)
+        if plan.mode == RELEASE:
+            _leave_quarantine(bridge.lake, plan, result)
+        _log_drift(result)
         result.tables = _sync_tables(bridge, plan, result, run_id)
         result.finished_at = datetime.now(timezone.utc)
         result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at)
@@ -188,6 +217,30 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
+
+
+def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
+    """A released file that is now published (or was meanwhile) leaves the quarantine."""
+    for outcome in result.outcomes:
+        entry = plan.quarantine.get(outcome.item.key.key)
+        if entry is None or outcome.action not in (PUBLISHED, PRESENT):
+            continue
+        outcome.released_from = entry.path
+        lake.delete(entry.path, etag=entry.etag)
+
+
+def _log_drift(result: RunResult) -> None:
+    """One line per dataset with schema drift, however many of its files drifted."""
+    for drift in result.schema_drift():
+        name = f"{drift['layout']}/{drift['dataset']}"
+        if drift["verdict"] == "breaking":
+            log.warning("breaking schema drift in %s against the %s (%s): %d files quarantined: %s; "
+                        "if Haltian changed the schema: python -m shared schema accept %s, then "
+                        "python -m shared quarantine release %s", name, drift["against"], drift["contract"],
+                        drift["files"], "; ".join(drift["problems"]), name, name)
+        else:
+            log.info("%s schema drift in %s against the %s: %d files published: %s", drift["verdict"], name,
+                     drift["against"], drift["files"], "; ".join(drift["problems"]))
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
@@ -283,10 +336,16 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.warning("timer is past due: the previous scheduled run was missed or late")
     settings = Settings.from_mapping(environ)
     try:
-        result = run_once(Bridge.from_settings(settings))
+        bridge = Bridge.from_settings(settings)
+        bridge.lake.require_container()
+        result = run_once(bridge)
     except RunLocked as err:
         log.warning("%s", err)
         return None
+    except LakeUnavailable as err:
+        log.error("run not started: %s", err)
+        telemetry.record_failed_run()
+        raise
     except Exception:
         log.exception("run stopped before it could write its manifest; the next run starts over")
         telemetry.record_failed_run()
