@@ -26,8 +26,9 @@ from typing import Any
 
 from shared.haltian.contracts import Column, Verdict, check_schema, columns_of, fingerprint
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
-from shared.plan import RELEASE, Plan, WorkItem
-from shared.run import Bridge, RunResult, new_run_id, run_once
+from shared.model import RELEASE, Plan, WorkItem
+from shared.model import RunResult
+from shared.run import Bridge, new_run_id, run_once
 from shared.sink.lake import META_REASON, META_SCHEMA, QUARANTINE, Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.verify.accepted import ContractBook, ContractInForce, accept

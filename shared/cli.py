@@ -27,7 +27,7 @@ from shared.report import (
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
 from shared.sink.lake import LakeUnavailable
-from shared.sink.lock import RunLocked
+from shared.sink.lock import LockLost, RunLocked
 from shared.status import format_status, status
 from shared.tables.sql import find_tables, synapse_sql
 
@@ -35,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_SETTINGS = 2
 EXIT_LOCKED = 3
+EXIT_LOCK_LOST = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except LockLost as err:
+        print(f"run stopped: {err}", file=sys.stderr)
+        telemetry.record_failed_run()
+        return EXIT_LOCK_LOST
     except (BotoCoreError, ClientError, AzureError) as err:
         # Listing or the manifest failed: nothing claims work that did not happen, and the
         # next run starts over from the bucket and the lake.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.plan import Plan
+from shared.model import Plan
 
 
 def format_manifest(manifest: dict[str, Any]) -> str:

@@ -13,16 +13,12 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
 
 from shared import telemetry_names as names
-from shared.copy import FAILED, PUBLISHED, QUARANTINED
 from shared.haltian.keys import parse_key
-
-if TYPE_CHECKING:
-    from shared.run import RunResult
+from shared.model import FAILED, PUBLISHED, QUARANTINED, RunResult
 
 log = logging.getLogger(__name__)
 

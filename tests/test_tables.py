@@ -20,7 +20,8 @@ from shared.demo.bucket import (
 )
 from shared.run import Bridge, run_once
 from shared.sink.lake import delta_storage_options
-from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher, TableFile
+from shared.model import TableFile
+from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.haltian.keys import parse_key
 
 pytestmark = pytest.mark.integration
