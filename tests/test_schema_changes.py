@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import duckdb_extension_delta
+import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,7 @@ from shared.demo.bucket import (
 )
 from shared.demo.reference import is_measurement
 from shared.haltian.keys import parse_key
-from shared.manifest.build import build_manifest
+from shared.manifest.build import build_manifest, manifest_schema
 from shared.run import run_once
 from shared.sink.lake import delta_storage_options
 
@@ -118,6 +119,7 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
 
     assert cli.main(["run", "--json"]) == cli.EXIT_OK
     manifest = json.loads(capsys.readouterr().out)
+    jsonschema.validate(manifest, manifest_schema())
     drift = [d for d in manifest["schema_drift"] if d["dataset"] == "measurementOccupantsCount"]
     assert drift == [{"layout": "legacy", "dataset": "measurementOccupantsCount", "verdict": "breaking",
                       "against": "contract", "contract": "legacy-2026-12", "files": 2,
@@ -146,6 +148,7 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
 
     assert cli.main(["quarantine", "release", "legacy/measurementOccupantsCount", "--json"]) == cli.EXIT_OK
     released = json.loads(capsys.readouterr().out)
+    jsonschema.validate(released, manifest_schema())
     assert released["mode"] == "release" and released["status"] == "complete"
     files = {f["source_key"]: f for f in released["files"]}
     assert set(files) == {bad[0].key, second}
@@ -201,3 +204,13 @@ def test_a_missing_container_stops_with_one_line_and_plan_on_an_empty_lake_works
     assert "nothing to accept" in capsys.readouterr().err
     assert cli.main(["schema", "show", "nonsense"]) == cli.EXIT_SETTINGS
     assert "is not LAYOUT/DATASET" in capsys.readouterr().err
+
+
+def test_a_lake_the_identity_may_not_read_stops_with_one_line(stack, monkeypatch, capsys) -> None:
+    wrong = stack.env()["ADLS_CONNECTION_STRING"].replace("AccountKey=", "AccountKey=AAAA")
+    for name, value in stack.env(ADLS_CONNECTION_STRING=wrong).items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == cli.EXIT_SETTINGS
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "may not read container" in err and "Storage Blob Data Contributor" in err
+    assert "AAAA" not in err and "Traceback" not in err
