@@ -102,7 +102,7 @@ def test_every_documented_dataset_lands_whole_and_reads_back_exactly(stack, tmp_
 
 
 def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_joins_its_table(
-        stack, monkeypatch, capsys) -> None:
+        stack, monkeypatch, capsys, caplog) -> None:
     objects = stack.seed(BucketSpec(legacy_hours=4, v1_hours=0, legacy_measurements=["measurementOccupantsCount"],
                                     legacy_snapshots=[], writer_variants=False))
     bad = [w for w, _ in objects if w.note == NEW_NOT_NULL_COLUMN]
@@ -117,9 +117,12 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
     second = legacy_key(ORG, "measurementOccupantsCount", at)
     stack.s3.put_object(Bucket=stack.bucket, Key=second, Body=parquet_bytes(make_table(newer, 3, at, random.Random(5))))
 
-    assert cli.main(["run", "--json"]) == cli.EXIT_OK
+    with caplog.at_level("WARNING", logger="shared"):
+        assert cli.main(["run", "--json"]) == cli.EXIT_OK
     manifest = json.loads(capsys.readouterr().out)
     jsonschema.validate(manifest, manifest_schema())
+    lines = [r.getMessage() for r in caplog.records if "measurementOccupantsCount" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("breaking schema drift in legacy/measurementOccupantsCount")
     drift = [d for d in manifest["schema_drift"] if d["dataset"] == "measurementOccupantsCount"]
     assert drift == [{"layout": "legacy", "dataset": "measurementOccupantsCount", "verdict": "breaking",
                       "against": "contract", "contract": "legacy-2026-12", "files": 2,
@@ -162,6 +165,15 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
     assert sorted(v for v in table.column("occupantsConfidence").to_pylist() if v is not None) \
         == sorted(r["occupantsConfidence"] for data in (dict(objects)[bad[0]], stack.s3.get_object(
             Bucket=stack.bucket, Key=second)["Body"].read()) for r in pq.read_table(io.BytesIO(data)).to_pylist())
+    # A newer package ships another contract: the accepted one stays in force, and show says so.
+    path = f"{ROOT}/_contracts/legacy/measurementOccupantsCount/v0001.json"
+    stored["shipped_version"] = "legacy-2026-01"
+    stack.container.get_blob_client(path).upload_blob(json.dumps(stored).encode(), overwrite=True)
+    assert cli.main(["schema", "show", "legacy/measurementOccupantsCount", "--json"]) == cli.EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["contract"]["origin"] == "accepted" and shown["contract"]["version"] == "accepted-1"
+    assert "accepted-1 stays in force" in shown["shipped_differs"]
+    assert shown["difference"]["verdict"] == "match" and shown["accepted_versions"] == ["accepted-1"]
     # The next run leaves everything where it is: nothing copied twice, nothing re-quarantined.
     assert cli.main(["run", "--json"]) == cli.EXIT_OK
     again = json.loads(capsys.readouterr().out)
@@ -214,3 +226,18 @@ def test_a_lake_the_identity_may_not_read_stops_with_one_line(stack, monkeypatch
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "may not read container" in err and "Storage Blob Data Contributor" in err
     assert "AAAA" not in err and "Traceback" not in err
+
+
+def test_accept_and_release_wait_for_the_run_lock(stack, monkeypatch, capsys) -> None:
+    from shared.sink.lock import RunLock
+
+    stack.seed(BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementCO2"], legacy_snapshots=[]))
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == cli.EXIT_OK
+    capsys.readouterr()
+    with RunLock(stack.bridge().lake, "20261201T000000Z-abcdef", 15):
+        assert cli.main(["schema", "accept", "legacy/measurementTVOC"]) == cli.EXIT_LOCKED
+        assert cli.main(["quarantine", "release"]) == cli.EXIT_LOCKED
+        assert "another bridge run holds the lock" in capsys.readouterr().err
+    assert not stack.lake_names(f"{ROOT}/_contracts/")
