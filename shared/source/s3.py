@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from shared.settings import Settings
-from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, ca_bundle, error_code, release
+from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, error_code, release, s3_ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:
     attempts = retries.get("total_max_attempts") or 1 + retries.get("max_attempts", 4)
     return Transport(attempts=attempts, backoff=S3_BACKOFF, connect_timeout=config.connect_timeout,
                      read_timeout=config.read_timeout, pool_size=config.max_pool_connections,
-                     ca_bundle=ca_bundle("AWS_CA_BUNDLE"), hook=hook)
+                     ca_bundle=s3_ca_bundle(), hook=hook)
 
 
 def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> Any:
@@ -217,12 +217,13 @@ def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> A
         session = _web_identity_session(settings, entra_credential)
     elif settings.s3_role_arn:
         session = _assumed_role_session(session, settings)
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, verify=s3_ca_bundle())
 
 
 def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> boto3.session.Session:
     """A session whose credentials come from STS AssumeRole and refresh before they expire."""
-    sts = base.client("sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    sts = base.client("sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+                      verify=s3_ca_bundle())
     params: dict[str, Any] = {
         "RoleArn": settings.s3_role_arn,
         "RoleSessionName": "haltian-azure-bridge",
@@ -247,7 +248,7 @@ def _web_identity_session(settings: Settings, entra_credential: Any) -> boto3.se
         raise ValueError("a keyless S3 role needs an Entra credential (the function's managed identity)")
     sts = boto3.session.Session().client(
         "sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED), verify=s3_ca_bundle(),
     )
 
     def refresh() -> dict[str, str]:
