@@ -78,7 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
     telemetry.configure(os.environ)
-    bridge = Bridge.from_settings(settings)
+    try:
+        bridge = Bridge.from_settings(settings)
+    except SettingsError as err:  # AWS refused the key, secret or role, or the region is wrong
+        print(err, file=sys.stderr)
+        return EXIT_SETTINGS
     if args.command == "sql":
         tables = find_tables(bridge.lake, settings.s3_prefix)
         print(synapse_sql(settings, bridge.lake, tables))

@@ -119,7 +119,10 @@ class Transport:
             try:
                 response = manager.request(method, url, body=body,
                                            headers=headers() if callable(headers) else headers,
-                                           preload_content=not stream, redirect=False)
+                                           preload_content=not stream, redirect=False,
+                                           # The bytes as stored: an object saved with
+                                           # Content-Encoding: gzip is copied, not unzipped.
+                                           decode_content=False)
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 last, status, code = describe(err), None, None
                 continue

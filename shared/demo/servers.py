@@ -62,6 +62,8 @@ class Server:
     probe_path: str = "/"
     #: The CA that signed the server's certificate, when it serves HTTPS.
     ca_file: str | None = None
+    #: Extra environment variables for the server process.
+    environ: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -69,7 +71,7 @@ class Server:
         return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}, **self.environ}
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=env, start_new_session=True,
@@ -96,10 +98,13 @@ class Server:
         return self.start()
 
 
-def moto_server(port: int | None = None) -> Server:
+def moto_server(port: int | None = None, *, unauthenticated_actions: int | None = None) -> Server:
+    """moto's server. With ``unauthenticated_actions`` it checks every request after that many as
+    AWS does: the SigV4 signature against the key's secret, and the caller's IAM policies."""
     port = port or free_port()
+    environ = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
     return Server("moto S3 server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                  port, probe_path="/moto-api/")
+                  port, probe_path="/moto-api/", environ=environ)
 
 
 @dataclass(frozen=True)
