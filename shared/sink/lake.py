@@ -359,7 +359,20 @@ def delta_storage_options(settings: Settings, credential: Any | None) -> dict[st
         # Any other credential: a token fetched now, for the tables of this run.
         options["bearer_token"] = credential.get_token(STORAGE_SCOPE).token
     _delta_rs_trusts(ca_bundle())
+    options.update(_delta_rs_proxy(settings.adls_account_url))
     return options
+
+
+def _delta_rs_proxy(account_url: str) -> dict[str, str]:
+    """The environment's proxy for the lake, given to delta-rs explicitly: Rust's HTTP client reads
+    the proxy variables once per process and would send the local identity endpoint through it."""
+    proxy = Proxies().for_url(account_url)
+    if proxy is None:
+        return {}
+    excludes = [os.environ.get(name, "") for name in ("NO_PROXY", "no_proxy")]
+    identity = urlsplit(os.environ.get("IDENTITY_ENDPOINT", "")).hostname
+    excludes.append(identity or "")  # the host's own endpoint is always local
+    return {"proxy_url": proxy, "proxy_excludes": ",".join(e for e in excludes if e)}
 
 
 def _delta_rs_trusts(bundle: str) -> None:
