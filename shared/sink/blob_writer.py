@@ -185,7 +185,9 @@ def _wire_id(block_id: str) -> str:
 
 
 def _meta(metadata: dict[str, str]) -> dict[str, str]:
-    return {f"x-ms-meta-{name}": value for name, value in metadata.items()}
+    # Lowercased: the service treats metadata names case-insensitively and Shared Key signs
+    # header names lowercased, so a name sent in capitals would sign differently.
+    return {f"x-ms-meta-{name.lower()}": value for name, value in metadata.items()}
 
 
 def _md5(data: bytes) -> str:
