@@ -174,6 +174,11 @@ def error_code(body: bytes) -> str | None:
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
 
+#: The environment the bridge reads for TLS and proxies (not bridge settings: every HTTP client
+#: knows these names), documented in the README's proxy section.
+NETWORK_VARIABLES = ("REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTPS_PROXY", "NO_PROXY")
+
+
 def ca_bundle(*names: str) -> str:
     """The first CA bundle named by one of these environment variables (by default
     :data:`CA_BUNDLE_VARIABLES`), else certifi's (as the SDKs use)."""
