@@ -104,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
     telemetry.configure(os.environ)
-    bridge = Bridge.from_settings(settings)
     try:
+        bridge = Bridge.from_settings(settings)
         bridge.lake.require_container()
+    except SettingsError as err:  # AWS refused the key, secret or role, or the region is wrong
+        print(err, file=sys.stderr)
+        return EXIT_SETTINGS
     except LakeUnavailable as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_SETTINGS

@@ -28,7 +28,7 @@ from shared.model import (
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
     META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
@@ -36,7 +36,7 @@ from shared.sink.lake import (
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
 )
-from shared.source.s3 import S3Source, make_s3_client
+from shared.source.s3 import S3Source, check_access, make_s3_client
 from shared.tables.delta import DeltaPublisher
 from shared.verify.schema import SchemaJudge
 
@@ -73,7 +73,9 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     """Clients for a run. The Entra credential (the app's managed identity by default) signs
     in to the lake and, for a keyless S3 role, to AWS STS."""
     credential = entra_credential or make_credential(settings)
-    source = S3Source(make_s3_client(settings, credential), settings.s3_bucket)
+    client = make_s3_client(settings, credential)
+    check_access(client, settings)
+    source = S3Source(client, settings.s3_bucket)
     lake = Lake(make_container_client(settings, credential), settings.adls_root,
                 azure_transport(settings.connection_pool_size))
     return Bridge(settings, source, lake, credential)
@@ -291,6 +293,10 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.warning("%s", err)
         return None
     except LakeUnavailable as err:
+        log.error("run not started: %s", err)
+        telemetry.record_failed_run()
+        raise
+    except SettingsError as err:  # S3 refused the key or role, or the region is wrong: one plain line
         log.error("run not started: %s", err)
         telemetry.record_failed_run()
         raise

@@ -10,11 +10,12 @@ Application Insights has local (key) authentication turned off. Names are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 
-from opentelemetry import metrics
+from opentelemetry import _logs, metrics, trace
 
 from shared import telemetry_names as names
 from shared.haltian.keys import parse_key
@@ -51,6 +52,31 @@ def _configure(connection_string: str, authentication: str) -> bool:
     configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="shared",
                             enable_live_metrics=False)
     return True
+
+
+@contextmanager
+def flushed(timeout_seconds: float = 10.0) -> Iterator[None]:
+    """Sends what an invocation recorded before it returns.
+
+    The exporter sends metrics every 60 s and logs in batches; a Functions worker lives on
+    after an invocation, and may be frozen or removed right after it. Without a flush the
+    last run's metrics (the ones the "no run" and "stale" alerts read) could be lost.
+    """
+    try:
+        yield
+    finally:
+        flush(timeout_seconds)
+
+
+def flush(timeout_seconds: float = 10.0) -> None:
+    """Exports every metric, log record and span recorded so far (a no-op when not configured)."""
+    for provider in (metrics.get_meter_provider(), _logs.get_logger_provider(), trace.get_tracer_provider()):
+        force_flush = getattr(provider, "force_flush", None)
+        if force_flush is not None:
+            try:
+                force_flush(int(timeout_seconds * 1000))
+            except Exception as err:  # noqa: BLE001 - telemetry must never fail the invocation
+                log.warning("telemetry not flushed: %s", type(err).__name__)
 
 
 class _Instruments:
