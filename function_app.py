@@ -5,6 +5,7 @@ import os
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.run import run_for_timer
 
 app = func.FunctionApp()
@@ -17,7 +18,8 @@ def haltian_bridge(timer: func.TimerRequest) -> None:
     Logs a past-due timer, runs once, logs a one-line summary; raises when files failed so
     the invocation shows as failed and an alert can fire.
     """
-    run_for_timer(os.environ, past_due=timer.past_due)
+    with telemetry.flushed():  # the worker may be frozen as soon as the invocation returns
+        run_for_timer(os.environ, past_due=timer.past_due)
 
 
 @app.route(route="backfill", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -25,7 +27,8 @@ def backfill(req: func.HttpRequest) -> func.HttpResponse:
     """Queues a backfill: JSON body ``{"from": "YYYY-MM", "to": "YYYY-MM", "datasets": [...]}``, all optional."""
     from shared.backfill.http import backfill_request
 
-    status, document = backfill_request(os.environ, req.get_body())
+    with telemetry.flushed():
+        status, document = backfill_request(os.environ, req.get_body())
     return func.HttpResponse(json.dumps(document), status_code=status, mimetype="application/json")
 
 
@@ -34,4 +37,5 @@ def backfill_partition(message: func.QueueMessage) -> None:
     """Copies one (dataset, month) partition; raising returns the message for a retry."""
     from shared.backfill.queue import run_for_queue
 
-    run_for_queue(os.environ, message.get_body().decode())
+    with telemetry.flushed():
+        run_for_queue(os.environ, message.get_body().decode())

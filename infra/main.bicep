@@ -141,6 +141,11 @@ param bridgeCopyMode string = 'stream'
 
 // ---------------------------------------------------------------------------------------------
 // Hosting
+//
+// Flex Consumption ranges as Microsoft documents them (checked 2026-12-01): instance memory 512,
+// 2,048 or 4,096 MB (https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#instance-memory);
+// maximum instance count from 1 to 1,000 per function group, always-ready instances not counted
+// (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out).
 
 @description('Optional. Memory of each Flex Consumption instance, in MB.')
 @allowed([

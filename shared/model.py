@@ -29,6 +29,8 @@ PRESENT = "present"
 WINDOW = "window"
 FULL = "full"
 PARTITION = "partition"
+#: Quarantined files copied again under the contracts in force (``quarantine release``).
+RELEASE = "release"
 
 MAX_EXAMPLES = 10
 
@@ -92,6 +94,8 @@ class FileOutcome:
     table: TableFacts | None = None
     lake_modified: datetime | None = None
     replaced_copy: str | None = None
+    #: The quarantine path a released file came from (``quarantine release``).
+    released_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,26 @@ class RunResult:
 
     def count(self, action: str) -> int:
         return sum(1 for o in self.outcomes if o.action == action)
+
+    def schema_drift(self) -> list[dict[str, Any]]:
+        """Schema drift once per dataset (not once per file): breaking drift that quarantined
+        files, and additive drift that was published, with every distinct problem and a few keys."""
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for outcome in self.outcomes:
+            schema = outcome.schema
+            if schema is None or not schema.drift or outcome.action not in (PUBLISHED, QUARANTINED):
+                continue
+            verdict = "breaking" if outcome.action == QUARANTINED else schema.verdict
+            key = outcome.item.key
+            entry = found.setdefault((key.layout, key.dataset, verdict), {
+                "layout": key.layout, "dataset": key.dataset, "verdict": verdict, "against": schema.against,
+                "contract": schema.contract, "files": 0, "problems": [], "examples": [],
+            })
+            entry["files"] += 1
+            entry["problems"] += [p for p in schema.drift if p not in entry["problems"]]
+            if len(entry["examples"]) < 3:
+                entry["examples"].append(key.key)
+        return [found[name] for name in sorted(found)]
 
     @property
     def failed(self) -> int:

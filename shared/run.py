@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -24,18 +24,21 @@ from shared.haltian.keys import parse_key
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
-from shared.model import FULL, PUBLISHED, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem
+from shared.model import (
+    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem,
+)
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    IF_MISSING, META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
+    IF_MISSING, META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client,
+    make_credential,
 )
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
 )
-from shared.source.s3 import S3Source, make_s3_client
+from shared.source.s3 import S3Source, check_access, make_s3_client
 from shared.tables.delta import DeltaPublisher
 from shared.verify.schema import SchemaJudge
 
@@ -72,7 +75,9 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     """Clients for a run. The Entra credential (the app's managed identity by default) signs
     in to the lake and, for a keyless S3 role, to AWS STS."""
     credential = entra_credential or make_credential(settings)
-    source = S3Source(make_s3_client(settings, credential), settings.s3_bucket)
+    client = make_s3_client(settings, credential)
+    check_access(client, settings)
+    source = S3Source(client, settings.s3_bucket)
     lake = Lake(make_container_client(settings, credential), settings.adls_root,
                 azure_transport(settings.connection_pool_size))
     return Bridge(settings, source, lake, credential)
@@ -114,12 +119,17 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
 
 
 def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             progress: Progress | None = None, partition: str | None = None) -> RunResult:
+             progress: Progress | None = None, partition: str | None = None,
+             release: Callable[[Bridge], Plan] | None = None) -> RunResult:
     """One run: everything the timer and ``python -m shared run`` do.
 
     With ``partition`` (a month folder), the run of one backfill worker: it holds that
     partition's lease instead of the lake's run lock, plans that folder only, and leaves
     ``_manifests/latest.json`` to the runs of the whole lake.
+
+    With ``release`` (a function that plans quarantined files, see :mod:`shared.admin`), the
+    run copies those files again from the source under the contracts in force, exactly as a
+    normal run would, and takes each published one out of the quarantine.
 
     Raises:
         RunLocked: another run holds the lake's lock (or the partition's).
@@ -141,13 +151,18 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
-        plan = plan_run(bridge, full=full, now=started, partition=partition)
+        plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
+                                                                      partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
         _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        if plan.mode == RELEASE:
+            lock.check()
+            _leave_quarantine(bridge.lake, plan, result)
+        _log_drift(result)
         result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
         result.finished_at = datetime.now(timezone.utc)
         result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at,
@@ -157,6 +172,30 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
+
+
+def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
+    """A released file that is now published (or was meanwhile) leaves the quarantine."""
+    for outcome in result.outcomes:
+        entry = plan.quarantine.get(outcome.item.key.key)
+        if entry is None or outcome.action not in (PUBLISHED, PRESENT):
+            continue
+        outcome.released_from = entry.path
+        lake.delete(entry.path, etag=entry.etag)
+
+
+def _log_drift(result: RunResult) -> None:
+    """One line per dataset with schema drift, however many of its files drifted."""
+    for drift in result.schema_drift():
+        name = f"{drift['layout']}/{drift['dataset']}"
+        if drift["verdict"] == "breaking":
+            log.warning("breaking schema drift in %s against the %s (%s): %d files quarantined: %s; "
+                        "if Haltian changed the schema: python -m shared schema accept %s, then "
+                        "python -m shared quarantine release %s", name, drift["against"], drift["contract"],
+                        drift["files"], "; ".join(drift["problems"]), name, name)
+        else:
+            log.info("%s schema drift in %s against the %s: %d files published: %s", drift["verdict"], name,
+                     drift["against"], drift["files"], "; ".join(drift["problems"]))
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
@@ -276,10 +315,20 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.warning("timer is past due: the previous scheduled run was missed or late")
     settings = Settings.from_mapping(environ)
     try:
-        result = run_once(Bridge.from_settings(settings))
+        bridge = Bridge.from_settings(settings)
+        bridge.lake.require_container()
+        result = run_once(bridge)
     except RunLocked as err:
         log.warning("%s", err)
         return None
+    except LakeUnavailable as err:
+        log.error("run not started: %s", err)
+        telemetry.record_failed_run()
+        raise
+    except SettingsError as err:  # S3 refused the key or role, or the region is wrong: one plain line
+        log.error("run not started: %s", err)
+        telemetry.record_failed_run()
+        raise
     except LockLost as err:
         log.error("%s", err)
         telemetry.record_failed_run()

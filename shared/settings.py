@@ -112,6 +112,17 @@ class SettingsError(ValueError):
         )
 
 
+class AccessRefused(SettingsError):
+    """The settings are well formed, but the service they name refused them (a wrong key, secret,
+    role or region): one plain line naming what was refused and what to check."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem])
+
+    def __str__(self) -> str:
+        return self.problems[0]
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a run needs to know. Built only through :meth:`from_mapping`."""

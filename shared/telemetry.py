@@ -10,11 +10,12 @@ Application Insights has local (key) authentication turned off. Names are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 
-from opentelemetry import metrics
+from opentelemetry import _logs, metrics, trace
 
 from shared import telemetry_names as names
 from shared.haltian.keys import parse_key
@@ -53,6 +54,31 @@ def _configure(connection_string: str, authentication: str) -> bool:
     return True
 
 
+@contextmanager
+def flushed(timeout_seconds: float = 10.0) -> Iterator[None]:
+    """Sends what an invocation recorded before it returns.
+
+    The exporter sends metrics every 60 s and logs in batches; a Functions worker lives on
+    after an invocation, and may be frozen or removed right after it. Without a flush the
+    last run's metrics (the ones the "no run" and "stale" alerts read) could be lost.
+    """
+    try:
+        yield
+    finally:
+        flush(timeout_seconds)
+
+
+def flush(timeout_seconds: float = 10.0) -> None:
+    """Exports every metric, log record and span recorded so far (a no-op when not configured)."""
+    for provider in (metrics.get_meter_provider(), _logs.get_logger_provider(), trace.get_tracer_provider()):
+        force_flush = getattr(provider, "force_flush", None)
+        if force_flush is not None:
+            try:
+                force_flush(int(timeout_seconds * 1000))
+            except Exception as err:  # noqa: BLE001 - telemetry must never fail the invocation
+                log.warning("telemetry not flushed: %s", type(err).__name__)
+
+
 class _Instruments:
     def __init__(self) -> None:
         meter = metrics.get_meter("haltian_bridge")
@@ -63,6 +89,8 @@ class _Instruments:
         self.bytes = meter.create_counter(names.BYTES_PUBLISHED, unit="By", description="bytes published")
         self.rows = meter.create_counter(names.ROWS_PUBLISHED, unit="1", description="rows published")
         self.quarantined = meter.create_counter(names.FILES_QUARANTINED, unit="1", description="files quarantined")
+        self.drift = meter.create_counter(
+            names.SCHEMA_DRIFT, unit="1", description="datasets with schema drift in a run (once per dataset, not per file)")
         self.failed = meter.create_counter(names.FILES_FAILED, unit="1", description="files failed, left for the next run")
         self.deferred = meter.create_counter(names.FILES_DEFERRED, unit="1",
                                              description="files deferred by the time budget")
@@ -91,6 +119,8 @@ def record_run(result: RunResult, *, now: datetime | None = None) -> None:
             instruments.quarantined.add(1, dims)
         elif outcome.action == FAILED:
             instruments.failed.add(1, dims)
+    for drift in result.schema_drift():
+        instruments.drift.add(1, {"layout": drift["layout"], "dataset": drift["dataset"], "verdict": drift["verdict"]})
     for (layout, dataset), count in result.deferred.items():
         instruments.deferred.add(count, {"layout": layout, "dataset": dataset})
     status = "failed" if result.exit_code else result.status

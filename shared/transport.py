@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import certifi
 import urllib3
@@ -84,16 +84,19 @@ class Transport:
         if ca_bundle:
             self._options["ca_certs"] = ca_bundle
         self._direct = urllib3.PoolManager(num_pools=8, **self._options)
-        self._proxies = urllib.request.getproxies()
+        self._proxies = Proxies()
         self._via: dict[str, urllib3.PoolManager] = {}
 
     def _manager(self, url: str) -> urllib3.PoolManager:
-        parts = urlsplit(url)
-        proxy = self._proxies.get(parts.scheme)
-        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = self._proxies.for_url(url)
+        if proxy is None:
             return self._direct
         if proxy not in self._via:
-            self._via[proxy] = urllib3.ProxyManager(proxy, num_pools=8, **self._options)
+            # urllib3 does not take credentials from a proxy URL: they go in Proxy-Authorization.
+            parts = urllib3.util.parse_url(proxy)
+            headers = urllib3.make_headers(proxy_basic_auth=unquote(parts.auth)) if parts.auth else None
+            self._via[proxy] = urllib3.ProxyManager(parts._replace(auth=None).url, num_pools=8,
+                                                    proxy_headers=headers, **self._options)
         return self._via[proxy]
 
     def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
@@ -116,7 +119,10 @@ class Transport:
             try:
                 response = manager.request(method, url, body=body,
                                            headers=headers() if callable(headers) else headers,
-                                           preload_content=not stream, redirect=False)
+                                           preload_content=not stream, redirect=False,
+                                           # The bytes as stored: an object saved with
+                                           # Content-Encoding: gzip is copied, not unzipped.
+                                           decode_content=False)
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 last, status, code = describe(err), None, None
                 continue
@@ -129,6 +135,27 @@ class Transport:
                              status, code)
 
 
+class Proxies:
+    """The proxy settings of the environment, read once: ``HTTPS_PROXY`` / ``HTTP_PROXY`` (an
+    ``http://user:password@host:port`` URL for a proxy that asks for credentials) and
+    ``NO_PROXY`` (hosts, domains and addresses reached directly), as curl and requests read them."""
+
+    def __init__(self) -> None:
+        self._found = urllib.request.getproxies_environment()
+        self._bypass: dict[str, bool] = {}
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy to reach ``url`` through, or None to connect directly."""
+        parts = urlsplit(url)
+        proxy = self._found.get(parts.scheme) or self._found.get("all")
+        if not proxy:
+            return None
+        host = parts.hostname or ""
+        if host not in self._bypass:
+            self._bypass[host] = bool(urllib.request.proxy_bypass_environment(host, self._found))
+        return None if self._bypass[host] else proxy
+
+
 def error_code(body: bytes) -> str | None:
     """The ``<Code>`` of an S3 or Azure XML error body."""
     start = body.find(b"<Code>")
@@ -138,10 +165,30 @@ def error_code(body: bytes) -> str | None:
     return body[start + 6:end].decode("utf-8", "replace")[:100]
 
 
+#: Where the bridge finds a private CA bundle, the first one set winning: the variables Python's
+#: requests reads (what users try first), then OpenSSL's. Every client the bridge builds is handed
+#: that bundle explicitly: the storage SDK (azure-core's ``connection_verify``, which would
+#: otherwise override a session's ``verify``), the queue client, the copy path, botocore, and
+#: delta-rs (through ``SSL_CERT_FILE``, which its Rust TLS stack reads). S3 alone also honours
+#: ``AWS_CA_BUNDLE`` first, as botocore does.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+#: The environment the bridge reads for TLS and proxies (not bridge settings: every HTTP client
+#: knows these names), documented in the README's proxy section.
+NETWORK_VARIABLES = ("REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTPS_PROXY", "NO_PROXY")
+
+
 def ca_bundle(*names: str) -> str:
-    """The first CA bundle named by one of these environment variables, else certifi's (as the
-    SDKs use)."""
+    """The first CA bundle named by one of these environment variables (by default
+    :data:`CA_BUNDLE_VARIABLES`), else certifi's (as the SDKs use)."""
+    names = names or CA_BUNDLE_VARIABLES
     return next((os.environ[n] for n in names if os.environ.get(n)), None) or certifi.where()
+
+
+def s3_ca_bundle() -> str:
+    """The CA bundle for S3: ``AWS_CA_BUNDLE`` when set (botocore's own variable), else the bridge's."""
+    return ca_bundle("AWS_CA_BUNDLE", *CA_BUNDLE_VARIABLES)
 
 
 def release(response: urllib3.BaseHTTPResponse) -> None:

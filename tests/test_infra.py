@@ -542,15 +542,84 @@ def test_the_aws_secret_is_a_secure_parameter_everywhere() -> None:
         assert "secure" in params(parse(path))["awsSecretAccessKey"].decorators, path.name
 
 
-def test_parameters_file_matches_main_bicep() -> None:
-    file_params = json.loads(PARAMETERS.read_text())["parameters"]
-    main_params = params(parse(MAIN))
-    assert set(file_params) <= set(main_params), set(file_params) - set(main_params)
-    required = {name for name, param in main_params.items() if param.default is None}
-    assert required <= set(file_params), required - set(file_params)
-    for name, entry in file_params.items():
+#: Parameters of main.bicep that azd does not set from its environment, and why.
+NOT_FROM_AZD = {"tags": "an object; azd adds azd-env-name itself"}
+
+
+def azd_parameters() -> dict[str, tuple[str, str | None]]:
+    """main.parameters.json: parameter -> (azd environment variable, its default or None)."""
+    mapped = {}
+    for name, entry in json.loads(PARAMETERS.read_text())["parameters"].items():
         # Values come from the azd environment; nothing (least of all a secret) is committed.
-        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", entry["value"]), (name, entry["value"])
+        match = re.fullmatch(r"\$\{([A-Z][A-Z0-9_]*)(?:=([^}]*))?\}", entry["value"])
+        assert match, (name, entry["value"])
+        mapped[name] = (match.group(1), match.group(2))
+    return mapped
+
+
+def test_parameters_file_maps_every_parameter_of_main_bicep() -> None:
+    mapped = azd_parameters()
+    main_params = params(parse(MAIN))
+    assert set(mapped) | set(NOT_FROM_AZD) == set(main_params), set(main_params) ^ (set(mapped) | set(NOT_FROM_AZD))
+    variables = [variable for variable, _ in mapped.values()]
+    assert len(variables) == len(set(variables)), variables
+    for name, (variable, default) in mapped.items():
+        param = main_params[name]
+        if param.default is None or name == "location":  # required, or azd's own
+            assert default is None, f"{name}: a required parameter takes no default in main.parameters.json"
+            continue
+        # An unset variable must leave Bicep's default (azd passes "" for ${NAME} without one).
+        assert default is not None, f"{name}: ${{{variable}}} needs ={text(param.default).strip(chr(39))}"
+        assert default == text(param.default).strip("'"), (name, default, text(param.default))
+    settings_named = {"haltianS3Region": "HALTIAN_S3_REGION", "adlsRoot": "ADLS_ROOT", "lakeContainerName": "ADLS_CONTAINER",
+                      "haltianS3WebIdentityAudience": "HALTIAN_S3_WEB_IDENTITY_AUDIENCE",
+                      "backfillQueueName": "BRIDGE_BACKFILL_QUEUE"}
+    for name, variable in settings_named.items():  # spelled as the app setting it becomes
+        assert mapped[name][0] == variable and variable in settings.SETTING_NAMES
+
+
+def readme_blocks(path: Path, marker: str) -> list[str]:
+    """The fenced code blocks of a Markdown file that contain ``marker``."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return [block for block in blocks if marker in block]
+
+
+def test_every_variable_the_deploy_sections_set_reaches_bicep() -> None:
+    mapped = {variable for variable, _ in azd_parameters().values()}
+    blocks = readme_blocks(ROOT / "README.md", "azd env set") + readme_blocks(INFRA / "README.md", "azd env set")
+    assert len(blocks) >= 3  # the key route in both READMEs and the keyless route
+    keyless = [b for b in blocks if "HALTIAN_S3_WEB_IDENTITY_AUDIENCE" in b]
+    assert keyless, "the keyless route's commands are in a README"
+    for block in blocks:
+        for variable in re.findall(r"azd env set(?:-secret)? ([A-Z][A-Z0-9_]*)", block):
+            assert variable in mapped | {"AZURE_RESOURCE_GROUP", "AZURE_SUBSCRIPTION_ID"}, variable
+    for block in keyless:
+        names = set(re.findall(r"azd env set(?:-secret)? ([A-Z][A-Z0-9_]*)", block))
+        assert {"HALTIAN_S3_ROLE_ARN", "HALTIAN_S3_WEB_IDENTITY_AUDIENCE"} <= names
+        assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HALTIAN_S3_EXTERNAL_ID"}, names
+
+
+def test_flex_consumption_values_are_in_microsofts_documented_ranges() -> None:
+    # Memory 512, 2,048 or 4,096 MB; maximum instance count 1 to 1,000 (the pages cited in main.bicep).
+    for path in (MAIN, FUNCTION):
+        bicep_params = params(parse(path))
+        memory = bicep_params["instanceMemoryMB"]
+        allowed = {int(n) for n in re.findall(r"\d+", text(memory.decorators["allowed"]))}
+        assert allowed and allowed <= {512, 2048, 4096}, allowed
+        count = bicep_params["maximumInstanceCount"]
+        assert 1 <= literal(count.default) <= 1000
+    source = MAIN.read_text()
+    assert "flex-consumption-plan#instance-memory" in source and "event-driven-scaling#limit-scale-out" in source
 
 
 def test_main_outputs_are_upper_snake_for_azd() -> None:
@@ -789,12 +858,14 @@ def test_alerts_cover_failures_quarantine_staleness_and_silence() -> None:
     assert f"'{telemetry_names.RUNS}'" in queries["runFailedQuery"]
     assert "'failed'" in queries["runFailedQuery"]
     assert f"'{telemetry_names.FILES_QUARANTINED}'" in queries["quarantineQuery"]
+    assert f"'{telemetry_names.SCHEMA_DRIFT}'" in queries["schemaDriftQuery"]
+    assert "'breaking'" in queries["schemaDriftQuery"]
     assert f"'{telemetry_names.LAG_OLDEST_PENDING}'" in queries["stalenessQuery"]
     assert f"'{telemetry_names.RUNS}'" in queries["noRunQuery"]
     rules = [r for r in resources(bicep) if r.type == "Microsoft.Insights/scheduledQueryRules"]
     assert len(rules) == 1 and rules[0].body.parent.type == "for_statement"
     rule_list = variables(bicep)["rules"]
-    assert len(named(rule_list)) == 4
+    assert len(named(rule_list)) == 5
     action_groups = rules[0].prop("properties", "actions", "actionGroups")
     (group,) = [r for r in resources(bicep) if r.type == "Microsoft.Insights/actionGroups"]
     assert text(action_groups).replace(" ", "").replace("\n", "") == f"[{group.symbol}.id]"

@@ -6,6 +6,7 @@ import pytest
 
 from shared import settings as s
 from shared.settings import Settings, SettingsError
+from shared.transport import NETWORK_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = {
@@ -97,7 +98,8 @@ def test_names_are_spelled_the_same_in_code_sample_settings_and_readme() -> None
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z][A-Za-z0-9_]+)` \|", readme, flags=re.MULTILINE))
     assert set(s.SETTING_NAMES) <= documented
-    assert documented <= set(s.SETTING_NAMES) | functions_host
+    assert documented <= set(s.SETTING_NAMES) | functions_host | set(NETWORK_VARIABLES)
+    assert set(NETWORK_VARIABLES) <= documented  # the proxy and CA section
 
 
 def test_the_sample_settings_are_valid() -> None:

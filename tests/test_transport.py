@@ -134,24 +134,31 @@ class _Token:
         self.token, self.expires_on = token, expires_on
 
 
-def test_bearer_tokens_are_reused_until_five_minutes_before_they_expire() -> None:
+def test_bearer_tokens_are_reused_until_five_minutes_or_half_their_life_before_they_expire() -> None:
     now = datetime.now(timezone.utc).timestamp()
     issued: list[str] = []
+    lifetimes = iter([3600, 200, 60])
 
     class Credential:
         def get_token(self, *scopes: str, **kwargs) -> _Token:
             assert scopes == ("https://storage.azure.com/.default",)
             issued.append(f"t{len(issued)}")
-            return _Token(issued[-1], now + (3600 if len(issued) == 1 else 200))
+            return _Token(issued[-1], now + next(lifetimes))
 
     bearer = _Bearer(Credential())
     headers: dict[str, str] = {}
     bearer("PUT", "/c/b", headers)
     bearer("PUT", "/c/b", headers)
     assert issued == ["t0"] and headers["authorization"] == "Bearer t0"
-    bearer._expires = now + 100  # within five minutes of expiring: fetched again
+    assert 3299 < bearer._refresh_at - now <= 3300  # five minutes before an hour-long token expires
+    bearer._refresh_at = now  # the time has come: fetched again
     bearer("PUT", "/c/b", headers)
     assert issued == ["t0", "t1"] and headers["authorization"] == "Bearer t1"
+    assert 99 < bearer._refresh_at - now < 101  # a 200 s token: halfway
+    bearer.refused("Bearer t0")  # an old token refused: already replaced, nothing fetched
+    assert issued == ["t0", "t1"]
+    bearer.refused("Bearer t1")
+    assert issued == ["t0", "t1", "t2"]
 
 
 @pytest.mark.parametrize("url", [

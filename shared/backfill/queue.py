@@ -12,6 +12,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 
 from shared.backfill.partitions import Partition, discover, incomplete
 from shared.run import Bridge, RunFailed, RunResult, run_once
+from shared.sink.lake import sdk_options
 from shared.settings import (
     BRIDGE_QUEUE_CONNECTION, BRIDGE_QUEUE_SERVICE_URI, Settings, SettingsError,
 )
@@ -26,7 +27,7 @@ def queue_client(settings: Settings, credential: Any | None = None, *, poison: b
     """The backfill queue (or its poison queue), with the Functions host's base64 message encoding."""
     name = settings.backfill_queue + ("-poison" if poison else "")
     codecs = {"message_encode_policy": BinaryBase64EncodePolicy(),
-              "message_decode_policy": BinaryBase64DecodePolicy()}
+              "message_decode_policy": BinaryBase64DecodePolicy(), **sdk_options(pool=8)}
     if settings.queue_connection_string:
         return QueueClient.from_connection_string(settings.queue_connection_string, name, **codecs)
     if settings.queue_service_uri:

@@ -85,6 +85,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "totals": totals,
         "datasets": datasets,
         "unrecognized": {"count": plan.unrecognized, "examples": plan.unrecognized_examples},
+        "schema_drift": result.schema_drift(),
         "files": [file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
         "tables": [
             {
@@ -139,6 +140,7 @@ def file_entry(outcome: FileOutcome) -> dict[str, Any]:
             outcome.item.replaces.metadata.get(META_SOURCE_ETAG) if outcome.item.replaces else None
         ),
         "replaced_copy": outcome.replaced_copy,
+        "released_from": outcome.released_from,
         "reason": outcome.reason,
         "integrity": outcome.integrity,
         "seconds": round(outcome.seconds, 4),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import threading
 import time
 import uuid
@@ -23,8 +24,6 @@ from urllib.parse import quote, unquote, urlsplit
 from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-#: Where a CA bundle for the lake may be named, as the storage SDK's transport (requests) reads it.
-LAKE_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 #: Conflicts of a conditional write: the blob exists (If-None-Match) or is another version (If-Match).
 CONFLICT_STATUSES = (409, 412)
 
@@ -38,7 +37,7 @@ def azure_transport(pool_size: int, *, connect_timeout: float = 10, read_timeout
     """The lake's transport: 1 attempt and 4 retries, as the SDK's ExponentialRetry(retry_total=4)."""
     return Transport(attempts=5, backoff=AZURE_BACKOFF, connect_timeout=connect_timeout,
                      read_timeout=read_timeout, pool_size=pool_size,
-                     ca_bundle=ca_bundle(*LAKE_CA_BUNDLE_VARIABLES), hook=hook)
+                     ca_bundle=ca_bundle(), hook=hook)
 
 
 class BlobWriter:
@@ -91,7 +90,17 @@ class BlobWriter:
             self._authorize(method, path, fresh, query)
             return fresh
 
-        response = self.transport.send(method, url, headers=signed, body=body)
+        sent: list[dict[str, str]] = []
+
+        def recorded() -> dict[str, str]:
+            sent.append(signed())
+            return sent[-1]
+
+        response = self.transport.send(method, url, headers=recorded, body=body)
+        if _token_refused(response) and isinstance(self._authorize, _Bearer):
+            # Expired by the service's clock, or revoked: one new token, one more try.
+            self._authorize.refused(sent[-1]["authorization"])
+            response = self.transport.send(method, url, headers=signed, body=body)
         if response.status in (200, 201):
             return response
         code = response.headers.get("x-ms-error-code") or str(response.status)
@@ -126,21 +135,47 @@ class _SharedKey:
 
 
 class _Bearer:
-    """An Entra bearer token for Azure Storage, fetched again five minutes before it expires."""
+    """An Entra bearer token for Azure Storage, fetched again before it expires (five minutes
+    before, or halfway through the life of a shorter token) and when the service refuses it."""
 
     def __init__(self, credential: Any) -> None:
         self.credential = credential
         self._lock = threading.Lock()
         self._token = ""
-        self._expires = 0.0
+        self._refresh_at = 0.0
 
     def __call__(self, method: str, path: str, headers: dict[str, str], query: str = "") -> None:
-        if time.time() > self._expires - 300:
+        if time.time() >= self._refresh_at:
             with self._lock:
-                if time.time() > self._expires - 300:
-                    token = self.credential.get_token(STORAGE_SCOPE)
-                    self._token, self._expires = token.token, float(token.expires_on)
+                if time.time() >= self._refresh_at:
+                    self._fetch()
         headers["authorization"] = f"Bearer {self._token}"
+
+    def refused(self, authorization: str) -> None:
+        """The service refused the token sent as ``authorization``: a new one, unless another
+        thread already replaced it."""
+        with self._lock:
+            if authorization == f"Bearer {self._token}":
+                # A claims challenge makes the credential skip its cache (MSAL asks the identity
+                # endpoint for a new token, naming the refused one): "a token issued from now on".
+                self._fetch(claims=json.dumps({"access_token": {"nbf": {"essential": True,
+                                                                        "value": str(int(time.time()))}}}))
+
+    def _fetch(self, claims: str | None = None) -> None:
+        now = time.time()
+        token = self.credential.get_token(STORAGE_SCOPE, claims=claims) if claims else \
+            self.credential.get_token(STORAGE_SCOPE)
+        lifetime = max(0.0, float(token.expires_on) - now)
+        self._token, self._refresh_at = token.token, now + lifetime - min(300.0, lifetime / 2)
+
+
+def _token_refused(response: Any) -> bool:
+    """A bearer token the service would not take: 401 (Azure: expired, revoked, wrong audience),
+    or 403 AuthenticationFailed (how Azurite's Entra mode says the same)."""
+    if response.status == 401:
+        return True
+    return response.status == 403 and response.headers.get("x-ms-error-code") in (
+        "AuthenticationFailed", "InvalidAuthenticationInfo")
 
 
 def _wire_id(block_id: str) -> str:
@@ -150,7 +185,9 @@ def _wire_id(block_id: str) -> str:
 
 
 def _meta(metadata: dict[str, str]) -> dict[str, str]:
-    return {f"x-ms-meta-{name}": value for name, value in metadata.items()}
+    # Lowercased: the service treats metadata names case-insensitively and Shared Key signs
+    # header names lowercased, so a name sent in capitals would sign differently.
+    return {f"x-ms-meta-{name.lower()}": value for name, value in metadata.items()}
 
 
 def _md5(data: bytes) -> str:

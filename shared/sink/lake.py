@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
-import urllib.request
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,16 +27,14 @@ from typing import Any
 import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    IncompleteReadError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+    HttpResponseError, IncompleteReadError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from shared.settings import Settings
-from shared.sink.blob_writer import (
-    LAKE_CA_BUNDLE_VARIABLES, STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport,
-)
-from shared.transport import Transport, ca_bundle
+from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
+from shared.transport import CA_BUNDLE_VARIABLES, Proxies, Transport, ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,8 @@ MANIFESTS = "_manifests"
 QUARANTINE = "_quarantine"
 STATE = "_state"
 SCHEMAS = "_schemas"
-RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS)
+CONTRACTS = "_contracts"
+RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS, CONTRACTS)
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
@@ -107,6 +107,10 @@ def if_unchanged(etag: str) -> Condition:
     return Condition(etag=etag)
 
 
+class LakeUnavailable(Exception):
+    """The container is missing or the identity cannot see it: a deployment problem, not a run's."""
+
+
 class PublishConflict(Exception):
     """Another writer published or replaced the blob first."""
 
@@ -119,6 +123,27 @@ class Lake:
         self.root = root.strip("/")
         # Publishing (the copy path's requests) goes through the lean writer; the rest through the SDK.
         self.writer = BlobWriter(container, transport or azure_transport(pool_size=32))
+
+    def require_container(self) -> None:
+        """Checks that the container exists and this identity may read it (one request).
+
+        Raises:
+            LakeUnavailable: with the account, the container and what to do.
+        """
+        where = f"container {self.container.container_name!r} in storage account {self.container.account_name!r}"
+        try:
+            self.container.get_container_properties()
+        except ResourceNotFoundError as err:
+            raise LakeUnavailable(
+                f"{where} does not exist: the deployment creates it (infra/, azd up); the bridge's role is "
+                "scoped to that container and cannot create it. Check ADLS_CONTAINER, or deploy again") from err
+        except HttpResponseError as err:
+            if err.status_code not in (401, 403):
+                raise
+            raise LakeUnavailable(
+                f"this identity may not read {where} ({err.status_code} {err.error_code or ''}): give the "
+                "function app's identity 'Storage Blob Data Contributor' on that container (the deployment "
+                "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")) from err
 
     def path(self, relative: str) -> str:
         """The blob name for a path below the root; refuses anything that could escape it."""
@@ -293,6 +318,16 @@ class Lake:
             return False
         return True
 
+    def delete(self, relative: str, *, etag: str | None = None) -> bool:
+        """Deletes a blob (only that version, with ``etag``); False when it was gone or changed."""
+        blob = self.container.get_blob_client(self.path(relative))
+        conditions = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            blob.delete_blob(**conditions)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        return True
+
     def blob_client(self, relative: str) -> Any:
         return self.container.get_blob_client(self.path(relative))
 
@@ -314,35 +349,54 @@ def make_credential(settings: Settings) -> Any | None:
         return None
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id, connection_verify=ca_bundle())
+
+
+class _ProxyAdapter(requests.adapters.HTTPAdapter):
+    """Chooses each request's proxy from settings read once (``HTTPS_PROXY``, ``NO_PROXY``).
+
+    The session does not read the environment itself (``trust_env`` off: requests would walk
+    os.environ on every request, a measurable share of a small file's copy), so without this
+    it would send everything, NO_PROXY hosts included, to whatever proxy it was given.
+    """
+
+    def __init__(self, proxies: Proxies, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._proxies = proxies
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        proxy = self._proxies.for_url(request.url)
+        kwargs["proxies"] = {urlsplit(request.url).scheme: proxy} if proxy else {}
+        return super().send(request, **kwargs)
+
+
+def sdk_options(pool: int) -> dict[str, Any]:
+    """What every storage SDK client of the bridge is built with: one requests session per client
+    with the environment's proxies and the bridge's CA bundle (see ``transport.CA_BUNDLE_VARIABLES``)."""
+    session = requests.Session()
+    session.trust_env = False
+    proxies = Proxies()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, _ProxyAdapter(proxies, pool_connections=4, pool_maxsize=pool))
+    # azure-core sends its transport's own ``verify`` with every request, overriding the
+    # session's: the bundle must be given to the transport, or a private CA is ignored.
+    transport = RequestsTransport(session=session, session_owner=False, connection_verify=ca_bundle(),
+                                  connection_timeout=10, read_timeout=120)
+    return {"transport": transport, "connection_timeout": 10, "read_timeout": 120}
 
 
 def make_container_client(settings: Settings, credential: Any | None) -> ContainerClient:
     """A container client for the lake: managed identity in Azure, a connection string locally."""
-    session = requests.Session()
-    # Proxies and CA bundle from the environment are read once here, not on every request
-    # (requests would walk os.environ per request: a measurable share of a small file's copy).
-    session.trust_env = False
-    found = urllib.request.getproxies()
-    session.proxies = {name: found[key] for name, key in (("http", "http"), ("https", "https"), ("no_proxy", "no"))
-                       if key in found}
-    session.verify = ca_bundle(*LAKE_CA_BUNDLE_VARIABLES)
-    pool = settings.connection_pool_size
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
-    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
     options: dict[str, Any] = {
-        "transport": RequestsTransport(session=session, session_owner=False),
+        **sdk_options(settings.connection_pool_size),
         "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=4),
         "max_single_put_size": 64 * 1024 * 1024,
-        "connection_timeout": 10,
-        "read_timeout": 120,
     }
     if settings.adls_connection_string:
         service = BlobServiceClient.from_connection_string(settings.adls_connection_string, **options)
     else:
         service = BlobServiceClient(settings.adls_account_url, credential=credential, **options)
     return service.get_container_client(settings.adls_container)
-
 
 
 def delta_storage_options(settings: Settings, credential: Any | None) -> dict[str, str]:
@@ -363,14 +417,53 @@ def delta_storage_options(settings: Settings, credential: Any | None) -> dict[st
             "azure_storage_endpoint": endpoint,
             "allow_http": "true" if endpoint.startswith("http://") else "false",
         }
-    host = urlsplit(settings.adls_account_url).hostname or ""
-    options = {
-        "account_name": host.split(".")[0],
-        "bearer_token": credential.get_token(STORAGE_SCOPE).token,
-    }
+    parts = urlsplit(settings.adls_account_url)
+    host = parts.hostname or ""
+    # An IP-style URL (an emulator: https://127.0.0.1:10000/ACCOUNT) names the account in its path.
+    account = parts.path.strip("/").split("/")[0] if is_ip(host) else host.split(".")[0]
+    options = {"account_name": account}
     if not host.endswith(".blob.core.windows.net"):
         options["azure_storage_endpoint"] = settings.adls_account_url
+    if os.environ.get("IDENTITY_ENDPOINT") and os.environ.get("IDENTITY_HEADER"):
+        # The Functions host's managed-identity endpoint: delta-rs asks it for tokens itself
+        # (reading IDENTITY_HEADER) and fetches a new one before each expires, however long a
+        # run or a worker lives.
+        options["azure_msi_endpoint"] = os.environ["IDENTITY_ENDPOINT"]
+        if settings.azure_client_id:
+            options["azure_client_id"] = settings.azure_client_id
+    else:
+        # Any other credential: a token fetched now, for the tables of this run.
+        options["bearer_token"] = credential.get_token(STORAGE_SCOPE).token
+    _delta_rs_trusts(ca_bundle())
+    options.update(_delta_rs_proxy(settings.adls_account_url))
     return options
+
+
+def _delta_rs_proxy(account_url: str) -> dict[str, str]:
+    """The environment's proxy for the lake, given to delta-rs explicitly: Rust's HTTP client reads
+    the proxy variables once per process and would send the local identity endpoint through it."""
+    proxy = Proxies().for_url(account_url)
+    if proxy is None:
+        return {}
+    excludes = [os.environ.get(name, "") for name in ("NO_PROXY", "no_proxy")]
+    identity = urlsplit(os.environ.get("IDENTITY_ENDPOINT", "")).hostname
+    excludes.append(identity or "")  # the host's own endpoint is always local
+    return {"proxy_url": proxy, "proxy_excludes": ",".join(e for e in excludes if e)}
+
+
+def _delta_rs_trusts(bundle: str) -> None:
+    """Makes delta-rs (Rust's TLS stack, which reads OpenSSL's ``SSL_CERT_FILE``, not Python's
+    settings) trust the bridge's CA bundle; it has no storage option for a CA."""
+    if os.environ.get("SSL_CERT_FILE") != bundle and any(os.environ.get(n) for n in CA_BUNDLE_VARIABLES):
+        os.environ["SSL_CERT_FILE"] = bundle
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 # The documented, public key of the storage emulators' development account.

@@ -15,10 +15,10 @@ import botocore.credentials
 import botocore.session
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.settings import Settings
-from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, ca_bundle, error_code, release
+from shared.settings import AccessRefused, Settings
+from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, error_code, release, s3_ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,74 @@ class _Probed(Exception):
     pass
 
 
+#: What S3 and STS answer when the key, secret, token or role is not accepted, and the setting to check.
+_REFUSALS = {
+    "InvalidAccessKeyId": "AWS_ACCESS_KEY_ID is not a key AWS knows",
+    "InvalidClientTokenId": "AWS_ACCESS_KEY_ID is not a key AWS knows",
+    "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not belong to AWS_ACCESS_KEY_ID",
+    "IncompleteSignature": "AWS_SECRET_ACCESS_KEY does not belong to AWS_ACCESS_KEY_ID",
+    "ExpiredToken": "the AWS credentials have expired (AWS_SESSION_TOKEN)",
+    "InvalidToken": "AWS_SESSION_TOKEN is not valid",
+    "AccessDenied": "the key or role may not list the bridge's folders (see the IAM policy in infra/README.md)",
+    "AllAccessDisabled": "the bucket refuses all access",
+    "NoSuchBucket": "HALTIAN_S3_BUCKET names no bucket",
+}
+
+
+def check_access(client: Any, settings: Settings) -> None:
+    """Asks S3 once, before a run starts, whether these settings can work at all: the bucket's
+    region, and one listing of a folder the bridge reads.
+
+    Without this a wrong region or key fails every file of every run (each an error of its own);
+    with it the run stops at once, on one plain line that names the setting to fix.
+
+    Raises:
+        AccessRefused: the bucket is in another region, or S3 (or STS) refused the credentials.
+    """
+    region = _bucket_region(client, settings.s3_bucket)
+    if region and region != settings.s3_region:
+        raise AccessRefused(f"bucket {settings.s3_bucket} is in {region}, not in {settings.s3_region}: "
+                            f"set HALTIAN_S3_REGION={region}")
+    prefix = settings.s3_prefix
+    if settings.organization_id and not prefix.rstrip("/").endswith(settings.organization_id):
+        prefix = f"{prefix}{settings.organization_id}/"
+    try:
+        client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix, MaxKeys=1)
+    except ClientError as err:
+        if refused_code(err):
+            raise refused("S3", f"listing s3://{settings.s3_bucket}/{prefix}", err) from None
+        # Anything else (S3 unwell, unreachable) is the run's to meet, retry and report.
+    except BotoCoreError:
+        pass
+
+
+def refused_code(err: ClientError) -> str | None:
+    code = err.response.get("Error", {}).get("Code", "")
+    return code if code in _REFUSALS else None
+
+
+def refused(service: str, what: str, err: ClientError, denied: str | None = None) -> AccessRefused | ClientError:
+    """A refusal as one plain line naming what was refused and the setting to check (``denied``
+    for an AccessDenied), or the error itself when it is not a refusal."""
+    code = refused_code(err)
+    if code is None:
+        return err
+    hint = denied if code == "AccessDenied" and denied else _REFUSALS[code]
+    return AccessRefused(f"{service} refused {what} ({code}): {hint}")
+
+
+def _bucket_region(client: Any, bucket: str) -> str | None:
+    """The bucket's region as S3 states it (``x-amz-bucket-region``, sent even with a redirect or a
+    refusal, which is how botocore itself finds it), or None when S3 did not say."""
+    try:
+        response = client.head_bucket(Bucket=bucket)
+    except ClientError as err:
+        response = err.response
+    except BotoCoreError:
+        return None
+    return response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+
+
 def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:
     """The copy path's transport for S3, with the boto3 client's timeouts, pool and retries."""
     config = client.meta.config
@@ -196,7 +264,7 @@ def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:
     attempts = retries.get("total_max_attempts") or 1 + retries.get("max_attempts", 4)
     return Transport(attempts=attempts, backoff=S3_BACKOFF, connect_timeout=config.connect_timeout,
                      read_timeout=config.read_timeout, pool_size=config.max_pool_connections,
-                     ca_bundle=ca_bundle("AWS_CA_BUNDLE"), hook=hook)
+                     ca_bundle=s3_ca_bundle(), hook=hook)
 
 
 def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> Any:
@@ -217,12 +285,13 @@ def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> A
         session = _web_identity_session(settings, entra_credential)
     elif settings.s3_role_arn:
         session = _assumed_role_session(session, settings)
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, verify=s3_ca_bundle())
 
 
 def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> boto3.session.Session:
     """A session whose credentials come from STS AssumeRole and refresh before they expire."""
-    sts = base.client("sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    sts = base.client("sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+                      verify=s3_ca_bundle())
     params: dict[str, Any] = {
         "RoleArn": settings.s3_role_arn,
         "RoleSessionName": "haltian-azure-bridge",
@@ -232,7 +301,12 @@ def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> bo
         params["ExternalId"] = settings.s3_external_id
 
     def refresh() -> dict[str, str]:
-        return _metadata(sts.assume_role(**params)["Credentials"])
+        try:
+            return _metadata(sts.assume_role(**params)["Credentials"])
+        except ClientError as err:
+            raise refused("AWS STS", f"AssumeRole of {settings.s3_role_arn}", err,
+                          "the key may not assume HALTIAN_S3_ROLE_ARN, or HALTIAN_S3_EXTERNAL_ID is not "
+                          "the external id its trust policy asks for") from None
 
     return _refreshing_session(refresh, settings, "sts-assume-role")
 
@@ -247,15 +321,20 @@ def _web_identity_session(settings: Settings, entra_credential: Any) -> boto3.se
         raise ValueError("a keyless S3 role needs an Entra credential (the function's managed identity)")
     sts = boto3.session.Session().client(
         "sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED), verify=s3_ca_bundle(),
     )
 
     def refresh() -> dict[str, str]:
         token = entra_credential.get_token(f"{settings.s3_web_identity_audience}/.default").token
-        return _metadata(sts.assume_role_with_web_identity(
-            RoleArn=settings.s3_role_arn, RoleSessionName="haltian-azure-bridge",
-            WebIdentityToken=token, DurationSeconds=3600,
-        )["Credentials"])
+        try:
+            return _metadata(sts.assume_role_with_web_identity(
+                RoleArn=settings.s3_role_arn, RoleSessionName="haltian-azure-bridge",
+                WebIdentityToken=token, DurationSeconds=3600,
+            )["Credentials"])
+        except ClientError as err:
+            raise refused("AWS STS", f"AssumeRoleWithWebIdentity of {settings.s3_role_arn}", err,
+                          "the role's trust policy does not accept this identity's token "
+                          "(see the keyless route in infra/README.md)") from None
 
     return _refreshing_session(refresh, settings, "assume-role-with-web-identity")
 

@@ -1,0 +1,144 @@
+"""The Entra rig: the lake authenticated as Azure authenticates it, started once per test session.
+
+- Azurite (blob and queue) over HTTPS on a certificate from a private CA the session makes,
+  in its Entra mode (``--oauth basic``): bearer tokens, checked for issuer, audience and expiry;
+- a local managed-identity endpoint speaking the Functions protocol (``IDENTITY_ENDPOINT``,
+  ``IDENTITY_HEADER``), checking the client id, issuing tokens that live about a minute;
+- the bridge started with ``ADLS_ACCOUNT_URL``, ``AZURE_CLIENT_ID`` and the identity variables
+  only, its CA named by ``REQUESTS_CA_BUNDLE``: the unmodified ``DefaultAzureCredential`` path.
+
+Test setup (creating containers, reading back) uses the emulator's public account key over
+the same HTTPS, which Azurite accepts beside tokens; the bridge never sees it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.demo import servers
+from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
+from shared.demo.identity import IdentityEndpoint
+from shared.run import Bridge, build_bridge
+from shared.settings import Settings
+
+#: Every variable that could name a CA bundle or a proxy; the rig sets the ones it means.
+TLS_AND_PROXY_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE",
+                           "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
+                           "ALL_PROXY", "all_proxy")
+#: Variables through which some other credential than the managed identity could sign in.
+OTHER_CREDENTIALS = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME",
+                     "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
+                     "AZURE_POD_IDENTITY_AUTHORITY_HOST", "ADLS_CONNECTION_STRING")
+
+_names = itertools.count()
+
+
+@dataclass
+class Rig:
+    certificates: servers.Certificates
+    blob: servers.Server
+    queue: servers.Server
+    identity: IdentityEndpoint
+
+    @property
+    def account_url(self) -> str:
+        return f"{self.blob.url}/{servers.AZURITE_ACCOUNT}"
+
+    @property
+    def queue_url(self) -> str:
+        return f"{self.queue.url}/{servers.AZURITE_ACCOUNT}"
+
+    def admin(self) -> BlobServiceClient:
+        """The emulator's account key over HTTPS, for test setup and reading back."""
+        return BlobServiceClient(self.account_url, credential={"account_name": servers.AZURITE_ACCOUNT,
+                                                               "account_key": servers.AZURITE_KEY},
+                                 connection_verify=str(self.certificates.ca))
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    certificates = servers.make_certificates(Path(tmp_path_factory.mktemp("rig-tls")))
+    blob = servers.azurite(certificates=certificates).start()
+    queue = servers.azurite_queue(certificates=certificates).start()
+    identity = IdentityEndpoint(lifetime=60).start()
+    yield Rig(certificates, blob, queue, identity)
+    identity.stop()
+    queue.kill()  # in memory, nothing to keep; a graceful stop waits for idle HTTPS connections
+    blob.kill()
+
+
+@dataclass
+class EntraStack:
+    """One test's bucket (on the shared moto) and container (on the rig), and the bridge's environment."""
+
+    rig: Rig
+    moto: servers.Server
+    bucket: str
+    container_name: str
+    s3: object
+    container: ContainerClient
+    monkeypatch: pytest.MonkeyPatch
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        values = {
+            "HALTIAN_S3_BUCKET": self.bucket,
+            "HALTIAN_S3_ENDPOINT_URL": self.moto.url,
+            "ADLS_ACCOUNT_URL": self.rig.account_url,
+            "ADLS_CONTAINER": self.container_name,
+            "ADLS_ROOT": "haltian/raw",
+            "BRIDGE_MAX_CONCURRENCY": "4",
+            "BRIDGE_BACKFILL_QUEUE": f"backfill-{self.container_name}"[:63],
+            "BridgeQueue__queueServiceUri": self.rig.queue_url,
+            **self.rig.identity.environ(),
+        }
+        values.update(overrides)
+        return values
+
+    def apply(self, **overrides: str) -> dict[str, str]:
+        """Puts the bridge's settings and the host's identity variables into the process environment
+        (where the Functions host puts them), and returns them."""
+        values = self.env(**overrides)
+        for name, value in values.items():
+            self.monkeypatch.setenv(name, value)
+        return values
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_mapping(self.apply(**overrides))
+
+    def bridge(self, **overrides: str) -> Bridge:
+        """A fresh bridge (not the per-process cache), built as the worker builds it."""
+        return build_bridge(self.settings(**overrides))
+
+    def seed(self, spec: BucketSpec) -> list[tuple[Written, bytes]]:
+        objects = build_bucket(spec)
+        upload(self.s3, self.bucket, objects)
+        return objects
+
+    def lake_names(self, prefix: str = "") -> list[str]:
+        return [b.name for b in self.container.list_blobs(name_starts_with=prefix or None)]
+
+    def data_files(self, root: str = "haltian/raw") -> list[str]:
+        return [n for n in self.lake_names(f"{root}/parquet/") if "/_delta_log/" not in n]
+
+
+@pytest.fixture
+def entra(rig: Rig, moto: servers.Server, monkeypatch: pytest.MonkeyPatch) -> EntraStack:
+    for name in TLS_AND_PROXY_VARIABLES + OTHER_CREDENTIALS:
+        monkeypatch.delenv(name, raising=False)
+    # The one CA setting users reach for first; the bridge makes every client honour it.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(rig.certificates.ca))
+    n = next(_names)
+    bucket = f"haltian-entra-{os.getpid()}-{n}"
+    container_name = f"entra-{os.getpid()}-{n}"
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    container = rig.admin().create_container(container_name)
+    return EntraStack(rig, moto, bucket, container_name, s3, container, monkeypatch)
