@@ -106,6 +106,7 @@ class TableFile:
     size: int
     modified: datetime
     facts: TableFacts | None = None  # None: read from the file's footer when needed
+    etag: str | None = None  # the blob version listed (None: the one this run wrote)
 
     @property
     def table_path(self) -> str:

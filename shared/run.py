@@ -141,13 +141,13 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     run_id = new_run_id(started)
     token = logs.set_run_id(run_id)
     try:
-        return _run(bridge, run_id, started, clock_start, full, progress, partition)
+        return _run(bridge, run_id, started, clock_start, full, progress, partition, release)
     finally:
         logs.reset_run_id(token)
 
 
 def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, full: bool,
-         progress: Progress | None, partition: str | None) -> RunResult:
+         progress: Progress | None, partition: str | None, release: Callable[[Bridge], Plan] | None) -> RunResult:
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
@@ -158,12 +158,14 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        publisher = bridge.delta_publisher(run_id)
+        publisher.guard = lock.check
+        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check, publisher)
         if plan.mode == RELEASE:
             lock.check()
             _leave_quarantine(bridge.lake, plan, result)
         _log_drift(result)
-        result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
+        result.tables = _sync_tables(bridge, plan, result, publisher)
         result.finished_at = datetime.now(timezone.utc)
         result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at,
                                                    settings.lock_seconds, lock.check)
@@ -199,14 +201,15 @@ def _log_drift(result: RunResult) -> None:
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
+              deadline: float, result: RunResult, progress: Progress | None, guard: Guard,
+              publisher: DeltaPublisher) -> None:
     """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
     abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
         guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
-        return copy_file(item, bridge.source, bridge.lake, judge, run_id,
+        return copy_file(item, bridge.source, bridge.lake, judge, run_id, take_out=publisher.take_out,
                          server_side=bridge.settings.copy_mode == "server", guard=guard)
 
     done_files = done_bytes = 0
@@ -233,7 +236,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, guard: Guard) -> list[TableChange]:
+def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: DeltaPublisher) -> list[TableChange]:
     """Brings every dataset's Delta table in line with the verified files this run knows of.
 
     The candidates are the verified copies the plan listed (which heals a crash between
@@ -243,7 +246,7 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, gua
     for path, entry in plan.mirrored.items():
         key = parse_key(path)
         if key is not None and entry.metadata.get(META_SOURCE_ETAG) and entry.last_modified is not None:
-            candidates[path] = TableFile(key, entry.size, entry.last_modified)
+            candidates[path] = TableFile(key, entry.size, entry.last_modified, etag=entry.etag)
     for outcome in result.outcomes:
         if outcome.action == PUBLISHED and outcome.lake_modified is not None:
             key = outcome.item.key
@@ -253,8 +256,6 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, gua
         by_table.setdefault(candidate.key.dataset_folder, []).append(candidate)
     if not by_table:
         return []
-    publisher = bridge.delta_publisher(run_id)
-    publisher.guard = guard
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
                             **_run_threads()) as executor:
         changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))

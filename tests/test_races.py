@@ -16,7 +16,7 @@ from azure.storage.blob import BlobLeaseClient
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
 from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
-from shared.run import RunFailed, new_run_id, run_for_timer, run_once
+from shared.run import RunFailed, new_run_id, plan_run, run_for_timer, run_once
 from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
 from shared.sink.lock import LOCK_PATH, LockLost, RunLock
 from tests.faultproxy import DELAY, PASS, FaultProxy
@@ -302,3 +302,73 @@ def test_each_log_record_carries_its_own_runs_id_with_two_runs_in_one_process(st
     assert len(summaries) == len(partitions) >= 2
     for record in summaries:
         assert record.run_id == record.getMessage().split()[1]
+
+
+def delta_adds(stack, folder: str) -> dict[str, int]:
+    """The table's live add actions, path -> size, replayed from its JSON commits."""
+    live: dict[str, int] = {}
+    names = sorted(b.name for b in stack.container.list_blobs(name_starts_with=f"{ROOT}/{folder}_delta_log/")
+                   if b.name.endswith(".json"))
+    for name in names:
+        for line in stack.container.get_blob_client(name).download_blob().readall().decode().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]["size"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return live
+
+
+def check_tables_describe_their_blobs(stack, folder: str) -> None:
+    sizes = {b.name[len(f"{ROOT}/{folder}"):]: b.size
+             for b in stack.container.list_blobs(name_starts_with=f"{ROOT}/{folder}") if "_delta_log" not in b.name}
+    for path, size in delta_adds(stack, folder).items():
+        assert sizes.get(path) == size, f"the table says {path} has {size} bytes, the blob has {sizes.get(path)}"
+
+
+class Crash(BaseException):
+    """The host stopping the process between two steps of a run."""
+
+
+def _change(stack, key: str, rows: int) -> None:
+    at = datetime.now(timezone.utc)
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(
+        make_table(legacy_schema("measurementCO2"), rows, at, random.Random(rows))))
+
+
+def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after_a_crash(stack, monkeypatch) -> None:
+    import shared.run as run_module
+
+    keys = seed_hours(stack, 3)
+    folder = keys[0].split("2026/")[0] if "2026/" in keys[0] else keys[0].rsplit("/", 3)[0] + "/"
+    folder = keys[0].rsplit("/", 3)[0] + "/"
+    bridge = stack.bridge()
+    run_once(bridge)
+    _change(stack, keys[1], 300)  # the vendor delivers a new, larger version of a copied file
+
+    def crash(*args, **kwargs):
+        raise Crash()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(run_module, "_sync_tables", crash)  # dies after publishing, before the table commit
+        with pytest.raises(Crash):
+            run_once(bridge)
+    check_tables_describe_their_blobs(stack, folder)
+    run_once(bridge)  # the next run heals the table
+    check_tables_describe_their_blobs(stack, folder)
+    assert keys[1][len(folder):] in delta_adds(stack, folder)
+    check_promise(stack)
+
+
+def test_healing_from_a_listing_older_than_another_writers_commit_never_puts_an_old_size_back(stack) -> None:
+    from shared.run import _sync_tables
+
+    keys = seed_hours(stack, 3)
+    folder = keys[0].rsplit("/", 3)[0] + "/"
+    bridge = stack.bridge()
+    slow = run_once(bridge)  # a slow run published these files; its table commit comes late ...
+    _change(stack, keys[1], 300)
+    run_once(bridge)  # ... after another run replaced one of them and committed its table
+    _sync_tables(bridge, slow.plan, slow, bridge.delta_publisher(slow.run_id))  # the slow run's commit
+    check_tables_describe_their_blobs(stack, folder)
+    check_promise(stack)

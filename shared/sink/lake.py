@@ -57,6 +57,9 @@ META_SCHEMA = "haltian_schema_fingerprint"
 META_CONTRACT = "haltian_contract"
 META_RUN_ID = "haltian_run_id"
 META_REASON = "haltian_quarantine_reason"
+#: Set on a mirrored file while a run replaces it (a new source version): the file is out of its
+#: Delta table then, and no table sync may add it back; the new version's write clears it.
+META_REPLACING = "haltian_replacing"
 
 
 @dataclass(frozen=True)
@@ -254,11 +257,35 @@ class Lake:
         self.commit(destination, block_ids, md5=downloader.properties.content_settings.content_md5 or b"",
                     metadata=metadata, condition=ALWAYS)
 
-    def read_tail(self, relative: str, size: int, length: int) -> bytes:
-        """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer)."""
+    def mark_replacing(self, relative: str, entry: LakeEntry, run_id: str) -> str:
+        """Marks a mirrored file as being replaced (see ``META_REPLACING``), only if it is still
+        the version listed; returns its new ETag, which the replacing write must match.
+
+        Raises:
+            PublishConflict: the blob changed since it was listed.
+        """
+        blob = self.container.get_blob_client(self.path(relative))
+        metadata = {**entry.metadata, META_REPLACING: run_id}
+        try:
+            answer = blob.set_blob_metadata(metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as err:
+            raise PublishConflict(f"{relative} changed since it was listed") from err
+        return answer["etag"]
+
+    def read_tail(self, relative: str, size: int, length: int, etag: str | None = None) -> bytes:
+        """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer); with
+        ``etag``, only of that version.
+
+        Raises:
+            PublishConflict: with ``etag``, the blob is another version now.
+        """
         length = min(length, size)
         blob = self.container.get_blob_client(self.path(relative))
-        return blob.download_blob(offset=size - length, length=length).readall()
+        condition = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            return blob.download_blob(offset=size - length, length=length, **condition).readall()
+        except ResourceModifiedError as err:
+            raise PublishConflict(f"{relative} changed while its footer was read") from err
 
     def get_entry(self, relative: str) -> LakeEntry | None:
         blob = self.container.get_blob_client(self.path(relative))
