@@ -276,6 +276,8 @@ def _keep_replaced_version(item: WorkItem, lake: Lake, run_id: str, outcome: Fil
     """Before a changed file is republished, its old version goes to a versioned quarantine path."""
     assert item.replaces is not None
     metadata = dict(item.replaces.metadata)
+    metadata.pop(lake_module.META_REPLACING, None)
+    metadata[lake_module.META_RUN_ID] = run_id  # the run that wrote this copy (the reason names it too)
     metadata[lake_module.META_REASON] = (
         f"replaced at the mirrored path by source ETag {item.source.etag} in run {run_id}: "
         "Haltian delivered a new version of an already copied file"

@@ -282,7 +282,7 @@ def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
     guard()
     if not lake.write_json(path, document, condition=IF_MISSING):
         raise LockLost(f"run {result.run_id} found its manifest written for it by another run (it had lost its "
-                       "lock); that manifest reports its files", datetime.now(timezone.utc))
+                       "lock); that manifest reports its files", datetime.now(timezone.utc), result.run_id)
     result.manifest_path = lake.path(path)
     guard()
     index.append(lake, path, document)
@@ -331,6 +331,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         telemetry.record_failed_run()
         raise
     except LockLost as err:
+        logs.set_run_id(err.run_id)  # what the invocation logs from here on is that run's
         log.error("%s", err)
         telemetry.record_failed_run()
         raise RunFailed(str(err)) from None
@@ -338,6 +339,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.exception("run stopped before it could write its manifest; the next run starts over")
         telemetry.record_failed_run()
         raise
+    logs.set_run_id(result.run_id)  # what the invocation logs from here on is that run's
     if result.failed:
         log.error("%s; the failed files are listed in %s", result.summary(), result.manifest_path)
         raise RunFailed(result.summary())

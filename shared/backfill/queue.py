@@ -10,6 +10,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
+from shared import logs
 from shared.backfill.partitions import Partition, discover, incomplete
 from shared.run import Bridge, RunFailed, RunResult, run_once
 from shared.sink.lake import sdk_options
@@ -96,21 +97,25 @@ def process_message(bridge: Bridge, body: str) -> RunResult:
     """
     partition = Partition.from_message(body, bridge.settings.s3_prefix)
     result = run_once(bridge, partition=partition.prefix)
-    if result.failed or (result.deferred and not result.outcomes):
-        raise RunFailed(result.summary())
-    if result.table_errors:
-        log.warning("backfill %s: %d tables not committed; the files landed and the next full reconcile "
-                    "commits them", partition.prefix, result.table_errors)
-    if result.deferred:
-        queue_client(bridge.settings, bridge.credential).send_message(partition.message().encode())
-        log.info("backfill %s: %d files left by the time budget; the partition is queued again",
-                 partition.prefix, sum(result.deferred.values()))
+    token = logs.set_run_id(result.run_id)  # what is logged about the run carries its id
+    try:
+        if result.failed or (result.deferred and not result.outcomes):
+            raise RunFailed(result.summary())
+        if result.table_errors:
+            log.warning("backfill %s: %d tables not committed; the files landed and the next full reconcile "
+                        "commits them", partition.prefix, result.table_errors)
+        if result.deferred:
+            queue_client(bridge.settings, bridge.credential).send_message(partition.message().encode())
+            log.info("backfill %s: %d files left by the time budget; the partition is queued again",
+                     partition.prefix, sum(result.deferred.values()))
+    finally:
+        logs.reset_run_id(token)
     return result
 
 
 def run_for_queue(environ: Mapping[str, str], body: str) -> RunResult:
     """The queue trigger's entry: settings from the environment, then one partition."""
-    from shared import logs, telemetry
+    from shared import telemetry
 
     logs.configure()
     telemetry.configure(environ)

@@ -55,9 +55,10 @@ class LockLost(Exception):
     ``lost_at`` is when the run learnt it (UTC); nothing the run writes is newer.
     """
 
-    def __init__(self, message: str, lost_at: datetime) -> None:
+    def __init__(self, message: str, lost_at: datetime, run_id: str = "-") -> None:
         super().__init__(message)
         self.lost_at = lost_at
+        self.run_id = run_id
 
 
 class RunLock:
@@ -119,7 +120,7 @@ class RunLock:
         if self._lost is not None:
             reason, lost_at = self._lost
             raise LockLost(f"run {self.run_id} lost its lock {self.path} ({reason}); it stopped before its next "
-                           "write, and the next run accounts for its files", lost_at)
+                           "write, and the next run accounts for its files", lost_at, self.run_id)
 
     def _mark_lost(self, reason: str) -> None:
         with self._mark:

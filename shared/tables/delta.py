@@ -38,7 +38,7 @@ from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, PublishConflict
+from shared.sink.lake import META_REPLACING, Lake, PublishConflict
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
@@ -137,8 +137,7 @@ class DeltaPublisher:
         now: list[TableFile] = []
         for candidate in files:
             entry = listed.get(candidate.key.key)
-            if entry is None or not entry.metadata.get(META_SOURCE_ETAG) or entry.metadata.get(META_REPLACING) \
-                    or entry.last_modified is None:
+            if entry is None or entry.metadata.get(META_REPLACING) or entry.last_modified is None:
                 continue
             same = entry.size == candidate.size and entry.last_modified == candidate.modified \
                 and candidate.etag in (None, entry.etag)
