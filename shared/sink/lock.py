@@ -104,10 +104,23 @@ class RunLock:
         if self._renewer.is_alive():
             self._renewer.join()
         if self._lease is not None and self._lost is None:
+            self._release()
+
+    def _release(self) -> None:
+        """Releases the lease, retrying transient errors for up to a third of the lease."""
+        deadline = time.monotonic() + self.lease_seconds / 3
+        while True:
             try:
-                self._lease.release(**self._quick())
+                self._lease.release(**self._quick(deadline - time.monotonic()))  # type: ignore[union-attr]
+                return
+            except HttpResponseError as err:
+                if err.status_code in (409, 412) or time.monotonic() >= deadline:
+                    break
             except AzureError:
-                log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
+                if time.monotonic() >= deadline:
+                    break
+            time.sleep(0.5)
+        log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
 
     def check(self) -> None:
         """Returns while the lease is surely this run's.
