@@ -155,6 +155,7 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
                                                                       partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
+        lock.note_scope({"mode": plan.mode, "months": plan.months, "partition": plan.partition})
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)

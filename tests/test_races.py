@@ -49,7 +49,8 @@ def seed_hours(stack, hours: int, dataset: str = "measurementCO2", seed: int = 3
 def slow_publishes(seconds: float):
     """A proxy rule that delays every Put Blob of a data file (so a run takes a while)."""
     def rule(method: str, path: str) -> str:
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path:
+        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
+                and "/_state/" not in path:
             return f"{DELAY}{seconds}"
         return PASS
     return rule
@@ -194,7 +195,8 @@ def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(sta
     puts = {"n": 0}
 
     def rule(method: str, path: str) -> str:
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path:
+        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
+                and "/_state/" not in path:
             puts["n"] += 1
             if puts["n"] == 4:  # the worker is alive and holds its lease, but quiet for longer than a lease
                 return f"{DELAY}18"

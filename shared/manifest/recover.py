@@ -14,7 +14,7 @@ from typing import Any
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.manifest import index
 from shared.manifest.build import build_manifest, manifest_path
-from shared.model import PUBLISHED, QUARANTINED, FileOutcome, Plan, RunResult, WorkItem
+from shared.model import FULL, PARTITION, PUBLISHED, QUARANTINED, WINDOW, FileOutcome, Plan, RunResult, WorkItem
 from shared.sink.lake import (
     IF_MISSING, MANIFESTS, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
     Lake, LakeEntry,
@@ -43,12 +43,18 @@ def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float) -> dict[str, 
     reported = {entry.path.rsplit("/", 1)[1].removesuffix(".json") for day in days for entry in lake.list_entries(day)}
     locks: dict[str, tuple[dict[str, Any], str | None]] = {}
     return {run_id: files for run_id, files in by_run.items()
-            if run_id not in reported and _gone(lake, run_id, files, plan.listed_at, lease_seconds, locks)}
+            if run_id not in reported and _gone(lake, run_id, files, plan, lease_seconds, locks)}
 
 
-def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], listed_at: datetime | None,
+def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], plan: Plan,
           lease_seconds: float, locks: dict[str, tuple[dict[str, Any], str | None]]) -> bool:
-    """Whether a run without a manifest has surely stopped, so it will never write one.
+    """Whether a run without a manifest has surely stopped, so it will never write one, and
+    whether this plan's listing shows every file it may have written (else a later full
+    reconcile writes its manifest).
+
+    Its scope (what it listed) is in the lock it held, while it is the holder or the one before;
+    a full reconcile sees everything, a window run sees the runs of no more months, a partition
+    run sees the runs of its own partition.
 
     The locks it could hold (the lake's run lock, the partition lease of each month folder it
     wrote to) say: it holds one now (alive); it released one (it finished every write: gone);
@@ -59,6 +65,7 @@ def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool
     """
     paths = {LOCK_PATH} | {partition_lock_path(key.month_folder) for key, _, _ in files}
     released = False
+    scope: dict[str, Any] | None = None
     for path in sorted(paths):
         if path not in locks:
             locks[path] = lock_state(lake.blob_client(path))
@@ -68,12 +75,30 @@ def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool
             if state == "leased":
                 return False
             released = released or state == "available"
-        elif previous.get("run_id") == run_id and previous.get("released"):
-            released = True
+            scope = scope or record.get("scope")
+        elif previous.get("run_id") == run_id:
+            released = released or bool(previous.get("released"))
+            scope = scope or previous.get("scope")
+    if not _covers(plan, scope):
+        return False
     if released:
         return True
     newest = max((entry.last_modified for _, entry, _ in files if entry.last_modified is not None), default=None)
+    listed_at = plan.listed_at
     return newest is None or listed_at is None or (listed_at - newest).total_seconds() >= lease_seconds
+
+
+def _covers(plan: Plan, scope: dict[str, Any] | None) -> bool:
+    """Whether this plan listed every folder a run of ``scope`` may have written to."""
+    if plan.mode == FULL:
+        return True
+    if not scope:
+        return False
+    if plan.mode == PARTITION:
+        return scope.get("mode") == PARTITION and scope.get("partition") == plan.partition
+    if plan.mode == WINDOW and scope.get("mode") == WINDOW:
+        return set(scope.get("months") or ()) <= set(plan.months or ())
+    return False
 
 
 def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], recovered_by: str,

@@ -76,6 +76,7 @@ class RunLock:
                                          name="bridge-lock-renewer", daemon=True)
         self._renewed = time.monotonic()  # when the last successful renewal was sent
         self._lost: tuple[str, datetime] | None = None
+        self._record: dict[str, Any] = {}
         self._mark = threading.Lock()
 
     def __enter__(self) -> RunLock:
@@ -92,9 +93,9 @@ class RunLock:
                 raise
             raise RunLocked(f"another bridge run holds the lock ({self._holder()}); this run stops") from err
         self._renewed = sent
-        holder = {"run_id": self.run_id, "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).isoformat(), "previous": previous}
-        self.blob.upload_blob(json.dumps(holder).encode(), overwrite=True, lease=self._lease)
+        self._record = {"run_id": self.run_id, "host": socket.gethostname(),
+                        "since": datetime.now(timezone.utc).isoformat(), "previous": previous}
+        self.blob.upload_blob(json.dumps(self._record).encode(), overwrite=True, lease=self._lease)
         self._renewer.start()
         return self
 
@@ -121,6 +122,14 @@ class RunLock:
                     break
             time.sleep(0.5)
         log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
+
+    def note_scope(self, scope: dict[str, Any]) -> None:
+        """Records what the run lists (its plan's mode, months, partition) in the lock, so a later
+        run can tell whether its own listing shows every file this one may have written."""
+        self.check()
+        self._record["scope"] = scope
+        self.blob.upload_blob(json.dumps(self._record).encode(), overwrite=True, lease=self._lease,
+                              **self._quick())
 
     def check(self) -> None:
         """Returns while the lease is surely this run's.
@@ -177,7 +186,7 @@ class RunLock:
         record, state = lock_state(self.blob)
         if not record.get("run_id") or state == "leased":
             return None
-        return {"run_id": record["run_id"], "released": state == "available"}
+        return {"run_id": record["run_id"], "released": state == "available", "scope": record.get("scope")}
 
     def _holder(self) -> str:
         try:
