@@ -214,7 +214,7 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
 
     import shared.run as run_module
     from shared import logs
-    from shared.copy import PUBLISHED, QUARANTINED
+    from shared.model import PUBLISHED, QUARANTINED
     from shared.run import Bridge, run_once
     from shared.settings import Settings
     from shared.sink.lake import Lake

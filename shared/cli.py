@@ -1,4 +1,7 @@
-"""``python -m shared run|plan [--all] [--json]``: the same code path as the timer."""
+"""``python -m shared COMMAND``: the same code path as the timer, and the operator's commands.
+
+run, plan, status, backfill, sql; schema show|accept LAYOUT/DATASET; quarantine list|release [LAYOUT/DATASET].
+"""
 
 from __future__ import annotations
 
@@ -18,10 +21,13 @@ from shared import logs, telemetry
 from shared.errors import describe
 from shared.manifest.build import build_manifest
 from shared.progress import TerminalProgress
-from shared.report import format_manifest, format_plan, plan_document
+from shared.report import (
+    format_accepted, format_manifest, format_plan, format_quarantine, format_schema, plan_document,
+)
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
-from shared.sink.lock import RunLocked
+from shared.sink.lake import LakeUnavailable
+from shared.sink.lock import LockLost, RunLocked
 from shared.status import format_status, status
 from shared.tables.sql import find_tables, synapse_sql
 
@@ -29,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_SETTINGS = 2
 EXIT_LOCKED = 3
+EXIT_LOCK_LOST = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,9 +56,28 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--to", dest="until", metavar="YYYY-MM", type=_month, help="last month")
             command.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
             command.add_argument("--wait", action="store_true", help="show progress until the queue is drained")
-        command.add_argument("--settings", type=Path, metavar="FILE",
-                             help="a local.settings.json whose Values are used as settings")
+        _settings_argument(command)
+    for name, text, actions in (
+        ("schema", "show a dataset's contract and newest schema, or accept that schema as its contract",
+         (("show", "the contract in force, the newest schema seen, and how they differ", True),
+          ("accept", "make the newest quarantined (or else newest seen) schema the dataset's contract", True))),
+        ("quarantine", "list the quarantined files, or release those that pass the contract in force now",
+         (("list", "what is in quarantine, and why", False),
+          ("release", "copy quarantined files again and publish those that pass the contract in force", False))),
+    ):
+        group = commands.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True)
+        for action, action_text, required in actions:
+            command = group.add_parser(action, help=action_text, description=action_text)
+            command.add_argument("dataset", metavar="LAYOUT/DATASET", nargs=None if required else "?",
+                                 help="for example legacy/measurementCO2" + ("" if required else "; default: all"))
+            command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+            _settings_argument(command)
     return parser
+
+
+def _settings_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--settings", type=Path, metavar="FILE",
+                         help="a local.settings.json whose Values are used as settings")
 
 
 def _month(text: str) -> str:
@@ -70,7 +96,7 @@ def load_environment(settings_file: Path | None, environ: Mapping[str, str]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    quiet = args.command in ("sql", "status") or args.json
+    quiet = args.command in ("sql", "status") or args.json or getattr(args, "action", None) in ("show", "list")
     logs.configure(logging.WARNING if quiet else logging.INFO, logging.StreamHandler(sys.stderr))
     try:
         settings = Settings.from_mapping(load_environment(args.settings, os.environ))
@@ -83,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:  # AWS refused the key, secret or role, or the region is wrong
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
+    try:
+        bridge.lake.require_container()
+    except LakeUnavailable as err:
+        print(f"not started: {err}", file=sys.stderr)
+        return EXIT_SETTINGS
     if args.command == "sql":
         tables = find_tables(bridge.lake, settings.s3_prefix)
         print(synapse_sql(settings, bridge.lake, tables))
@@ -93,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "backfill":
         return _backfill(bridge, args)
+    if args.command in ("schema", "quarantine"):
+        return _admin(bridge, args)
     if args.command == "plan":
         plan = plan_run(bridge, full=args.all)
         print(json.dumps(plan_document(plan), indent=2) if args.json else format_plan(plan))
@@ -105,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except LockLost as err:
+        print(f"run stopped: {err}", file=sys.stderr)
+        telemetry.record_failed_run()
+        return EXIT_LOCK_LOST
     except (BotoCoreError, ClientError, AzureError) as err:
         # Listing or the manifest failed: nothing claims work that did not happen, and the
         # next run starts over from the bucket and the lake.
@@ -118,6 +155,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.exit_code:
         print(f"{result.failed} files failed and are left for the next run", file=sys.stderr)
     return result.exit_code
+
+
+def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
+    from shared import admin
+
+    try:
+        if args.command == "schema" and args.action == "show":
+            document = admin.show_schema(bridge, args.dataset)
+            text = format_schema(document)
+        elif args.command == "schema":
+            document = admin.accept_schema(bridge, args.dataset)
+            text = format_accepted(document)
+        elif args.action == "list":
+            document = admin.list_quarantine(bridge, args.dataset)
+            text = format_quarantine(document)
+        else:
+            result = admin.release_quarantine(bridge, args.dataset)
+            manifest = build_manifest(result)
+            print(json.dumps(manifest, indent=2) if args.json else format_manifest(manifest))
+            if result.exit_code:
+                print(f"{result.failed} files failed and stay in quarantine for the next release", file=sys.stderr)
+            return result.exit_code
+    except admin.AdminError as err:
+        print(err, file=sys.stderr)
+        return EXIT_SETTINGS
+    except RunLocked as err:
+        print(f"not started: {err}", file=sys.stderr)
+        return EXIT_LOCKED
+    print(json.dumps(document, indent=2, default=str) if args.json else text)
+    return EXIT_OK
 
 
 def _backfill(bridge: Bridge, args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -21,11 +21,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import describe
 from shared.haltian.contracts import fingerprint
-from shared.plan import WorkItem
+from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.sink import lake as lake_module
 from shared.sink.lake import ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged
+from shared.sink.lock import LockLost
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
-from shared.tables.facts import TableFacts, table_facts
+from shared.tables.facts import table_facts
 from shared.transport import TransportError
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
 from shared.verify.schema import SchemaJudge, SchemaOutcome
@@ -39,57 +40,43 @@ BLOCK_BYTES = 8 * 1024 * 1024
 #: Blocks the lake pulls itself (Put Block From URL allows up to 100 MiB a block).
 SERVER_BLOCK_BYTES = 64 * 1024 * 1024
 
-PUBLISHED = "published"
-QUARANTINED = "quarantined"
-FAILED = "failed"
-PRESENT = "present"
+Guard = Callable[[], None]
+
+
+def _no_guard() -> None:
+    pass
 
 
 class Corrupted(Exception):
     """The bytes read do not match what S3 said they are; the next run reads them again."""
 
 
-@dataclass
-class FileOutcome:
-    """What happened to one file, as the manifest reports it."""
-
-    action: str
-    item: WorkItem
-    destination: str | None = None
-    bytes: int = 0
-    rows: int | None = None
-    schema_fingerprint: str | None = None
-    schema: SchemaOutcome | None = None
-    reason: str | None = None
-    integrity: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    verify_seconds: float = 0.0  # wall time, GIL waits included
-    verify_cpu_seconds: float = 0.0  # this thread's CPU time spent verifying
-    table: TableFacts | None = None
-    lake_modified: datetime | None = None
-    replaced_copy: str | None = None
-
-
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-              server_side: bool = False) -> FileOutcome:
+              server_side: bool = False, guard: Guard = _no_guard) -> FileOutcome:
     """Copies one file and reports the outcome; never raises for a per-file problem.
 
     ``server_side`` makes the lake pull the bytes from a presigned S3 URL (Put Block From URL)
     for files larger than their footer read, so they never pass through the function.
+    ``guard`` is called before every write readers can see (it raises when the run lost its
+    lock; staged blocks stay invisible).
 
     Terminal problems (not Parquet, breaking schema drift) quarantine the file. Transient
     ones (network, throttling, the source changing mid-copy, a concurrent writer) leave it
-    for the next run as FAILED.
+    for the next run as FAILED, and so does an error nobody expected (a bug): that one file
+    fails, the run goes on.
+
+    Raises:
+        LockLost: from ``guard``; nothing was published.
     """
     started = time.monotonic()
     outcome = FileOutcome(FAILED, item)
     try:
         if server_side and item.source.size > FOOTER_GUESS_BYTES:
-            _copy_server_side(item, source, lake, judge, run_id, outcome)
+            _copy_server_side(item, source, lake, judge, run_id, outcome, guard)
         elif item.source.size <= SINGLE_PUT_MAX_BYTES:
-            _copy_whole(item, source, lake, judge, run_id, outcome)
+            _copy_whole(item, source, lake, judge, run_id, outcome, guard)
         else:
-            _copy_in_blocks(item, source, lake, judge, run_id, outcome)
+            _copy_in_blocks(item, source, lake, judge, run_id, outcome, guard)
     except PublishConflict as err:
         current = lake.get_entry(item.key.key)
         if current is not None and current.holds(item.source.etag, item.source.size):
@@ -100,6 +87,11 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
         outcome.action, outcome.reason = FAILED, str(err)
     except (BotoCoreError, ClientError, AzureError, TransportError, urllib3.exceptions.HTTPError, OSError) as err:
         outcome.action, outcome.reason = FAILED, describe(err)
+    except LockLost:
+        raise
+    except Exception as err:  # noqa: BLE001 - one file's bug must not end the run
+        log.exception("unexpected error copying %s", item.key.key)
+        outcome.action, outcome.reason = FAILED, f"unexpected error: {describe(err)}"
     outcome.seconds = time.monotonic() - started
     if outcome.action == FAILED:
         log.warning("left for the next run: %s: %s", item.key.key, outcome.reason)
@@ -107,24 +99,27 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
 
 
 def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                outcome: FileOutcome) -> None:
+                outcome: FileOutcome, guard: Guard) -> None:
     body = source.get(item.source)
     data = body.data
     _check_bytes(item, body, len(data), hashlib.md5(data) if body.etag_is_md5 else None, outcome)
     verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
+        guard()
         _keep_replaced_version(item, lake, run_id, outcome)
+    guard()
     outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
     _done(outcome, verdict, destination)
 
 
 def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                    outcome: FileOutcome) -> None:
+                    outcome: FileOutcome, guard: Guard) -> None:
     verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
+        guard()
         _keep_replaced_version(item, lake, run_id, outcome)
     body = source.get(item.source, stream=True)
     # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
@@ -141,6 +136,7 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
     finally:
         body.close()
     _check_bytes(item, body, total, md5, outcome)
+    guard()
     outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
                                         metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
@@ -148,7 +144,7 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
 
 
 def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                      outcome: FileOutcome) -> None:
+                      outcome: FileOutcome, guard: Guard) -> None:
     """The lake pulls the body from a presigned URL; the function moves only the footer.
 
     The footer is read first (one ranged GET) and verified; the body is staged from the URL
@@ -161,6 +157,7 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
     tail = tails[-1]
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
+        guard()
         _keep_replaced_version(item, lake, run_id, outcome)
     url = source.presign(item.source)
     body_end = item.source.size - len(tail)
@@ -171,6 +168,7 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
     block_ids.append(lake.stage(destination, len(block_ids), tail))
     if source.etag_now(item.source) != item.source.etag:
         raise SourceChanged("object replaced while the lake copied it; nothing was committed")
+    guard()
     outcome.lake_modified = lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
     outcome.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
     _done(outcome, verdict, destination)

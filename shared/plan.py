@@ -9,21 +9,15 @@ the month folders that can hold new files are listed; a full reconcile lists eve
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from shared.haltian.keys import HaltianKey, parse_key
+from shared.haltian.keys import parse_key
+from shared.model import FULL, PARTITION, WINDOW, Plan, WorkItem
 from shared.sink.lake import QUARANTINE, Lake, LakeEntry
 from shared.source.s3 import S3Source, SourceObject
-
-WINDOW = "window"
-FULL = "full"
-PARTITION = "partition"
-MAX_EXAMPLES = 10
 
 
 class Decision(str, Enum):
@@ -47,42 +41,6 @@ def decide(obj: SourceObject, mirrored: LakeEntry | None, quarantined: LakeEntry
     if quarantined is not None and quarantined.holds(obj.etag, obj.size):
         return Decision.QUARANTINED
     return Decision.CHANGED if mirrored is not None else Decision.NEW
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One file to copy, and the lake blob it replaces (None for a new file)."""
-
-    source: SourceObject
-    key: HaltianKey
-    replaces: LakeEntry | None = None
-
-
-@dataclass
-class Plan:
-    mode: str
-    months: list[str] | None
-    items: list[WorkItem] = field(default_factory=list)
-    present: Counter = field(default_factory=Counter)
-    quarantined: Counter = field(default_factory=Counter)
-    unrecognized: int = 0
-    unrecognized_examples: list[str] = field(default_factory=list)
-    other_organization: int = 0
-    listed_objects: int = 0
-    listed_prefixes: int = 0
-    #: The month folder of a backfill partition run (mode PARTITION).
-    partition: str | None = None
-    #: Files left to the backfill workers that hold their partitions now.
-    leased: int = 0
-    #: The verified copies listed in the lake, by key: the tables are kept equal to them.
-    mirrored: dict[str, LakeEntry] = field(default_factory=dict)
-    #: The quarantined copies listed in the lake, by source key.
-    quarantine: dict[str, LakeEntry] = field(default_factory=dict)
-
-    def note_unrecognized(self, key: str) -> None:
-        self.unrecognized += 1
-        if len(self.unrecognized_examples) < MAX_EXAMPLES:
-            self.unrecognized_examples.append(key)
 
 
 def window_months(now: datetime, lookback: int) -> list[tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.plan import Plan
+from shared.model import Plan
 
 
 def format_manifest(manifest: dict[str, Any]) -> str:
@@ -26,7 +26,23 @@ def format_manifest(manifest: dict[str, Any]) -> str:
         f"{'total':42} {t['published']:>6} {t['bytes']:>13,} {t['rows']:>11,} {t['quarantined']:>5} "
         f"{t['failed']:>6} {t['deferred']:>8} {t['already_present'] + t['already_quarantined']:>8}"
     )
+    drift = manifest.get("schema_drift", [])
+    breaking = {(d["layout"], d["dataset"]) for d in drift if d["verdict"] == "breaking"}
+    for d in drift:
+        name = f"{d['layout']}/{d['dataset']}"
+        if d["verdict"] == "breaking":
+            lines.append(f"BREAKING schema drift in {name} against the {d['against']} ({d['contract']}): "
+                         f"{d['files']} files quarantined: " + "; ".join(d["problems"])
+                         + f"; if Haltian changed the schema: python -m shared schema show {name}")
+        else:
+            lines.append(f"{d['verdict']} schema drift in {name} against the {d['against']}: "
+                         f"{d['files']} files published: " + "; ".join(d["problems"]))
     for f in manifest["files"]:
+        if f.get("released_from"):
+            lines.append(f"released {f['source_key']} from {f['released_from']}")
+        if f["action"] == "quarantined" and (f["layout"], f["dataset"]) in breaking \
+                and f["schema"] and f["schema"]["verdict"] == "breaking":
+            continue  # reported once for its dataset above
         if f["action"] == "quarantined":
             lines.append(f"quarantined {f['source_key']}: {f['reason']}")
         elif f["action"] == "failed":
@@ -44,10 +60,71 @@ def format_manifest(manifest: dict[str, Any]) -> str:
             lines.append(f"delta {t['layout']}/{t['dataset']}: {excluded['source_key']} {excluded['reason']}")
         if t["error"]:
             lines.append(f"delta {t['layout']}/{t['dataset']}: NOT COMMITTED ({t['error']}); the next run retries")
-    drift = [f for f in manifest["files"] if f["schema"] and f["schema"]["drift"] and f["action"] == "published"]
-    for f in drift[:10]:
-        lines.append(f"schema drift ({f['schema']['verdict']} against the {f['schema']['against']}) "
-                     f"{f['source_key']}: " + "; ".join(f["schema"]["drift"]))
+    return "\n".join(lines)
+
+
+def _columns(columns: list[dict[str, Any]]) -> list[str]:
+    return [f"    {c['name']:28} {c['type']}{'' if c['nullable'] else '  not null'}"
+            + ("  (may be absent)" if c.get("may_be_absent") else "") for c in columns]
+
+
+def format_schema(document: dict[str, Any]) -> str:
+    """``schema show``: the contract in force, the newest schema seen, and the difference."""
+    contract = document["contract"]
+    lines = [f"{document['dataset']}"]
+    if contract is None:
+        lines.append("  contract: none (a dataset Haltian had not documented: judged against its first-seen schema)")
+    else:
+        extent = "complete" if contract["complete"] else "partial"
+        lines.append(f"  contract in force: {contract['version']} ({contract['origin']}, {extent})")
+        if contract.get("accepted_at"):
+            lines.append(f"    accepted {contract['accepted_at']} by {contract['accepted_by']}, "
+                         f"from {contract['based_on']['source_key']}")
+        lines += _columns(contract["columns"])
+    if document.get("shipped_differs"):
+        lines.append(f"  note: {document['shipped_differs']}")
+    seen = document["newest_seen"]
+    if seen is None:
+        lines.append("  newest schema seen: none (no readable file of this dataset in the lake yet)")
+    else:
+        where = "in quarantine" if seen["quarantined"] else "published"
+        lines.append(f"  newest schema seen: {seen['source_key']} ({where}, fingerprint {seen['fingerprint']})")
+        lines += _columns(seen["columns"])
+        difference = document["difference"]
+        lines.append(f"  difference: {difference['verdict']}"
+                     + (": " + "; ".join(difference["problems"]) if difference["problems"] else "")
+                     + (f" (new nullable columns: {', '.join(difference['added'])})" if difference["added"] else ""))
+    pending = document.get("newest_quarantined")
+    if pending is not None and (seen is None or pending["source_key"] != seen["source_key"]):
+        lines.append(f"  newest quarantined schema: {pending['source_key']} (fingerprint {pending['fingerprint']})")
+        lines += _columns(pending["columns"])
+        difference = document["quarantined_difference"]
+        lines.append(f"  difference: {difference['verdict']}"
+                     + (": " + "; ".join(difference["problems"]) if difference["problems"] else ""))
+    lines.append(f"  quarantined files: {document['quarantined_files']}")
+    if any(d and d["verdict"] == "breaking" for d in (document["difference"], document.get("quarantined_difference"))):
+        lines.append(f"  to accept this schema: python -m shared schema accept {document['dataset']}, then "
+                     f"python -m shared quarantine release {document['dataset']}")
+    return "\n".join(lines)
+
+
+def format_accepted(document: dict[str, Any]) -> str:
+    if not document["changed"]:
+        return f"{document['dataset']}: {document['message']}"
+    previous = document["replaces"]
+    was = f"{previous['version']} ({previous['origin']})" if previous else "no contract"
+    difference = document["difference_from_previous"]
+    changes = "; ".join(difference["problems"] + [f"new nullable column {name!r}" for name in difference["added"]])
+    return (f"{document['dataset']}: contract {document['version']} accepted from "
+            f"{document['contract']['based_on']['source_key']} (was {was}; {changes or 'no column changes'}); "
+            f"stored at {document['path']}. Next: python -m shared quarantine release {document['dataset']}")
+
+
+def format_quarantine(document: dict[str, Any]) -> str:
+    lines = [f"{document['count']} files in quarantine" + (f" for {document['selection']}" if document['selection']
+                                                            else "")]
+    for f in document["files"]:
+        lines.append(f"  {f['path']}  ({f['kind']}, {f['bytes']:,} bytes): {f['reason']}")
     return "\n".join(lines)
 
 

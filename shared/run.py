@@ -11,29 +11,33 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
 from shared import logs, telemetry
-from shared.copy import FAILED, PUBLISHED, QUARANTINED, FileOutcome, copy_file
+from shared.copy import Guard, copy_file
 from shared.haltian.keys import parse_key
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
-from shared.plan import FULL, Plan, WorkItem, make_plan, window_months
+from shared.model import (
+    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem,
+)
+from shared.plan import make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    META_SOURCE_ETAG, STATE, Lake, delta_storage_options, make_container_client, make_credential,
+    META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
 )
-from shared.sink.lock import LOCK_PATH, PARTITION_LOCKS, RunLock, RunLocked, partition_lock_path, partition_of_lock
+from shared.sink.lock import (
+    LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
+)
 from shared.source.s3 import S3Source, check_access, make_s3_client
-from shared.tables.delta import DeltaPublisher, TableChange, TableFile
+from shared.tables.delta import DeltaPublisher
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
@@ -77,57 +81,6 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     return Bridge(settings, source, lake, credential)
 
 
-@dataclass
-class RunResult:
-    """A finished run: the plan, every file's outcome, and where the manifest went."""
-
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    plan: Plan
-    settings: dict[str, Any]
-    outcomes: list[FileOutcome] = field(default_factory=list)
-    deferred: Counter = field(default_factory=Counter)
-    tables: list[TableChange] = field(default_factory=list)
-    recovered_runs: list[str] = field(default_factory=list)
-    full_reconcile_completed: bool = False
-    manifest_path: str | None = None
-
-    def count(self, action: str) -> int:
-        return sum(1 for o in self.outcomes if o.action == action)
-
-    @property
-    def failed(self) -> int:
-        return self.count(FAILED)
-
-    @property
-    def table_errors(self) -> int:
-        return sum(1 for t in self.tables if t.error)
-
-    @property
-    def status(self) -> str:
-        """``complete`` when nothing is left for the next run, else ``incomplete``."""
-        return "incomplete" if self.failed or self.deferred or self.table_errors else "complete"
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every file was published, skipped or quarantined and every table committed."""
-        return 1 if self.failed or self.table_errors else 0
-
-    def summary(self) -> str:
-        published = [o for o in self.outcomes if o.action == PUBLISHED]
-        return (
-            f"run {self.run_id} ({self.plan.mode}) {self.status}: "
-            f"{len(published)} published ({sum(o.bytes for o in published):,} bytes, "
-            f"{sum(o.rows or 0 for o in published):,} rows), "
-            f"{self.count(QUARANTINED)} quarantined, {self.failed} failed, "
-            f"{sum(self.deferred.values())} deferred to the next run, "
-            f"{sum(self.plan.present.values())} already present, "
-            f"{self.plan.unrecognized} unrecognised keys, "
-            f"in {(self.finished_at - self.started_at).total_seconds():.1f} s"
-        )
-
-
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
@@ -158,15 +111,22 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
 
 
 def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             progress: Progress | None = None, partition: str | None = None) -> RunResult:
+             progress: Progress | None = None, partition: str | None = None,
+             release: Callable[[Bridge], Plan] | None = None) -> RunResult:
     """One run: everything the timer and ``python -m shared run`` do.
 
     With ``partition`` (a month folder), the run of one backfill worker: it holds that
     partition's lease instead of the lake's run lock, plans that folder only, and leaves
     ``_manifests/latest.json`` to the runs of the whole lake.
 
+    With ``release`` (a function that plans quarantined files, see :mod:`shared.admin`), the
+    run copies those files again from the source under the contracts in force, exactly as a
+    normal run would, and takes each published one out of the quarantine.
+
     Raises:
         RunLocked: another run holds the lake's lock (or the partition's).
+        LockLost: the run lost its lock while it worked and stopped before its next write;
+            the next run accounts for the files it published.
     """
     started = now or datetime.now(timezone.utc)
     clock_start = time.monotonic()
@@ -174,31 +134,63 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     logs.set_run_id(run_id)
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
-    with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path):
-        plan = plan_run(bridge, full=full, now=started, partition=partition)
+    with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
+        plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
+                                                                      partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress)
-        result.tables = _sync_tables(bridge, plan, result, run_id)
+        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        if plan.mode == RELEASE:
+            lock.check()
+            _leave_quarantine(bridge.lake, plan, result)
+        _log_drift(result)
+        result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
         result.finished_at = datetime.now(timezone.utc)
-        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at)
+        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
-        _write_manifest(bridge.lake, result)
+        _write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
 
 
+def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
+    """A released file that is now published (or was meanwhile) leaves the quarantine."""
+    for outcome in result.outcomes:
+        entry = plan.quarantine.get(outcome.item.key.key)
+        if entry is None or outcome.action not in (PUBLISHED, PRESENT):
+            continue
+        outcome.released_from = entry.path
+        lake.delete(entry.path, etag=entry.etag)
+
+
+def _log_drift(result: RunResult) -> None:
+    """One line per dataset with schema drift, however many of its files drifted."""
+    for drift in result.schema_drift():
+        name = f"{drift['layout']}/{drift['dataset']}"
+        if drift["verdict"] == "breaking":
+            log.warning("breaking schema drift in %s against the %s (%s): %d files quarantined: %s; "
+                        "if Haltian changed the schema: python -m shared schema accept %s, then "
+                        "python -m shared quarantine release %s", name, drift["against"], drift["contract"],
+                        drift["files"], "; ".join(drift["problems"]), name, name)
+        else:
+            log.info("%s schema drift in %s against the %s: %d files published: %s", drift["verdict"], name,
+                     drift["against"], drift["files"], "; ".join(drift["problems"]))
+
+
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None) -> None:
+              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
+    """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
+    abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
+        guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
         return copy_file(item, bridge.source, bridge.lake, judge, run_id,
-                         server_side=bridge.settings.copy_mode == "server")
+                         server_side=bridge.settings.copy_mode == "server", guard=guard)
 
     done_files = done_bytes = 0
     if progress is not None:
@@ -207,7 +199,11 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
         futures = {executor.submit(task, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
-            outcome = future.result()
+            try:
+                outcome = future.result()
+            except LockLost:
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise
             if outcome is None:
                 result.deferred[(item.key.layout, item.key.dataset)] += 1
                 continue
@@ -219,7 +215,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str) -> list[TableChange]:
+def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, guard: Guard) -> list[TableChange]:
     """Brings every dataset's Delta table in line with the verified files this run knows of.
 
     The candidates are the verified copies the plan listed (which heals a crash between
@@ -240,6 +236,7 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str) -> 
     if not by_table:
         return []
     publisher = bridge.delta_publisher(run_id)
+    publisher.guard = guard
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta") as executor:
         changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
     return [change for change in changes if change.changed or change.excluded or change.error]
@@ -253,14 +250,17 @@ def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
     return now - completed >= timedelta(hours=bridge.settings.full_reconcile_hours)
 
 
-def _write_manifest(lake: Lake, result: RunResult) -> None:
+def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
     document = build_manifest(result)
     path = manifest_path(result.run_id, result.started_at)
+    guard()
     lake.write_json(path, document)
     if result.plan.partition is None:
+        guard()
         lake.write_json(LATEST, document)
     result.manifest_path = lake.path(path)
     if result.full_reconcile_completed:
+        guard()
         lake.write_json(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
                                           "run_id": result.run_id})
 
@@ -277,7 +277,8 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
 
     Raises:
         SettingsError: the app settings are wrong; the message names each one.
-        RunFailed: the run finished, but some files failed; the manifest lists them.
+        RunFailed: the run finished, but some files failed (the manifest lists them), or it lost
+            its lock and stopped (the next run accounts for its files).
     """
     logs.configure()
     telemetry.configure(environ)
@@ -285,7 +286,9 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.warning("timer is past due: the previous scheduled run was missed or late")
     settings = Settings.from_mapping(environ)
     try:
-        result = run_once(Bridge.from_settings(settings))
+        bridge = Bridge.from_settings(settings)
+        bridge.lake.require_container()
+        result = run_once(bridge)
     except RunLocked as err:
         log.warning("%s", err)
         return None
@@ -293,6 +296,14 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.error("run not started: %s", err)
         telemetry.record_failed_run()
         raise
+    except LakeUnavailable as err:
+        log.error("run not started: %s", err)
+        telemetry.record_failed_run()
+        raise
+    except LockLost as err:
+        log.error("%s", err)
+        telemetry.record_failed_run()
+        raise RunFailed(str(err)) from None
     except Exception:
         log.exception("run stopped before it could write its manifest; the next run starts over")
         telemetry.record_failed_run()

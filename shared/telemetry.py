@@ -14,16 +14,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING
 
 from opentelemetry import _logs, metrics, trace
 
 from shared import telemetry_names as names
-from shared.copy import FAILED, PUBLISHED, QUARANTINED
 from shared.haltian.keys import parse_key
-
-if TYPE_CHECKING:
-    from shared.run import RunResult
+from shared.model import FAILED, PUBLISHED, QUARANTINED, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +89,8 @@ class _Instruments:
         self.bytes = meter.create_counter(names.BYTES_PUBLISHED, unit="By", description="bytes published")
         self.rows = meter.create_counter(names.ROWS_PUBLISHED, unit="1", description="rows published")
         self.quarantined = meter.create_counter(names.FILES_QUARANTINED, unit="1", description="files quarantined")
+        self.drift = meter.create_counter(
+            names.SCHEMA_DRIFT, unit="1", description="datasets with schema drift in a run (once per dataset, not per file)")
         self.failed = meter.create_counter(names.FILES_FAILED, unit="1", description="files failed, left for the next run")
         self.deferred = meter.create_counter(names.FILES_DEFERRED, unit="1",
                                              description="files deferred by the time budget")
@@ -121,6 +119,8 @@ def record_run(result: RunResult, *, now: datetime | None = None) -> None:
             instruments.quarantined.add(1, dims)
         elif outcome.action == FAILED:
             instruments.failed.add(1, dims)
+    for drift in result.schema_drift():
+        instruments.drift.add(1, {"layout": drift["layout"], "dataset": drift["dataset"], "verdict": drift["verdict"]})
     for (layout, dataset), count in result.deferred.items():
         instruments.deferred.add(count, {"layout": layout, "dataset": dataset})
     status = "failed" if result.exit_code else result.status

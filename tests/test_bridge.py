@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.copy import FAILED, PUBLISHED, QUARANTINED
 from shared.demo.bucket import (
     GOOD, QUARANTINE, UNRECOGNIZED, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
 )
 from shared.manifest.build import LATEST, manifest_schema
-from shared.run import RunResult, plan_run, run_once
+from shared.model import FAILED, PUBLISHED, QUARANTINED, RunResult
+from shared.run import plan_run, run_once
 from shared.sink.lake import META_CONTRACT, META_REASON, META_ROWS, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_KEY
 from shared.sink.lock import RunLock, RunLocked
 

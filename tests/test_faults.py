@@ -17,10 +17,10 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from botocore.exceptions import EndpointConnectionError
 
-from shared.copy import FAILED, PRESENT, PUBLISHED, copy_file
+from shared.copy import copy_file
 from shared.demo.bucket import BucketSpec, legacy_schema, make_table, parquet_bytes
 from shared.demo.servers import FAKE_AWS_SECRET
-from shared.plan import WorkItem
+from shared.model import FAILED, PRESENT, PUBLISHED, WorkItem
 from shared.run import Bridge, RunFailed, plan_run, run_for_timer, run_once
 from shared.sink.lake import IF_MISSING, PublishConflict
 from shared.verify.schema import SchemaJudge

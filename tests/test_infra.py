@@ -858,12 +858,14 @@ def test_alerts_cover_failures_quarantine_staleness_and_silence() -> None:
     assert f"'{telemetry_names.RUNS}'" in queries["runFailedQuery"]
     assert "'failed'" in queries["runFailedQuery"]
     assert f"'{telemetry_names.FILES_QUARANTINED}'" in queries["quarantineQuery"]
+    assert f"'{telemetry_names.SCHEMA_DRIFT}'" in queries["schemaDriftQuery"]
+    assert "'breaking'" in queries["schemaDriftQuery"]
     assert f"'{telemetry_names.LAG_OLDEST_PENDING}'" in queries["stalenessQuery"]
     assert f"'{telemetry_names.RUNS}'" in queries["noRunQuery"]
     rules = [r for r in resources(bicep) if r.type == "Microsoft.Insights/scheduledQueryRules"]
     assert len(rules) == 1 and rules[0].body.parent.type == "for_statement"
     rule_list = variables(bicep)["rules"]
-    assert len(named(rule_list)) == 4
+    assert len(named(rule_list)) == 5
     action_groups = rules[0].prop("properties", "actions", "actionGroups")
     (group,) = [r for r in resources(bicep) if r.type == "Microsoft.Insights/actionGroups"]
     assert text(action_groups).replace(" ", "").replace("\n", "") == f"[{group.symbol}.id]"

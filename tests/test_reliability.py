@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from shared import cli
-from shared.copy import FAILED, PUBLISHED
+from shared.model import FAILED, PUBLISHED
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, make_table, parquet_bytes, v1_key
 from shared.manifest.build import manifest_schema

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-from shared.copy import PUBLISHED
+from shared.model import PUBLISHED
 from shared.demo.bucket import BucketSpec
 from shared.demo.servers import AZURITE_ACCOUNT, AZURITE_KEY
 from shared.errors import describe

@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared import telemetry_names as names
-from shared.copy import PUBLISHED
+from shared.model import PUBLISHED
 from shared.demo.bucket import BucketSpec
 from shared.run import run_once
 

@@ -142,3 +142,25 @@ def test_fingerprint_depends_on_names_types_and_order() -> None:
     assert fingerprint(a) == fingerprint(tuple(a))
     assert fingerprint(a) != fingerprint(a[::-1])
     assert fingerprint(a) != fingerprint((Column("a", "int32", True), a[1]))
+
+
+def test_the_cheapest_chunk_of_a_nested_schema_is_the_one_decoded() -> None:
+    """Chunks are leaf columns: with a struct first, a chunk's index is not its field's index.
+    The cheapest chunk (``n``) is corrupted; decoding the field at its index (``m``) would miss it."""
+    rows = 200
+    table = pa.table({
+        "s": pa.array([{"a": f"a-{i:06d}" * 8, "b": f"b-{i:06d}" * 8} for i in range(rows)]),
+        "n": pa.array([i % 2 for i in range(rows)], pa.int8()),
+        "m": pa.array([f"m-{i:06d}" * 8 for i in range(rows)]),
+    })
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="snappy", use_dictionary=False)
+    data = bytearray(sink.getvalue())
+    group = pq.ParquetFile(pa.BufferReader(bytes(data))).metadata.row_group(0)
+    chunk = group.column(2)
+    assert chunk.path_in_schema == "n"
+    assert chunk.total_compressed_size == min(group.column(c).total_compressed_size for c in range(group.num_columns))
+    start = chunk.data_page_offset
+    data[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    with pytest.raises(UnreadableParquet, match="row group 0 cannot be decoded"):
+        inspect_parquet(bytes(data), len(data))

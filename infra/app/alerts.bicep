@@ -70,6 +70,13 @@ customMetrics
 | summarize quarantined = sum(value) by layout = tostring(customDimensions.layout), dataset = tostring(customDimensions.dataset)
 '''
 
+// One sample per dataset per run with breaking drift (the bridge counts datasets, not files).
+var schemaDriftQuery = '''
+customMetrics
+| where name == 'bridge_schema_drift' and tostring(customDimensions.verdict) == 'breaking'
+| summarize runs = sum(value) by layout = tostring(customDimensions.layout), dataset = tostring(customDimensions.dataset)
+'''
+
 // The newest sample per dataset: how long the oldest file Haltian delivered has been waiting.
 // It only grows while Haltian keeps delivering and the bridge does not publish.
 var stalenessQuery = '''
@@ -112,6 +119,19 @@ var rules = [
     query: quarantineQuery
     timeAggregation: 'Total'
     metricMeasureColumn: 'quarantined'
+    dimensions: [ splitBy('layout'), splitBy('dataset') ]
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    name: 'schema-changed'
+    displayName: 'Haltian bridge: a dataset\'s schema broke its contract'
+    description: 'Files of this dataset were quarantined for breaking schema drift (one alert per dataset, however many files). If Haltian announced the change: python -m shared schema show LAYOUT/DATASET, then schema accept and quarantine release (README: When Haltian changes a schema).'
+    severity: 2
+    windowSize: 'PT1H'
+    query: schemaDriftQuery
+    timeAggregation: 'Total'
+    metricMeasureColumn: 'runs'
     dimensions: [ splitBy('layout'), splitBy('dataset') ]
     operator: 'GreaterThan'
     threshold: 0

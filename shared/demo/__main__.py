@@ -64,7 +64,7 @@ def tables_summary() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__)
-    parser.add_argument("--days", type=int, default=14, help="days of hourly legacy files (v1: half)")
+    parser.add_argument("--days", type=int, default=14, help="days of hourly legacy files (v1: a quarter)")
     parser.add_argument("--backfill", type=int, metavar="WORKERS", default=0,
                         help="instead of one timer run, backfill the history through a queue with this many workers")
     args = parser.parse_args(argv)
@@ -131,7 +131,7 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_wor
     started = time.monotonic()
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
                       config=botocore.config.Config(max_pool_connections=32))
-    spec = BucketSpec(legacy_hours=days * 24, v1_hours=days * 12, large_file_bytes=24 * 1024 * 1024)
+    spec = BucketSpec(legacy_hours=days * 24, v1_hours=days * 6, large_file_bytes=24 * 1024 * 1024)
     written = generate(s3, BUCKET, spec)
     print(f"generated {len(written):,} objects ({sum(w.size for w in written) / 1e6:,.1f} MB) "
           f"in s3://{BUCKET}/ in {time.monotonic() - started:.1f} s")
@@ -155,6 +155,33 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_wor
     print(tables_summary())
     if copied_twice:
         print("the second run copied files again: that is a bug", file=sys.stderr)
+        return 1
+    return _schema_change(container)
+
+
+def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClient
+    """The operator's workflow when Haltian changes a schema: show, accept, release (README)."""
+    from shared import cli
+
+    dataset = "legacy/measurementOccupantsCount"
+    print(f"\n== When Haltian changes a schema: {dataset} gained a NOT NULL column ==")
+    table_line = lambda: "\n".join(line for line in tables_summary().splitlines()  # noqa: E731
+                                    if "/measurementOccupantsCount/" in line and "/v1/" not in line)
+    print(f"its table before:\n{table_line()}")
+    logging.getLogger().handlers.clear()  # each command logs through its own handler, as on a terminal
+    steps = [["quarantine", "list", dataset], ["schema", "show", dataset], ["schema", "accept", dataset],
+             ["quarantine", "release", dataset]]
+    for step in steps:
+        print(f"\n$ python -m shared {' '.join(step)}")
+        code = cli.main(step)
+        if code:
+            print(f"exit code {code}: the schema-change workflow did not complete", file=sys.stderr)
+            return 1
+    print(f"\nits table now (the released rows and the new column included):\n{table_line()}")
+    left = [b.name for b in container.list_blobs(name_starts_with=f"{ROOT}/_quarantine/")
+            if "measurementOccupantsCount" in b.name]
+    if left:
+        print(f"still in quarantine after the release: {left}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,7 +1,10 @@
-"""A Haltian-shaped bucket: both key layouts, every dataset, hourly files, and bad input.
+"""A Haltian-shaped bucket: both key layouts, every documented dataset, hourly files, bad input.
 
-The demo and the tests use the same generator. It returns what it wrote and what the
-bridge should do with each key, so tests can check the lake against it.
+The demo and the tests use the same generator. Every good file's schema comes from Haltian's
+schema reference (:mod:`shared.demo.reference`), never from the bridge's contracts, in the
+spellings real writers use (v1 timestamps in ms or us; ``large_string``, dictionary columns
+and other spellings of UTC). It returns what it wrote and what the bridge should do with each
+key, so tests can check the lake against it.
 """
 
 from __future__ import annotations
@@ -19,27 +22,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from boto3.s3.transfer import TransferConfig
 
-from shared.haltian.contracts import contract_for
+from shared.demo import reference
 from shared.haltian.keys import LEGACY, V1
 
 GOOD = "good"
 QUARANTINE = "quarantine"
 UNRECOGNIZED = "unrecognized"
+#: The note of the bad file that brings a new NOT NULL column: the schema-change workflow's example.
+NEW_NOT_NULL_COLUMN = "breaking drift: new NOT NULL column occupantsConfidence"
 
 TS_MS = pa.timestamp("ms", tz="UTC")
 TS_US = pa.timestamp("us", tz="UTC")
 V1_NUMBER = pa.decimal128(38, 20)
 WIREPAS_BIG = 4_000_000_000  # above 2**31 - 1: a uint32 that must survive
 
-LEGACY_MEASUREMENTS = [name for name in (
-    "measurementAmbientTemperature", "measurementBatteryPercentage", "measurementBatteryVoltage",
-    "measurementBootCount", "measurementCO2", "measurementDirectionalMovement", "measurementDistance",
-    "measurementOccupancySeconds", "measurementOccupancyStatus", "measurementOccupantsCount",
-    "measurementPosition", "measurementPositionZone", "measurementTVOC")]
-LEGACY_SNAPSHOTS = ["organization", "device", "deviceGroup", "deviceGroupDevices", "deviceKeyword", "space", "zone"]
-V1_MEASUREMENTS = LEGACY_MEASUREMENTS + ["measurementSystemTemperature"]
-V1_SNAPSHOTS = ["organizations", "devices", "deviceGroups", "deviceGroupDevices", "deviceKeywords",
-                "spaces", "zones", "deviceNotes"]
+LEGACY_MEASUREMENTS = [d for d in reference.datasets(LEGACY) if reference.is_measurement(d)]
+LEGACY_SNAPSHOTS = [d for d in reference.datasets(LEGACY) if not reference.is_measurement(d)]
+V1_MEASUREMENTS = [d for d in reference.datasets(V1) if reference.is_measurement(d)]
+V1_SNAPSHOTS = [d for d in reference.datasets(V1) if not reference.is_measurement(d)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class BucketSpec:
     organization: str = "6f1c1f7e-3c5a-4a53-9f4e-2b7d9a1c0e11"
     end: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0))
     legacy_hours: int = 48
-    v1_hours: int = 24
+    v1_hours: int = 12
     legacy_measurements: list[str] = field(default_factory=lambda: list(LEGACY_MEASUREMENTS))
     v1_measurements: list[str] = field(default_factory=lambda: list(V1_MEASUREMENTS))
     legacy_snapshots: list[str] = field(default_factory=lambda: list(LEGACY_SNAPSHOTS))
@@ -71,51 +71,27 @@ class BucketSpec:
     max_rows: int = 40
     empty_every: int = 17
     bad_files: bool = True
+    #: Good files whose writer spells a type another way (large_string, dictionary, UTC as +00:00 ...).
+    writer_variants: bool = True
     large_file_bytes: int = 0
     seed: int = 7
 
 
-def _legacy_type(name: str) -> pa.DataType:
-    return {"string": pa.string(), "float": pa.float32(), "int8": pa.int8(), "int32": pa.int32(),
-            "uint32": pa.uint32(), "decimal128(10, 0)": pa.decimal128(10, 0),
-            "timestamp[ms, tz=UTC]": TS_MS}[name]
-
-
 def legacy_schema(dataset: str) -> pa.Schema:
-    """The schema the legacy exporter writes, straight from the shipped contract."""
-    contract = contract_for(LEGACY, dataset)
-    assert contract is not None, dataset
-    return pa.schema([pa.field(c.name, _legacy_type(c.type), c.nullable) for c in contract.columns])
+    """The schema the legacy exporter writes, as Haltian's schema reference documents it."""
+    return reference.schema(LEGACY, dataset)
 
 
-def v1_schema(dataset: str) -> pa.Schema:
-    """A plausible full v1 schema: the published renames and types, plus the columns we guess."""
-    if dataset.startswith("measurement"):
-        value = {
-            "measurementOccupancyStatus": [pa.field("isOccupied", pa.bool_(), False)],
-            "measurementBootCount": [pa.field("bootCount", pa.int64(), False),
-                                     pa.field("bootReason", pa.string(), True)],
-            "measurementPositionZone": [pa.field("zoneId", pa.string(), False)],
-            "measurementPosition": [pa.field("isStatic", pa.bool_(), False),
-                                    pa.field("spaceId", pa.string(), False),
-                                    pa.field("positionGlobal", pa.string(), False)],
-            "measurementDirectionalMovement": [pa.field("entries", pa.int64(), False),
-                                               pa.field("exits", pa.int64(), False)],
-        }.get(dataset, [pa.field(dataset.removeprefix("measurement")[0].lower()
-                                 + dataset.removeprefix("measurement")[1:], V1_NUMBER, False)])
-        return pa.schema([pa.field("deviceId", pa.string(), False), pa.field("measuredAt", TS_US, False), *value])
-    if dataset == "deviceGroupDevices":
-        return pa.schema([pa.field("deviceGroupId", pa.string(), False), pa.field("deviceId", pa.string(), False)])
-    fields = [pa.field("createdAt", TS_US, False), pa.field("updatedAt", TS_US, True)]
-    if dataset in ("deviceKeywords", "deviceNotes"):
-        text = "keyword" if dataset == "deviceKeywords" else "note"
-        return pa.schema([pa.field("deviceId", pa.string(), False), pa.field(text, pa.string(), False), *fields])
-    fields = [pa.field("id", pa.string(), False), pa.field("name", pa.string(), True), *fields]
-    if dataset == "devices":
-        fields += [pa.field("modelType", pa.string(), False), pa.field("bleMac", pa.string(), True),
-                   pa.field("wirepasNodeId", pa.int64(), True), pa.field("wirepasNetworkId", pa.int64(), True),
-                   pa.field("spaceId", pa.string(), True), pa.field("fixedPositionGlobal", pa.string(), True)]
-    return pa.schema(fields)
+def v1_schema(dataset: str, timestamp_unit: str | None = None, *, early: bool = False) -> pa.Schema:
+    """A v1 file's schema as Haltian documents it; ``early``: written before the columns Haltian added later."""
+    without = reference.later_columns(V1, dataset) if early else set()
+    return reference.schema(V1, dataset, timestamp_unit=timestamp_unit, without=without)
+
+
+def respelled(schema: pa.Schema, column: str, arrow_type: pa.DataType) -> pa.Schema:
+    """The same schema with one column's type spelled another way (as another writer would)."""
+    index = schema.get_field_index(column)
+    return schema.set(index, schema.field(index).with_type(arrow_type))
 
 
 def make_table(schema: pa.Schema, rows: int, start: datetime, rng: random.Random) -> pa.Table:
@@ -127,14 +103,14 @@ def make_table(schema: pa.Schema, rows: int, start: datetime, rng: random.Random
 
 
 def _value(f: pa.Field, start: datetime, i: int, rng: random.Random) -> Any:
-    t = f.type
+    t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
     if i == 0 and (t == pa.uint32() or (t == pa.int64() and f.name.startswith("wirepas"))):
         return WIREPAS_BIG  # every device file holds one id above 2**31 - 1
     if f.nullable and rng.random() < 0.2:
         return None
     if pa.types.is_timestamp(t):
         return start + timedelta(seconds=rng.randrange(3600))
-    if pa.types.is_string(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
         if f.name.endswith("Id") or f.name == "id":
             return str(uuid.UUID(int=rng.getrandbits(128), version=4))
         if f.name.startswith("position") or f.name.startswith("polygon") or f.name == "fixedPositionGlobal":
@@ -190,18 +166,52 @@ def build_bucket(spec: BucketSpec) -> list[tuple[Written, bytes]]:
         if at.hour % spec.snapshot_every_hours == 0 or hour == spec.legacy_hours - 1:
             for dataset in spec.legacy_snapshots:
                 add(legacy_key(org, dataset, at), LEGACY, dataset, legacy_schema(dataset), at, True)
+    first_snapshot = True
     for hour in range(spec.v1_hours):
         start = spec.end - timedelta(hours=spec.v1_hours - hour)
         end = start + timedelta(hours=1)
+        # Haltian's v1 pages give both ms and us timestamps: files of one dataset use either.
+        unit = "ms" if hour % 3 == 1 else "us"
         for dataset in spec.v1_measurements:
-            add(v1_key(org, dataset, start, end), V1, dataset, v1_schema(dataset), start, False)
+            add(v1_key(org, dataset, start, end), V1, dataset, v1_schema(dataset, unit), start, False)
         if start.hour % spec.snapshot_every_hours == 0 or hour == spec.v1_hours - 1:
             for dataset in spec.v1_snapshots:
-                add(v1_key(org, dataset, start, end), V1, dataset, v1_schema(dataset), start, True)
+                schema = v1_schema(dataset, unit, early=first_snapshot)
+                add(v1_key(org, dataset, start, end), V1, dataset, schema, start, True)
+            first_snapshot = False
+    if spec.writer_variants:
+        objects += variant_objects(spec, rng)
     if spec.bad_files:
         objects += bad_objects(spec, rng)
     if spec.large_file_bytes:
         objects.append(large_object(spec, rng))
+    return objects
+
+
+def variant_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, bytes]]:
+    """Good files whose writer spells a documented type another way; each must match its contract.
+
+    Their hours lie before the generated history (and after the bad files'), so none replaces a good file.
+    """
+    org = spec.organization
+    base = spec.end - timedelta(hours=spec.legacy_hours + 20)
+    variants = [
+        ("measurementCO2", "deviceId", pa.large_string(), "large_string (polars and some Arrow writers)"),
+        ("measurementPositionZone", "zoneId", pa.dictionary(pa.int32(), pa.string()), "dictionary-encoded column"),
+        ("measurementTVOC", "ts", pa.timestamp("ms", tz="Etc/UTC"), "UTC spelled Etc/UTC"),
+        ("measurementBatteryVoltage", "ts", pa.timestamp("ms", tz="+00:00"), "UTC spelled +00:00"),
+        ("measurementBatteryPercentage", "ts", pa.timestamp("ms", tz="Z"), "UTC spelled Z"),
+        ("space", "name", pa.large_string(), "large_string in a snapshot"),
+    ]
+    objects = []
+    wanted = set(spec.legacy_measurements) | set(spec.legacy_snapshots)
+    for back, (dataset, column, arrow_type, note) in enumerate(variants):
+        if dataset not in wanted:
+            continue
+        at = base - timedelta(hours=back)
+        rows = 5 + back
+        data = parquet_bytes(make_table(respelled(legacy_schema(dataset), column, arrow_type), rows, at, rng))
+        objects.append((Written(legacy_key(org, dataset, at), GOOD, LEGACY, dataset, rows, len(data), note), data))
     return objects
 
 
@@ -222,6 +232,8 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
     added = schema.append(pa.field("co2Raw", pa.int32(), True))
     new_dataset = pa.schema([pa.field("deviceId", pa.string(), False), pa.field("measuredAt", TS_US, False),
                              pa.field("noiseLevel", V1_NUMBER, False)])
+    required_new = legacy_schema("measurementOccupantsCount").append(
+        pa.field("occupantsConfidence", pa.int32(), False))
     wide = pa.schema([pa.field("deviceId", pa.string(), False), pa.field("measuredAt", TS_US, False),
                       pa.field("distance", pa.decimal256(50, 20), False)])
     late = base - timedelta(days=400)
@@ -234,6 +246,8 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
          "measurementBootCount", b"deviceId,ts,bootCount\nabc,2026-01-01,3\n", "CSV named .parquet"),
         (legacy_key(org, "measurementTVOC", hour(3)), QUARANTINE, LEGACY, "measurementTVOC",
          parquet_bytes(make_table(renamed, 5, base, rng)), "breaking drift: tvoc renamed"),
+        (legacy_key(org, "measurementOccupantsCount", hour(5)), QUARANTINE, LEGACY, "measurementOccupantsCount",
+         parquet_bytes(make_table(required_new, 7, base, rng)), NEW_NOT_NULL_COLUMN),
         (legacy_key(org, "measurementCO2", hour(4)), GOOD, LEGACY, "measurementCO2",
          parquet_bytes(make_table(added, 6, base, rng)), "additive drift: co2Raw"),
         (v1_key(org, "measurementNoiseLevel", base, base + timedelta(hours=1)), GOOD, V1, "measurementNoiseLevel",
@@ -249,7 +263,7 @@ def bad_objects(spec: BucketSpec, rng: random.Random) -> list[tuple[Written, byt
         (folder + f"{base:%Y_%m_%d_%H}_measurementTVOC.parquet", UNRECOGNIZED, None, None, good,
          "dataset in the name differs from its folder"),
     ]
-    rows = {"additive drift: co2Raw": 6, "a dataset never seen before": 8, "a late file in an old month": 4,
+    rows = {NEW_NOT_NULL_COLUMN: 7, "additive drift: co2Raw": 6, "a dataset never seen before": 8, "a late file in an old month": 4,
             "decimal256: published, kept out of the table": 2}
     return [(Written(key, expect, layout, dataset, rows.get(note), len(data), note), data)
             for key, expect, layout, dataset, data, note in items]

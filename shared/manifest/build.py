@@ -12,14 +12,11 @@ from collections import Counter
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shared.copy import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome
 from shared.haltian.contracts import dataset_kind
+from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, RunResult
 from shared.sink.lake import MANIFESTS, META_SOURCE_ETAG
-
-if TYPE_CHECKING:
-    from shared.run import RunResult
 
 MANIFEST_VERSION = 1
 LATEST = f"{MANIFESTS}/latest.json"
@@ -35,8 +32,9 @@ def manifest_schema() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
 
 
-def build_manifest(result: RunResult) -> dict[str, Any]:
-    """The manifest document for a finished run."""
+def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dict[str, Any]:
+    """The manifest document for a finished run, or (``recovered_by``) for an interrupted one
+    that a later run writes from the files it left."""
     plan = result.plan
     per_dataset: dict[tuple[str, str], Counter] = {}
 
@@ -71,13 +69,13 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
     totals["other_organization"] = plan.other_organization
     totals["listed_objects"] = plan.listed_objects
     totals["left_to_backfill"] = plan.leased
-    return {
+    document = {
         "manifest_version": MANIFEST_VERSION,
         "run_id": result.run_id,
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "duration_seconds": round((result.finished_at - result.started_at).total_seconds(), 3),
-        "status": result.status,
+        "status": "interrupted" if recovered_by else result.status,
         "mode": plan.mode,
         "months": plan.months,
         "partition": plan.partition,
@@ -87,7 +85,8 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
         "totals": totals,
         "datasets": datasets,
         "unrecognized": {"count": plan.unrecognized, "examples": plan.unrecognized_examples},
-        "files": [_file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
+        "schema_drift": result.schema_drift(),
+        "files": [file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
         "tables": [
             {
                 "layout": t.layout,
@@ -103,6 +102,9 @@ def build_manifest(result: RunResult) -> dict[str, Any]:
             for t in result.tables
         ],
     }
+    if recovered_by:
+        document["recovered_by"] = recovered_by
+    return document
 
 
 _DATASET_COUNTS = (
@@ -110,7 +112,8 @@ _DATASET_COUNTS = (
 )
 
 
-def _file_entry(outcome: FileOutcome) -> dict[str, Any]:
+def file_entry(outcome: FileOutcome) -> dict[str, Any]:
+    """One file's entry, the same for a normal and a recovered manifest."""
     key = outcome.item.key
     schema = outcome.schema
     return {
@@ -137,6 +140,7 @@ def _file_entry(outcome: FileOutcome) -> dict[str, Any]:
             outcome.item.replaces.metadata.get(META_SOURCE_ETAG) if outcome.item.replaces else None
         ),
         "replaced_copy": outcome.replaced_copy,
+        "released_from": outcome.released_from,
         "reason": outcome.reason,
         "integrity": outcome.integrity,
         "seconds": round(outcome.seconds, 4),

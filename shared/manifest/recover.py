@@ -7,17 +7,18 @@ lake shows it wrote, so the manifests account for every file and report each onl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.haltian.contracts import dataset_kind
 from shared.haltian.keys import HaltianKey, parse_key
-from shared.manifest.build import MANIFEST_VERSION, manifest_path
-from shared.plan import Plan
+from shared.manifest.build import build_manifest, manifest_path
+from shared.model import PUBLISHED, QUARANTINED, FileOutcome, Plan, RunResult, WorkItem
 from shared.sink.lake import (
     MANIFESTS, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
     Lake, LakeEntry,
 )
+from shared.source.s3 import SourceObject
 
 
 def run_started(run_id: str) -> datetime:
@@ -43,75 +44,35 @@ def interrupted_runs(lake: Lake, plan: Plan) -> dict[str, list[tuple[HaltianKey,
 def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], recovered_by: str,
                          now: datetime) -> dict[str, Any]:
     """A manifest for a run that stopped before writing its own, from what its files say."""
-    entries = [_file(key, entry, quarantined) for key, entry, quarantined in sorted(files, key=lambda f: f[0].key)]
-    datasets: dict[tuple[str, str], dict[str, Any]] = {}
-    for (key, entry, quarantined), file in zip(sorted(files, key=lambda f: f[0].key), entries):
-        counts = datasets.setdefault((key.layout, key.dataset), {
-            "layout": key.layout, "dataset": key.dataset, "kind": dataset_kind(key.layout, key.dataset),
-            "published": 0, "quarantined": 0, "failed": 0, "deferred": 0, "already_present": 0,
-            "already_quarantined": 0, "bytes": 0, "rows": 0})
-        counts[file["action"]] += 1
-        if not quarantined:
-            counts["bytes"] += file["bytes"]
-            counts["rows"] += file["rows"] or 0
-    rows = list(datasets.values())
-    totals = {name: sum(d[name] for d in rows) for name in
-              ("published", "quarantined", "failed", "deferred", "already_present", "already_quarantined",
-               "bytes", "rows")}
-    totals.update(unrecognized=0, other_organization=0, listed_objects=0, left_to_backfill=0)
-    started = run_started(run_id)
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "run_id": run_id,
-        "started_at": started.isoformat(),
-        "finished_at": now.isoformat(),
-        "duration_seconds": round((now - started).total_seconds(), 3),
-        "status": "interrupted",
-        "mode": "unknown",
-        "months": None,
-        "partition": None,
-        "full_reconcile_completed": False,
-        "settings": {},
-        "recovered_by": recovered_by,
-        "recovered_runs": [],
-        "totals": totals,
-        "datasets": rows,
-        "unrecognized": {"count": 0, "examples": []},
-        "files": entries,
-        "tables": [],
-    }
+    outcomes = [recovered_outcome(key, entry, quarantined)
+                for key, entry, quarantined in sorted(files, key=lambda f: f[0].key)]
+    result = RunResult(run_id, run_started(run_id), now, Plan(mode="unknown", months=None), {}, outcomes=outcomes)
+    return build_manifest(result, recovered_by=recovered_by)
 
 
-def _file(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> dict[str, Any]:
+def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> FileOutcome:
+    """A file's outcome as its blob tells it (its metadata was written with its bytes)."""
     metadata = entry.metadata
     rows = metadata.get(META_ROWS)
-    return {
-        "action": "quarantined" if quarantined else "published",
-        "source_key": key.key,
-        "source_etag": metadata.get(META_SOURCE_ETAG, ""),
-        "source_size": int(metadata.get(META_SOURCE_SIZE, entry.size)),
-        "destination": f"{QUARANTINE}/{key.key}" if quarantined else key.key,
-        "organization": key.organization,
-        "layout": key.layout,
-        "dataset": key.dataset,
-        "window_start": key.window_start.isoformat(),
-        "window_end": key.window_end.isoformat() if key.window_end else None,
-        "bytes": entry.size,
-        "rows": int(rows) if rows is not None else None,
-        "schema_fingerprint": metadata.get(META_SCHEMA),
-        "schema": None,
-        "replaced_source_etag": None,
-        "replaced_copy": None,
-        "reason": metadata.get(META_REASON) if quarantined else None,
-        "integrity": ["content-md5"],
-        "seconds": 0,
-    }
+    source = SourceObject(key.key, int(metadata.get(META_SOURCE_SIZE, entry.size)), metadata.get(META_SOURCE_ETAG, ""))
+    return FileOutcome(
+        QUARANTINED if quarantined else PUBLISHED,
+        WorkItem(source, key),
+        destination=f"{QUARANTINE}/{key.key}" if quarantined else key.key,
+        bytes=entry.size,
+        rows=int(rows) if rows is not None else None,
+        schema_fingerprint=metadata.get(META_SCHEMA),
+        reason=metadata.get(META_REASON) if quarantined else None,
+        integrity=["content-md5"],
+    )
 
 
-def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime) -> list[str]:
+def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime,
+                      guard: Callable[[], None] = lambda: None) -> list[str]:
     """Writes a manifest for each interrupted run the plan saw; returns their run ids."""
     recovered = []
     for run_id, files in sorted(interrupted_runs(lake, plan).items()):
+        guard()
         lake.write_json(manifest_path(run_id, run_started(run_id)), interrupted_manifest(run_id, files, recovered_by,
                                                                                          now))
         recovered.append(run_id)

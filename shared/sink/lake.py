@@ -25,7 +25,9 @@ from typing import Any
 
 import requests
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+)
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
@@ -39,7 +41,8 @@ MANIFESTS = "_manifests"
 QUARANTINE = "_quarantine"
 STATE = "_state"
 SCHEMAS = "_schemas"
-RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS)
+CONTRACTS = "_contracts"
+RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS, CONTRACTS)
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
@@ -103,6 +106,10 @@ def if_unchanged(etag: str) -> Condition:
     return Condition(etag=etag)
 
 
+class LakeUnavailable(Exception):
+    """The container is missing or the identity cannot see it: a deployment problem, not a run's."""
+
+
 class PublishConflict(Exception):
     """Another writer published or replaced the blob first."""
 
@@ -115,6 +122,27 @@ class Lake:
         self.root = root.strip("/")
         # Publishing (the copy path's requests) goes through the lean writer; the rest through the SDK.
         self.writer = BlobWriter(container, transport or azure_transport(pool_size=32))
+
+    def require_container(self) -> None:
+        """Checks that the container exists and this identity may read it (one request).
+
+        Raises:
+            LakeUnavailable: with the account, the container and what to do.
+        """
+        where = f"container {self.container.container_name!r} in storage account {self.container.account_name!r}"
+        try:
+            self.container.get_container_properties()
+        except ResourceNotFoundError as err:
+            raise LakeUnavailable(
+                f"{where} does not exist: the deployment creates it (infra/, azd up); the bridge's role is "
+                "scoped to that container and cannot create it. Check ADLS_CONTAINER, or deploy again") from err
+        except HttpResponseError as err:
+            if err.status_code not in (401, 403):
+                raise
+            raise LakeUnavailable(
+                f"this identity may not read {where} ({err.status_code} {err.error_code or ''}): give the "
+                "function app's identity 'Storage Blob Data Contributor' on that container (the deployment "
+                "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")) from err
 
     def path(self, relative: str) -> str:
         """The blob name for a path below the root; refuses anything that could escape it."""
@@ -255,6 +283,16 @@ class Lake:
                 **(condition or ALWAYS).kwargs(),
             )
         except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    def delete(self, relative: str, *, etag: str | None = None) -> bool:
+        """Deletes a blob (only that version, with ``etag``); False when it was gone or changed."""
+        blob = self.container.get_blob_client(self.path(relative))
+        conditions = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            blob.delete_blob(**conditions)
+        except (ResourceNotFoundError, ResourceModifiedError):
             return False
         return True
 

@@ -3,6 +3,13 @@
 The lease lasts ``BRIDGE_LOCK_SECONDS`` (15 to 60, the range Azure allows) and a background
 thread renews it three times per period, so a run killed by the host frees the lock within
 that time and never blocks the next one for ever.
+
+A run that may have lost its lease stops: the run calls :meth:`RunLock.check` before each file
+starts, before each file is published, before each Delta commit and before each state or
+manifest write, and it raises :class:`LockLost` once a renewal failed (the lease was broken or
+taken, or the service did not answer), or when no renewal succeeded for two thirds of the
+lease. A renewal never waits longer than a third of the lease, so a run learns of the loss
+while the lease it last renewed is still its own.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ import json
 import logging
 import socket
 import threading
+import time
 from datetime import datetime, timezone
 from types import TracebackType
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobLeaseClient
 
+from shared.errors import describe
 from shared.sink.lake import STATE, Lake
 
 log = logging.getLogger(__name__)
@@ -38,28 +47,45 @@ class RunLocked(Exception):
     """Another run holds the lock; this one stops at once."""
 
 
+class LockLost(Exception):
+    """The run's lease may be another's now: the run stops before its next write.
+
+    ``lost_at`` is when the run learnt it (UTC); nothing the run writes is newer.
+    """
+
+    def __init__(self, message: str, lost_at: datetime) -> None:
+        super().__init__(message)
+        self.lost_at = lost_at
+
+
 class RunLock:
-    """Context manager holding the lake's run lock for one run."""
+    """Context manager holding the lake's run lock (or a partition's lease) for one run."""
 
     def __init__(self, lake: Lake, run_id: str, lease_seconds: int = 60, path: str = LOCK_PATH) -> None:
         self.blob = lake.blob_client(path)
+        self.path = path
         self.run_id = run_id
         self.lease_seconds = lease_seconds
         self._lease: BlobLeaseClient | None = None
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="bridge-lock-renewer", daemon=True)
+        self._renewed = time.monotonic()  # when the last successful renewal was sent
+        self._lost: tuple[str, datetime] | None = None
+        self._mark = threading.Lock()
 
     def __enter__(self) -> RunLock:
         try:
             self.blob.upload_blob(b"{}", overwrite=False)
         except ResourceExistsError:
             pass
+        sent = time.monotonic()
         try:
             self._lease = self.blob.acquire_lease(lease_duration=self.lease_seconds)
         except HttpResponseError as err:
             if err.status_code != 409:
                 raise
             raise RunLocked(f"another bridge run holds the lock ({self._holder()}); this run stops") from err
+        self._renewed = sent
         holder = {"run_id": self.run_id, "host": socket.gethostname(),
                   "since": datetime.now(timezone.utc).isoformat()}
         self.blob.upload_blob(json.dumps(holder).encode(), overwrite=True, lease=self._lease)
@@ -71,18 +97,50 @@ class RunLock:
         self._stop.set()
         if self._renewer.is_alive():
             self._renewer.join()
-        if self._lease is not None:
+        if self._lease is not None and self._lost is None:
             try:
-                self._lease.release()
-            except HttpResponseError:
+                self._lease.release(**self._quick())
+            except AzureError:
                 log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
+
+    def check(self) -> None:
+        """Returns while the lease is surely this run's.
+
+        Raises:
+            LockLost: a renewal failed, or none succeeded for two thirds of the lease.
+        """
+        if self._lost is None and time.monotonic() - self._renewed > self.lease_seconds * 2 / 3:
+            self._mark_lost(f"no renewal succeeded for {self.lease_seconds * 2 / 3:.0f} s")
+        if self._lost is not None:
+            reason, lost_at = self._lost
+            raise LockLost(f"run {self.run_id} lost its lock {self.path} ({reason}); it stopped before its next "
+                           "write, and the next run accounts for its files", lost_at)
+
+    def _mark_lost(self, reason: str) -> None:
+        with self._mark:
+            if self._lost is None:
+                self._lost = (reason, datetime.now(timezone.utc))
+
+    def _quick(self) -> dict[str, object]:
+        # No retries, and no wait longer than a third of the lease: a stalled request must not
+        # keep the run believing a lease that may have expired.
+        limit = self.lease_seconds / 3
+        return {"retry_total": 0, "connection_timeout": limit, "read_timeout": limit, "timeout": int(limit)}
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
+            sent = time.monotonic()
             try:
-                self._lease.renew()  # type: ignore[union-attr]
-            except HttpResponseError:
-                log.exception("could not renew the run lock")
+                self._lease.renew(**self._quick())  # type: ignore[union-attr]
+            except HttpResponseError as err:
+                taken = err.status_code in (409, 412)
+                self._mark_lost("the lease was broken or taken by another" if taken
+                                else f"renewal failed: {describe(err)}")
+                return
+            except Exception as err:  # noqa: BLE001 - any failed renewal means the lease may be gone
+                self._mark_lost(f"renewal failed: {describe(err)}")
+                return
+            self._renewed = sent
 
     def _holder(self) -> str:
         try:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from deltalake import DeltaTable, Field, Schema
@@ -35,7 +35,8 @@ from deltalake.transaction import (
 
 from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
-from shared.haltian.keys import HaltianKey, parse_key
+from shared.haltian.keys import parse_key
+from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
@@ -53,44 +54,6 @@ class _Conflict(Exception):
     """Another writer changed the table first: reload it and try again."""
 
 
-@dataclass(frozen=True)
-class TableFile:
-    """A verified file at its mirrored path: a candidate for its dataset's table."""
-
-    key: HaltianKey
-    size: int
-    modified: datetime
-    facts: TableFacts | None = None  # None: read from the file's footer when needed
-
-    @property
-    def table_path(self) -> str:
-        """The add action's path, relative to the table root: ``{YYYY}/{MM}/{file}``."""
-        return self.key.key[len(self.key.dataset_folder):]
-
-    @property
-    def modification_time(self) -> int:
-        return int(self.modified.timestamp() * 1000)
-
-
-@dataclass
-class TableChange:
-    """What one sync did to one table, for the manifest."""
-
-    layout: str
-    organization: str
-    dataset: str
-    table: str
-    version: int | None = None
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    excluded: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.removed)
-
-
 @dataclass
 class DeltaPublisher:
     """Keeps each dataset's Delta table equal to the verified files in the lake."""
@@ -99,6 +62,8 @@ class DeltaPublisher:
     container: str
     storage_options: dict[str, str]
     run_id: str
+    #: Called before every commit; raises when the run lost its lock (see ``sink.lock``).
+    guard: Callable[[], None] = lambda: None
 
     def uri(self, dataset_folder: str) -> str:
         return f"az://{self.container}/{self.lake.path(dataset_folder).rstrip('/')}"
@@ -161,6 +126,7 @@ class DeltaPublisher:
         properties = self._properties(table)
         if table is None:
             schema = Schema.from_arrow(table_schema(new_columns))
+            self.guard()
             try:
                 create_table_with_add_actions(
                     uri, schema, adds, mode="error", name=files[0].key.dataset,
@@ -184,6 +150,7 @@ class DeltaPublisher:
                 table = self._load(uri)
                 properties = self._properties(table)
             if new_columns:
+                self.guard()
                 table.alter.add_columns([Field(name, delta, nullable=True) for name, delta in new_columns.items()])
                 table = self._load(uri)
                 properties = self._properties(table)
@@ -201,6 +168,7 @@ class DeltaPublisher:
 
     def _commit(self, table: DeltaTable, actions: list[Any], properties: CommitProperties,
                 mode: str = "append") -> None:
+        self.guard()
         table.create_write_transaction(
             actions, mode=mode, schema=table.schema(), commit_properties=properties,
             post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),

@@ -4,11 +4,28 @@ Synapse serverless SQL and Fabric read tables at protocol reader 1 / writer 2. T
 ``timestamp_ntz`` (a table feature) and leaves no Delta type for decimal256 or uint64. delta-rs
 would map uint32 to ``integer``, which overflows above 2**31 - 1 (legacy wirepas ids are
 uint32), so unsigned types are widened to the next signed type here.
+
+The rule for a table column's one type: the Delta type of the column's *logical* Arrow type
+(:func:`shared.haltian.contracts.logical_type`), so every spelling of one logical type maps
+to one Delta type:
+
+* ``string``, ``large_string`` and a dictionary of strings: ``string`` (likewise ``binary``);
+* a timestamp with a time zone, in ms or us, in any spelling of UTC (or another zone: the
+  Parquet values are UTC instants either way): ``timestamp`` (microseconds, UTC), which holds
+  every ms and us value exactly; ns and zone-less timestamps have no reader 1 / writer 2 type;
+* ``decimal128(p, s)``: ``decimal(p,s)``; decimal256 and uint64: none (the file is copied and
+  kept out of the table, with the reason in the manifest);
+* integers and floats: the Delta type of the same width, unsigned ones one size up.
+
+A file whose column maps to another Delta type than the table's is kept out of the table
+(a type clash is breaking drift); the first file registered decides a new column's type.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from shared.haltian.contracts import logical_type
 
 _EXACT = {
     pa.bool_(): "boolean",
@@ -39,6 +56,7 @@ def delta_type(arrow_type: pa.DataType) -> str:
     Raises:
         NoDeltaType: with the reason, e.g. for decimal256 or a timestamp without a time zone.
     """
+    arrow_type = logical_type(arrow_type)
     if arrow_type in _EXACT:
         return _EXACT[arrow_type]
     if pa.types.is_decimal128(arrow_type):

@@ -113,13 +113,18 @@ def _check_layout(metadata: pq.FileMetaData, data_end: int) -> None:
 def _check_pages(parquet: pq.ParquetFile, metadata: pq.FileMetaData, schema: pa.Schema) -> None:
     """Decodes, in every row group, the column chunk that is cheapest to decode, and checks that
     its pages hold the rows the row group claims (one column suffices to count rows; the
-    others' chunks were checked to lie inside the file). Memory stays at one column chunk."""
+    others' chunks were checked to lie inside the file). Memory stays at one column chunk.
+
+    Chunks are leaf columns; a nested column has several, so the chunk is read through the
+    top-level field its path starts with (not by its index, which is not a field index).
+    """
     for index in range(metadata.num_row_groups):
         group = metadata.row_group(index)
         if group.num_columns == 0:
             continue
         cheapest = min(range(group.num_columns), key=lambda c: group.column(c).total_compressed_size)
-        name = schema.field(cheapest).name if cheapest < len(schema) else None
+        top = group.column(cheapest).path_in_schema.split(".", 1)[0]
+        name = top if schema.get_field_index(top) >= 0 else None
         try:
             decoded = parquet.read_row_group(index, columns=[name] if name else None).num_rows
         except (pa.ArrowException, OSError, ValueError) as err:

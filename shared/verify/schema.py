@@ -1,11 +1,14 @@
-"""Judging a file's schema: against the shipped contract, or the schema first seen in the lake.
+"""Judging a file's schema: against the contract in force, or the schema first seen in the lake.
+
+The contract in force is the newest one an operator accepted in the lake, else the shipped
+one (:mod:`shared.verify.accepted`).
 
 * A complete contract decides alone: match or additive drift publishes, breaking drift
   quarantines.
-* A dataset with no contract (new datasets appear without notice) or a partial one (v1) is
+* A dataset with no contract (new datasets appear without notice) or a partial one is
   published; its first schema is recorded in ``_schemas/{layout}/{dataset}.json`` and later
-  files report drift from it. A partial contract still quarantines a file that breaks the
-  columns it does name.
+  files report drift from it in the columns the contract does not name. A partial contract
+  still quarantines a file that breaks the columns it does name.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from shared.haltian.contracts import (
     check_schema,
     columns_from_json,
     columns_to_json,
-    contract_for,
     fingerprint,
 )
 from shared.haltian.keys import HaltianKey
 from shared.sink.lake import IF_MISSING, SCHEMAS, Lake
+from shared.verify.accepted import ContractBook
 
 CONTRACT = "contract"
 FIRST_SEEN = "first-seen schema"
@@ -52,11 +55,16 @@ class SchemaJudge:
 
     lake: Lake
     run_id: str
+    book: ContractBook | None = None
     _observed: dict[tuple[str, str], tuple[Column, ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if self.book is None:
+            self.book = ContractBook(self.lake)
+
     def judge(self, key: HaltianKey, columns: tuple[Column, ...]) -> SchemaOutcome:
-        contract = contract_for(key.layout, key.dataset)
+        contract = self.book.contract(key.layout, key.dataset)  # type: ignore[union-attr]
         contract_drift: tuple[str, ...] = ()
         if contract is not None:
             check = check_schema(contract.columns, columns, complete=contract.complete)
@@ -71,7 +79,10 @@ class SchemaJudge:
         first = self._first_seen(key, columns)
         if first is None:
             return SchemaOutcome(RECORDED, FIRST_SEEN, version, contract_drift)
-        check = check_schema(first, columns, complete=True)
+        # The contract judges the columns it names; the first-seen schema only the others.
+        named = {c.name for c in contract.columns} if contract is not None else set()
+        check = check_schema(tuple(c for c in first if c.name not in named),
+                             tuple(c for c in columns if c.name not in named), complete=True)
         drift = contract_drift + _added(check.added) + check.problems
         return SchemaOutcome(check.verdict.value, FIRST_SEEN, version, drift)
 

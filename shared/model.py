@@ -1,0 +1,205 @@
+"""The run's data model: what a run planned, what happened to each file, what each table got.
+
+Plain dataclasses that the stages fill in and the reports read (planning, copying, the Delta
+tables, the run, the manifests, telemetry). This module imports none of those stages, so
+nothing imports in a circle; the types it names for annotations only are leaf modules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.haltian.keys import HaltianKey
+    from shared.sink.lake import LakeEntry
+    from shared.source.s3 import SourceObject
+    from shared.tables.facts import TableFacts
+    from shared.verify.schema import SchemaOutcome
+
+# What happened to a file.
+PUBLISHED = "published"
+QUARANTINED = "quarantined"
+FAILED = "failed"
+PRESENT = "present"
+
+# What a run covers.
+WINDOW = "window"
+FULL = "full"
+PARTITION = "partition"
+#: Quarantined files copied again under the contracts in force (``quarantine release``).
+RELEASE = "release"
+
+MAX_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file to copy, and the lake blob it replaces (None for a new file)."""
+
+    source: SourceObject
+    key: HaltianKey
+    replaces: LakeEntry | None = None
+
+
+@dataclass
+class Plan:
+    """What a run found to do: the files to copy, and why the rest is skipped."""
+
+    mode: str
+    months: list[str] | None
+    items: list[WorkItem] = field(default_factory=list)
+    present: Counter = field(default_factory=Counter)
+    quarantined: Counter = field(default_factory=Counter)
+    unrecognized: int = 0
+    unrecognized_examples: list[str] = field(default_factory=list)
+    other_organization: int = 0
+    listed_objects: int = 0
+    listed_prefixes: int = 0
+    #: The month folder of a backfill partition run (mode PARTITION).
+    partition: str | None = None
+    #: Files left to the backfill workers that hold their partitions now.
+    leased: int = 0
+    #: The verified copies listed in the lake, by key: the tables are kept equal to them.
+    mirrored: dict[str, LakeEntry] = field(default_factory=dict)
+    #: The quarantined copies listed in the lake, by source key.
+    quarantine: dict[str, LakeEntry] = field(default_factory=dict)
+
+    def note_unrecognized(self, key: str) -> None:
+        self.unrecognized += 1
+        if len(self.unrecognized_examples) < MAX_EXAMPLES:
+            self.unrecognized_examples.append(key)
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file, as the manifest reports it."""
+
+    action: str
+    item: WorkItem
+    destination: str | None = None
+    bytes: int = 0
+    rows: int | None = None
+    schema_fingerprint: str | None = None
+    schema: SchemaOutcome | None = None
+    reason: str | None = None
+    integrity: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    verify_seconds: float = 0.0  # wall time, GIL waits included
+    verify_cpu_seconds: float = 0.0  # this thread's CPU time spent verifying
+    table: TableFacts | None = None
+    lake_modified: datetime | None = None
+    replaced_copy: str | None = None
+    #: The quarantine path a released file came from (``quarantine release``).
+    released_from: str | None = None
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A verified file at its mirrored path: a candidate for its dataset's table."""
+
+    key: HaltianKey
+    size: int
+    modified: datetime
+    facts: TableFacts | None = None  # None: read from the file's footer when needed
+
+    @property
+    def table_path(self) -> str:
+        """The add action's path, relative to the table root: ``{YYYY}/{MM}/{file}``."""
+        return self.key.key[len(self.key.dataset_folder):]
+
+    @property
+    def modification_time(self) -> int:
+        return int(self.modified.timestamp() * 1000)
+
+
+@dataclass
+class TableChange:
+    """What one sync did to one table, for the manifest."""
+
+    layout: str
+    organization: str
+    dataset: str
+    table: str
+    version: int | None = None
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass
+class RunResult:
+    """A finished run: the plan, every file's outcome, and where the manifest went."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    plan: Plan
+    settings: dict[str, Any]
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    deferred: Counter = field(default_factory=Counter)
+    tables: list[TableChange] = field(default_factory=list)
+    recovered_runs: list[str] = field(default_factory=list)
+    full_reconcile_completed: bool = False
+    manifest_path: str | None = None
+
+    def count(self, action: str) -> int:
+        return sum(1 for o in self.outcomes if o.action == action)
+
+    def schema_drift(self) -> list[dict[str, Any]]:
+        """Schema drift once per dataset (not once per file): breaking drift that quarantined
+        files, and additive drift that was published, with every distinct problem and a few keys."""
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for outcome in self.outcomes:
+            schema = outcome.schema
+            if schema is None or not schema.drift or outcome.action not in (PUBLISHED, QUARANTINED):
+                continue
+            verdict = "breaking" if outcome.action == QUARANTINED else schema.verdict
+            key = outcome.item.key
+            entry = found.setdefault((key.layout, key.dataset, verdict), {
+                "layout": key.layout, "dataset": key.dataset, "verdict": verdict, "against": schema.against,
+                "contract": schema.contract, "files": 0, "problems": [], "examples": [],
+            })
+            entry["files"] += 1
+            entry["problems"] += [p for p in schema.drift if p not in entry["problems"]]
+            if len(entry["examples"]) < 3:
+                entry["examples"].append(key.key)
+        return [found[name] for name in sorted(found)]
+
+    @property
+    def failed(self) -> int:
+        return self.count(FAILED)
+
+    @property
+    def table_errors(self) -> int:
+        return sum(1 for t in self.tables if t.error)
+
+    @property
+    def status(self) -> str:
+        """``complete`` when nothing is left for the next run, else ``incomplete``."""
+        return "incomplete" if self.failed or self.deferred or self.table_errors else "complete"
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file was published, skipped or quarantined and every table committed."""
+        return 1 if self.failed or self.table_errors else 0
+
+    def summary(self) -> str:
+        published = [o for o in self.outcomes if o.action == PUBLISHED]
+        return (
+            f"run {self.run_id} ({self.plan.mode}) {self.status}: "
+            f"{len(published)} published ({sum(o.bytes for o in published):,} bytes, "
+            f"{sum(o.rows or 0 for o in published):,} rows), "
+            f"{self.count(QUARANTINED)} quarantined, {self.failed} failed, "
+            f"{sum(self.deferred.values())} deferred to the next run, "
+            f"{sum(self.plan.present.values())} already present, "
+            f"{self.plan.unrecognized} unrecognised keys, "
+            f"in {(self.finished_at - self.started_at).total_seconds():.1f} s"
+        )
