@@ -24,7 +24,6 @@ from shared.run import run_once
 from shared.sink.lake import ALWAYS, delta_storage_options
 from shared.transport import TransportError
 from tests.promise import check_promise
-from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 

@@ -286,6 +286,8 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
         env = proxied_env(stack, s3_proxy, lake_proxy)
         settings = bridge_for(env).settings
         s3 = boto3.client("s3", endpoint_url=s3_proxy.url, region_name="eu-west-1",
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                                         config=botocore.config.Config(read_timeout=1, connect_timeout=1,
                                                                       retries={"mode": "standard", "max_attempts": 5}))
         service = BlobServiceClient.from_connection_string(env["ADLS_CONNECTION_STRING"], read_timeout=1,
