@@ -106,11 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry.configure(os.environ)
     try:
         bridge = Bridge.from_settings(settings)
+        bridge.lake.require_container()
     except SettingsError as err:  # AWS refused the key, secret or role, or the region is wrong
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
-    try:
-        bridge.lake.require_container()
     except LakeUnavailable as err:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_SETTINGS

@@ -292,11 +292,11 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
     except RunLocked as err:
         log.warning("%s", err)
         return None
-    except SettingsError as err:  # S3 refused the key or role, or the region is wrong: one plain line
+    except LakeUnavailable as err:
         log.error("run not started: %s", err)
         telemetry.record_failed_run()
         raise
-    except LakeUnavailable as err:
+    except SettingsError as err:  # S3 refused the key or role, or the region is wrong: one plain line
         log.error("run not started: %s", err)
         telemetry.record_failed_run()
         raise

@@ -30,6 +30,7 @@ from shared.haltian.keys import parse_key
 from shared.manifest.build import build_manifest, manifest_schema
 from shared.run import run_once
 from shared.sink.lake import delta_storage_options
+from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +242,24 @@ def test_accept_and_release_wait_for_the_run_lock(stack, monkeypatch, capsys) ->
         assert cli.main(["quarantine", "release"]) == cli.EXIT_LOCKED
         assert "another bridge run holds the lock" in capsys.readouterr().err
     assert not stack.lake_names(f"{ROOT}/_contracts/")
+
+
+def test_the_schema_change_workflow_on_entra_tokens_over_https(entra, capsys) -> None:
+    """As Azure runs it: shared keys unused, the managed identity's tokens, the lake on a private CA."""
+    entra.seed(BucketSpec(legacy_hours=2, v1_hours=0, legacy_measurements=["measurementOccupantsCount"],
+                          legacy_snapshots=[], writer_variants=False))
+    entra.apply()
+    dataset = "legacy/measurementOccupantsCount"
+    assert cli.main(["run", "--json"]) == cli.EXIT_OK
+    assert [d["dataset"] for d in json.loads(capsys.readouterr().out)["schema_drift"]
+            if d["verdict"] == "breaking"] == ["measurementOccupantsCount", "measurementTVOC"]
+    assert cli.main(["schema", "accept", dataset, "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["version"] == "accepted-1"
+    assert cli.main(["quarantine", "release", dataset, "--json"]) == cli.EXIT_OK
+    released = json.loads(capsys.readouterr().out)
+    assert [(f["action"], f["schema"]["contract"]) for f in released["files"]] == [("published", "accepted-1")]
+    assert not [n for n in entra.lake_names("haltian/raw/_quarantine/") if "measurementOccupantsCount" in n]
+    assert not entra.rig.identity.refused
+    entra.apply(ADLS_CONTAINER="no-such-container")
+    assert cli.main(["quarantine", "list"]) == cli.EXIT_SETTINGS
+    assert "'no-such-container'" in capsys.readouterr().err
