@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar, Token
 
-_run_id = "-"
+#: The run id of the run the current thread works for (each run sets it in its own threads).
+_run_id: ContextVar[str] = ContextVar("bridge_run_id", default="-")
 _NOISY = ("azure", "botocore", "boto3", "urllib3", "s3transfer")
 FORMAT = "%(asctime)s %(levelname)s [run %(run_id)s] %(name)s: %(message)s"
 
 
-def set_run_id(run_id: str) -> None:
-    """Tags every later log record with this run's id (one run per process at a time)."""
-    global _run_id
-    _run_id = run_id
+def set_run_id(run_id: str) -> Token[str]:
+    """Tags every later log record of this thread (and of contexts copied from it) with this
+    run's id; several runs in one process each keep their own. Returns the token that
+    :func:`reset_run_id` takes to restore the previous id."""
+    return _run_id.set(run_id)
+
+
+def reset_run_id(token: Token[str]) -> None:
+    _run_id.reset(token)
+
+
+def run_id() -> str:
+    """The run id of the current thread's run ("-" outside a run)."""
+    return _run_id.get()
 
 
 def _install_record_factory() -> None:
@@ -24,7 +36,7 @@ def _install_record_factory() -> None:
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        record.run_id = _run_id
+        record.run_id = _run_id.get()
         return record
 
     factory._bridge = True  # type: ignore[attr-defined]

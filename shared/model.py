@@ -66,6 +66,8 @@ class Plan:
     mirrored: dict[str, LakeEntry] = field(default_factory=dict)
     #: The quarantined copies listed in the lake, by source key.
     quarantine: dict[str, LakeEntry] = field(default_factory=dict)
+    #: When the lake was listed (before the listing started).
+    listed_at: datetime | None = None
 
     def note_unrecognized(self, key: str) -> None:
         self.unrecognized += 1
@@ -104,6 +106,7 @@ class TableFile:
     size: int
     modified: datetime
     facts: TableFacts | None = None  # None: read from the file's footer when needed
+    etag: str | None = None  # the blob version listed (None: the one this run wrote)
 
     @property
     def table_path(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Executor
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
 from shared.haltian.keys import parse_key
@@ -107,6 +107,7 @@ def make_plan(
         datasets = [d for folders in executor.map(source.list_folders, roots) for d in folders]
         prefixes = [f"{d}{y:04d}/{m:02d}/" for d in datasets for y, m in months]
     plan.listed_prefixes = len(prefixes)
+    plan.listed_at = datetime.now(timezone.utc)
 
     source_lists = executor.map(lambda p: list(source.list_objects(p)), prefixes)
     mirrored_lists = executor.map(lambda p: list(lake.list_entries(p)), prefixes)

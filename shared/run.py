@@ -21,6 +21,7 @@ from typing import Any
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
 from shared.haltian.keys import parse_key
+from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
 from shared.model import (
@@ -31,7 +32,8 @@ from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
+    IF_MISSING, META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client,
+    make_credential,
 )
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
@@ -81,6 +83,11 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     return Bridge(settings, source, lake, credential)
 
 
+def _run_threads() -> dict[str, Any]:
+    """Executor options whose threads tag their log records with the calling run's id."""
+    return {"initializer": logs.set_run_id, "initargs": (logs.run_id(),)}
+
+
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
@@ -96,7 +103,8 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     full = partition is None and (full or _full_reconcile_due(bridge, now))
     leased = frozenset() if partition else frozenset(
         partition_of_lock(path) for path in bridge.lake.leased(PARTITION_LOCKS))
-    with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list") as executor:
+    with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list",
+                            **_run_threads()) as executor:
         return make_plan(
             bridge.source,
             bridge.lake,
@@ -131,7 +139,15 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     started = now or datetime.now(timezone.utc)
     clock_start = time.monotonic()
     run_id = new_run_id(started)
-    logs.set_run_id(run_id)
+    token = logs.set_run_id(run_id)
+    try:
+        return _run(bridge, run_id, started, clock_start, full, progress, partition, release)
+    finally:
+        logs.reset_run_id(token)
+
+
+def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, full: bool,
+         progress: Progress | None, partition: str | None, release: Callable[[Bridge], Plan] | None) -> RunResult:
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
@@ -142,14 +158,17 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
         judge = SchemaJudge(bridge.lake, run_id)
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        publisher = bridge.delta_publisher(run_id)
+        publisher.guard = lock.check
+        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check, publisher)
         if plan.mode == RELEASE:
             lock.check()
             _leave_quarantine(bridge.lake, plan, result)
         _log_drift(result)
-        result.tables = _sync_tables(bridge, plan, result, run_id, lock.check)
+        result.tables = _sync_tables(bridge, plan, result, publisher)
         result.finished_at = datetime.now(timezone.utc)
-        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at, lock.check)
+        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at,
+                                                   settings.lock_seconds, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
@@ -182,20 +201,22 @@ def _log_drift(result: RunResult) -> None:
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
+              deadline: float, result: RunResult, progress: Progress | None, guard: Guard,
+              publisher: DeltaPublisher) -> None:
     """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
     abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
         guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
-        return copy_file(item, bridge.source, bridge.lake, judge, run_id,
+        return copy_file(item, bridge.source, bridge.lake, judge, run_id, take_out=publisher.take_out,
                          server_side=bridge.settings.copy_mode == "server", guard=guard)
 
     done_files = done_bytes = 0
     if progress is not None:
         progress.start(len(items), sum(item.source.size for item in items))
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy") as executor:
+    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy",
+                            **_run_threads()) as executor:
         futures = {executor.submit(task, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
@@ -215,7 +236,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, guard: Guard) -> list[TableChange]:
+def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: DeltaPublisher) -> list[TableChange]:
     """Brings every dataset's Delta table in line with the verified files this run knows of.
 
     The candidates are the verified copies the plan listed (which heals a crash between
@@ -225,7 +246,7 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, gua
     for path, entry in plan.mirrored.items():
         key = parse_key(path)
         if key is not None and entry.metadata.get(META_SOURCE_ETAG) and entry.last_modified is not None:
-            candidates[path] = TableFile(key, entry.size, entry.last_modified)
+            candidates[path] = TableFile(key, entry.size, entry.last_modified, etag=entry.etag)
     for outcome in result.outcomes:
         if outcome.action == PUBLISHED and outcome.lake_modified is not None:
             key = outcome.item.key
@@ -235,9 +256,8 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, run_id: str, gua
         by_table.setdefault(candidate.key.dataset_folder, []).append(candidate)
     if not by_table:
         return []
-    publisher = bridge.delta_publisher(run_id)
-    publisher.guard = guard
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta") as executor:
+    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
+                            **_run_threads()) as executor:
         changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
     return [change for change in changes if change.changed or change.excluded or change.error]
 
@@ -251,18 +271,28 @@ def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
 
 
 def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
+    """The manifest (If-None-Match), its index entry, then ``latest.json`` and the reconcile
+    state, which only ever move forward (conditional writes: a slower run cannot move them back).
+
+    Raises:
+        LockLost: another run found this one without its lock and wrote its manifest for it.
+    """
     document = build_manifest(result)
     path = manifest_path(result.run_id, result.started_at)
     guard()
-    lake.write_json(path, document)
+    if not lake.write_json(path, document, condition=IF_MISSING):
+        raise LockLost(f"run {result.run_id} found its manifest written for it by another run (it had lost its "
+                       "lock); that manifest reports its files", datetime.now(timezone.utc), result.run_id)
+    result.manifest_path = lake.path(path)
+    guard()
+    index.append(lake, path, document)
     if result.plan.partition is None:
         guard()
-        lake.write_json(LATEST, document)
-    result.manifest_path = lake.path(path)
+        lake.write_json_forward(LATEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
     if result.full_reconcile_completed:
         guard()
-        lake.write_json(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
-                                          "run_id": result.run_id})
+        lake.write_json_forward(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
+                                                  "run_id": result.run_id}, order=lambda d: datetime.fromisoformat(d["completed_at"]))
 
 
 class RunFailed(Exception):
@@ -301,6 +331,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         telemetry.record_failed_run()
         raise
     except LockLost as err:
+        logs.set_run_id(err.run_id)  # what the invocation logs from here on is that run's
         log.error("%s", err)
         telemetry.record_failed_run()
         raise RunFailed(str(err)) from None
@@ -308,6 +339,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         log.exception("run stopped before it could write its manifest; the next run starts over")
         telemetry.record_failed_run()
         raise
+    logs.set_run_id(result.run_id)  # what the invocation logs from here on is that run's
     if result.failed:
         log.error("%s; the failed files are listed in %s", result.summary(), result.manifest_path)
         raise RunFailed(result.summary())

@@ -5,7 +5,10 @@ After any sequence of faults, one clean run later:
     verified, and in its Delta table exactly once (measurements) or as the newest snapshot;
   * every unreadable or contract-breaking file is in quarantine with its reason, and nowhere else;
   * nothing partial or unverified is visible at a mirrored path (checked after faulty runs too);
-  * the manifests account for every file.
+  * the manifests account for every file, each file version in exactly one manifest;
+  * no Delta add action's size differs from the blob at its path (checked after faulty runs too);
+  * ``latest.json`` only moves forward (:class:`LatestWatch`, across runs);
+  * no file was written by a run after it lost its lock (:func:`check_no_write_after_lock_loss`).
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from datetime import datetime
 
 import pyarrow.parquet as pq
 
 from shared.haltian.contracts import MEASUREMENT, Verdict, check_schema, columns_of, contract_for, dataset_kind
 from shared.haltian.keys import parse_key
-from shared.sink.lake import META_REASON, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
+from shared.sink.lake import META_REASON, META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
 
 TABLE_TYPES_KEPT_OUT = ("decimal256",)
 
@@ -61,6 +65,7 @@ def check_nothing_partial(stack, root: str = "haltian/raw") -> int:
             expected = _source_version(stack, metadata[META_SOURCE_KEY], etag)
             assert expected is None or data == expected, f"{blob.name}: bytes differ from the source version it names"
         checked += 1
+    check_tables_match_blobs(stack, root)
     return checked
 
 
@@ -75,10 +80,21 @@ def _source_version(stack, key: str, etag: str) -> bytes:
         raise
 
 
-def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", organization: str | None = None) -> None:
+def manifests(stack, root: str = "haltian/raw") -> list[dict]:
+    """Every run manifest in the lake (not latest.json's copy, not the index entries)."""
+    names = [b.name for b in stack.container.list_blobs(name_starts_with=f"{root}/_manifests/")]
+    return [json.loads(stack.container.get_blob_client(name).download_blob().readall()) for name in sorted(names)
+            if name != f"{root}/_manifests/latest.json" and not name.startswith(f"{root}/_manifests/index/")]
+
+
+def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", organization: str | None = None,
+                  reported_once: bool = True) -> None:
     """The whole promise, after a clean run. Raises AssertionError naming the first breach.
 
     With ``organization``, another organization's files must be nowhere in the lake.
+    ``reported_once=False`` only where the lake itself lost acknowledged writes (a killed
+    Azurite does; Azure Storage does not): a manifest then reports a file that is gone, and the
+    run that copies it again reports it too.
     """
     source: dict[str, bytes] = {}
     etags: dict[str, str] = {}
@@ -95,8 +111,7 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
 
     published: set[str] = set()
     quarantined: set[str] = set()
-    for name in (n for n in blobs if n.startswith("_manifests/") and n != "_manifests/latest.json"):
-        manifest = json.loads(stack.container.get_blob_client(f"{root}/{name}").download_blob().readall())
+    for manifest in manifests(stack, root):
         published |= {f["source_key"] for f in manifest["files"] if f["action"] == "published"}
         quarantined |= {f["source_key"] for f in manifest["files"] if f["action"] == "quarantined"}
 
@@ -126,6 +141,86 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
 
     for folder, keys in mirrored_by_table.items():
         _check_table(stack, root, folder, keys, source)
+    if reported_once:
+        check_reported_once(stack, root)
+    check_tables_match_blobs(stack, root)
+
+
+def check_reported_once(stack, root: str = "haltian/raw") -> None:
+    """Every file version published or quarantined is reported by exactly one manifest."""
+    counts = Counter((f["action"], f["source_key"], f["source_etag"]) for manifest in manifests(stack, root)
+                     for f in manifest["files"] if f["action"] in ("published", "quarantined"))
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    assert not twice, f"reported by more than one manifest: {twice[:3]}"
+    for blob in stack.container.list_blobs(name_starts_with=f"{root}/parquet/", include=["metadata"]):
+        metadata = blob.metadata or {}
+        if "/_delta_log/" in blob.name or not metadata.get(META_SOURCE_ETAG):
+            continue
+        key = blob.name[len(root) + 1:]
+        assert ("published", key, metadata[META_SOURCE_ETAG]) in counts, f"{key}: its version is in no manifest"
+
+
+def delta_log(stack, root: str, folder: str) -> dict[str, dict]:
+    """A table's live add actions, path -> add, replayed from its JSON commits."""
+    live: dict[str, dict] = {}
+    names = sorted(b.name for b in stack.container.list_blobs(name_starts_with=f"{root}/{folder}_delta_log/")
+                   if b.name.endswith(".json"))
+    for name in names:
+        for line in stack.container.get_blob_client(name).download_blob().readall().decode().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return live
+
+
+def check_tables_match_blobs(stack, root: str = "haltian/raw") -> int:
+    """No Delta add action's size differs from its blob's; holds at every moment. Returns the adds checked."""
+    sizes: dict[str, int] = {}
+    folders: set[str] = set()
+    for blob in stack.container.list_blobs(name_starts_with=f"{root}/parquet/"):
+        name = blob.name[len(root) + 1:]
+        if "/_delta_log/" in name:
+            folders.add(name.split("_delta_log/")[0])
+        else:
+            sizes[name] = blob.size
+    checked = 0
+    for folder in sorted(folders):
+        for path, add in delta_log(stack, root, folder).items():
+            assert sizes.get(folder + path) == add["size"], \
+                f"table {folder}: its log says {path} has {add['size']} bytes, the blob has {sizes.get(folder + path)}"
+            checked += 1
+    return checked
+
+
+class LatestWatch:
+    """``latest.json`` seen after each run: it only ever moves forward."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[datetime, str]] = []
+
+    def check(self, stack, root: str = "haltian/raw") -> None:
+        blob = stack.container.get_blob_client(f"{root}/_manifests/latest.json")
+        if not blob.exists():
+            return
+        latest = json.loads(blob.download_blob().readall())
+        at = (datetime.fromisoformat(latest["finished_at"]), latest["run_id"])
+        assert not self.seen or at[0] >= self.seen[-1][0], f"latest.json moved back from {self.seen[-1]} to {at}"
+        self.seen.append(at)
+
+
+def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str = "haltian/raw") -> int:
+    """No blob carries the id of a run that lost its lock with a time after the loss (blob
+    times have whole seconds: a write in the same second cannot show). Returns the blobs checked."""
+    checked = 0
+    for blob in stack.container.list_blobs(name_starts_with=f"{root}/", include=["metadata"]):
+        run_id = (blob.metadata or {}).get(META_RUN_ID)
+        if run_id in losses:
+            assert blob.last_modified <= losses[run_id].replace(microsecond=0), \
+                f"{blob.name} was written by run {run_id} after it lost its lock"
+            checked += 1
+    return checked
 
 
 def _check_table(stack, root: str, folder: str, keys: list[str], source: dict[str, bytes]) -> None:

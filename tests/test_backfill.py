@@ -18,8 +18,10 @@ from shared.backfill.local import WorkerKilled, drain, serve
 from shared.backfill.queue import MAX_DEQUEUE_COUNT, process_message, queue_client
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes
-from shared.run import build_bridge
-from tests.promise import check_promise
+from shared.run import build_bridge, run_once
+from tests.faultproxy import DELAY, PASS, FaultProxy
+from tests.promise import check_promise, manifests
+from tests.test_reliability import bridge_for, proxied_env
 
 pytestmark = pytest.mark.integration
 
@@ -92,10 +94,7 @@ def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(sta
 
     check_promise(stack)
     published = Counter()
-    for blob in stack.container.list_blobs(name_starts_with="haltian/raw/_manifests/"):
-        if blob.name.endswith("latest.json"):
-            continue
-        manifest = json.loads(stack.container.get_blob_client(blob.name).download_blob().readall())
+    for manifest in manifests(stack):
         published.update(f["source_key"] for f in manifest["files"] if f["action"] == "published")
     assert published and max(published.values()) == 1  # every file copied (and reported) exactly once
     assert cli.main(["backfill", "--json"]) == cli.EXIT_OK
@@ -149,3 +148,73 @@ def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_repo
     assert sorted(document["backfill"]["failed"]) == sorted(
         f"parquet/{ORG}/{d}/{datetime.now(timezone.utc):%Y/%m}/" for d in ("measurementCO2", "measurementTVOC"))
     assert {d["dataset"] for d in document["datasets"]} >= {"legacy/measurementCO2"}
+
+
+def _take(settings, partition_dataset: str) -> str:
+    """Receives the queued message of one dataset's partition (as a worker would) and deletes it."""
+    queue = queue_client(settings)
+    found = None
+    for message in queue.receive_messages(max_messages=32, visibility_timeout=60):
+        body = message.content.decode()
+        if found is None and f"/{partition_dataset}/" in body:
+            queue.delete_message(message)
+            found = body
+        else:
+            queue.update_message(message, visibility_timeout=0)  # visible again for the next taker
+    assert found is not None, f"no message for {partition_dataset}"
+    return found
+
+
+def _queued(settings) -> list[str]:
+    return sorted(m.content.decode() for m in queue_client(settings).peek_messages(max_messages=32))
+
+
+def test_a_partition_out_of_time_budget_is_queued_again(stack, env, capsys) -> None:
+    seed_history(stack, months=1, per_month=8)
+    assert cli.main(["backfill"]) == cli.EXIT_OK
+    capsys.readouterr()
+    settings = build_bridge(stack.settings(**env)).settings
+    body = _take(settings, "measurementCO2")
+
+    def slow(method: str, path: str) -> str:
+        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path:
+            return f"{DELAY}1.0"
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=slow)
+    try:
+        hurried = bridge_for(proxied_env(stack, None, proxy, **{**env, "BRIDGE_TIME_BUDGET_SECONDS": "3",
+                                                                "BRIDGE_MAX_CONCURRENCY": "1"}))
+        result = process_message(hurried, body)
+    finally:
+        proxy.close()
+    assert result.outcomes and result.deferred
+    assert body in _queued(settings), "the partition's files left by the budget were dropped from the queue"
+    process_message(build_bridge(settings), _take(settings, "measurementCO2"))
+    process_message(build_bridge(settings), _take(settings, "measurementTVOC"))
+    assert _queued(settings) == []
+    check_promise(stack)
+
+
+def test_a_partition_whose_table_commit_keeps_conflicting_is_not_failed(stack, env, capsys, monkeypatch) -> None:
+    from deltalake.exceptions import CommitFailedError
+
+    from shared.tables import delta
+
+    seed_history(stack, months=1, per_month=3)
+    assert cli.main(["backfill"]) == cli.EXIT_OK
+    capsys.readouterr()
+    settings = build_bridge(stack.settings(**env)).settings
+
+    def conflict(self, files, change):
+        raise CommitFailedError("another writer committed first (injected)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(delta.DeltaPublisher, "_sync_once", conflict)  # as other partitions' workers would
+        patched.setattr(delta, "COMMIT_ATTEMPTS", 2)
+        result = process_message(build_bridge(settings), _take(settings, "measurementCO2"))
+    assert result.table_errors and not result.failed and result.count("published") == 3
+    assert [m for m in _queued(settings) if "measurementCO2" in m] == []  # done, not retried towards poison
+    process_message(build_bridge(settings), _take(settings, "measurementTVOC"))
+    run_once(build_bridge(settings), full=True)  # the next full reconcile commits the table
+    check_promise(stack)

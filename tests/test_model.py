@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from shared.demo.bucket import BucketSpec
-from shared.run import run_once
+from shared.manifest.recover import interrupted_manifest, interrupted_runs
+from shared.run import plan_run, run_once
 
 PROJECT = Path(__file__).resolve().parents[1]
 STAGES = ("shared.run", "shared.manifest", "shared.telemetry", "shared.copy", "shared.plan", "shared.tables.delta")
@@ -36,14 +38,15 @@ def test_reports_do_not_import_the_run(module: str) -> None:
 def test_a_recovered_manifest_entry_says_what_the_lost_one_said(stack) -> None:
     stack.seed(BucketSpec(legacy_hours=2, v1_hours=1, legacy_measurements=["measurementCO2"],
                           v1_measurements=[], legacy_snapshots=[], v1_snapshots=[]))
-    first = run_once(stack.bridge())
+    bridge = stack.bridge()
+    first = run_once(bridge)
     lost = json.loads(stack.container.get_blob_client(first.manifest_path).download_blob().readall())
     stack.container.delete_blob(first.manifest_path)  # as if the run had died before its manifest
 
-    second = run_once(stack.bridge(), full=True)
-    assert second.recovered_runs == [first.run_id]
-    recovered = json.loads(stack.container.get_blob_client(first.manifest_path).download_blob().readall())
-    assert recovered["status"] == "interrupted" and recovered["recovered_by"] == second.run_id
+    plan = plan_run(bridge, full=True)
+    (files,) = interrupted_runs(bridge.lake, plan, lease_seconds=0).values()
+    recovered = interrupted_manifest(first.run_id, files, "20991231T000000Z-000000", datetime.now(timezone.utc))
+    assert recovered["status"] == "interrupted"
     assert recovered["totals"]["published"] == lost["totals"]["published"] > 0
     assert recovered["totals"]["quarantined"] == lost["totals"]["quarantined"]
     said = ("action", "source_key", "source_etag", "source_size", "destination", "organization", "layout",

@@ -3,6 +3,7 @@ lock, manifests are written for dead runs only, and no table describes other byt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -13,12 +14,16 @@ import pytest
 from azure.storage.blob import BlobLeaseClient
 
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
+from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
-from shared.run import run_for_timer, run_once, RunFailed
-from shared.sink.lake import META_RUN_ID
-from shared.sink.lock import LOCK_PATH, LockLost
+from shared.run import RunFailed, new_run_id, run_for_timer, run_once
+from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
+from shared.sink.lock import LOCK_PATH, LockLost, RunLock
 from tests.faultproxy import DELAY, PASS, FaultProxy
-from tests.promise import check_nothing_partial, check_promise
+from tests.promise import (
+    check_nothing_partial, check_no_write_after_lock_loss, check_promise, check_tables_match_blobs, delta_log,
+    manifests,
+)
 from tests.test_reliability import bridge_for, proxied_env
 
 pytestmark = pytest.mark.integration
@@ -85,8 +90,8 @@ def _no_write_after(stack, run_id: str, lost_at: datetime) -> None:
     limit = lost_at.replace(microsecond=0)
     late = [b.name for b in files_of_run(stack, run_id) if b.last_modified > limit]
     assert not late, f"written after the run lost its lock: {late[:3]}"
-    manifests = [n for n in stack.lake_names(f"{ROOT}/_manifests/")]
-    assert not any(run_id in n for n in manifests) and not any(n.endswith("latest.json") for n in manifests)
+    names = stack.lake_names(f"{ROOT}/_manifests/")
+    assert not any(run_id in n for n in names) and not any(n.endswith("latest.json") for n in names)
 
 
 def test_a_run_whose_lease_is_broken_and_taken_stops_before_its_next_write(stack) -> None:
@@ -97,9 +102,9 @@ def test_a_run_whose_lease_is_broken_and_taken_stops_before_its_next_write(stack
         bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2"))
         thread, box = _run_in_thread(bridge)
         _wait_for(lambda: _published_count(stack) >= 5)
-        taker = BlobLeaseClient(lock_blob)
-        taker.break_lease(lease_break_period=0)  # as an operator might, or an expired lease
-        taker.acquire(lease_duration=15)  # ... and another run takes the lock
+        BlobLeaseClient(lock_blob).break_lease(lease_break_period=0)  # as an operator might, or an expired lease
+        taker = RunLock(stack.bridge().lake, new_run_id(datetime.now(timezone.utc)), 15)
+        taker.__enter__()  # ... and another run takes the lock
         broken = time.monotonic()
         thread.join(timeout=60)
         stopped_after = time.monotonic() - broken
@@ -113,12 +118,10 @@ def test_a_run_whose_lease_is_broken_and_taken_stops_before_its_next_write(stack
     run_id = message.split()[1]
     assert 0 < len(files_of_run(stack, run_id)) < len(keys)
     _no_write_after(stack, run_id, error.lost_at)
+    assert check_no_write_after_lock_loss(stack, {run_id: error.lost_at}) > 0
     check_nothing_partial(stack)
 
-    taker.release()
-    after = run_once(stack.bridge())
-    assert run_id in after.recovered_runs  # the next run accounts for the stopped run's files
-    check_promise(stack)
+    taker.__exit__(None, None, None)  # the race scenario (test_soak.py) checks the next run accounts for its files
 
 
 def test_a_renewal_stalled_past_its_period_stops_the_run_and_the_timer_fails(stack, monkeypatch) -> None:
@@ -172,4 +175,170 @@ def test_an_unexpected_error_on_one_file_fails_that_file_only(stack) -> None:
     manifest = json.loads(stack.container.get_blob_client(result.manifest_path).download_blob().readall())
     assert [f["source_key"] for f in manifest["files"] if f["action"] == "failed"] == [bad]
     run_once(stack.bridge())  # the next run copies it
+    check_promise(stack)
+
+
+def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(stack) -> None:
+    now = datetime.now(timezone.utc)
+    previous = (now.replace(day=1) - timedelta(days=1)).replace(hour=5)
+    worker_keys = []
+    rng = random.Random(9)
+    for hour in range(6):
+        at = previous.replace(hour=hour)
+        key = legacy_key(ORG, "measurementCO2", at)
+        stack.s3.put_object(Bucket=stack.bucket, Key=key,
+                            Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, rng)))
+        worker_keys.append(key)
+    seed_hours(stack, 2)
+    partition = worker_keys[0].rsplit("/", 1)[0] + "/"
+    puts = {"n": 0}
+
+    def rule(method: str, path: str) -> str:
+        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path:
+            puts["n"] += 1
+            if puts["n"] == 4:  # the worker is alive and holds its lease, but quiet for longer than a lease
+                return f"{DELAY}18"
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        worker_bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15",
+                                               BRIDGE_MAX_CONCURRENCY="1"))
+        box: dict = {}
+        worker = threading.Thread(target=lambda: box.update(result=run_once(worker_bridge, partition=partition)))
+        worker.start()
+        _wait_for(lambda: puts["n"] >= 4)
+        time.sleep(16)  # the worker's files are older than a lease; its lease is live
+        timer = run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"), full=True)
+        worker.join(timeout=60)
+    finally:
+        proxy.close()
+    assert timer.recovered_runs == [], "a manifest was written for a live worker"
+    result = box["result"]
+    own = json.loads(stack.container.get_blob_client(result.manifest_path).download_blob().readall())
+    assert own["status"] == "complete" and own["mode"] == "partition" and len(own["files"]) == len(worker_keys)
+    reported = [f["source_key"] for m in manifests(stack) for f in m["files"] if f["action"] == PUBLISHED]
+    assert sorted(reported) == sorted(set(reported))  # every file reported exactly once
+    entries = index.read_after(stack.bridge().lake, 0)
+    assert [e["run_id"] for e in entries] == [timer.run_id, result.run_id]  # in the order they were written
+    check_promise(stack)
+
+
+def test_the_reconcile_state_never_moves_back(stack) -> None:
+    seed_hours(stack, 2)
+    bridge = stack.bridge()
+    newer = run_once(bridge, full=True)
+    older = run_once(bridge, full=True, now=newer.started_at - timedelta(hours=1))  # a slower run, started earlier
+    assert older.full_reconcile_completed
+    state = bridge.lake.read_json("_state/reconcile.json")
+    assert state["run_id"] == newer.run_id
+
+
+def test_latest_json_never_moves_back(stack) -> None:
+    from dataclasses import replace
+
+    from shared.run import _write_manifest, new_run_id
+
+    seed_hours(stack, 2)
+    bridge = stack.bridge()
+    done = run_once(bridge)
+    first = replace(done, run_id=new_run_id(datetime.now(timezone.utc)), finished_at=datetime.now(timezone.utc))
+    second = replace(done, run_id=new_run_id(datetime.now(timezone.utc)),
+                     finished_at=first.finished_at + timedelta(seconds=1))
+
+    def rule(method: str, path: str) -> str:
+        return f"{DELAY}3" if method == "PUT" and path.split("?")[0].endswith("_manifests/latest.json") else PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        slow = bridge_for(proxied_env(stack, None, proxy))
+        writer = threading.Thread(target=_write_manifest, args=(slow.lake, first, lambda: None))
+        writer.start()
+        time.sleep(1.5)  # the first run's manifest landed; its latest.json is on its way
+        _write_manifest(bridge.lake, second, lambda: None)
+        writer.join(timeout=30)
+    finally:
+        proxy.close()
+    latest = bridge.lake.read_json("_manifests/latest.json")
+    assert latest["run_id"] == second.run_id
+
+
+def test_two_writers_of_one_blob_never_commit_each_others_blocks(stack) -> None:
+    lake = stack.bridge().lake
+    mine = [b"a" * 1000, b"A" * 1000]
+    theirs = [b"b" * 1000, b"B" * 1000]  # another source version of the same file, staged by another run
+    path = "parquet/mixed.parquet"
+    my_ids = [lake.stage(path, i, block, write_id("run-1", "etag-1")) for i, block in enumerate(mine)]
+    for i, block in enumerate(theirs):
+        lake.stage(path, i, block, write_id("run-2", "etag-2"))
+    lake.commit(path, my_ids, md5=hashlib.md5(b"".join(mine)).digest(), metadata={}, condition=ALWAYS)
+    assert stack.lake_bytes(path) == b"".join(mine)
+
+
+def test_each_log_record_carries_its_own_runs_id_with_two_runs_in_one_process(stack, caplog) -> None:
+    import logging
+
+    keys = seed_hours(stack, 6) + seed_hours(stack, 6, dataset="measurementTVOC")
+    partitions = sorted({k.rsplit("/", 1)[0] + "/" for k in keys})
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=slow_publishes(0.3))
+    caplog.set_level(logging.INFO, logger="shared")
+    try:
+        bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_MAX_CONCURRENCY="1"))
+        runs = [threading.Thread(target=run_once, args=(bridge,), kwargs={"partition": p}) for p in partitions]
+        for run in runs:
+            run.start()
+            time.sleep(0.5)
+        for run in runs:
+            run.join(timeout=60)
+    finally:
+        proxy.close()
+    summaries = [r for r in caplog.records if r.name == "shared.run" and r.getMessage().startswith("run ")]
+    assert len(summaries) == len(partitions) >= 2
+    for record in summaries:
+        assert record.run_id == record.getMessage().split()[1]
+
+
+class Crash(BaseException):
+    """The host stopping the process between two steps of a run."""
+
+
+def _change(stack, key: str, rows: int) -> None:
+    at = datetime.now(timezone.utc)
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(
+        make_table(legacy_schema("measurementCO2"), rows, at, random.Random(rows))))
+
+
+def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after_a_crash(stack, monkeypatch) -> None:
+    import shared.run as run_module
+
+    keys = seed_hours(stack, 3)
+    folder = keys[0].rsplit("/", 3)[0] + "/"
+    bridge = stack.bridge()
+    run_once(bridge)
+    _change(stack, keys[1], 300)  # the vendor delivers a new, larger version of a copied file
+
+    def crash(*args, **kwargs):
+        raise Crash()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(run_module, "_sync_tables", crash)  # dies after publishing, before the table commit
+        with pytest.raises(Crash):
+            run_once(bridge)
+    assert check_tables_match_blobs(stack) > 0
+    run_once(bridge)  # the next run heals the table
+    assert check_tables_match_blobs(stack) > 0
+    assert keys[1][len(folder):] in delta_log(stack, ROOT, folder)
+    check_promise(stack)
+
+
+def test_healing_from_a_listing_older_than_another_writers_commit_never_puts_an_old_size_back(stack) -> None:
+    from shared.run import _sync_tables
+
+    keys = seed_hours(stack, 3)
+    bridge = stack.bridge()
+    slow = run_once(bridge)  # a slow run published these files; its table commit comes late ...
+    _change(stack, keys[1], 300)
+    run_once(bridge)  # ... after another run replaced one of them and committed its table
+    _sync_tables(bridge, slow.plan, slow, bridge.delta_publisher(slow.run_id))  # the slow run's commit
+    assert check_tables_match_blobs(stack) > 0
     check_promise(stack)

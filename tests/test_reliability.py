@@ -155,7 +155,7 @@ def test_azurite_killed_mid_run_and_restarted_with_its_data(own_servers, make_st
     # Unlike Azure Storage, a killed Azurite forgets writes it had acknowledged since its last
     # save, in any month: the follow-up run reconciles every month, not just the recent ones.
     assert run_once(stack.bridge(), full=True).exit_code == 0
-    check_promise(stack)
+    check_promise(stack, reported_once=False)  # Azurite forgot files a manifest reports; they are copied again
 
 
 def test_moto_killed_mid_run_and_restarted(own_servers, make_stack) -> None:

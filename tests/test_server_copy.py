@@ -54,7 +54,7 @@ def test_blocks_staged_from_a_url_commit_to_the_exact_bytes(stack) -> None:
     url = sas_url(stack, "sources/big.bin")
     lake = stack.bridge().lake
     size = 4 * 1024 * 1024
-    ids = [lake.stage_from_url("copied/big.bin", i, url, offset, min(size, len(data) - offset))
+    ids = [lake.stage_from_url("copied/big.bin", i, url, offset, min(size, len(data) - offset), "test-write")
            for i, offset in enumerate(range(0, len(data), size))]
     assert not stack.lake_names(f"{ROOT}/copied/")  # staged blocks are invisible
     lake.commit("copied/big.bin", ids, md5=None, metadata={}, condition=ALWAYS)

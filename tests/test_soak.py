@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import timedelta
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
+from shared.backfill.local import drain, serve
+from shared.backfill.queue import enqueue_backfill, process_message
+from shared.demo import servers
 from shared.run import run_once
-from tests.faultproxy import FaultProxy, random_faults
-from tests.promise import check_nothing_partial, check_promise
+from shared.sink.lock import LockLost, RunLocked
+from tests.faultproxy import DELAY, PASS, FaultProxy, random_faults
+from tests.promise import LatestWatch, check_no_write_after_lock_loss, check_nothing_partial, check_promise
 from tests.test_reliability import bridge_for, proxied_env
 
 pytestmark = pytest.mark.integration
 
+PROJECT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("SOAK_RUNS", "2"))
 SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(2**32))
 DATASETS = ["measurementCO2", "measurementTVOC", "device"]
@@ -81,3 +93,142 @@ def test_soak(stack, capsys) -> None:
             check_promise(stack)
         except AssertionError as err:
             raise AssertionError(f"soak seed {SEED}, iteration {iteration}: {err}") from err
+
+
+RACE_MONTHS = int(os.environ.get("RACE_MONTHS", "2"))
+RACE_SECONDS = float(os.environ.get("RACE_SECONDS", "8"))
+
+
+def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_server, capsys) -> None:
+    """Timer runs go on while 3+ backfill workers copy partitions; source files are rewritten
+    mid-way; the fault proxy stalls a lease renewal past its period; a worker process and a
+    run process are SIGKILLed. Afterwards, one clean run later, the whole promise holds, and
+    no run wrote after it lost its lock. ``make soak`` runs a larger one (``RACE_MONTHS``)."""
+    rng = random.Random(SEED)
+    with capsys.disabled():
+        print(f"\nrace: {RACE_MONTHS} months, {RACE_SECONDS:.0f} s, seed {SEED}")
+    env = stack.env(BridgeQueue=servers.azurite_queue_connection_string(queue_server),
+                    BRIDGE_BACKFILL_QUEUE=f"race-{stack.container_name}"[:63], BRIDGE_LOCK_SECONDS="15",
+                    BRIDGE_MAX_CONCURRENCY="2")
+    keys = _race_history(stack, rng, RACE_MONTHS)
+    bridge = bridge_for(env)
+    enqueue_backfill(bridge)
+    losses: dict[str, datetime] = {}
+    watch = LatestWatch()
+    leases = Counter()
+    first_lease: dict[str, float] = {}
+
+    def stall_one_renewal(method: str, path: str) -> str:
+        if method == "PUT" and "_state/partitions/" in path and "comp=lease" in path:
+            leases["requests"] += 1
+            name = path.split("?")[0]
+            since = first_lease.setdefault(name, time.monotonic())
+            if not leases["stalled"] and time.monotonic() - since > 4.5:  # a renewal (5 s after the acquire)
+                leases["stalled"] += 1
+                return f"{DELAY}20"  # stalled past the lease
+        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path:
+            return f"{DELAY}3"  # this worker's partitions outlast a lease
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=stall_one_renewal)
+    stalled = bridge_for(proxied_env(stack, None, proxy, **{**env, "BRIDGE_MAX_CONCURRENCY": "1"}))
+    stop = threading.Event()
+    handled = Counter()
+
+    def worker(worker_bridge):
+        def handle(content: bytes) -> None:
+            try:
+                process_message(worker_bridge, content.decode())
+            except LockLost as err:
+                losses[str(err).split()[1]] = err.lost_at
+                raise
+        return threading.Thread(target=serve, args=(worker_bridge.settings, handle, stop, handled, 4))
+
+    threads = [worker(stalled), worker(bridge_for(env))]
+    threads[0].start()  # the worker whose renewal stalls takes the first partition
+    _wait_until(lambda: leases["requests"] >= 1)
+    process_env = {**os.environ, **env, "RACE_VISIBILITY": "4"}
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.race_worker"], cwd=PROJECT, env=process_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    threads[1].start()
+    try:
+        started = time.monotonic()
+        iteration = 0
+        while time.monotonic() - started < RACE_SECONDS:
+            iteration += 1
+            for key in rng.sample(keys, 2):  # a delivered file changes mid-way
+                _rewrite(stack, key, rng)
+            if iteration == 2:  # a run process killed mid-way, as the host would
+                run = subprocess.Popen([sys.executable, "-m", "shared", "run", "--all"], cwd=PROJECT,
+                                       env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(rng.uniform(2.0, 4.0))
+                run.send_signal(signal.SIGKILL)
+                run.wait()
+            if iteration == 3 and workers[0].poll() is None:
+                workers[0].send_signal(signal.SIGKILL)  # a worker process dies mid-partition
+                workers[0].wait()
+            try:
+                run_once(bridge_for(env), full=iteration % 2 == 0)
+            except RunLocked:
+                pass
+            except LockLost as err:
+                losses[str(err).split()[1]] = err.lost_at
+            watch.check(stack)
+            check_nothing_partial(stack)
+        assert drain(bridge.settings, bridge.lake, threading.Event(), settle_seconds=6, timeout=180)
+    finally:
+        stop.set()
+        for process in workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+        for thread in threads:
+            thread.join(timeout=60)
+        proxy.close()
+    assert leases["stalled"], f"no renewal was stalled ({leases}, {handled})"
+    assert losses, "no run lost its lock"
+    time.sleep(16)  # the killed runs' last files are a lease old: they are proven gone
+    run_once(bridge_for(env), full=True)  # one clean run later
+    watch.check(stack)
+    check_promise(stack)
+    check_no_write_after_lock_loss(stack, losses)
+
+
+def _wait_until(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _race_history(stack, rng: random.Random, months: int) -> list[str]:
+    now = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    keys = []
+    for back in range(months):
+        first = (now - timedelta(days=32 * back)).replace(day=1)
+        for i in range(4):
+            at = first + timedelta(days=i, hours=i)
+            for dataset in ("measurementCO2", "measurementTVOC", "device"):
+                key = legacy_key(spec_org(), dataset, at)
+                stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(
+                    make_table(legacy_schema(dataset), rng.randint(1, 20), at, rng)))
+                keys.append(key)
+    return keys
+
+
+def _rewrite(stack, key: str, rng: random.Random) -> None:
+    dataset = key.rsplit("_", 1)[1].removesuffix(".parquet")
+    at = datetime.now(timezone.utc)
+    stack.s3.put_object(Bucket=stack.bucket, Key=key,
+                        Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 30), at, rng)))
+
+
+def spec_org() -> str:
+    return BucketSpec().organization
+
+
+@pytest.fixture(scope="module")
+def queue_server():
+    server = servers.azurite_queue().start()
+    yield server
+    server.stop()

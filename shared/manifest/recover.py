@@ -12,12 +12,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from shared.haltian.keys import HaltianKey, parse_key
+from shared.manifest import index
 from shared.manifest.build import build_manifest, manifest_path
 from shared.model import PUBLISHED, QUARANTINED, FileOutcome, Plan, RunResult, WorkItem
 from shared.sink.lake import (
-    MANIFESTS, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
+    IF_MISSING, MANIFESTS, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
     Lake, LakeEntry,
 )
+from shared.sink.lock import LOCK_PATH, lock_state, partition_lock_path
 from shared.source.s3 import SourceObject
 
 
@@ -25,8 +27,9 @@ def run_started(run_id: str) -> datetime:
     return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
 
 
-def interrupted_runs(lake: Lake, plan: Plan) -> dict[str, list[tuple[HaltianKey, LakeEntry, bool]]]:
-    """Runs whose files the plan listed but which have no manifest: run id -> (key, entry, quarantined)."""
+def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float) -> dict[str, list[tuple[HaltianKey, LakeEntry, bool]]]:
+    """Runs whose files the plan listed, which have no manifest and are proven gone:
+    run id -> (key, entry, quarantined)."""
     by_run: dict[str, list[tuple[HaltianKey, LakeEntry, bool]]] = {}
     for entries, quarantined in ((plan.mirrored, False), (plan.quarantine, True)):
         for path, entry in entries.items():
@@ -38,7 +41,39 @@ def interrupted_runs(lake: Lake, plan: Plan) -> dict[str, list[tuple[HaltianKey,
         return {}
     days = {f"{MANIFESTS}/{run_started(r):%Y/%m/%d}/" for r in by_run}
     reported = {entry.path.rsplit("/", 1)[1].removesuffix(".json") for day in days for entry in lake.list_entries(day)}
-    return {run_id: files for run_id, files in by_run.items() if run_id not in reported}
+    locks: dict[str, tuple[dict[str, Any], str | None]] = {}
+    return {run_id: files for run_id, files in by_run.items()
+            if run_id not in reported and _gone(lake, run_id, files, plan.listed_at, lease_seconds, locks)}
+
+
+def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], listed_at: datetime | None,
+          lease_seconds: float, locks: dict[str, tuple[dict[str, Any], str | None]]) -> bool:
+    """Whether a run without a manifest has surely stopped, so it will never write one.
+
+    The locks it could hold (the lake's run lock, the partition lease of each month folder it
+    wrote to) say: it holds one now (alive); it released one (it finished every write: gone);
+    or neither (its lease expired, was broken or is another's). Then it is gone once none of its
+    files is younger than one lease when listed: a run stops within a third of a lease of losing
+    its lock, so a run that published a file just before the listing might still have a last
+    publish on its way.
+    """
+    paths = {LOCK_PATH} | {partition_lock_path(key.month_folder) for key, _, _ in files}
+    released = False
+    for path in sorted(paths):
+        if path not in locks:
+            locks[path] = lock_state(lake.blob_client(path))
+        record, state = locks[path]
+        previous = record.get("previous") or {}
+        if record.get("run_id") == run_id:
+            if state == "leased":
+                return False
+            released = released or state == "available"
+        elif previous.get("run_id") == run_id and previous.get("released"):
+            released = True
+    if released:
+        return True
+    newest = max((entry.last_modified for _, entry, _ in files if entry.last_modified is not None), default=None)
+    return newest is None or listed_at is None or (listed_at - newest).total_seconds() >= lease_seconds
 
 
 def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], recovered_by: str,
@@ -67,13 +102,22 @@ def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> F
     )
 
 
-def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime,
+def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime, lease_seconds: float,
                       guard: Callable[[], None] = lambda: None) -> list[str]:
-    """Writes a manifest for each interrupted run the plan saw; returns their run ids."""
+    """Writes a manifest for each interrupted run the plan saw and adds it to the index;
+    returns their run ids.
+
+    Each is written with If-None-Match: when the run's own manifest (or another run's recovery)
+    got there first, this one is not written, so no two manifests report the same files.
+    """
     recovered = []
-    for run_id, files in sorted(interrupted_runs(lake, plan).items()):
+    for run_id, files in sorted(interrupted_runs(lake, plan, lease_seconds).items()):
+        path = manifest_path(run_id, run_started(run_id))
+        document = interrupted_manifest(run_id, files, recovered_by, now)
         guard()
-        lake.write_json(manifest_path(run_id, run_started(run_id)), interrupted_manifest(run_id, files, recovered_by,
-                                                                                         now))
+        if not lake.write_json(path, document, condition=IF_MISSING):
+            continue
+        guard()
+        index.append(lake, path, document)
         recovered.append(run_id)
     return recovered

@@ -13,11 +13,12 @@ the service itself checks each byte that lands. Those publishing requests go thr
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from typing import Any
 import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+    HttpResponseError, IncompleteReadError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
@@ -56,6 +57,9 @@ META_SCHEMA = "haltian_schema_fingerprint"
 META_CONTRACT = "haltian_contract"
 META_RUN_ID = "haltian_run_id"
 META_REASON = "haltian_quarantine_reason"
+#: Set on a mirrored file while a run replaces it (a new source version): the file is out of its
+#: Delta table then, and no table sync may add it back; the new version's write clears it.
+META_REPLACING = "haltian_replacing"
 
 
 @dataclass(frozen=True)
@@ -192,15 +196,19 @@ class Lake:
         except WriteConflict as err:
             return self._own_earlier_attempt(relative, metadata, err)
 
-    def stage(self, relative: str, index: int, data: bytes) -> str:
-        """Stages one block on the final name; readers see nothing until :meth:`commit`."""
-        block_id = _block_id(index)
+    def stage(self, relative: str, index: int, data: bytes, write: str) -> str:
+        """Stages one block on the final name; readers see nothing until :meth:`commit`.
+
+        ``write`` names this write (see :func:`write_id`): two writers of one blob never
+        share a block id, so neither can commit the other's blocks.
+        """
+        block_id = _block_id(write, index)
         self.writer.put_block(self.path(relative), block_id, data)
         return block_id
 
-    def stage_from_url(self, relative: str, index: int, url: str, offset: int, length: int) -> str:
+    def stage_from_url(self, relative: str, index: int, url: str, offset: int, length: int, write: str) -> str:
         """Has the service pull one block from ``url`` (bytes ``offset``..+``length``); invisible until commit."""
-        block_id = _block_id(index)
+        block_id = _block_id(write, index)
         blob = self.container.get_blob_client(self.path(relative))
         blob.stage_block_from_url(block_id, url, source_offset=offset, source_length=length)
         return block_id
@@ -244,15 +252,40 @@ class Lake:
         source = self.container.get_blob_client(self.path(relative))
         downloader = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
                                           max_concurrency=1)
-        block_ids = [self.stage(destination, index, chunk) for index, chunk in enumerate(downloader.chunks())]
+        write = write_id("preserve", downloader.properties.etag)
+        block_ids = [self.stage(destination, index, chunk, write) for index, chunk in enumerate(downloader.chunks())]
         self.commit(destination, block_ids, md5=downloader.properties.content_settings.content_md5 or b"",
                     metadata=metadata, condition=ALWAYS)
 
-    def read_tail(self, relative: str, size: int, length: int) -> bytes:
-        """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer)."""
+    def mark_replacing(self, relative: str, entry: LakeEntry, run_id: str) -> str:
+        """Marks a mirrored file as being replaced (see ``META_REPLACING``), only if it is still
+        the version listed; returns its new ETag, which the replacing write must match.
+
+        Raises:
+            PublishConflict: the blob changed since it was listed.
+        """
+        blob = self.container.get_blob_client(self.path(relative))
+        metadata = {**entry.metadata, META_REPLACING: run_id}
+        try:
+            answer = blob.set_blob_metadata(metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as err:
+            raise PublishConflict(f"{relative} changed since it was listed") from err
+        return answer["etag"]
+
+    def read_tail(self, relative: str, size: int, length: int, etag: str | None = None) -> bytes:
+        """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer); with
+        ``etag``, only of that version.
+
+        Raises:
+            PublishConflict: with ``etag``, the blob is another version now.
+        """
         length = min(length, size)
         blob = self.container.get_blob_client(self.path(relative))
-        return blob.download_blob(offset=size - length, length=length).readall()
+        condition = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            return blob.download_blob(offset=size - length, length=length, **condition).readall()
+        except ResourceModifiedError as err:
+            raise PublishConflict(f"{relative} changed while its footer was read") from err
 
     def get_entry(self, relative: str) -> LakeEntry | None:
         blob = self.container.get_blob_client(self.path(relative))
@@ -264,11 +297,37 @@ class Lake:
 
     def read_json(self, relative: str) -> Any | None:
         """A JSON document below the root, or None when there is none."""
+        return self.read_json_version(relative)[0]
+
+    def read_json_version(self, relative: str) -> tuple[Any | None, str | None]:
+        """A JSON document and its ETag (for a conditional write over it), or (None, None).
+
+        A body cut off mid-way is read again (the SDK retries the request, not the body).
+        """
         blob = self.container.get_blob_client(self.path(relative))
-        try:
-            return json.loads(blob.download_blob().readall())
-        except ResourceNotFoundError:
-            return None
+        for attempt in range(1, 4):
+            try:
+                downloader = blob.download_blob()
+                return json.loads(downloader.readall()), downloader.properties.etag
+            except ResourceNotFoundError:
+                return None, None
+            except IncompleteReadError:
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
+    def write_json_forward(self, relative: str, document: Any, order: Callable[[Any], Any]) -> bool:
+        """Replaces a JSON document only with one that is further on by ``order``, never back.
+
+        Each write is conditional on the version read, so a slower writer that read an older
+        version loses and reads again. Returns whether this document was written.
+        """
+        while True:
+            current, etag = self.read_json_version(relative)
+            if current is not None and order(current) >= order(document):
+                return False
+            if self.write_json(relative, document, condition=IF_MISSING if etag is None else if_unchanged(etag)):
+                return True
 
     def write_json(self, relative: str, document: Any, *, condition: Condition | None = None) -> bool:
         """Writes a JSON document atomically; False when the condition failed."""
@@ -300,9 +359,15 @@ class Lake:
         return self.container.get_blob_client(self.path(relative))
 
 
-def _block_id(index: int) -> str:
-    # Every block id of a blob must have the same length; a retried stage replaces the block.
-    return base64.b64encode(f"haltian-block-{index:08d}".encode()).decode()
+def write_id(run_id: str, version: str) -> str:
+    """A name for one write of one blob: the run and the source version it writes."""
+    return hashlib.sha256(f"{run_id}/{version}".encode()).hexdigest()[:24]
+
+
+def _block_id(write: str, index: int) -> str:
+    # Every block id of a blob must have the same length (all of them are); a retried stage of
+    # the same write replaces its block, and another write's blocks never share an id with it.
+    return base64.b64encode(f"{write}-{index:08d}".encode()).decode()
 
 
 def make_credential(settings: Settings) -> Any | None:

@@ -6,14 +6,15 @@ that time and never blocks the next one for ever.
 
 A run that may have lost its lease stops: the run calls :meth:`RunLock.check` before each file
 starts, before each file is published, before each Delta commit and before each state or
-manifest write, and it raises :class:`LockLost` once a renewal failed (the lease was broken or
-taken, or the service did not answer), or when no renewal succeeded for two thirds of the
-lease. A renewal never waits longer than a third of the lease, so a run learns of the loss
-while the lease it last renewed is still its own.
+manifest write, and it raises :class:`LockLost` once a renewal found the lease broken or
+taken, or no renewal succeeded for two thirds of the lease (a renewal is retried, without
+ever waiting past a third of the lease), so a run learns of a loss it did not see while the
+lease it last renewed is still its own.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import socket
@@ -21,8 +22,9 @@ import threading
 import time
 from datetime import datetime, timezone
 from types import TracebackType
+from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient
 
 from shared.errors import describe
@@ -53,9 +55,10 @@ class LockLost(Exception):
     ``lost_at`` is when the run learnt it (UTC); nothing the run writes is newer.
     """
 
-    def __init__(self, message: str, lost_at: datetime) -> None:
+    def __init__(self, message: str, lost_at: datetime, run_id: str = "-") -> None:
         super().__init__(message)
         self.lost_at = lost_at
+        self.run_id = run_id
 
 
 class RunLock:
@@ -68,7 +71,9 @@ class RunLock:
         self.lease_seconds = lease_seconds
         self._lease: BlobLeaseClient | None = None
         self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="bridge-lock-renewer", daemon=True)
+        # The renewer runs in a copy of this thread's context, so its log records carry the run id.
+        self._renewer = threading.Thread(target=contextvars.copy_context().run, args=(self._renew,),
+                                         name="bridge-lock-renewer", daemon=True)
         self._renewed = time.monotonic()  # when the last successful renewal was sent
         self._lost: tuple[str, datetime] | None = None
         self._mark = threading.Lock()
@@ -78,6 +83,7 @@ class RunLock:
             self.blob.upload_blob(b"{}", overwrite=False)
         except ResourceExistsError:
             pass
+        previous = self._previous()
         sent = time.monotonic()
         try:
             self._lease = self.blob.acquire_lease(lease_duration=self.lease_seconds)
@@ -87,7 +93,7 @@ class RunLock:
             raise RunLocked(f"another bridge run holds the lock ({self._holder()}); this run stops") from err
         self._renewed = sent
         holder = {"run_id": self.run_id, "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).isoformat()}
+                  "since": datetime.now(timezone.utc).isoformat(), "previous": previous}
         self.blob.upload_blob(json.dumps(holder).encode(), overwrite=True, lease=self._lease)
         self._renewer.start()
         return self
@@ -98,10 +104,23 @@ class RunLock:
         if self._renewer.is_alive():
             self._renewer.join()
         if self._lease is not None and self._lost is None:
+            self._release()
+
+    def _release(self) -> None:
+        """Releases the lease, retrying transient errors for up to a third of the lease."""
+        deadline = time.monotonic() + self.lease_seconds / 3
+        while True:
             try:
-                self._lease.release(**self._quick())
+                self._lease.release(**self._quick(deadline - time.monotonic()))  # type: ignore[union-attr]
+                return
+            except HttpResponseError as err:
+                if err.status_code in (409, 412) or time.monotonic() >= deadline:
+                    break
             except AzureError:
-                log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
+                if time.monotonic() >= deadline:
+                    break
+            time.sleep(0.5)
+        log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
 
     def check(self) -> None:
         """Returns while the lease is surely this run's.
@@ -114,33 +133,51 @@ class RunLock:
         if self._lost is not None:
             reason, lost_at = self._lost
             raise LockLost(f"run {self.run_id} lost its lock {self.path} ({reason}); it stopped before its next "
-                           "write, and the next run accounts for its files", lost_at)
+                           "write, and the next run accounts for its files", lost_at, self.run_id)
 
     def _mark_lost(self, reason: str) -> None:
         with self._mark:
             if self._lost is None:
                 self._lost = (reason, datetime.now(timezone.utc))
 
-    def _quick(self) -> dict[str, object]:
-        # No retries, and no wait longer than a third of the lease: a stalled request must not
-        # keep the run believing a lease that may have expired.
-        limit = self.lease_seconds / 3
-        return {"retry_total": 0, "connection_timeout": limit, "read_timeout": limit, "timeout": int(limit)}
+    def _quick(self, limit: float | None = None) -> dict[str, object]:
+        # No SDK retries and no wait past ``limit`` (a third of the lease by default): a stalled
+        # request must not keep the run believing in a lease that may have expired.
+        limit = self.lease_seconds / 3 if limit is None else max(0.5, limit)
+        return {"retry_total": 0, "connection_timeout": limit, "read_timeout": limit, "timeout": max(1, int(limit))}
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
-            sent = time.monotonic()
-            try:
-                self._lease.renew(**self._quick())  # type: ignore[union-attr]
-            except HttpResponseError as err:
-                taken = err.status_code in (409, 412)
-                self._mark_lost("the lease was broken or taken by another" if taken
-                                else f"renewal failed: {describe(err)}")
-                return
-            except Exception as err:  # noqa: BLE001 - any failed renewal means the lease may be gone
-                self._mark_lost(f"renewal failed: {describe(err)}")
-                return
-            self._renewed = sent
+            deadline = time.monotonic() + self.lease_seconds / 3
+            problem = "no answer"
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._mark_lost(f"no renewal succeeded within {self.lease_seconds / 3:.0f} s ({problem})")
+                    return
+                sent = time.monotonic()
+                try:
+                    self._lease.renew(**self._quick(remaining))  # type: ignore[union-attr]
+                except HttpResponseError as err:
+                    if err.status_code in (409, 412):
+                        self._mark_lost("the lease was broken or taken by another")
+                        return
+                    problem = describe(err)
+                except Exception as err:  # noqa: BLE001 - transient, tried again within the third of the lease
+                    problem = describe(err)
+                else:
+                    self._renewed = sent
+                    break
+                if self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+                    return
+
+    def _previous(self) -> dict[str, object] | None:
+        """Who held the lock before, and whether it released it (then it had finished every
+        write) rather than let it expire or have it broken."""
+        record, state = lock_state(self.blob)
+        if not record.get("run_id") or state == "leased":
+            return None
+        return {"run_id": record["run_id"], "released": state == "available"}
 
     def _holder(self) -> str:
         try:
@@ -150,3 +187,18 @@ class RunLock:
         if not holder.get("run_id"):
             return "holder unknown"
         return f"run {holder['run_id']} on {holder.get('host')} since {holder.get('since')}"
+
+
+def lock_state(blob: Any) -> tuple[dict[str, Any], str | None]:
+    """A lock blob's holder record and its lease state (``leased``, ``available`` after a
+    release, ``expired``, ``broken``...); ({}, None) when there is no lock blob."""
+    try:
+        downloader = blob.download_blob()
+        data = downloader.readall()
+    except ResourceNotFoundError:
+        return {}, None
+    try:
+        record = json.loads(data or b"{}")
+    except ValueError:
+        record = {}
+    return (record if isinstance(record, dict) else {}), downloader.properties.lease.state

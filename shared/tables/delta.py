@@ -17,6 +17,7 @@ conflict instead of interleaving, and the loser reloads the table and tries agai
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +36,9 @@ from deltalake.transaction import (
 
 from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
-from shared.haltian.keys import parse_key
+from shared.haltian.keys import HaltianKey, parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import Lake
+from shared.sink.lake import META_REPLACING, Lake, PublishConflict
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
 from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
@@ -48,6 +49,10 @@ APP_ID = "haltian-azure-bridge"
 #: Readers replay at most this many JSON commits before a checkpoint.
 CHECKPOINT_INTERVAL = 10
 COMMIT_ATTEMPTS = 5
+
+
+class NotTakenOut(Exception):
+    """A file could not be taken out of its table, so its blob must not be replaced now."""
 
 
 class _Conflict(Exception):
@@ -84,7 +89,7 @@ class DeltaPublisher:
                 change.added.clear()
                 change.removed.clear()
                 change.excluded.clear()
-                time.sleep(0.2 * attempt)
+                time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
             except (DeltaError, OSError) as err:
                 change.error = describe(err)
                 log.error("table %s: %s; the files stay published and the next run tries again",
@@ -93,9 +98,60 @@ class DeltaPublisher:
         change.error = f"gave up after {COMMIT_ATTEMPTS} conflicting commits; the next run tries again"
         return change
 
+    def take_out(self, key: HaltianKey) -> None:
+        """Removes a file from its table before its blob is overwritten by a new version, so
+        the log never describes bytes other than the blob's (the next sync adds the new one).
+
+        Raises:
+            NotTakenOut: the commit kept conflicting, or failed.
+        """
+        uri = self.uri(key.dataset_folder)
+        path = key.key[len(key.dataset_folder):]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                table = self._load(uri)
+                current = _current_files(table)
+                if path not in current:
+                    return
+                self._commit(table, [_remove(path, current[path][0])], self._properties(table))  # type: ignore[arg-type]
+                log.info("table %s: %s taken out before its new version replaces it", uri, path)
+                return
+            except CommitFailedError:
+                time.sleep(random.uniform(0.1, 0.4) * attempt)
+            except (DeltaError, OSError) as err:
+                raise NotTakenOut(describe(err)) from err
+        raise NotTakenOut(f"gave up after {COMMIT_ATTEMPTS} conflicting commits")
+
+    def _as_listed_now(self, files: list[TableFile]) -> list[TableFile]:
+        """The candidates as the lake lists them now, after the table was loaded.
+
+        A listing made before another writer replaced a file (or took it out to replace it)
+        would put an old size back: every candidate takes the size, time and version listed
+        now, files marked as being replaced are left out, and files gone are dropped. A writer
+        that replaces a file takes it out of the table before it overwrites it, so a commit
+        based on a table loaded before that conflicts, and one loaded after sees the mark or
+        the new bytes here.
+        """
+        folders = sorted({f.key.month_folder for f in files})
+        listed = {entry.path: entry for folder in folders for entry in self.lake.list_entries(folder)}
+        now: list[TableFile] = []
+        for candidate in files:
+            entry = listed.get(candidate.key.key)
+            if entry is None or entry.metadata.get(META_REPLACING) or entry.last_modified is None:
+                continue
+            same = entry.size == candidate.size and entry.last_modified == candidate.modified \
+                and candidate.etag in (None, entry.etag)
+            now.append(TableFile(candidate.key, entry.size, entry.last_modified,
+                                 candidate.facts if same else None, entry.etag))
+        return now
+
     def _sync_once(self, files: list[TableFile], change: TableChange) -> TableChange:
         uri = self.uri(files[0].key.dataset_folder)
         table = self._load(uri)
+        files = self._as_listed_now(files)
+        if not files:
+            change.version = None if table is None else table.version()
+            return change
         current = _current_files(table)
         columns = _columns_of(table)
         snapshot = dataset_kind(files[0].key.layout, files[0].key.dataset) != MEASUREMENT
@@ -191,13 +247,16 @@ class DeltaPublisher:
             return None
 
     def _read_facts(self, candidate: TableFile) -> TableFacts:
-        """A published file's footer, read back from the lake (only when healing)."""
-        data = self.lake.read_tail(candidate.key.key, candidate.size, FOOTER_GUESS_BYTES)
+        """A published file's footer, read back from the lake (only when healing), from the
+        version listed: a file replaced meanwhile makes the sync start over."""
         try:
+            data = self.lake.read_tail(candidate.key.key, candidate.size, FOOTER_GUESS_BYTES, candidate.etag)
             facts = inspect_parquet(data, candidate.size)
             if isinstance(facts, FooterNeeded):
-                facts = inspect_parquet(self.lake.read_tail(candidate.key.key, candidate.size, facts.tail_bytes),
-                                        candidate.size)
+                facts = inspect_parquet(self.lake.read_tail(candidate.key.key, candidate.size, facts.tail_bytes,
+                                                            candidate.etag), candidate.size)
+        except PublishConflict as err:
+            raise _Conflict(str(err)) from err
         except UnreadableParquet as err:
             return TableFacts(None, None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
         assert isinstance(facts, ParquetFacts)
