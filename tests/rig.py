@@ -39,6 +39,8 @@ OTHER_CREDENTIALS = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CER
                      "AZURE_POD_IDENTITY_AUTHORITY_HOST", "ADLS_CONNECTION_STRING")
 
 _names = itertools.count()
+#: Rigs this session started (the secrets scan reads their lakes and tokens).
+STARTED: list[Rig] = []
 
 
 @dataclass
@@ -69,7 +71,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     blob = servers.azurite(certificates=certificates).start()
     queue = servers.azurite_queue(certificates=certificates).start()
     identity = IdentityEndpoint(lifetime=60).start()
-    yield Rig(certificates, blob, queue, identity)
+    started = Rig(certificates, blob, queue, identity)
+    STARTED.append(started)
+    yield started
     identity.stop()
     queue.kill()  # in memory, nothing to keep; a graceful stop waits for idle HTTPS connections
     blob.kill()
@@ -138,7 +142,9 @@ def entra(rig: Rig, moto: servers.Server, monkeypatch: pytest.MonkeyPatch) -> En
     n = next(_names)
     bucket = f"haltian-entra-{os.getpid()}-{n}"
     container_name = f"entra-{os.getpid()}-{n}"
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",  # keys given: the default
+                      aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],  # session keeps the first it saw
+                      aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     container = rig.admin().create_container(container_name)
     return EntraStack(rig, moto, bucket, container_name, s3, container, monkeypatch)

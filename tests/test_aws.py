@@ -18,16 +18,16 @@ from pathlib import Path
 
 import boto3
 import pytest
-import urllib3
 from botocore.exceptions import ClientError
 
 from shared import cli
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, build_bucket, legacy_key, legacy_schema, make_table, parquet_bytes, upload
 from shared.run import run_once
+from tests.awsauth import allow_unsigned
 from tests.conftest import Stack
 from tests.promise import check_promise
-from tests.rig import EntraStack, entra, rig  # noqa: F401 - fixtures
+from tests.rig import EntraStack
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,7 @@ class Aws:
         return arn
 
     def allow_unsigned(self, requests: int) -> None:
-        """moto authenticates every request, unsigned STS web-identity calls too (AWS takes those
-        unsigned): let the next ``requests`` through without a signature."""
-        urllib3.request("POST", f"{self.server.url}/moto-api/reset-auth", body=str(requests).encode())
+        allow_unsigned(self.server, requests)
 
     def bucket_with_two_organizations(self) -> str:
         bucket = f"haltian-iam-{os.getpid()}-{next(_names)}"
@@ -115,13 +113,19 @@ def use_key(monkeypatch: pytest.MonkeyPatch, key: dict[str, str]) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
 
 
+def client(service: str, aws: Aws, key: dict[str, str], region: str = "eu-west-1"):  # noqa: ANN201
+    """A client signing with exactly this key (boto3's default session would keep the first it saw)."""
+    return boto3.client(service, endpoint_url=aws.server.url, region_name=region,
+                        aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+
+
 def test_an_iam_user_with_exactly_the_readme_policy_copies_its_organization_only(aws, azurite, monkeypatch) -> None:
     bucket = aws.bucket_with_two_organizations()
     stack = lake_stack(aws, azurite, bucket)
     key = aws.user(f"reader-{bucket}", readme_policy(bucket))
     use_key(monkeypatch, key)
 
-    reader = boto3.client("s3", endpoint_url=aws.server.url, region_name="eu-west-1")
+    reader = client("s3", aws, key)
     other = next(o["Key"] for o in aws.s3.list_objects_v2(Bucket=bucket, Prefix=f"parquet/{OTHER_ORG}/")["Contents"])
     with pytest.raises(ClientError, match="AccessDenied"):  # the policy is enforced, not decoration
         reader.get_object(Bucket=bucket, Key=other)
@@ -150,8 +154,7 @@ def test_a_role_assumed_with_an_external_id(aws, azurite, monkeypatch, capsys) -
 
     # The key alone reads nothing: only the role may.
     with pytest.raises(ClientError, match="AccessDenied"):
-        boto3.client("s3", endpoint_url=aws.server.url, region_name="eu-west-1").list_objects_v2(
-            Bucket=bucket, Prefix=f"parquet/{ORG}/")
+        client("s3", aws, key).list_objects_v2(Bucket=bucket, Prefix=f"parquet/{ORG}/")
     for name, value in stack.env(HALTIAN_ORGANIZATION_ID=ORG, HALTIAN_S3_ROLE_ARN=role_arn,
                                  HALTIAN_S3_EXTERNAL_ID="not-the-external-id").items():
         monkeypatch.setenv(name, value)
@@ -217,7 +220,7 @@ def test_a_wrong_region_is_named_once_before_anything_is_copied(aws, azurite, mo
     stack = lake_stack(aws, azurite, bucket)
     reader = aws.user(f"reader-{bucket}", readme_policy(bucket))
     use_key(monkeypatch, reader)
-    s3 = boto3.client("s3", endpoint_url=aws.server.url, region_name="us-east-2")
+    s3 = client("s3", aws, reader, region="us-east-2")
     with pytest.raises(ClientError, match="403"):  # HeadBucket: s3:ListBucket without a prefix, not granted
         s3.head_bucket(Bucket=bucket)
     # The region comes from HeadBucket's x-amz-bucket-region, which moto sends only when HeadBucket

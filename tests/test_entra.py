@@ -24,7 +24,6 @@ from shared.run import run_once
 from shared.sink.lake import ALWAYS, delta_storage_options
 from shared.transport import TransportError
 from tests.promise import check_promise
-from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +76,22 @@ def test_backfill_queue_status_and_the_queue_and_http_functions_on_entra_tokens(
     queued = json.loads(capsys.readouterr().out)["queued"]
     assert queued
 
-    from shared.backfill.queue import queue_client
+    import threading
+
+    from shared.backfill.local import drain, serve
     from shared.run import Bridge
 
+    # A worker as the Functions host runs one: it reads the queue by identity and invokes the
+    # queue-triggered function with each message.
     bridge = Bridge.from_settings(entra.settings())
-    queue = queue_client(bridge.settings, bridge.credential)
     handler = function_app.backfill_partition.build().get_user_function()
-    for message in queue.receive_messages(max_messages=32):
-        handler(func.QueueMessage(body=message.content))
-        queue.delete_message(message)
+    stop, handled = threading.Event(), Counter()
+    worker = threading.Thread(target=serve, args=(bridge.settings, lambda c: handler(func.QueueMessage(body=c)),
+                                                  stop, handled, 5))
+    worker.start()
+    assert drain(bridge.settings, bridge.lake, stop, settle_seconds=1, timeout=120)
+    worker.join(timeout=30)
+    assert handled["done"] == len(queued) and not handled["retried"], handled
     assert cli.main(["backfill", "--json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out) == {"queued": [], "skipped_complete": len(queued)}
 

@@ -13,17 +13,18 @@ import random
 import time
 from datetime import datetime, timezone
 
+import boto3
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from botocore.exceptions import EndpointConnectionError
 
 from shared.copy import copy_file
 from shared.demo.bucket import BucketSpec, legacy_schema, make_table, parquet_bytes
-from shared.demo.servers import FAKE_AWS_SECRET
 from shared.model import FAILED, PRESENT, PUBLISHED, WorkItem
 from shared.run import Bridge, RunFailed, plan_run, run_for_timer, run_once
 from shared.sink.lake import IF_MISSING, PublishConflict
 from shared.verify.schema import SchemaJudge
+from tests.awsauth import AWS_KEY, aws_secrets
 from tests.faultproxy import PASS, RESET_MID_BODY, FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -131,8 +132,17 @@ def test_a_concurrent_writer_never_makes_a_file_land_twice(stack) -> None:
 
 def test_an_assumed_role_reads_the_bucket(stack) -> None:
     objects = stack.seed(BucketSpec(**SMALL))
-    bridge = stack.bridge(HALTIAN_S3_ROLE_ARN="arn:aws:iam::123456789012:role/haltian-reader",
-                          HALTIAN_S3_EXTERNAL_ID="customer-external-id")
+    # moto checks the trust policy (principal and external id) and the role's own policy.
+    iam = boto3.client("iam", endpoint_url=stack.moto.url, region_name="eu-west-1",
+                       aws_access_key_id=AWS_KEY["AccessKeyId"], aws_secret_access_key=AWS_KEY["SecretAccessKey"])
+    role = f"haltian-reader-{stack.bucket}"[:64]
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/admin"}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "customer-external-id"}}}]}
+    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="read", PolicyDocument=json.dumps({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}))
+    bridge = stack.bridge(HALTIAN_S3_ROLE_ARN=arn, HALTIAN_S3_EXTERNAL_ID="customer-external-id")
     credentials = bridge.source.client._get_credentials().get_frozen_credentials()
     assert credentials.access_key.startswith("ASIA") and credentials.token  # from STS, not the base keys
     assert run_once(bridge).count(PUBLISHED) == len(objects)
@@ -155,33 +165,8 @@ def test_no_secret_reaches_manifests_metadata_logs_or_errors(stack, monkeypatch,
             written.append(stack.container.get_blob_client(blob.name).download_blob().readall().decode())
     everything = "\n".join(written)
     assert "AccountKey" not in everything and account_key not in everything
-    assert FAKE_AWS_SECRET not in everything
+    assert not any(secret in everything for secret in aws_secrets())
 
 
-class _EntraStandIn:
-    """Entra ID cannot run here: a stand-in that hands out a token, as the managed identity would."""
-
-    def __init__(self) -> None:
-        self.scopes: list[tuple[str, ...]] = []
-
-    def get_token(self, *scopes: str, **kwargs):
-        from azure.core.credentials import AccessToken
-
-        self.scopes.append(scopes)
-        return AccessToken("entra-token-stand-in", int(time.time()) + 3600)
-
-
-def test_a_keyless_role_is_assumed_with_the_apps_entra_token(stack, monkeypatch) -> None:
-    from shared.run import build_bridge
-
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)  # no AWS secret anywhere
-    objects = stack.seed(BucketSpec(**SMALL))
-    entra = _EntraStandIn()
-    settings = stack.settings(HALTIAN_S3_ROLE_ARN="arn:aws:iam::123456789012:role/haltian-reader",
-                              HALTIAN_S3_WEB_IDENTITY_AUDIENCE="api://AzureADTokenExchange")
-    bridge = build_bridge(settings, entra)
-    credentials = bridge.source.client._get_credentials().get_frozen_credentials()
-    assert credentials.access_key.startswith("ASIA") and credentials.token
-    assert entra.scopes == [("api://AzureADTokenExchange/.default",)]
-    assert run_once(bridge).count(PUBLISHED) == len(objects)
+# Keyless S3 (AssumeRoleWithWebIdentity with the managed identity's token from a real local
+# identity endpoint, on moto checking IAM) is in tests/test_aws.py.

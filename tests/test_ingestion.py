@@ -21,8 +21,8 @@ import pytest
 from shared import telemetry_names as names
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec
+from tests.awsauth import aws_secrets
 from tests.ingestion import Ingestion
-from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_a_worker_invocation_delivers_every_alert_and_workbook_metric_before_it_
 
     # No secret in any envelope: not the identity header, no token, no key.
     text = json.dumps([r.envelope for r in ingestion.received])
-    for secret in [entra.rig.identity.header_secret, servers.AZURITE_KEY, servers.FAKE_AWS_SECRET,
+    for secret in [entra.rig.identity.header_secret, servers.AZURITE_KEY, *aws_secrets(),
                    *(i.token for i in entra.rig.identity.issued)]:
         assert secret not in text
     assert "Bearer" not in text and "eyJ" not in text

@@ -18,7 +18,6 @@ from shared.run import run_once
 from shared.sink.lake import delta_storage_options
 from tests.promise import check_promise
 from tests.proxy import AuthProxy
-from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 

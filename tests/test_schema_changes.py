@@ -30,7 +30,6 @@ from shared.haltian.keys import parse_key
 from shared.manifest.build import build_manifest, manifest_schema
 from shared.run import run_once
 from shared.sink.lake import delta_storage_options
-from tests.rig import entra, rig  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 

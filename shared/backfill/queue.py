@@ -13,7 +13,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 from shared import logs
 from shared.backfill.partitions import Partition, discover, incomplete
 from shared.run import Bridge, RunFailed, RunResult, run_once
-from shared.sink.lake import sdk_options
+from shared.sink.lake import entra_credential, sdk_options
 from shared.settings import (
     BRIDGE_QUEUE_CONNECTION, BRIDGE_QUEUE_SERVICE_URI, Settings, SettingsError,
 )
@@ -32,7 +32,9 @@ def queue_client(settings: Settings, credential: Any | None = None, *, poison: b
     if settings.queue_connection_string:
         return QueueClient.from_connection_string(settings.queue_connection_string, name, **codecs)
     if settings.queue_service_uri:
-        return QueueClient(settings.queue_service_uri, name, credential=credential, **codecs)
+        # Reached by identity, as the Functions host reaches it (BridgeQueue__credential).
+        return QueueClient(settings.queue_service_uri, name, credential=credential or entra_credential(settings),
+                           **codecs)
     raise SettingsError([f"backfills need {BRIDGE_QUEUE_SERVICE_URI} (in Azure) or {BRIDGE_QUEUE_CONNECTION} "
                          "(a connection string, for the emulator)"])
 

@@ -3,6 +3,10 @@
 Starts moto's S3 server and Azurite on free loopback ports, fills a Haltian-shaped bucket,
 runs the bridge through the timer function's own entry, prints what landed per dataset, runs
 it again to show nothing is copied twice, and stops the servers.
+
+With ``--entra`` the lake authenticates as in Azure: Azurite over HTTPS on a private CA the demo
+makes, in its Entra mode, and a local managed-identity endpoint; the bridge gets only
+``ADLS_ACCOUNT_URL``, ``AZURE_CLIENT_ID``, the identity variables and ``REQUESTS_CA_BUNDLE``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from functools import cache
+from pathlib import Path
 
 import boto3
 import botocore.config
@@ -22,6 +28,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, generate
+from shared.demo.identity import IdentityEndpoint
 from shared.report import format_manifest
 from shared.sink.lake import delta_storage_options
 
@@ -70,23 +77,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14, help="days of hourly legacy files (v1: a quarter)")
     parser.add_argument("--backfill", type=int, metavar="WORKERS", default=0,
                         help="instead of one timer run, backfill the history through a queue with this many workers")
+    parser.add_argument("--entra", action="store_true",
+                        help="the lake over HTTPS with Entra tokens from a local managed identity, as in Azure")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    moto, azurite = servers.moto_server(), servers.azurite()
-    queue = servers.azurite_queue() if args.backfill else None
+    certificates = servers.make_certificates(Path(tempfile.mkdtemp(prefix="bridge-demo-tls-"))) if args.entra else None
+    moto, azurite = servers.moto_server(), servers.azurite(certificates=certificates)
+    queue = servers.azurite_queue(certificates=certificates) if args.backfill else None
+    identity = IdentityEndpoint() if args.entra else None
     print(f"starting moto S3 on {moto.url} and Azurite on {azurite.url} ...")
     moto.start()
     try:
         azurite.start()
+        if identity is not None:
+            identity.start()
+            os.environ.update({**identity.environ(), "REQUESTS_CA_BUNDLE": str(certificates.ca)})
+            print(f"managed-identity endpoint on {identity.url}, client id {identity.client_id}")
         if queue is not None:
             queue.start()
-            os.environ["BridgeQueue"] = servers.azurite_queue_connection_string(queue)
-        return _demo(moto, azurite, args.days, args.backfill)
+            if identity is not None:
+                os.environ["BridgeQueue__queueServiceUri"] = f"{queue.url}/{servers.AZURITE_ACCOUNT}"
+            else:
+                os.environ["BridgeQueue"] = servers.azurite_queue_connection_string(queue)
+        return _demo(moto, azurite, args.days, args.backfill, certificates)
     finally:
         for server in (queue, azurite, moto):
             if server is not None:
                 server.stop()
+        if identity is not None:
+            identity.stop()
         print("servers stopped")
 
 
@@ -120,17 +140,26 @@ def _backfill(workers: int) -> None:
     print(f"\n  {handled['done']} partitions copied, {handled['retried']} retried, {handled['poisoned']} poisoned")
 
 
-def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0) -> int:
+def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0,
+          certificates: servers.Certificates | None = None) -> int:
     os.environ.update({
         "AWS_ACCESS_KEY_ID": servers.FAKE_AWS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": servers.FAKE_AWS_SECRET,
         "HALTIAN_S3_BUCKET": BUCKET,
         "HALTIAN_S3_ENDPOINT_URL": moto.url,
-        "ADLS_CONNECTION_STRING": servers.azurite_connection_string(azurite),
         "ADLS_CONTAINER": CONTAINER,
         "ADLS_ROOT": ROOT,
         "BRIDGE_SCHEDULE": "0 0 * * * *",
     })
+    account_url = f"{azurite.url}/{servers.AZURITE_ACCOUNT}"
+    if certificates is not None:  # the bridge signs in with the managed identity; the demo's own reads use the key
+        os.environ["ADLS_ACCOUNT_URL"] = account_url
+        lake = BlobServiceClient(account_url, credential={"account_name": servers.AZURITE_ACCOUNT,
+                                                          "account_key": servers.AZURITE_KEY},
+                                 connection_verify=str(certificates.ca))
+    else:
+        os.environ["ADLS_CONNECTION_STRING"] = servers.azurite_connection_string(azurite)
+        lake = BlobServiceClient.from_connection_string(os.environ["ADLS_CONNECTION_STRING"])
     started = time.monotonic()
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
                       config=botocore.config.Config(max_pool_connections=32))
@@ -138,7 +167,6 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_wor
     written = generate(s3, BUCKET, spec)
     print(f"generated {len(written):,} objects ({sum(w.size for w in written) / 1e6:,.1f} MB) "
           f"in s3://{BUCKET}/ in {time.monotonic() - started:.1f} s")
-    lake = BlobServiceClient.from_connection_string(os.environ["ADLS_CONNECTION_STRING"])
     container = lake.create_container(CONTAINER)
 
     if backfill_workers:

@@ -21,6 +21,8 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from azure.storage.blob._shared.authentication import _storage_header_sort
+
 from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -125,7 +127,9 @@ class _SharedKey:
         slots = [headers.get(name, "") for name in self._SLOTS]
         if slots[2] == "0":
             slots[2] = ""
-        canonical = "".join(f"{k}:{v.strip()}\n" for k, v in sorted(headers.items()) if k.startswith("x-ms-"))
+        # The service's own collation (not plain ordinal order: it sets "a_" before "a0"), as the SDK sorts.
+        canonical = "".join(f"{k}:{v}\n" for k, v in _storage_header_sort(
+            [(k.lower(), v) for k, v in headers.items() if k.lower().startswith("x-ms-")]))
         resource = f"/{self.account}{self.base_path}{path}"
         params = sorted(part.split("=", 1) for part in query.split("&") if part)
         resource += "".join(f"\n{k.lower()}:{unquote(v)}" for k, v in params)

@@ -374,6 +374,11 @@ def make_credential(settings: Settings) -> Any | None:
     """The Entra credential (managed identity in Azure); None with an emulator connection string."""
     if settings.adls_connection_string:
         return None
+    return entra_credential(settings)
+
+
+def entra_credential(settings: Settings) -> Any:
+    """The app's Entra identity: its user-assigned managed identity in Azure (``AZURE_CLIENT_ID``)."""
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id, connection_verify=ca_bundle())
