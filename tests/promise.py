@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
 
@@ -210,14 +210,18 @@ class LatestWatch:
         self.seen.append(at)
 
 
-def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str = "haltian/raw") -> int:
+def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str = "haltian/raw",
+                                   in_flight_seconds: float = 0) -> int:
     """No blob carries the id of a run that lost its lock with a time after the loss (blob
-    times have whole seconds: a write in the same second cannot show). Returns the blobs checked."""
+    times have whole seconds: a write in the same second cannot show). ``in_flight_seconds``:
+    how long a publish request sent just before the run learnt of the loss may take to land
+    (a test proxy that delays publishes). Returns the blobs checked."""
     checked = 0
     for blob in stack.container.list_blobs(name_starts_with=f"{root}/", include=["metadata"]):
         run_id = (blob.metadata or {}).get(META_RUN_ID)
         if run_id in losses:
-            assert blob.last_modified <= losses[run_id].replace(microsecond=0), \
+            limit = losses[run_id].replace(microsecond=0) + timedelta(seconds=in_flight_seconds)
+            assert blob.last_modified <= limit, \
                 f"{blob.name} was written by run {run_id} after it lost its lock"
             checked += 1
     return checked
