@@ -7,7 +7,6 @@ The bridge gets ``ADLS_ACCOUNT_URL``, ``AZURE_CLIENT_ID``, the host's identity v
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from datetime import timedelta

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from datetime import datetime, timezone
 
 import boto3

@@ -46,8 +46,8 @@ def test_v1_key_with_window_start_and_end() -> None:
     f"parquet/{ORG}/measurementCO2/2026/11/2026_10_01_00_measurementCO2.parquet",  # month differs from folder
     f"parquet/{ORG}/measurementCO2/2026/02/2026_02_30_00_measurementCO2.parquet",  # no such day
     f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_24_measurementCO2.parquet",  # no such hour
-    f"parquet/6F1C1F7E-3C5A-4A53-9F4E-2B7D9A1C0E11/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
-    f"parquet/not-a-uuid/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+    "parquet/6F1C1F7E-3C5A-4A53-9F4E-2B7D9A1C0E11/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+    "parquet/not-a-uuid/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
     f"parquet/{ORG}/year=2026/11/2026_11_01_00_year=2026.parquet",
     f"parquet/{ORG}/measurementCO2/2026/11/../11/2026_11_01_00_measurementCO2.parquet",
     f"parquet/{ORG}//measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -23,7 +22,7 @@ from deltalake import DeltaTable
 
 from shared import cli
 from shared.demo.bucket import (
-    GOOD, NEW_NOT_NULL_COLUMN, QUARANTINE, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
+    NEW_NOT_NULL_COLUMN, QUARANTINE, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
 )
 from shared.demo.reference import is_measurement
 from shared.haltian.keys import parse_key
