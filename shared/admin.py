@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.haltian.contracts import Column, Verdict, check_schema, columns_of, fingerprint
+from shared.haltian.contracts import (
+    Column, Verdict, check_schema, columns_of, columns_to_json, contract_for, fingerprint,
+)
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, WorkItem
 from shared.model import RunResult
@@ -73,7 +75,7 @@ class SeenSchema:
             "quarantined": self.quarantined,
             "reason": self.reason,
             "fingerprint": fingerprint(self.columns),
-            "columns": [{"name": c.name, "type": c.type, "nullable": c.nullable} for c in self.columns],
+            "columns": columns_to_json(self.columns),
         }
 
 
@@ -132,7 +134,7 @@ def show_schema(bridge: Bridge, selection: str) -> dict[str, Any]:
         "quarantined_difference": None,
     }
     if in_force is not None and in_force.origin == "accepted":
-        shipped = _shipped(layout, dataset)
+        shipped = contract_for(layout, dataset)
         if shipped is not None and in_force.document and shipped.version != in_force.document.get("shipped_version"):
             document["shipped_differs"] = (f"the package now ships contract {shipped.version}; the accepted "
                                            f"{in_force.contract.version} stays in force")
@@ -143,12 +145,6 @@ def show_schema(bridge: Bridge, selection: str) -> dict[str, Any]:
     return document
 
 
-def _shipped(layout: str, dataset: str) -> Any:
-    from shared.haltian.contracts import contract_for
-
-    return contract_for(layout, dataset)
-
-
 def _contract_document(in_force: ContractInForce | None) -> dict[str, Any] | None:
     if in_force is None:
         return None
@@ -157,8 +153,7 @@ def _contract_document(in_force: ContractInForce | None) -> dict[str, Any] | Non
         "origin": in_force.origin,
         "version": contract.version,
         "complete": contract.complete,
-        "columns": [{"name": c.name, "type": c.type, "nullable": c.nullable,
-                     **({"may_be_absent": True} if c.may_be_absent else {})} for c in contract.columns],
+        "columns": columns_to_json(contract.columns),
     }
     if in_force.document:
         for name in ("accepted_at", "accepted_by", "based_on", "replaces"):
