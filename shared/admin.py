@@ -34,7 +34,7 @@ from shared.run import Bridge, new_run_id, run_once
 from shared.sink.lake import META_REASON, META_SCHEMA, QUARANTINE, Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.verify.accepted import ContractBook, ContractInForce, accept
-from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +216,9 @@ def _newest_published(bridge: Bridge, layout: str, dataset: str) -> tuple[Haltia
 def _columns_in_lake(lake: Lake, entry: LakeEntry) -> tuple[Column, ...] | None:
     """A lake file's schema, from its footer (one or two ranged reads); None when unreadable."""
     try:
-        tail = lake.read_tail(entry.path, entry.size, FOOTER_GUESS_BYTES)
-        facts = inspect_parquet(tail, entry.size)
-        if isinstance(facts, FooterNeeded):
-            facts = inspect_parquet(lake.read_tail(entry.path, entry.size, facts.tail_bytes), entry.size)
+        facts = read_footer(lambda length: lake.read_tail(entry.path, entry.size, length), entry.size)
     except UnreadableParquet:
         return None
-    assert isinstance(facts, ParquetFacts)
     return columns_of(facts.schema)
 
 

@@ -32,7 +32,7 @@ from shared.source.s3 import S3Source, SourceBody, SourceChanged
 from shared.tables.delta import NotTakenOut
 from shared.tables.facts import table_facts
 from shared.transport import TransportError
-from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+from shared.verify.parquet import FOOTER_GUESS_BYTES, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer
 from shared.verify.schema import SchemaJudge, SchemaOutcome
 
 log = logging.getLogger(__name__)
@@ -183,14 +183,14 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
 
 
 def _footer_facts(item: WorkItem, source: S3Source, tails: list[bytes] | None = None) -> ParquetFacts:
-    tails = [] if tails is None else tails
-    tails.append(source.read_tail(item.source, FOOTER_GUESS_BYTES))
-    facts = inspect_parquet(tails[-1], item.source.size)
-    if isinstance(facts, FooterNeeded):
-        tails.append(source.read_tail(item.source, facts.tail_bytes))
-        facts = inspect_parquet(tails[-1], item.source.size)
-    assert isinstance(facts, ParquetFacts)  # the second read holds the whole footer
-    return facts
+    """The source file's footer facts; each tail read is kept in ``tails`` (even when it turns
+    out unreadable: a quarantined copy needs its bytes too)."""
+    def read_tail(length: int) -> bytes:
+        tail = source.read_tail(item.source, length)
+        if tails is not None:
+            tails.append(tail)
+        return tail
+    return read_footer(read_tail, item.source.size)
 
 
 @dataclass(frozen=True)

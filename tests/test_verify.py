@@ -13,7 +13,9 @@ from shared.haltian.contracts import (
     Column, Verdict, check_schema, columns_of, contract_for, dataset_kind, fingerprint, type_matches,
 )
 from shared.haltian.keys import LEGACY, V1
-from shared.verify.parquet import FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+from shared.verify.parquet import (
+    FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer,
+)
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -43,6 +45,28 @@ def test_footer_alone_is_enough_and_a_long_footer_asks_for_more() -> None:
     assert isinstance(needed, FooterNeeded)
     facts = inspect_parquet(data[-needed.tail_bytes:], len(data))
     assert isinstance(facts, ParquetFacts) and facts.rows == 50
+
+
+def _tail_reader(data: bytes, reads: list[int]):
+    def read_tail(length: int) -> bytes:
+        reads.append(length)
+        return data[-length:]
+    return read_tail
+
+
+def test_a_footer_is_read_in_one_ranged_read_or_exactly_two_when_it_is_long() -> None:
+    small = co2_file(50)
+    reads: list[int] = []
+    assert read_footer(_tail_reader(small, reads), len(small)).rows == 50 and reads == [FOOTER_GUESS_BYTES]
+
+    wide = parquet_bytes(pa.table({f"column{i:04d}": pa.array([i, i], pa.int64()) for i in range(2000)}))
+    footer = int.from_bytes(wide[-8:-4], "little")
+    assert footer + 8 > FOOTER_GUESS_BYTES  # the file this test needs
+    reads = []
+    facts = read_footer(_tail_reader(wide, reads), len(wide))
+    assert reads == [FOOTER_GUESS_BYTES, footer + 8]
+    expected = pq.ParquetFile(io.BytesIO(wide)).metadata  # pyarrow's own reading of the whole file
+    assert (facts.rows, facts.row_groups, len(facts.columns)) == (expected.num_rows, expected.num_row_groups, 2000)
 
 
 @pytest.mark.parametrize("data, reason", [

@@ -41,7 +41,7 @@ from shared.model import TableChange, TableFile
 from shared.sink.lake import META_REPLACING, Lake, PublishConflict
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
-from shared.verify.parquet import FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet
+from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
 
@@ -250,16 +250,12 @@ class DeltaPublisher:
         """A published file's footer, read back from the lake (only when healing), from the
         version listed: a file replaced meanwhile makes the sync start over."""
         try:
-            data = self.lake.read_tail(candidate.key.key, candidate.size, FOOTER_GUESS_BYTES, candidate.etag)
-            facts = inspect_parquet(data, candidate.size)
-            if isinstance(facts, FooterNeeded):
-                facts = inspect_parquet(self.lake.read_tail(candidate.key.key, candidate.size, facts.tail_bytes,
-                                                            candidate.etag), candidate.size)
+            facts = read_footer(lambda length: self.lake.read_tail(candidate.key.key, candidate.size, length,
+                                                                   candidate.etag), candidate.size)
         except PublishConflict as err:
             raise _Conflict(str(err)) from err
         except UnreadableParquet as err:
             return TableFacts(None, None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
-        assert isinstance(facts, ParquetFacts)
         return table_facts(facts.metadata)
 
 

@@ -6,6 +6,7 @@ The copy path calls :func:`inspect_parquet` with either the whole file or only i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -84,6 +85,20 @@ def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
         pages_checked=whole,
         metadata=metadata,
     )
+
+
+def read_footer(read_tail: Callable[[int], bytes], size: int) -> ParquetFacts:
+    """A ``size``-byte file's footer facts, read from its end through ``read_tail(n)`` (the
+    last ``n`` bytes): one ranged read of :data:`FOOTER_GUESS_BYTES`, a second for a longer footer.
+
+    Raises:
+        UnreadableParquet: with a reason fit for an operator.
+    """
+    facts = inspect_parquet(read_tail(FOOTER_GUESS_BYTES), size)
+    if isinstance(facts, FooterNeeded):
+        facts = inspect_parquet(read_tail(facts.tail_bytes), size)
+    assert isinstance(facts, ParquetFacts)  # the second read holds the whole footer
+    return facts
 
 
 def _check_layout(metadata: pq.FileMetaData, data_end: int) -> None:
