@@ -26,6 +26,7 @@ import botocore.config
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
 
+from shared import logs
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, generate
 from shared.demo.identity import IdentityEndpoint
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entra", action="store_true",
                         help="the lake over HTTPS with Entra tokens from a local managed identity, as in Azure")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO, logging.StreamHandler(sys.stderr))  # as the CLI logs on a terminal
 
     certificates = servers.make_certificates(Path(tempfile.mkdtemp(prefix="bridge-demo-tls-"))) if args.entra else None
     moto, azurite = servers.moto_server(), servers.azurite(certificates=certificates)
@@ -199,7 +200,6 @@ def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClien
     table_line = lambda: "\n".join(line for line in tables_summary("/measurementOccupantsCount/").splitlines()  # noqa: E731
                                     if "/v1/" not in line)
     print(f"its table before:\n{table_line()}")
-    logging.getLogger().handlers.clear()  # each command logs through its own handler, as on a terminal
     steps = [["quarantine", "list", dataset], ["schema", "show", dataset], ["schema", "accept", dataset],
              ["quarantine", "release", dataset]]
     for step in steps:
