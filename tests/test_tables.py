@@ -7,7 +7,9 @@ import json
 import random
 import re
 import threading
+from collections import Counter
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +25,9 @@ from shared.sink.lake import delta_storage_options
 from shared.model import TableFile
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.haltian.keys import parse_key
+from shared.model import PUBLISHED
+from tests.faultproxy import PASS, FaultProxy
+from tests.test_reliability import bridge_for, proxied_env
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +167,31 @@ def test_rerunning_adds_no_commit(stack) -> None:
     assert second.tables == [] or all(not t.changed for t in second.tables)
     assert all(not t.changed for t in third.tables)
     assert {f: table(stack, f).version() for f in folders} == versions
+
+
+def test_a_run_with_nothing_new_lists_each_lake_folder_once(stack) -> None:
+    """The tables already hold every file: the sync commits nothing, so it needs no listing of
+    its own (it lists again, after loading a table, only when the table lacks a file, as it does
+    while a file is kept out of it: hence no bad files here)."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    run_once(stack.bridge())
+    lists: Counter = Counter()
+
+    def rule(method: str, path: str) -> str:
+        query = parse_qs(urlsplit(path).query)
+        if method == "GET" and query.get("comp") == ["list"]:
+            lists[query.get("prefix", [""])[0]] += 1
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        result = run_once(bridge_for(proxied_env(stack, None, proxy)))
+    finally:
+        proxy.close()
+    assert result.count(PUBLISHED) == 0 and all(not t.changed for t in result.tables)
+    months = {prefix: n for prefix, n in lists.items() if re.fullmatch(r".*/parquet/.+/\d{4}/\d{2}/", prefix)}
+    assert len(months) >= 4, lists  # the window's month folders of the datasets copied
+    assert set(months.values()) == {1}, {p: n for p, n in months.items() if n != 1}
 
 
 def test_a_crash_between_publish_and_commit_heals_on_the_next_run(stack, monkeypatch) -> None:

@@ -147,20 +147,18 @@ class DeltaPublisher:
 
     def _sync_once(self, files: list[TableFile], change: TableChange) -> TableChange:
         uri = self.uri(files[0].key.dataset_folder)
-        table = self._load(uri)
-        files = self._as_listed_now(files)
-        if not files:
-            change.version = None if table is None else table.version()
-            return change
-        current = _current_files(table)
-        columns = _columns_of(table)
         snapshot = dataset_kind(files[0].key.layout, files[0].key.dataset) != MEASUREMENT
-
-        wanted = _newest_snapshot(files, current) if snapshot else files
-        to_add = [f for f in wanted if current.get(f.table_path) != (f.size, f.modification_time)]
+        table = self._load(uri)
+        current = _current_files(table)
+        # The table holds every file as this run listed them: nothing to commit, and so no need
+        # for a listing made after loading the table (the next run heals what came since).
+        to_add = _missing(files, current, snapshot)
+        if to_add:
+            to_add = _missing(self._as_listed_now(files), current, snapshot)
         if not to_add:
             change.version = None if table is None else table.version()
             return change
+        columns = _columns_of(table)
 
         adds: list[AddAction] = []
         new_columns: dict[str, str] = {}
@@ -294,6 +292,15 @@ def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[st
     if clashes:
         return "kept out of the Delta table: breaking schema drift: " + "; ".join(clashes)
     return None
+
+
+def _missing(files: list[TableFile], current: dict[str, tuple[int, int]], snapshot: bool) -> list[TableFile]:
+    """The files the table should hold but does not hold as given (size, modification time):
+    all of them for a measurement table, the newest for a snapshot table."""
+    if not files:
+        return []
+    wanted = _newest_snapshot(files, current) if snapshot else files
+    return [f for f in wanted if current.get(f.table_path) != (f.size, f.modification_time)]
 
 
 def _newest_snapshot(files: list[TableFile], current: dict[str, tuple[int, int]]) -> list[TableFile]:
