@@ -22,10 +22,9 @@ from shared.demo.bucket import (
 )
 from shared.run import Bridge, run_once
 from shared.sink.lake import delta_storage_options
-from shared.model import TableFile
+from shared.model import PUBLISHED, TableFile
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.haltian.keys import parse_key
-from shared.model import PUBLISHED
 from tests.faultproxy import PASS, FaultProxy
 from tests.test_reliability import bridge_for, proxied_env
 
