@@ -9,14 +9,18 @@ _QUERY = re.compile(r"(https?://[^\s?'\"<>]+)\?[^\s'\"<>]*")
 
 
 def describe(err: BaseException) -> str:
-    """``Type: first line of the message``, at most 300 characters.
+    """``Type: first line of the message (Azure error code)``, the line at most 300 characters.
 
     SDK errors carry status, code and request ids on the first line; later lines can hold
     response bodies that do not belong in a manifest. URL queries are removed.
     """
     lines = str(err).strip().splitlines()
-    first = without_queries(lines[0]) if lines else ""
-    return f"{type(err).__name__}: {first[:300]}".rstrip(": ")
+    first = without_queries(lines[0])[:300] if lines else ""
+    code = getattr(err, "error_code", None)  # Azure's x-ms-error-code, on a later line of the message
+    code = str(getattr(code, "value", code) or "")
+    if code and code not in first:
+        first = f"{first} ({code})"
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 def without_queries(text: str) -> str:

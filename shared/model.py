@@ -204,5 +204,6 @@ class RunResult:
             f"{sum(self.deferred.values())} deferred to the next run, "
             f"{sum(self.plan.present.values())} already present, "
             f"{self.plan.unrecognized} unrecognised keys, "
-            f"in {(self.finished_at - self.started_at).total_seconds():.1f} s"
+            + (f"Delta tables not updated: {self.table_errors}, " if self.table_errors else "")
+            + f"in {(self.finished_at - self.started_at).total_seconds():.1f} s"
         )

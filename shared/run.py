@@ -297,7 +297,7 @@ def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
 
 
 class RunFailed(Exception):
-    """Some files failed and are left for the next run; raised so the invocation shows failed."""
+    """Some files or tables failed and are left for the next run; raised so the invocation shows failed."""
 
 
 def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunResult | None:
@@ -308,7 +308,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
 
     Raises:
         SettingsError: the app settings are wrong; the message names each one.
-        RunFailed: the run finished, but some files failed (the manifest lists them), or it lost
+        RunFailed: the run finished, but some files or tables failed (the manifest lists them), or it lost
             its lock and stopped (the next run accounts for its files).
     """
     logs.configure()
@@ -341,7 +341,7 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         telemetry.record_failed_run()
         raise
     logs.set_run_id(result.run_id)  # what the invocation logs from here on is that run's
-    if result.failed:
-        log.error("%s; the failed files are listed in %s", result.summary(), result.manifest_path)
+    if result.exit_code:
+        log.error("%s; %s lists what failed, and the next run tries it again", result.summary(), result.manifest_path)
         raise RunFailed(result.summary())
     return result

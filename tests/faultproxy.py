@@ -21,6 +21,7 @@ PASS = "pass"
 THROTTLE = "throttle"  # 503 SlowDown (S3) / ServerBusy (Azure)
 SERVER_ERROR = "500"
 RESET_MID_BODY = "reset"  # headers and part of the body, then the connection is cut
+FORBIDDEN = "403"  # Azure: AuthorizationPermissionMismatch (a role or ACL that does not cover the path); not retried
 DELAY = "delay:"  # "delay:0.5" waits half a second, then forwards
 FAULTS = (THROTTLE, SERVER_ERROR, RESET_MID_BODY)
 
@@ -30,7 +31,12 @@ _S3_SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</C
                 b"<Message>Please reduce your request rate.</Message></Error>")
 _AZURE_BUSY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
                b"<Message>The server is busy.</Message></Error>")
+_DENIED = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
+           b"<Message>This request is not authorized to perform this operation using this permission.</Message></Error>")
 _INTERNAL = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>boom</Message></Error>'
+#: The faults the proxy answers itself: status, Azure error code, body.
+_ANSWERS = {THROTTLE: (503, "ServerBusy", _AZURE_BUSY), SERVER_ERROR: (500, "InternalError", _INTERNAL),
+            FORBIDDEN: (403, "AuthorizationPermissionMismatch", _DENIED)}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
@@ -76,14 +82,15 @@ class FaultProxy:
                 if action.startswith(DELAY):
                     time.sleep(float(action[len(DELAY):]))
                     action = PASS
-                if action in (THROTTLE, SERVER_ERROR):
-                    status = 503 if action == THROTTLE else 500
-                    payload = (_AZURE_BUSY if proxy.azure else _S3_SLOWDOWN) if action == THROTTLE else _INTERNAL
+                if action in _ANSWERS:
+                    status, code, payload = _ANSWERS[action]
+                    if action == THROTTLE and not proxy.azure:
+                        code, payload = "SlowDown", _S3_SLOWDOWN
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
                     if proxy.azure:
-                        self.send_header("x-ms-error-code", "ServerBusy" if action == THROTTLE else "InternalError")
+                        self.send_header("x-ms-error-code", code)
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(payload)

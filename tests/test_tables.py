@@ -20,12 +20,12 @@ from deltalake import DeltaTable
 from shared.demo.bucket import (
     GOOD, WIREPAS_BIG, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema,
 )
-from shared.run import Bridge, run_once
+from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.lake import delta_storage_options
-from shared.model import PUBLISHED, TableFile
+from shared.model import FULL, PUBLISHED, TableFile
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.haltian.keys import parse_key
-from tests.faultproxy import PASS, FaultProxy
+from tests.faultproxy import FORBIDDEN, PASS, FaultProxy
 from tests.test_reliability import bridge_for, proxied_env
 
 pytestmark = pytest.mark.integration
@@ -192,6 +192,43 @@ def test_a_run_with_nothing_new_lists_each_lake_folder_once(stack) -> None:
     assert len(months) >= 4, lists  # the window's month folders of the datasets copied
     assert set(months.values()) == {1}, {p: n for p, n in months.items() if n != 1}
 
+
+def test_a_lake_that_fails_during_the_table_sync_costs_that_table_only(stack) -> None:
+    """The lake answers the copy stage but refuses the sync's own listing of a month folder (a
+    403 the SDK does not retry; a 500 after its last retry, as CI met, is the same to the sync):
+    that table reports its error, the run still writes its manifest, the timer invocation shows
+    failed, and the next run commits the table. (A first run is a full reconcile: its plan lists
+    the lake from the root, so every month-folder listing is the sync's.)"""
+    objects = stack.seed(BucketSpec(**SPEC, bad_files=False))
+    failed: Counter = Counter()
+
+    def rule(method: str, path: str) -> str:
+        query = parse_qs(urlsplit(path).query)
+        prefix = query.get("prefix", [""])[0]
+        if method == "GET" and query.get("comp") == ["list"] and \
+                re.fullmatch(r".*/parquet/(?!v1/)[^/]+/measurementCO2/\d{4}/\d{2}/", prefix):
+            failed[prefix] += 1
+            return FORBIDDEN
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        with pytest.raises(RunFailed, match="Delta tables not updated: 1,"):
+            run_for_timer(proxied_env(stack, None, proxy))
+    finally:
+        proxy.close()
+    assert failed  # the fault was met
+    manifest = json.loads(stack.lake_bytes("_manifests/latest.json"))  # a copy of the run's manifest
+    assert manifest["mode"] == FULL and len([f for f in manifest["files"] if f["action"] == PUBLISHED]) == len(objects)
+    broken = [t for t in manifest["tables"] if t["error"]]
+    assert [(t["layout"], t["dataset"]) for t in broken] == [("legacy", "measurementCO2")], manifest["tables"]
+    assert "AuthorizationPermissionMismatch" in broken[0]["error"], broken[0]
+    assert all(t["version"] is not None for t in manifest["tables"] if not t["error"])
+
+    healed = run_once(stack.bridge())
+    assert healed.exit_code == 0 and not [t for t in healed.tables if t.error]
+    folder = f"parquet/{BucketSpec().organization}/measurementCO2/"
+    assert as_rows(table(stack, folder).to_pyarrow_table().to_pylist()) == rows_of(objects, folder)
 
 def test_a_crash_between_publish_and_commit_heals_on_the_next_run(stack, monkeypatch) -> None:
     objects = stack.seed(BucketSpec(**SPEC, bad_files=False))

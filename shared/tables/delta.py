@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import AzureError
 from deltalake import DeltaTable, Field, Schema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import (
@@ -39,6 +40,7 @@ from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.model import TableChange, TableFile
 from shared.sink.lake import META_REPLACING, Lake, PublishConflict
+from shared.sink.lock import LockLost
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.types import table_schema
 from shared.verify.parquet import UnreadableParquet, read_footer
@@ -76,8 +78,8 @@ class DeltaPublisher:
     def sync(self, files: list[TableFile]) -> TableChange:
         """Brings one dataset's table up to date with ``files`` (all of one dataset folder).
 
-        Never raises for a table problem: the error is reported, the files stay published,
-        and the next run tries again.
+        Never raises but for a lost lock: a table's problem (delta-rs, the lake, or a bug) is
+        reported as its error, the files stay published, and the next run tries again.
         """
         first = files[0].key
         change = TableChange(first.layout, first.organization, first.dataset, self.lake.path(first.dataset_folder))
@@ -90,10 +92,17 @@ class DeltaPublisher:
                 change.removed.clear()
                 change.excluded.clear()
                 time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
-            except (DeltaError, OSError) as err:
+            except LockLost:
+                raise
+            except (DeltaError, OSError, AzureError) as err:  # delta-rs, or the lake's listing and footer reads
                 change.error = describe(err)
                 log.error("table %s: %s; the files stay published and the next run tries again",
                           change.table, change.error)
+                return change
+            except Exception as err:  # noqa: BLE001 - one table's bug must not cost the run its manifest
+                log.exception("table %s: unexpected error; the files stay published and the next run tries again",
+                              change.table)
+                change.error = f"unexpected error: {describe(err)}"
                 return change
         change.error = f"gave up after {COMMIT_ATTEMPTS} conflicting commits; the next run tries again"
         return change
@@ -118,7 +127,7 @@ class DeltaPublisher:
                 return
             except CommitFailedError:
                 time.sleep(random.uniform(0.1, 0.4) * attempt)
-            except (DeltaError, OSError) as err:
+            except (DeltaError, OSError, AzureError) as err:
                 raise NotTakenOut(describe(err)) from err
         raise NotTakenOut(f"gave up after {COMMIT_ATTEMPTS} conflicting commits")
 
