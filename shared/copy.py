@@ -77,6 +77,11 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     """
     started = time.monotonic()
     outcome = FileOutcome(FAILED, item)
+    replaces = item.replaces
+    if replaces is not None and replaces.holds(item.source.etag, item.source.size) and replaces.size == item.source.size:
+        # Already mirrored at this version (a release of a file published since it was quarantined).
+        outcome.action, outcome.reason = PRESENT, "already in the lake at this source version"
+        return outcome
     try:
         if server_side and item.source.size > FOOTER_GUESS_BYTES:
             _copy_server_side(item, source, lake, judge, run_id, outcome, guard, take_out)

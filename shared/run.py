@@ -18,8 +18,11 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
+from shared.errors import describe
 from shared.haltian.keys import parse_key
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
@@ -184,7 +187,11 @@ def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
         if entry is None or outcome.action not in (PUBLISHED, PRESENT):
             continue
         outcome.released_from = entry.path
-        lake.delete(entry.path, etag=entry.etag)
+        try:
+            lake.delete(entry.path, etag=entry.etag)
+        except AzureError as err:  # the file is published all the same; the next release removes the copy
+            log.warning("%s stays in quarantine although it is published: %s; the next quarantine release "
+                        "removes it", entry.path, describe(err))
 
 
 def _log_drift(result: RunResult) -> None:

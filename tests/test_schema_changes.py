@@ -29,6 +29,8 @@ from shared.haltian.keys import parse_key
 from shared.manifest.build import build_manifest, manifest_schema
 from shared.run import run_once
 from shared.sink.lake import delta_storage_options
+from tests.faultproxy import FORBIDDEN, PASS, FaultProxy
+from tests.test_reliability import proxied_env
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +197,51 @@ def test_a_file_that_still_fails_stays_in_quarantine_with_its_reason_updated(sta
     after = stack.container.get_blob_client(tvoc[0]).get_blob_properties()
     assert after.metadata["haltian_run_id"] == released["run_id"] != before.metadata["haltian_run_id"]
     assert "missing column 'tvoc'" in after.metadata["haltian_quarantine_reason"]
+
+
+def test_a_released_file_whose_quarantine_copy_cannot_be_deleted_is_still_published(
+        stack, monkeypatch, capsys, caplog) -> None:
+    """The lake refuses to delete the quarantine copy of a file the release published: the release
+    still writes its manifest (the file published, with where it came from), warns, and the next
+    release removes the copy without copying the file again (it is already in the lake)."""
+    stack.seed(BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementTVOC"], legacy_snapshots=[],
+                          writer_variants=False))
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == cli.EXIT_OK
+    assert cli.main(["schema", "accept", "legacy/measurementTVOC"]) == cli.EXIT_OK
+    capsys.readouterr()
+    copies = [n for n in stack.lake_names(f"{ROOT}/_quarantine/") if "measurementTVOC" in n]
+    assert len(copies) == 1
+    refused: list[str] = []
+
+    def rule(method: str, path: str) -> str:
+        if method == "DELETE" and "/_quarantine/" in path:
+            refused.append(path)
+            return FORBIDDEN
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        for name, value in proxied_env(stack, None, proxy).items():
+            monkeypatch.setenv(name, value)
+        with caplog.at_level("WARNING", logger="shared"):
+            assert cli.main(["quarantine", "release", "legacy/measurementTVOC", "--json"]) == cli.EXIT_OK
+    finally:
+        proxy.close()
+    released = json.loads(capsys.readouterr().out)
+    assert refused and [(f["action"], f["released_from"]) for f in released["files"]] == [
+        ("published", copies[0][len(ROOT) + 1:])]
+    assert any("stays in quarantine" in r.getMessage() and "AuthorizationPermissionMismatch" in r.getMessage()
+               for r in caplog.records)
+    assert [n for n in stack.lake_names(f"{ROOT}/_quarantine/") if "measurementTVOC" in n] == copies
+
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["quarantine", "release", "legacy/measurementTVOC", "--json"]) == cli.EXIT_OK
+    again = json.loads(capsys.readouterr().out)
+    assert again["files"] == [] and again["totals"]["already_present"] == 1  # not copied again
+    assert not [n for n in stack.lake_names(f"{ROOT}/_quarantine/") if "measurementTVOC" in n]
 
 
 def test_a_missing_container_stops_with_one_line_and_plan_on_an_empty_lake_works(stack, monkeypatch, capsys) -> None:
