@@ -150,6 +150,8 @@ class RunResult:
     deferred: Counter = field(default_factory=Counter)
     tables: list[TableChange] = field(default_factory=list)
     recovered_runs: list[str] = field(default_factory=list)
+    #: Why the runs that stopped before their manifest could not be accounted for (the next run does).
+    recovery_error: str | None = None
     full_reconcile_completed: bool = False
     manifest_path: str | None = None
 
@@ -187,7 +189,8 @@ class RunResult:
     @property
     def status(self) -> str:
         """``complete`` when nothing is left for the next run, else ``incomplete``."""
-        return "incomplete" if self.failed or self.deferred or self.table_errors else "complete"
+        left = self.failed or self.deferred or self.table_errors or self.recovery_error
+        return "incomplete" if left else "complete"
 
     @property
     def exit_code(self) -> int:

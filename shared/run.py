@@ -171,13 +171,28 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
         _log_drift(result)
         result.tables = _sync_tables(bridge, plan, result, publisher)
         result.finished_at = datetime.now(timezone.utc)
-        result.recovered_runs = write_interrupted(bridge.lake, plan, run_id, result.finished_at,
-                                                   settings.lock_seconds, lock.check)
+        _recover(bridge, plan, result, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
         _write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
+
+
+def _recover(bridge: Bridge, plan: Plan, result: RunResult, guard: Guard) -> None:
+    """Writes manifests for the runs the plan shows stopped before writing their own.
+
+    Not this run's own work: when the lake fails it, the run still writes its manifest, ends
+    ``incomplete`` (a full reconcile is then not done, so the next run is one), and the next
+    run accounts for those runs. A lost lock still stops the run.
+    """
+    try:
+        result.recovered_runs = write_interrupted(bridge.lake, plan, result.run_id, result.finished_at,
+                                                  bridge.settings.lock_seconds, guard)
+    except AzureError as err:
+        result.recovery_error = describe(err)
+        log.warning("runs that stopped before writing their manifest are left for the next run to account "
+                    "for: %s", result.recovery_error)
 
 
 def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,13 +22,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import cli
 from shared.errors import describe
-from shared.model import FAILED, PUBLISHED
+from shared.model import FAILED, FULL, PUBLISHED
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, make_table, parquet_bytes, v1_key
 from shared.manifest.build import manifest_schema
 from shared.run import run_once
 from shared.sink.lock import RunLocked
-from tests.faultproxy import DELAY, PASS, THROTTLE, FaultProxy, random_faults
+from tests.faultproxy import DELAY, FORBIDDEN, PASS, THROTTLE, FaultProxy, random_faults
 from tests.promise import check_nothing_partial, check_promise
 
 pytestmark = pytest.mark.integration
@@ -315,4 +316,52 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
     assert stalls == {"GET": 1, "PUT": 1}  # both sides stalled past their timeouts
     assert next(o for o in result.outcomes if o.item.key.key == victim).action == PUBLISHED
     assert result.exit_code == 0
+    check_promise(stack)
+
+
+def test_a_lake_that_fails_the_recovery_leaves_it_to_the_next_run(stack, monkeypatch) -> None:
+    """A run stopped before its manifest (its lock released, so it is gone at once). The next
+    run cannot list the manifests' day folder (a 403), so it cannot tell whether that run is
+    accounted for: it writes its own manifest all the same, and the run after it writes the
+    interrupted one."""
+    objects = stack.seed(BucketSpec(**SMALL, bad_files=False))
+
+    class HostKilled(BaseException):
+        """Stands in for the host stopping the run after its files were published."""
+
+    def crash(*args, **kwargs):
+        raise HostKilled()
+
+    with monkeypatch.context() as patched, pytest.raises(HostKilled):
+        patched.setattr("shared.run._sync_tables", crash)
+        run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))
+    crashed_at = time.time()
+    refused: list[str] = []
+
+    def rule(method: str, path: str) -> str:
+        if method == "GET" and "comp=list" in path and re.search(r"prefix=[^&]*_manifests%2F\d{4}%2F", path):
+            refused.append(path)
+            return FORBIDDEN
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        second = run_once(bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15")))
+    finally:
+        proxy.close()
+    assert refused and second.manifest_path is not None and second.recovered_runs == []
+    assert second.exit_code == 0 and second.status == "incomplete"  # its own work is done, not the recovery
+    assert "AuthorizationPermissionMismatch" in second.recovery_error
+    written = json.loads(stack.lake_bytes(second.manifest_path[len("haltian/raw/"):]))
+    jsonschema.validate(written, manifest_schema())
+    assert written["status"] == "incomplete" and written["recovery_error"] == second.recovery_error
+
+    # The crashed run is now two holders back in the lock's record, so it counts as gone once
+    # its newest file is older than a lease.
+    time.sleep(max(0.0, 15.5 - (time.time() - crashed_at)))
+    third = run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))  # a full reconcile again: the second was not complete
+    assert third.plan.mode == FULL
+    (crashed,) = third.recovered_runs
+    manifest = json.loads(stack.lake_bytes(f"_manifests/{crashed[:4]}/{crashed[4:6]}/{crashed[6:8]}/{crashed}.json"))
+    assert manifest["status"] == "interrupted" and len(manifest["files"]) == len(objects)
     check_promise(stack)
