@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from botocore.exceptions import EndpointConnectionError
 
 from shared import cli
@@ -219,3 +220,43 @@ def test_a_partition_whose_table_commit_keeps_conflicting_is_not_failed(stack, e
     process_message(build_bridge(settings), _take(settings, "measurementTVOC"))
     run_once(build_bridge(settings), full=True)  # the next full reconcile commits the table
     check_promise(stack)
+
+
+def test_a_message_is_kept_invisible_while_its_handler_works(stack, env) -> None:
+    """As the Functions host does: a handler that runs for several visibility timeouts keeps its
+    message, so no second worker gets it, and the message is deleted when the handler returns."""
+    settings = build_bridge(stack.settings(**env)).settings
+    queue = queue_client(settings)
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
+    queue.send_message(b"one partition")
+    calls: list[str] = []
+
+    def slow(content: bytes) -> None:
+        calls.append(threading.current_thread().name)
+        time.sleep(VISIBILITY * 2.5)
+
+    stop = threading.Event()
+    handled = Counter()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            serve(settings, slow, stop, handled, VISIBILITY)
+        except BaseException as err:  # noqa: BLE001 - what the thread would die of
+            errors.append(err)
+
+    workers = [threading.Thread(target=worker, name=f"worker-{i}") for i in range(2)]
+    for thread in workers:
+        thread.start()
+    deadline = time.monotonic() + VISIBILITY * 6
+    while time.monotonic() < deadline and not handled["done"]:
+        time.sleep(0.2)
+    time.sleep(VISIBILITY + 1)  # were the message to reappear, the other worker would take it now
+    stop.set()
+    for thread in workers:
+        thread.join(timeout=30)
+    assert errors == [] and len(calls) == 1 and handled == Counter(done=1)
+    assert queue.get_queue_properties().approximate_message_count == 0

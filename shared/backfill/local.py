@@ -3,7 +3,9 @@
 The Functions host cannot be installed on these machines, so this plays its part for the
 queue trigger: receive a message, invoke the function, delete the message on success; on
 failure the message becomes visible again after its visibility timeout; after
-``MAX_DEQUEUE_COUNT`` tries it moves to the poison queue.
+``MAX_DEQUEUE_COUNT`` tries it moves to the poison queue. As the host does, the message is
+kept invisible while the function runs (its visibility is renewed at half the timeout), so a
+long partition is not handed to a second worker; a worker that dies stops renewing it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def serve(settings: Settings, handler: Callable[[bytes], Any], stop: threading.E
             queue.delete_message(message)
             handled["poisoned"] += 1
             continue
+        done = threading.Event()
+        keeper = threading.Thread(target=_keep_invisible, args=(queue, message, visibility_seconds, done),
+                                  daemon=True)
+        keeper.start()
         try:
             handler(message.content)
         except WorkerKilled:
@@ -49,8 +55,22 @@ def serve(settings: Settings, handler: Callable[[bytes], Any], stop: threading.E
         except Exception:  # noqa: BLE001 - the host logs it and retries the message later
             handled["retried"] += 1
             continue
+        finally:
+            done.set()
+            keeper.join()
         handled["done"] += 1
         queue.delete_message(message)
+
+
+def _keep_invisible(queue: Any, message: Any, visibility_seconds: int, done: threading.Event) -> None:
+    """Renews the message's invisibility at half its timeout until ``done`` (the message keeps
+    the newest pop receipt, which its delete needs)."""
+    while not done.wait(visibility_seconds / 2):
+        try:
+            receipt = queue.update_message(message, visibility_timeout=visibility_seconds)
+        except Exception:  # noqa: BLE001 - a missed renewal only lets the message reappear, as on the host
+            continue
+        message.pop_receipt = receipt.pop_receipt
 
 
 def drain(settings: Settings, lake: Lake, stop: threading.Event, *, settle_seconds: float,
