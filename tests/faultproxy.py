@@ -21,7 +21,7 @@ PASS = "pass"
 THROTTLE = "throttle"  # 503 SlowDown (S3) / ServerBusy (Azure)
 SERVER_ERROR = "500"
 RESET_MID_BODY = "reset"  # headers and part of the body, then the connection is cut
-FORBIDDEN = "403"  # Azure: AuthorizationPermissionMismatch (a role or ACL that does not cover the path); not retried
+FORBIDDEN = "403"  # Azure's AuthorizationPermissionMismatch (no role or ACL covers the path): not retried
 DELAY = "delay:"  # "delay:0.5" waits half a second, then forwards
 FAULTS = (THROTTLE, SERVER_ERROR, RESET_MID_BODY)
 
@@ -32,7 +32,8 @@ _S3_SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</C
 _AZURE_BUSY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
                b"<Message>The server is busy.</Message></Error>")
 _DENIED = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
-           b"<Message>This request is not authorized to perform this operation using this permission.</Message></Error>")
+           b"<Message>This request is not authorized to perform this operation using this permission."
+           b"</Message></Error>")
 _INTERNAL = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>boom</Message></Error>'
 #: The faults the proxy answers itself: status, Azure error code, body.
 _ANSWERS = {THROTTLE: (503, "ServerBusy", _AZURE_BUSY), SERVER_ERROR: (500, "InternalError", _INTERNAL),

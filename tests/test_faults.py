@@ -84,7 +84,8 @@ def test_the_timer_raises_after_finishing_the_other_files(stack, monkeypatch, ca
     bridge.source.transport.hook = refuse
     with caplog.at_level(logging.INFO, logger="shared"), pytest.raises(RunFailed, match="1 failed"):
         run_for_timer(stack.env())
-    assert any(r.levelno == logging.ERROR and "lists what failed, and the next run tries it again" in r.getMessage() for r in caplog.records)
+    assert any(r.levelno == logging.ERROR and "lists what failed, and the next run tries it again" in r.getMessage()
+               for r in caplog.records)
     assert len(stack.data_files()) == len(objects) - 1
 
     bridge.source.transport.hook = None

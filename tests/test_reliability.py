@@ -359,9 +359,10 @@ def test_a_lake_that_fails_the_recovery_leaves_it_to_the_next_run(stack, monkeyp
     # The crashed run is now two holders back in the lock's record, so it counts as gone once
     # its newest file is older than a lease.
     time.sleep(max(0.0, 15.5 - (time.time() - crashed_at)))
-    third = run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))  # a full reconcile again: the second was not complete
+    third = run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))  # a full reconcile again: the second was not done
     assert third.plan.mode == FULL
     (crashed,) = third.recovered_runs
-    manifest = json.loads(stack.lake_bytes(f"_manifests/{crashed[:4]}/{crashed[4:6]}/{crashed[6:8]}/{crashed}.json"))
+    day = f"{crashed[:4]}/{crashed[4:6]}/{crashed[6:8]}"
+    manifest = json.loads(stack.lake_bytes(f"_manifests/{day}/{crashed}.json"))
     assert manifest["status"] == "interrupted" and len(manifest["files"]) == len(objects)
     check_promise(stack)

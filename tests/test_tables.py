@@ -219,7 +219,8 @@ def test_a_lake_that_fails_during_the_table_sync_costs_that_table_only(stack) ->
         proxy.close()
     assert failed  # the fault was met
     manifest = json.loads(stack.lake_bytes("_manifests/latest.json"))  # a copy of the run's manifest
-    assert manifest["mode"] == FULL and len([f for f in manifest["files"] if f["action"] == PUBLISHED]) == len(objects)
+    published = [f for f in manifest["files"] if f["action"] == PUBLISHED]
+    assert manifest["mode"] == FULL and len(published) == len(objects)
     broken = [t for t in manifest["tables"] if t["error"]]
     assert [(t["layout"], t["dataset"]) for t in broken] == [("legacy", "measurementCO2")], manifest["tables"]
     assert "AuthorizationPermissionMismatch" in broken[0]["error"], broken[0]

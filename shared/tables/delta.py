@@ -94,14 +94,14 @@ class DeltaPublisher:
                 time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
             except LockLost:
                 raise
-            except (DeltaError, OSError, AzureError) as err:  # delta-rs, or the lake's listing and footer reads
+            except (DeltaError, OSError, AzureError) as err:  # delta-rs, or the lake's listings and footers
                 change.error = describe(err)
                 log.error("table %s: %s; the files stay published and the next run tries again",
                           change.table, change.error)
                 return change
             except Exception as err:  # noqa: BLE001 - one table's bug must not cost the run its manifest
-                log.exception("table %s: unexpected error; the files stay published and the next run tries again",
-                              change.table)
+                log.exception("table %s: unexpected error; the files stay published and the next run tries "
+                              "again", change.table)
                 change.error = f"unexpected error: {describe(err)}"
                 return change
         change.error = f"gave up after {COMMIT_ATTEMPTS} conflicting commits; the next run tries again"
