@@ -77,8 +77,7 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     """
     started = time.monotonic()
     outcome = FileOutcome(FAILED, item)
-    replaces, version = item.replaces, item.source
-    if replaces is not None and replaces.holds(version.etag, version.size) and replaces.size == version.size:
+    if item.replaces is not None and item.replaces.mirrors(item.source.etag, item.source.size):
         # Already mirrored at this version (a release of a file published since it was quarantined).
         outcome.action, outcome.reason = PRESENT, "already in the lake at this source version"
         return outcome

@@ -36,7 +36,7 @@ def decide(obj: SourceObject, mirrored: LakeEntry | None, quarantined: LakeEntry
     also counts: it was judged and need not be judged again. Otherwise the file is NEW, or
     CHANGED when the mirrored path holds an older version.
     """
-    if mirrored is not None and mirrored.holds(obj.etag, obj.size) and mirrored.size == obj.size:
+    if mirrored is not None and mirrored.mirrors(obj.etag, obj.size):
         return Decision.PRESENT
     if quarantined is not None and quarantined.holds(obj.etag, obj.size):
         return Decision.QUARANTINED

@@ -79,6 +79,11 @@ class LakeEntry:
             and self.metadata.get(META_SOURCE_SIZE) == str(source_size)
         )
 
+    def mirrors(self, source_etag: str, source_size: int) -> bool:
+        """True when this blob at the mirrored path is that source version, whole: its metadata
+        names it and its own size equals it (so nothing is left to copy)."""
+        return self.holds(source_etag, source_size) and self.size == source_size
+
 
 @dataclass(frozen=True)
 class Condition:
