@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 PASS = "pass"
 THROTTLE = "throttle"  # 503 SlowDown (S3) / ServerBusy (Azure)
@@ -39,6 +40,14 @@ _INTERNAL = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</
 _ANSWERS = {THROTTLE: (503, "ServerBusy", _AZURE_BUSY), SERVER_ERROR: (500, "InternalError", _INTERNAL),
             FORBIDDEN: (403, "AuthorizationPermissionMismatch", _DENIED)}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+def list_prefix(method: str, path: str) -> str | None:
+    """The ``prefix`` of an Azure List Blobs request (``""`` when it names none), else None."""
+    query = parse_qs(urlsplit(path).query)
+    if method != "GET" or query.get("comp") != ["list"]:
+        return None
+    return query.get("prefix", [""])[0]
 
 
 def random_faults(seed: int, rate: float, methods: tuple[str, ...] = ("GET", "PUT", "HEAD", "DELETE")) -> Rule:

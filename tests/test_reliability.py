@@ -28,7 +28,7 @@ from shared.demo.bucket import BucketSpec, make_table, parquet_bytes, v1_key
 from shared.manifest.build import manifest_schema
 from shared.run import run_once
 from shared.sink.lock import RunLocked
-from tests.faultproxy import DELAY, FORBIDDEN, PASS, THROTTLE, FaultProxy, random_faults
+from tests.faultproxy import DELAY, FORBIDDEN, PASS, THROTTLE, FaultProxy, list_prefix, random_faults
 from tests.promise import check_nothing_partial, check_promise
 
 pytestmark = pytest.mark.integration
@@ -45,6 +45,21 @@ def proxied_env(stack, s3_proxy: FaultProxy | None, lake_proxy: FaultProxy | Non
     if lake_proxy is not None:
         env["ADLS_CONNECTION_STRING"] = env["ADLS_CONNECTION_STRING"].replace(stack.azurite.url, lake_proxy.url)
     return env
+
+
+class HostKilled(BaseException):
+    """Stands in for the host stopping the process."""
+
+
+def run_killed_before_tables(stack, monkeypatch, **overrides: str) -> None:
+    """One run that the host stops after it published its files, before its Delta tables and
+    its manifest."""
+    def crash(*args, **kwargs):
+        raise HostKilled()
+
+    with monkeypatch.context() as patched, pytest.raises(HostKilled):
+        patched.setattr("shared.run._sync_tables", crash)
+        run_once(stack.bridge(**overrides))
 
 
 def bridge_for(env: dict):
@@ -320,26 +335,17 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
 
 
 def test_a_lake_that_fails_the_recovery_leaves_it_to_the_next_run(stack, monkeypatch) -> None:
-    """A run stopped before its manifest (its lock released, so it is gone at once). The next
-    run cannot list the manifests' day folder (a 403), so it cannot tell whether that run is
-    accounted for: it writes its own manifest all the same, and the run after it writes the
-    interrupted one."""
+    """A run stopped before its manifest. The next run cannot list the manifests' day folder (a
+    403), so it cannot tell whether that run is accounted for: it writes its own manifest all
+    the same, and the run after it writes the interrupted one."""
     objects = stack.seed(BucketSpec(**SMALL, bad_files=False))
-
-    class HostKilled(BaseException):
-        """Stands in for the host stopping the run after its files were published."""
-
-    def crash(*args, **kwargs):
-        raise HostKilled()
-
-    with monkeypatch.context() as patched, pytest.raises(HostKilled):
-        patched.setattr("shared.run._sync_tables", crash)
-        run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))
+    run_killed_before_tables(stack, monkeypatch, BRIDGE_LOCK_SECONDS="15")
     crashed_at = time.time()
     refused: list[str] = []
 
     def rule(method: str, path: str) -> str:
-        if method == "GET" and "comp=list" in path and re.search(r"prefix=[^&]*_manifests%2F\d{4}%2F", path):
+        prefix = list_prefix(method, path)
+        if prefix is not None and re.fullmatch(r".*_manifests/\d{4}/\d{2}/\d{2}/", prefix):
             refused.append(path)
             return FORBIDDEN
         return PASS

@@ -9,7 +9,6 @@ import re
 import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import pyarrow as pa
@@ -25,8 +24,8 @@ from shared.sink.lake import delta_storage_options
 from shared.model import FULL, PUBLISHED, TableFile
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.haltian.keys import parse_key
-from tests.faultproxy import FORBIDDEN, PASS, FaultProxy
-from tests.test_reliability import bridge_for, proxied_env
+from tests.faultproxy import FORBIDDEN, PASS, FaultProxy, list_prefix
+from tests.test_reliability import bridge_for, proxied_env, run_killed_before_tables
 
 pytestmark = pytest.mark.integration
 
@@ -177,9 +176,9 @@ def test_a_run_with_nothing_new_lists_each_lake_folder_once(stack) -> None:
     lists: Counter = Counter()
 
     def rule(method: str, path: str) -> str:
-        query = parse_qs(urlsplit(path).query)
-        if method == "GET" and query.get("comp") == ["list"]:
-            lists[query.get("prefix", [""])[0]] += 1
+        prefix = list_prefix(method, path)
+        if prefix is not None:
+            lists[prefix] += 1
         return PASS
 
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
@@ -203,10 +202,8 @@ def test_a_lake_that_fails_during_the_table_sync_costs_that_table_only(stack) ->
     failed: Counter = Counter()
 
     def rule(method: str, path: str) -> str:
-        query = parse_qs(urlsplit(path).query)
-        prefix = query.get("prefix", [""])[0]
-        if method == "GET" and query.get("comp") == ["list"] and \
-                re.fullmatch(r".*/parquet/(?!v1/)[^/]+/measurementCO2/\d{4}/\d{2}/", prefix):
+        prefix = list_prefix(method, path)
+        if prefix is not None and re.fullmatch(r".*/parquet/(?!v1/)[^/]+/measurementCO2/\d{4}/\d{2}/", prefix):
             failed[prefix] += 1
             return FORBIDDEN
         return PASS
@@ -231,21 +228,12 @@ def test_a_lake_that_fails_during_the_table_sync_costs_that_table_only(stack) ->
     folder = f"parquet/{BucketSpec().organization}/measurementCO2/"
     assert as_rows(table(stack, folder).to_pyarrow_table().to_pylist()) == rows_of(objects, folder)
 
+
 def test_a_crash_between_publish_and_commit_heals_on_the_next_run(stack, monkeypatch) -> None:
     objects = stack.seed(BucketSpec(**SPEC, bad_files=False))
-
-    class HostKilled(BaseException):
-        """Stands in for the host stopping the process after the files were published."""
-
-    def crash(*args, **kwargs):
-        raise HostKilled()
-
-    monkeypatch.setattr("shared.run._sync_tables", crash)
-    with pytest.raises(HostKilled):
-        run_once(stack.bridge())
+    run_killed_before_tables(stack, monkeypatch)
     assert len(stack.data_files()) == len(objects)
     assert not [n for n in stack.lake_names() if "_delta_log" in n or "_manifests" in n]
-    monkeypatch.undo()
 
     result = run_once(stack.bridge())  # nothing left to copy, but every table is committed
     assert result.outcomes == []
