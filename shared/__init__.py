@@ -9,7 +9,7 @@ The folders show the stages of a run:
     plan.py            which files are new, with the lake as the ledger
     verify/            Parquet and schema checks, before anything is published
     copy.py            one file: read, verify, publish or quarantine
-    tables/            Delta Lake tables over the published files; Synapse SQL
+    tables/            the Delta tables in _tables/, written from the mirror; Synapse SQL
     run.py             one run: lock, plan, copy within the time budget, manifest
     manifest/          the run manifest and its JSON Schema
     report.py, cli.py  what people read; ``python -m shared``

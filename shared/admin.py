@@ -11,7 +11,8 @@ until an operator decides. Nothing here needs a redeploy:
 * ``quarantine release [LAYOUT/DATASET]``: a run over the quarantined files, copied again
   from the source and judged by the contract in force; those that pass are published exactly
   as a normal run publishes and join their tables, the rest stay with their reason brought
-  up to date.
+  up to date;
+* ``tables rebuild LAYOUT/DATASET``: the dataset's table written anew from the mirror.
 
 Every command that changes the lake holds the run lock, so it never races a timer run.
 """
@@ -28,11 +29,13 @@ from shared.haltian.contracts import (
     Column, Verdict, check_schema, columns_of, columns_to_json, contract_for, fingerprint,
 )
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
-from shared.model import RELEASE, Plan, WorkItem
-from shared.model import RunResult
+from shared.model import RELEASE, Plan, RunResult, TableChange, TableFile, WorkItem
 from shared.run import Bridge, new_run_id, run_once
-from shared.sink.lake import META_REASON, META_SCHEMA, QUARANTINE, Lake, LakeEntry
+from shared.sink.lake import (
+    META_REASON, META_REPLACING, META_SCHEMA, META_SOURCE_ETAG, QUARANTINE, Lake, LakeEntry,
+)
 from shared.sink.lock import RunLock
+from shared.tables.names import table_folder
 from shared.verify.accepted import ContractBook, ContractInForce, accept
 from shared.verify.parquet import UnreadableParquet, read_footer
 
@@ -285,3 +288,49 @@ def release_quarantine(bridge: Bridge, selection: str | None) -> RunResult:
     return run_once(bridge, release=lambda b: release_plan(b, selection))
 
 
+
+
+def mirrored_files(bridge: Bridge, layout: str, dataset: str) -> list[TableFile]:
+    """Every verified copy of a dataset in the mirror (of every organization), as table candidates."""
+    lake = bridge.lake
+    roots = lake.list_folders(bridge.settings.s3_prefix)
+    if layout == V1:
+        roots = [f for root in roots if root.endswith("/v1/") for f in lake.list_folders(root)]
+    files: list[TableFile] = []
+    for root in roots:
+        for entry in lake.list_entries(f"{root}{dataset}/"):
+            key = parse_key(entry.path)
+            source_etag = entry.metadata.get(META_SOURCE_ETAG)
+            if key is not None and key.layout == layout and source_etag and not entry.metadata.get(META_REPLACING):
+                files.append(TableFile(key, entry.size, source_etag, entry.etag))
+    return files
+
+
+def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
+    """``tables rebuild LAYOUT/DATASET``: the table written anew from the mirror (never from S3).
+
+    Holds the run lock. The old table folder is deleted first, so a table another engine made
+    unwritable (a feature the bridge cannot write) or whose column types changed is replaced by
+    one in the bridge's own schema; readers find no table until the new one is committed, and a
+    rebuild that stops half-way is finished by running it again.
+
+    Raises:
+        AdminError: not LAYOUT/DATASET, or the mirror holds no file of it.
+        RunLocked: a run holds the lake's lock.
+    """
+    layout, dataset = parse_dataset(selection)
+    run_id = new_run_id(datetime.now(timezone.utc))
+    with RunLock(bridge.lake, run_id, bridge.settings.lock_seconds) as lock:
+        files = mirrored_files(bridge, layout, dataset)
+        if not files:
+            raise AdminError(f"the mirror holds no file of {layout}/{dataset}: nothing to build a table from")
+        folder = table_folder(layout, dataset)
+        for entry in list(bridge.lake.list_entries(folder)):
+            lock.check()
+            bridge.lake.delete(entry.path)
+        publisher = bridge.delta_publisher(run_id)
+        publisher.guard = lock.check
+        change = publisher.sync(files)
+    log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
+             f"; error: {change.error}" if change.error else "")
+    return change

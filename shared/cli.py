@@ -1,6 +1,7 @@
 """``python -m shared COMMAND``: the same code path as the timer, and the operator's commands.
 
-run, plan, status, backfill, sql; schema show|accept LAYOUT/DATASET; quarantine list|release [LAYOUT/DATASET].
+run, plan, status, backfill, sql; schema show|accept LAYOUT/DATASET; quarantine list|release [LAYOUT/DATASET];
+tables rebuild LAYOUT/DATASET.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         ("quarantine", "list the quarantined files, or release those that pass the contract in force now",
          (("list", "what is in quarantine, and why", False),
           ("release", "copy quarantined files again and publish those that pass the contract in force", False))),
+        ("tables", "the Delta tables in _tables/",
+         (("rebuild", "write a dataset's table anew from the mirror (never from S3), holding the lock", True),)),
     ):
         group = commands.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True)
         for action, action_text, required in actions:
@@ -114,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"not started: {err}", file=sys.stderr)
         return EXIT_SETTINGS
     if args.command == "sql":
-        tables = find_tables(bridge.lake, settings.s3_prefix)
+        tables = find_tables(bridge.lake)
         print(synapse_sql(settings, bridge.lake, tables))
         return EXIT_OK
     if args.command == "status":
@@ -123,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "backfill":
         return _backfill(bridge, args)
-    if args.command in ("schema", "quarantine"):
+    if args.command in ("schema", "quarantine", "tables"):
         return _admin(bridge, args)
     if args.command == "plan":
         plan = plan_run(bridge, full=args.all)
@@ -166,6 +169,17 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
         elif args.command == "schema":
             document = admin.accept_schema(bridge, args.dataset)
             text = format_accepted(document)
+        elif args.command == "tables":
+            change = admin.rebuild_table(bridge, args.dataset)
+            document = {"table": change.table, "version": change.version, "sources": len(change.added),
+                        "excluded": change.excluded, "error": change.error}
+            print(json.dumps(document, indent=2) if args.json else
+                  f"table {change.table}: version {change.version}, rows of {len(change.added)} source files"
+                  + "".join(f"\n{e['source_key']} {e['reason']}" for e in change.excluded))
+            if change.error:
+                print(f"table not rebuilt: {change.error}", file=sys.stderr)
+                return EXIT_FAILED_FILES
+            return EXIT_OK
         elif args.action == "list":
             document = admin.list_quarantine(bridge, args.dataset)
             text = format_quarantine(document)

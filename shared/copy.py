@@ -21,7 +21,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import describe
 from shared.haltian.contracts import fingerprint
-from shared.haltian.keys import HaltianKey
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.sink import lake as lake_module
 from shared.sink.lake import (
@@ -29,7 +28,6 @@ from shared.sink.lake import (
 )
 from shared.sink.lock import LockLost
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
-from shared.tables.delta import NotTakenOut
 from shared.tables.facts import table_facts
 from shared.transport import TransportError
 from shared.verify.parquet import FOOTER_GUESS_BYTES, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer
@@ -45,7 +43,6 @@ BLOCK_BYTES = 8 * 1024 * 1024
 SERVER_BLOCK_BYTES = 64 * 1024 * 1024
 
 Guard = Callable[[], None]
-TakeOut = Callable[[HaltianKey], None]
 
 
 def _no_guard() -> None:
@@ -57,15 +54,14 @@ class Corrupted(Exception):
 
 
 def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-              server_side: bool = False, guard: Guard = _no_guard, take_out: TakeOut | None = None) -> FileOutcome:
+              server_side: bool = False, guard: Guard = _no_guard) -> FileOutcome:
     """Copies one file and reports the outcome; never raises for a per-file problem.
 
     ``server_side`` makes the lake pull the bytes from a presigned S3 URL (Put Block From URL)
     for files larger than their footer read, so they never pass through the function.
     ``guard`` is called before every write readers can see (it raises when the run lost its
-    lock; staged blocks stay invisible). ``take_out`` removes a file from its Delta table: a
-    changed file is marked as being replaced and taken out of its table before its blob is
-    overwritten, so no table describes other bytes at its path.
+    lock; staged blocks stay invisible). A changed file is marked as being replaced before its
+    blob is overwritten, so no table sync reads the old bytes as the new version.
 
     Terminal problems (not Parquet, breaking schema drift) quarantine the file. Transient
     ones (network, throttling, the source changing mid-copy, a concurrent writer) leave it
@@ -83,11 +79,11 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
         return outcome
     try:
         if server_side and item.source.size > FOOTER_GUESS_BYTES:
-            _copy_server_side(item, source, lake, judge, run_id, outcome, guard, take_out)
+            _copy_server_side(item, source, lake, judge, run_id, outcome, guard)
         elif item.source.size <= SINGLE_PUT_MAX_BYTES:
-            _copy_whole(item, source, lake, judge, run_id, outcome, guard, take_out)
+            _copy_whole(item, source, lake, judge, run_id, outcome, guard)
         else:
-            _copy_in_blocks(item, source, lake, judge, run_id, outcome, guard, take_out)
+            _copy_in_blocks(item, source, lake, judge, run_id, outcome, guard)
     except PublishConflict as err:
         current = lake.get_entry(item.key.key)
         if current is not None and current.holds(item.source.etag, item.source.size):
@@ -96,8 +92,6 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
             outcome.action, outcome.reason = FAILED, str(err)
     except (SourceChanged, Corrupted) as err:
         outcome.action, outcome.reason = FAILED, str(err)
-    except NotTakenOut as err:
-        outcome.action, outcome.reason = FAILED, f"its old version could not be taken out of its Delta table: {err}"
     except (BotoCoreError, ClientError, AzureError, TransportError, urllib3.exceptions.HTTPError, OSError) as err:
         outcome.action, outcome.reason = FAILED, describe(err)
     except LockLost:
@@ -112,14 +106,14 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
 
 
 def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                outcome: FileOutcome, guard: Guard, take_out: TakeOut | None) -> None:
+                outcome: FileOutcome, guard: Guard) -> None:
     body = source.get(item.source)
     data = body.data
     _check_bytes(item, body, len(data), hashlib.md5(data) if body.etag_is_md5 else None, outcome)
     verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard, take_out)
+        condition = _make_way(item, lake, run_id, outcome, guard)
     guard()
     outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
@@ -127,11 +121,11 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
 
 
 def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                    outcome: FileOutcome, guard: Guard, take_out: TakeOut | None) -> None:
+                    outcome: FileOutcome, guard: Guard) -> None:
     verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard, take_out)
+        condition = _make_way(item, lake, run_id, outcome, guard)
     body = source.get(item.source, stream=True)
     write = write_id(run_id, item.source.etag)
     # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
@@ -156,7 +150,7 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
 
 
 def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                      outcome: FileOutcome, guard: Guard, take_out: TakeOut | None) -> None:
+                      outcome: FileOutcome, guard: Guard) -> None:
     """The lake pulls the body from a presigned URL; the function moves only the footer.
 
     The footer is read first (one ranged GET) and verified; the body is staged from the URL
@@ -169,7 +163,7 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
     tail = tails[-1]
     destination, metadata, condition = _destination(item, verdict, outcome, run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard, take_out)
+        condition = _make_way(item, lake, run_id, outcome, guard)
     url = source.presign(item.source)
     write = write_id(run_id, item.source.etag)
     body_end = item.source.size - len(tail)
@@ -257,22 +251,17 @@ def replaced_path(item: WorkItem) -> str:
     return f"{QUARANTINE}/{item.key.key.removesuffix('.parquet')}.replaced-{old_etag}.parquet"
 
 
-def _make_way(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome, guard: Guard,
-              take_out: TakeOut | None) -> Condition:
+def _make_way(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome, guard: Guard) -> Condition:
     """Before a changed file is overwritten at its mirrored path: its old version is kept in
-    quarantine, the blob is marked as being replaced (no table sync adds it back), and it is
-    taken out of its Delta table. Returns the condition the new version's write must meet.
-    A crash anywhere in between leaves the old bytes marked and out of the table; the next run
-    does it again (the file is still changed at the source).
+    quarantine and the blob is marked as being replaced (no table sync reads it meanwhile).
+    Returns the condition the new version's write must meet. A crash anywhere in between leaves
+    the old bytes marked; the next run does it again (the file is still changed at the source).
     """
     assert item.replaces is not None
     guard()
     _keep_replaced_version(item, lake, run_id, outcome)
     guard()
     etag = lake.mark_replacing(item.key.key, item.replaces, run_id)
-    if take_out is not None:
-        guard()
-        take_out(item.key)
     return if_unchanged(etag)
 
 

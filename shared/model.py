@@ -100,22 +100,13 @@ class FileOutcome:
 
 @dataclass(frozen=True)
 class TableFile:
-    """A verified file at its mirrored path: a candidate for its dataset's table."""
+    """A verified source version at its mirrored path: a candidate for its dataset's table."""
 
     key: HaltianKey
     size: int
-    modified: datetime
+    source_etag: str  # the source version the mirrored blob holds
+    lake_etag: str | None = None  # the blob version listed (None: the one this run wrote)
     facts: TableFacts | None = None  # None: read from the file's footer when needed
-    etag: str | None = None  # the blob version listed (None: the one this run wrote)
-
-    @property
-    def table_path(self) -> str:
-        """The add action's path, relative to the table root: ``{YYYY}/{MM}/{file}``."""
-        return self.key.key[len(self.key.dataset_folder):]
-
-    @property
-    def modification_time(self) -> int:
-        return int(self.modified.timestamp() * 1000)
 
 
 @dataclass
@@ -125,16 +116,27 @@ class TableChange:
     layout: str
     organization: str
     dataset: str
+    #: The table's folder below the container (``{root}/_tables/{layout}_{dataset}``).
     table: str
     version: int | None = None
+    #: Source keys whose rows this run delivered; removed: source keys whose earlier rows it replaced.
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     excluded: list[dict[str, str]] = field(default_factory=list)
+    #: Months (``YYYY-MM``) this run compacted into one file each.
+    compacted: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added or self.removed or self.compacted)
+
+    def reset(self) -> None:
+        """Forgets an attempt that another writer's commit overtook."""
+        self.added.clear()
+        self.removed.clear()
+        self.excluded.clear()
+        self.compacted.clear()
 
 
 @dataclass

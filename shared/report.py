@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.model import Plan
+from shared.tables.names import TABLES, table_name
 
 
 def format_manifest(manifest: dict[str, Any]) -> str:
@@ -13,13 +14,13 @@ def format_manifest(manifest: dict[str, Any]) -> str:
         f"run {manifest['run_id']}  mode={manifest['mode']}  status={manifest['status']}  "
         f"{manifest['duration_seconds']:.1f} s",
         f"{'layout':7} {'dataset':34} {'new':>6} {'bytes':>13} {'rows':>11} {'quar.':>5} "
-        f"{'failed':>6} {'deferred':>8} {'present':>8}",
+        f"{'failed':>6} {'deferred':>8} {'present':>8}  table",
     ]
     for d in manifest["datasets"]:
         lines.append(
             f"{d['layout']:7} {d['dataset']:34} {d['published']:>6} {d['bytes']:>13,} {d['rows']:>11,} "
             f"{d['quarantined']:>5} {d['failed']:>6} {d['deferred']:>8} "
-            f"{d['already_present'] + d['already_quarantined']:>8}"
+            f"{d['already_present'] + d['already_quarantined']:>8}  {TABLES}/{table_name(d['layout'], d['dataset'])}"
         )
     t = manifest["totals"]
     lines.append(
@@ -53,13 +54,14 @@ def format_manifest(manifest: dict[str, Any]) -> str:
                      + ", ".join(repr(k) for k in unrecognized["examples"][:5]))
     for t in manifest.get("tables", []):
         state = f"version {t['version']}" if t["version"] is not None else "no table yet"
-        if t["added"] or t["removed"]:
-            lines.append(f"delta {t['layout']}/{t['dataset']}: {state}, +{len(t['added'])} files, "
-                         f"-{len(t['removed'])} files")
+        if t["added"] or t["removed"] or t.get("compacted"):
+            lines.append(f"table {t['table']}: {state}, rows of {len(t['added'])} source files added"
+                         + (f", of {len(t['removed'])} replaced" if t["removed"] else "")
+                         + (f", compacted {', '.join(t['compacted'])}" if t.get("compacted") else ""))
         for excluded in t["excluded"]:
-            lines.append(f"delta {t['layout']}/{t['dataset']}: {excluded['source_key']} {excluded['reason']}")
+            lines.append(f"table {t['table']}: {excluded['source_key']} {excluded['reason']}")
         if t["error"]:
-            lines.append(f"delta {t['layout']}/{t['dataset']}: NOT COMMITTED ({t['error']}); the next run retries")
+            lines.append(f"table {t['table']}: NOT COMMITTED ({t['error']}); the next run retries")
     return "\n".join(lines)
 
 

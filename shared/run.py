@@ -35,8 +35,8 @@ from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    IF_MISSING, META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client,
-    make_credential,
+    IF_MISSING, META_REPLACING, META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options,
+    make_container_client, make_credential,
 )
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
@@ -164,7 +164,7 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
         judge = SchemaJudge(bridge.lake, run_id)
         publisher = bridge.delta_publisher(run_id)
         publisher.guard = lock.check
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check, publisher)
+        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
         if plan.mode == RELEASE:
             lock.check()
             _leave_quarantine(bridge.lake, plan, result)
@@ -224,15 +224,14 @@ def _log_drift(result: RunResult) -> None:
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None, guard: Guard,
-              publisher: DeltaPublisher) -> None:
+              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
     """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
     abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
         guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
-        return copy_file(item, bridge.source, bridge.lake, judge, run_id, take_out=publisher.take_out,
+        return copy_file(item, bridge.source, bridge.lake, judge, run_id,
                          server_side=bridge.settings.copy_mode == "server", guard=guard)
 
     done_files = done_bytes = 0
@@ -260,28 +259,28 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
 
 
 def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: DeltaPublisher) -> list[TableChange]:
-    """Brings every dataset's Delta table in line with the verified files this run knows of.
-
-    The candidates are the verified copies the plan listed (which heals a crash between
-    publish and commit) and the files this run published.
+    """Delivers to every dataset's table the source versions mirrored in the lake that it has not
+    been given: the verified copies the plan listed (which finishes the work of a run that
+    crashed between publishing and committing) and the files this run published.
     """
     candidates: dict[str, TableFile] = {}
     for path, entry in plan.mirrored.items():
         key = parse_key(path)
-        if key is not None and entry.metadata.get(META_SOURCE_ETAG) and entry.last_modified is not None:
-            candidates[path] = TableFile(key, entry.size, entry.last_modified, etag=entry.etag)
+        source_etag = entry.metadata.get(META_SOURCE_ETAG)
+        if key is not None and source_etag and not entry.metadata.get(META_REPLACING):
+            candidates[path] = TableFile(key, entry.size, source_etag, entry.etag)
     for outcome in result.outcomes:
-        if outcome.action == PUBLISHED and outcome.lake_modified is not None:
+        if outcome.action == PUBLISHED:
             key = outcome.item.key
-            candidates[key.key] = TableFile(key, outcome.bytes, outcome.lake_modified, outcome.table)
-    by_table: dict[str, list[TableFile]] = {}
+            candidates[key.key] = TableFile(key, outcome.bytes, outcome.item.source.etag, None, outcome.table)
+    by_table: dict[tuple[str, str], list[TableFile]] = {}
     for candidate in candidates.values():
-        by_table.setdefault(candidate.key.dataset_folder, []).append(candidate)
+        by_table.setdefault((candidate.key.layout, candidate.key.dataset), []).append(candidate)
     if not by_table:
         return []
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
                             **_run_threads()) as executor:
-        changes = list(executor.map(publisher.sync, (by_table[folder] for folder in sorted(by_table))))
+        changes = list(executor.map(publisher.sync, (by_table[name] for name in sorted(by_table))))
     return [change for change in changes if change.changed or change.excluded or change.error]
 
 

@@ -26,6 +26,7 @@ from shared.run import Bridge
 from shared.settings import Settings
 from tests.awsauth import AWS_KEY
 from tests.rig import entra, rig  # noqa: F401 - the Entra rig's fixtures, once for the session
+from tests.spark import spark  # noqa: F401 - one Spark with Delta Lake for the session
 
 _names = itertools.count()
 

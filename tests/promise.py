@@ -2,11 +2,12 @@
 
 After any sequence of faults, one clean run later:
   * every readable Haltian Parquet file in the bucket is at its mirrored path, byte-identical,
-    verified, and in its Delta table exactly once (measurements) or as the newest snapshot;
+    verified, and its rows in its table exactly once (measurements) or as the newest snapshot;
   * every unreadable or contract-breaking file is in quarantine with its reason, and nowhere else;
   * nothing partial or unverified is visible at a mirrored path (checked after faulty runs too);
   * the manifests account for every file, each file version in exactly one manifest;
-  * no Delta add action's size differs from the blob at its path (checked after faulty runs too);
+  * no table holds two versions of one source key, or a version's rows twice (checked after faulty
+    runs too);
   * ``latest.json`` only moves forward (:class:`LatestWatch`, across runs);
   * no file was written by a run after it lost its lock (:func:`check_no_write_after_lock_loss`).
 """
@@ -23,7 +24,12 @@ import pyarrow.parquet as pq
 
 from shared.haltian.contracts import MEASUREMENT, Verdict, check_schema, columns_of, contract_for, dataset_kind
 from shared.haltian.keys import parse_key
-from shared.sink.lake import META_REASON, META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
+from deltalake.exceptions import DeltaProtocolError, TableNotFoundError
+
+from shared.sink.lake import (
+    META_REASON, META_ROWS, META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE,
+)
+from tests.tables import file_rows, same_rows, table, table_rows
 
 TABLE_TYPES_KEPT_OUT = ("decimal256",)
 
@@ -106,7 +112,7 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
 
     blobs = {b.name[len(root) + 1:]: b for b in stack.container.list_blobs(name_starts_with=f"{root}/",
                                                                            include=["metadata"])}
-    assert all(name.startswith(("parquet/", "_quarantine/", "_manifests/", "_state/", "_schemas/"))
+    assert all(name.startswith(("parquet/", "_quarantine/", "_manifests/", "_state/", "_schemas/", "_tables/"))
                for name in blobs), "a blob outside the bridge's folders"
 
     published: set[str] = set()
@@ -115,7 +121,7 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
         published |= {f["source_key"] for f in manifest["files"] if f["action"] == "published"}
         quarantined |= {f["source_key"] for f in manifest["files"] if f["action"] == "quarantined"}
 
-    mirrored_by_table: dict[str, list[str]] = defaultdict(list)
+    mirrored_by_table: dict[tuple[str, str], list[str]] = defaultdict(list)
     for key, data in source.items():
         parsed = parse_key(key)
         if parsed is None or (organization is not None and parsed.organization != organization):
@@ -130,7 +136,7 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
             landed = stack.container.get_blob_client(f"{root}/{key}").download_blob().readall()
             assert landed == data, f"{key}: bytes differ"
             assert key in published, f"{key} is in no manifest"
-            mirrored_by_table[parsed.dataset_folder].append(key)
+            mirrored_by_table[(parsed.layout, parsed.dataset)].append(key)
         else:
             q = blobs.get(f"_quarantine/{key}")
             assert q is not None and q.metadata.get(META_SOURCE_ETAG) == etag, f"{key} is not in quarantine"
@@ -139,8 +145,8 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
                 f"{key}: a bad version is at the mirrored path"
             assert key in quarantined, f"{key}: quarantined but in no manifest"
 
-    for folder, keys in mirrored_by_table.items():
-        _check_table(stack, root, folder, keys, source)
+    for (layout, dataset), keys in mirrored_by_table.items():
+        _check_table(stack, root, layout, dataset, keys, source)
     if reported_once:
         check_reported_once(stack, root)
     check_tables_match_blobs(stack, root)
@@ -160,36 +166,33 @@ def check_reported_once(stack, root: str = "haltian/raw") -> None:
         assert ("published", key, metadata[META_SOURCE_ETAG]) in counts, f"{key}: its version is in no manifest"
 
 
-def delta_log(stack, root: str, folder: str) -> dict[str, dict]:
-    """A table's live add actions, path -> add, replayed from its JSON commits."""
-    live: dict[str, dict] = {}
-    names = sorted(b.name for b in stack.container.list_blobs(name_starts_with=f"{root}/{folder}_delta_log/")
-                   if b.name.endswith(".json"))
-    for name in names:
-        for line in stack.container.get_blob_client(name).download_blob().readall().decode().splitlines():
-            action = json.loads(line)
-            if "add" in action:
-                live[action["add"]["path"]] = action["add"]
-            elif "remove" in action:
-                live.pop(action["remove"]["path"], None)
-    return live
+def _table_rows(stack, root: str, name: str) -> list[dict] | None:
+    """A table's rows as delta-rs reads them from the lake; None when there is no table, or when
+    another engine made it one delta-rs cannot read (deletion vectors)."""
+    try:
+        return table_rows(table(stack, name, root))
+    except (TableNotFoundError, DeltaProtocolError):
+        return None
 
 
 def check_tables_match_blobs(stack, root: str = "haltian/raw") -> int:
-    """No Delta add action's size differs from its blob's; holds at every moment. Returns the adds checked."""
-    sizes: dict[str, int] = {}
-    folders: set[str] = set()
-    for blob in stack.container.list_blobs(name_starts_with=f"{root}/parquet/"):
-        name = blob.name[len(root) + 1:]
-        if "/_delta_log/" in name:
-            folders.add(name.split("_delta_log/")[0])
-        else:
-            sizes[name] = blob.size
+    """No table holds two versions of one source key, nor more rows of a version than its file
+    has (as the mirrored copy's row count says while the mirror holds that version); holds at
+    every moment. Returns the source keys checked."""
+    mirrored = {b.name[len(root) + 1:]: b.metadata or {} for b in stack.container.list_blobs(
+        name_starts_with=f"{root}/parquet/", include=["metadata"])}
     checked = 0
-    for folder in sorted(folders):
-        for path, add in delta_log(stack, root, folder).items():
-            assert sizes.get(folder + path) == add["size"], \
-                f"table {folder}: its log says {path} has {add['size']} bytes, the blob has {sizes.get(folder + path)}"
+    for name in sorted({n[len(root) + 9:].split("/")[0] for n in stack.lake_names(f"{root}/_tables/")}):
+        rows = _table_rows(stack, root, name) or []
+        versions: dict[str, Counter] = defaultdict(Counter)
+        for row in rows:
+            versions[row["_source_key"]][row["_source_version"]] += 1
+        for key, counts in versions.items():
+            assert len(counts) == 1, f"table {name}: {key} has rows of several versions {sorted(counts)}"
+            (version, count), = counts.items()
+            metadata = mirrored.get(key, {})
+            if metadata.get(META_SOURCE_ETAG) == version and metadata.get(META_ROWS):
+                assert count <= int(metadata[META_ROWS]), f"table {name}: {key} has {count} rows, its file fewer"
             checked += 1
     return checked
 
@@ -227,30 +230,20 @@ def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str
     return checked
 
 
-def _check_table(stack, root: str, folder: str, keys: list[str], source: dict[str, bytes]) -> None:
-    commits = sorted(n for n in (b.name for b in stack.container.list_blobs(
-        name_starts_with=f"{root}/{folder}_delta_log/")) if n.endswith(".json"))
-    live: dict[str, dict] = {}
-    added: list[str] = []
-    for name in commits:
-        for line in stack.container.get_blob_client(name).download_blob().readall().decode().splitlines():
-            action = json.loads(line)
-            if "add" in action:
-                live[action["add"]["path"]] = action["add"]
-                added.append(action["add"]["path"])
-            elif "remove" in action:
-                live.pop(action["remove"]["path"], None)
+def _check_table(stack, root: str, layout: str, dataset: str, keys: list[str], source: dict[str, bytes]) -> None:
+    """The table holds exactly the rows of its source versions: every mirrored file's for a
+    measurement table, the newest snapshot's for a snapshot table."""
     in_table = [k for k in keys if not _kept_out(source[k])]
-    relative = {k[len(folder):] for k in in_table}
-    parsed = parse_key(keys[0])
-    if dataset_kind(parsed.layout, parsed.dataset) == MEASUREMENT:
-        assert set(live) == relative, f"table {folder}: files {sorted(set(live) ^ relative)[:5]} differ"
-        for path in relative:
-            assert live[path]["size"] == len(source[folder + path]), f"table {folder}: stale add for {path}"
-    else:
+    if dataset_kind(layout, dataset) != MEASUREMENT:
         newest = max(in_table, key=lambda k: (parse_key(k).window_start, k), default=None)
-        if newest is not None:
-            assert list(live) == [newest[len(folder):]], f"snapshot table {folder} is not the newest snapshot"
+        in_table = [newest] if newest is not None else []
+    expected = [row for k in in_table for row in file_rows(source[k], k)]
+    rows = _table_rows(stack, root, f"{layout}_{dataset}")
+    if rows is None:
+        assert not expected, f"table {layout}_{dataset} is missing"
+        return
+    assert same_rows(rows, expected), \
+        f"table {layout}_{dataset}: rows differ from its sources' ({len(rows)} rows, {len(expected)} expected)"
 
 
 def _kept_out(data: bytes) -> bool:

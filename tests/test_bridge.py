@@ -252,7 +252,7 @@ def test_nothing_is_written_outside_the_root_folder(stack) -> None:
     names = stack.lake_names()
     assert names and all(name.startswith(f"{ROOT}/") for name in names)
     tops = {name[len(ROOT) + 1:].split("/")[0] for name in names}
-    assert tops == {"parquet", "_quarantine", "_manifests", "_state", "_schemas"}
+    assert tops == {"parquet", "_tables", "_quarantine", "_manifests", "_state", "_schemas"}
 
 
 def test_organization_filter_reads_only_that_organization(stack) -> None:

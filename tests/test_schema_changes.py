@@ -12,13 +12,10 @@ import json
 import random
 from pathlib import Path
 
-import duckdb
-import duckdb_extension_delta
 import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
 
 from shared import cli
 from shared.demo.bucket import (
@@ -28,7 +25,8 @@ from shared.demo.reference import is_measurement
 from shared.haltian.keys import parse_key
 from shared.manifest.build import build_manifest, manifest_schema
 from shared.run import run_once
-from shared.sink.lake import delta_storage_options
+from tests.tables import LINEAGE, table
+from tests.tables import duckdb_count as tables_duckdb_count
 from tests.faultproxy import FORBIDDEN, PASS, FaultProxy
 from tests.test_reliability import proxied_env
 
@@ -36,25 +34,23 @@ pytestmark = pytest.mark.integration
 
 ROOT = "haltian/raw"
 ORG = BucketSpec().organization
-DELTA_EXTENSION = next(Path(duckdb_extension_delta.__file__).parent.glob("extensions/*/delta.duckdb_extension"))
+
+
+def table_name(folder: str) -> str:
+    """The table of a mirrored dataset folder: ``{layout}_{dataset}``."""
+    parts = folder.rstrip("/").split("/")
+    return f"{'v1' if 'v1' in parts else 'legacy'}_{parts[-1]}"
 
 
 def delta_rows(stack, folder: str) -> pa.Table:
-    options = delta_storage_options(stack.settings(), None)
-    return DeltaTable(f"az://{stack.container_name}/{ROOT}/{folder.rstrip('/')}",
-                      storage_options=options).to_pyarrow_table()
+    """The rows of a dataset's table, without the lineage columns."""
+    rows = pa.table(table(stack, table_name(folder)).to_pyarrow_table())
+    return rows.drop_columns([c for c in LINEAGE if c in rows.column_names])
 
 
 def duckdb_count(stack, folder: str, local: Path) -> int:
     """Rows of a table as DuckDB's delta reader (delta-kernel-rs) sees it, from a copy of the table folder."""
-    prefix = f"{ROOT}/{folder}"
-    for name in stack.lake_names(prefix):
-        target = local / name[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(stack.container.get_blob_client(name).download_blob().readall())
-    connection = duckdb.connect()
-    connection.execute(f"LOAD '{DELTA_EXTENSION}'")
-    return connection.execute("SELECT count(*) FROM delta_scan(?)", [str(local)]).fetchone()[0]
+    return tables_duckdb_count(stack, table_name(folder), local)
 
 
 def file_rows(data: bytes) -> list[dict]:

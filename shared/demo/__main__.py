@@ -52,8 +52,8 @@ def timer_function():  # noqa: ANN201 - the Functions SDK's own type
 
 
 def tables_summary(only: str | None = None) -> str:
-    """Each Delta table (or those whose folder ends with ``only``) with its version and row count, read back
-    with delta-rs."""
+    """Each Delta table (or those whose folder ends with ``only``) with its version, row count, files and
+    months, read back with delta-rs."""
     from deltalake import DeltaTable
 
     from shared.run import Bridge
@@ -64,12 +64,14 @@ def tables_summary(only: str | None = None) -> str:
     bridge = Bridge.from_settings(settings)
     options = delta_storage_options(settings, bridge.credential)
     lines = []
-    for folder in find_tables(bridge.lake, settings.s3_prefix):
+    for folder in find_tables(bridge.lake):
         if only is not None and not folder.endswith(only):
             continue
         table = DeltaTable(f"az://{CONTAINER}/{bridge.lake.path(folder).rstrip('/')}", storage_options=options)
         rows = table.to_pyarrow_dataset().count_rows()
-        lines.append(f"  {folder:75} version {table.version():>3}  {rows:>9,} rows  {len(table.file_uris()):>5} files")
+        months = table.partitions() if table.metadata().partition_columns else []
+        lines.append(f"  {bridge.lake.path(folder):50} version {table.version():>3}  {rows:>9,} rows  "
+                     f"{len(table.file_uris()):>5} files" + (f"  {len(months)} months" if months else ""))
     return "\n".join(lines)
 
 
@@ -183,7 +185,8 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_wor
     copied_twice = manifest["totals"]["published"]  # of the second run
     print(f"\nthe lake: {sum(1 for _ in container.list_blobs(name_starts_with=ROOT + '/parquet/')):,} files in "
           f"{CONTAINER}/{ROOT}/parquet/; manifests in {CONTAINER}/{ROOT}/_manifests/")
-    print("\nDelta tables (one per dataset, over the copied files):")
+    print("\nDelta tables in _tables/ (one per layout and dataset, apart from the mirror; a measurement table "
+          "holds one file per month):")
     print(tables_summary())
     if copied_twice:
         print("the second run copied files again: that is a bug", file=sys.stderr)
@@ -197,7 +200,7 @@ def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClien
 
     dataset = "legacy/measurementOccupantsCount"
     print(f"\n== When Haltian changes a schema: {dataset} gained a NOT NULL column ==")
-    table_line = lambda: "\n".join(line for line in tables_summary("/measurementOccupantsCount/").splitlines()  # noqa: E731
+    table_line = lambda: "\n".join(line for line in tables_summary("_measurementOccupantsCount/").splitlines()  # noqa: E731
                                     if "/v1/" not in line)
     print(f"its table before:\n{table_line()}")
     steps = [["quarantine", "list", dataset], ["schema", "show", dataset], ["schema", "accept", dataset],

@@ -98,6 +98,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
                 "added": t.added,
                 "removed": t.removed,
                 "excluded": t.excluded,
+                "compacted": t.compacted,
                 "error": t.error,
             }
             for t in result.tables

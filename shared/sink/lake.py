@@ -292,6 +292,25 @@ class Lake:
         except ResourceModifiedError as err:
             raise PublishConflict(f"{relative} changed while its footer was read") from err
 
+    def read_bytes(self, relative: str) -> bytes:
+        """A whole (small) blob, such as a Delta log entry."""
+        return self.container.get_blob_client(self.path(relative)).download_blob().readall()
+
+    def download_to(self, relative: str, target: Any, etag: str | None = None) -> dict[str, str]:
+        """Streams a blob into a file object (only that version, with ``etag``); returns its metadata.
+
+        Raises:
+            PublishConflict: with ``etag``, the blob is another version now (or gone).
+        """
+        blob = self.container.get_blob_client(self.path(relative))
+        condition = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            downloader = blob.download_blob(**condition)
+            downloader.readinto(target)
+        except (ResourceModifiedError, ResourceNotFoundError) as err:
+            raise PublishConflict(f"{relative} changed or went since it was listed") from err
+        return dict(downloader.properties.metadata or {})
+
     def get_entry(self, relative: str) -> LakeEntry | None:
         blob = self.container.get_blob_client(self.path(relative))
         try:

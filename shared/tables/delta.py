@@ -1,69 +1,88 @@
-"""One Delta Lake table per dataset, registering the very files the bridge copied.
+"""One query-ready Delta table per layout and dataset, written by the bridge from the mirror.
 
-The table of a dataset is rooted at its mirrored folder (``.../{dataset}/_delta_log``) and
-its add actions point at the copied ``{YYYY}/{MM}/*.parquet`` files: no data is rewritten.
+The tables live apart from the mirror (:mod:`shared.tables.names`); the bridge writes their
+rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
 
-* Measurements append: every verified file is in the table exactly once.
-* Entities and relationships are full snapshots: the table is the newest snapshot (one commit
-  removes the previous snapshot's file and adds the new one); older snapshots stay readable
-  by time travel, and a snapshot older than the table's never replaces it.
+* Measurements append: each source version's rows enter the table exactly once, recorded by
+  application transactions in the same commit (:mod:`shared.tables.ledger`). A source version
+  already delivered is never delivered again, whatever another engine did to its rows since
+  (OPTIMIZE, DELETE, UPDATE). A source file whose bytes changed at Haltian replaces that key's
+  rows in one commit (found by the ``_source_key`` column).
+* Measurement tables are partitioned by ``_source_month``. A closed month is compacted into one
+  file and the open month whenever it holds more than :data:`OPEN_MONTH_FILES` files, in one
+  commit with ``dataChange=false`` (a reader sees the table before or after, never between), so
+  a table holds about one file per month: far within Direct Lake's 1,000 files a table.
+* Entities and relationships are full snapshots: one commit replaces the table's rows with the
+  newest snapshot's; older snapshots stay readable by time travel within the log retention, and
+  a snapshot older than the table's never replaces it.
 
-Each sync compares the table's files with the verified files in the lake, so a run that
-crashed between publishing and committing is healed by the next one, and a retried commit
-cannot add a file twice. Commits carry an application transaction, so two writers at once
-conflict instead of interleaving, and the loser reloads the table and tries again.
+At most one data commit per table per run (compaction may add one); checkpoints every
+:data:`CHECKPOINT_INTERVAL` commits, and log entries older than :data:`LOG_RETENTION` are
+removed at checkpoint time. Protocol reader 1 / writer 2: what Synapse serverless SQL reads.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from azure.core.exceptions import AzureError
-from deltalake import DeltaTable, Field, Schema
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import (
-    AddAction,
-    CommitProperties,
-    PostCommitHookProperties,
-    RemoveAction,
-    Transaction,
-    create_table_with_add_actions,
-)
+from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
 
 from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
-from shared.haltian.keys import HaltianKey, parse_key
+from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import META_REPLACING, Lake, PublishConflict
+from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.facts import TableFacts, table_facts
-from shared.tables.types import table_schema
+from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_id
+from shared.tables.names import table_folder, table_name
+from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH, lineage_fields, table_batches
+from shared.tables.types import arrow_for
 from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
 
-APP_ID = "haltian-azure-bridge"
 #: Readers replay at most this many JSON commits before a checkpoint.
 CHECKPOINT_INTERVAL = 10
+#: Delta's default: log entries older than this go at checkpoint time; time travel reaches this far.
+LOG_RETENTION = "interval 30 days"
 COMMIT_ATTEMPTS = 5
-
-
-class NotTakenOut(Exception):
-    """A file could not be taken out of its table, so its blob must not be replaced now."""
+#: The open month is compacted into one file whenever it holds more files than this (two days of
+#: hourly deliveries), so it never holds more than this many and one.
+OPEN_MONTH_FILES = 48
+#: Direct Lake reads best from row groups of 1-16 million rows; a million keeps a writer's buffer small.
+ROW_GROUP_ROWS = 1 << 20
+#: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
+TARGET_FILE_BYTES = 512 << 20
+#: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
+WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",
+                               "timestampNtz", "columnMapping", "identityColumns"})
 
 
 class _Conflict(Exception):
     """Another writer changed the table first: reload it and try again."""
 
 
+class UnwritableFeature(Exception):
+    """Another engine turned on a table feature the bridge's Delta writer cannot write."""
+
+
 @dataclass
 class DeltaPublisher:
-    """Keeps each dataset's Delta table equal to the verified files in the lake."""
+    """Keeps each dataset's table equal to the rows of the source versions mirrored in the lake."""
 
     lake: Lake
     container: str
@@ -71,181 +90,176 @@ class DeltaPublisher:
     run_id: str
     #: Called before every commit; raises when the run lost its lock (see ``sink.lock``).
     guard: Callable[[], None] = lambda: None
+    #: What "now" is for closing months (tests move it).
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
 
-    def uri(self, dataset_folder: str) -> str:
-        return f"az://{self.container}/{self.lake.path(dataset_folder).rstrip('/')}"
+    def uri(self, folder: str) -> str:
+        return f"az://{self.container}/{self.lake.path(folder).rstrip('/')}"
 
     def sync(self, files: list[TableFile]) -> TableChange:
-        """Brings one dataset's table up to date with ``files`` (all of one dataset folder).
+        """Delivers the source versions among ``files`` (all of one layout and dataset) that the
+        table has not been given, then compacts what is due.
 
-        Never raises but for a lost lock: a table's problem (delta-rs, the lake, or a bug) is
-        reported as its error, the files stay published, and the next run tries again.
+        Never raises but for a lost lock: a table's problem (delta-rs, the lake, a feature the
+        bridge cannot write, or a bug) is reported as its error, the mirror is untouched, and
+        the next run tries again.
         """
         first = files[0].key
-        change = TableChange(first.layout, first.organization, first.dataset, self.lake.path(first.dataset_folder))
+        folder = table_folder(first.layout, first.dataset)
+        change = TableChange(first.layout, first.organization, first.dataset, self.lake.path(folder).rstrip("/"))
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                return self._sync_once(files, change)
+                return self._sync_once(files, folder, change)
             except (CommitFailedError, _Conflict) as err:
-                log.info("table %s: concurrent commit (%s), reloading (attempt %d)", change.table, err, attempt)
-                change.added.clear()
-                change.removed.clear()
-                change.excluded.clear()
+                log.info("table %s: another writer committed first (%s), reloading (attempt %d)", change.table,
+                         err, attempt)
+                change.reset()
                 time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
             except LockLost:
                 raise
-            except (DeltaError, OSError, AzureError) as err:  # delta-rs, or the lake's listings and footers
-                change.error = describe(err)
-                log.error("table %s: %s; the files stay published and the next run tries again",
-                          change.table, change.error)
+            except UnwritableFeature as err:
+                change.error = str(err)
+                log.error("%s", err)
+                return change
+            except (DeltaError, OSError, AzureError, pa.ArrowException) as err:
+                change.error = _feature_error(change, err) or describe(err)
+                log.error("table %s: %s; the mirror is complete and the next run tries again", change.table,
+                          change.error)
                 return change
             except Exception as err:  # noqa: BLE001 - one table's bug must not cost the run its manifest
-                log.exception("table %s: unexpected error; the files stay published and the next run tries "
-                              "again", change.table)
+                log.exception("table %s: unexpected error; the mirror is complete and the next run tries again",
+                              change.table)
                 change.error = f"unexpected error: {describe(err)}"
                 return change
-        change.error = f"gave up after {COMMIT_ATTEMPTS} conflicting commits; the next run tries again"
+        change.error = f"other writers kept committing first ({COMMIT_ATTEMPTS} attempts); the next run tries again"
         return change
 
-    def take_out(self, key: HaltianKey) -> None:
-        """Removes a file from its table before its blob is overwritten by a new version, so
-        the log never describes bytes other than the blob's (the next sync adds the new one).
-
-        Raises:
-            NotTakenOut: the commit kept conflicting, or failed.
-        """
-        uri = self.uri(key.dataset_folder)
-        path = key.key[len(key.dataset_folder):]
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                table = self._load(uri)
-                current = _current_files(table)
-                if path not in current:
-                    return
-                self._commit(table, [_remove(path, current[path][0])], self._properties(table))  # type: ignore[arg-type]
-                log.info("table %s: %s taken out before its new version replaces it", uri, path)
-                return
-            except CommitFailedError:
-                time.sleep(random.uniform(0.1, 0.4) * attempt)
-            except (DeltaError, OSError, AzureError) as err:
-                raise NotTakenOut(describe(err)) from err
-        raise NotTakenOut(f"gave up after {COMMIT_ATTEMPTS} conflicting commits")
-
-    def _as_listed_now(self, files: list[TableFile]) -> list[TableFile]:
-        """The candidates as the lake lists them now, after the table was loaded.
-
-        A listing made before another writer replaced a file (or took it out to replace it)
-        would put an old size back: every candidate takes the size, time and version listed
-        now, files marked as being replaced are left out, and files gone are dropped. A writer
-        that replaces a file takes it out of the table before it overwrites it, so a commit
-        based on a table loaded before that conflicts, and one loaded after sees the mark or
-        the new bytes here.
-        """
-        folders = sorted({f.key.month_folder for f in files})
-        listed = {entry.path: entry for folder in folders for entry in self.lake.list_entries(folder)}
-        now: list[TableFile] = []
-        for candidate in files:
-            entry = listed.get(candidate.key.key)
-            if entry is None or entry.metadata.get(META_REPLACING) or entry.last_modified is None:
-                continue
-            same = entry.size == candidate.size and entry.last_modified == candidate.modified \
-                and candidate.etag in (None, entry.etag)
-            now.append(TableFile(candidate.key, entry.size, entry.last_modified,
-                                 candidate.facts if same else None, entry.etag))
-        return now
-
-    def _sync_once(self, files: list[TableFile], change: TableChange) -> TableChange:
-        uri = self.uri(files[0].key.dataset_folder)
-        snapshot = dataset_kind(files[0].key.layout, files[0].key.dataset) != MEASUREMENT
+    def _sync_once(self, files: list[TableFile], folder: str, change: TableChange) -> TableChange:
+        key = files[0].key
+        measurement = dataset_kind(key.layout, key.dataset) == MEASUREMENT
+        uri = self.uri(folder)
         table = self._load(uri)
-        current = _current_files(table)
-        # The table holds every file as this run listed them: nothing to commit, and so no need
-        # for a listing made after loading the table (the next run heals what came since).
-        to_add = _missing(files, current, snapshot)
-        if to_add:
-            to_add = _missing(self._as_listed_now(files), current, snapshot)
-        if not to_add:
-            change.version = None if table is None else table.version()
-            return change
-        columns = _columns_of(table)
+        if table is not None:
+            _check_features(table, change)
+        delivered = read_delivered(self.lake, folder, table.version()) if table is not None else Delivered(0, {})
+        wanted = [f for f in files if not delivered.holds(f.key.key, f.source_etag)]
+        if not measurement:
+            wanted = _newest_snapshot(wanted, delivered)
+        if wanted:
+            table = self._deliver(uri, table, wanted, delivered, measurement, change)
+        if measurement and table is not None:
+            table = self._compact(table, change)
+        change.version = None if table is None else table.version()
+        return change
 
-        adds: list[AddAction] = []
+    def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
+                 measurement: bool, change: TableChange) -> DeltaTable | None:
+        """One commit: the rows of ``wanted`` (less the files that cannot join the table)."""
+        columns = _columns_of(table)
         new_columns: dict[str, str] = {}
-        for candidate in to_add:
+        accepted: list[TableFile] = []
+        for candidate in wanted:
             facts = candidate.facts or self._read_facts(candidate)
             problem = facts.exclusion or _incompatibility(facts.columns, {**columns, **new_columns})
             if problem is not None:
                 change.excluded.append({"source_key": candidate.key.key, "reason": problem})
                 continue
-            for name, delta in facts.columns.items():  # type: ignore[union-attr]
+            for name, delta in (facts.columns or {}).items():
                 if name not in columns:
                     new_columns.setdefault(name, delta)
-            adds.append(AddAction(candidate.table_path, candidate.size, {}, candidate.modification_time,
-                                  True, facts.stats or "{}"))
-        if not adds:
-            change.version = None if table is None else table.version()
-            return change
-
-        properties = self._properties(table)
-        if table is None:
-            schema = Schema.from_arrow(table_schema(new_columns))
+            accepted.append(candidate)
+        if not accepted:
+            return table
+        schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
+                            for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
+        with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
+            local = self._download(accepted, Path(scratch))
+            if not local:
+                return table
+            number = delivered.number + 1
+            properties = self._properties(number, [(f.key.key, f.source_etag) for f, _ in local])
+            reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
+            replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
+            options: dict[str, Any] = dict(
+                storage_options=self.storage_options, commit_properties=properties,
+                writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
+                post_commithook_properties=_hooks())
             self.guard()
-            try:
-                create_table_with_add_actions(
-                    uri, schema, adds, mode="error", name=files[0].key.dataset,
-                    configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
-                    storage_options=self.storage_options, commit_properties=properties,
-                    post_commithook_properties=PostCommitHookProperties(create_checkpoint=True,
-                                                                        cleanup_expired_logs=False),
-                )
-            except DeltaError as err:
-                if "already exists" not in str(err):
-                    raise
-                raise _Conflict("another writer created the table first") from err
-            table = self._load(uri)
-        else:
-            stale = [a.path for a in adds if a.path in current]
-            if stale:
-                # The file's bytes changed at the source: its old add action goes first, in a
-                # commit of its own (one version may not both remove and add the same path).
-                self._commit(table, [_remove(path, current[path][0]) for path in stale], properties)
-                change.removed.extend(stale)
-                table = self._load(uri)
-                properties = self._properties(table)
-            if new_columns:
-                self.guard()
-                table.alter.add_columns([Field(name, delta, nullable=True) for name, delta in new_columns.items()])
-                table = self._load(uri)
-                properties = self._properties(table)
-            if snapshot:
-                # One commit swaps the snapshot: readers see the old one or the new one, never none.
-                replaced = [path for path in _current_files(table) if path not in stale]
-                self._commit(table, adds, properties, mode="overwrite")
-                change.removed.extend(replaced)
+            if table is None:
+                self._create(uri, reader, measurement, options, wanted[0].key.dataset)
             else:
-                self._commit(table, adds, properties)
-            table = self._load(uri)
-        change.added.extend(a.path for a in adds)
-        change.version = table.version()  # type: ignore[union-attr]
-        return change
+                if new_columns:
+                    options["schema_mode"] = "merge"
+                if not measurement:
+                    options["mode"] = "overwrite"  # one commit swaps the snapshot
+                    change.removed.extend(delivered.last_delivered())
+                elif replaced:
+                    # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
+                    options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+                    change.removed.extend(replaced)
+                else:
+                    options["mode"] = "append"
+                write_deltalake(table, reader, **options)
+        change.added.extend(f.key.key for f, _ in local)
+        return self._load(uri)
 
-    def _commit(self, table: DeltaTable, actions: list[Any], properties: CommitProperties,
-                mode: str = "append") -> None:
+    def _create(self, uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any],
+                dataset: str) -> None:
+        try:
+            write_deltalake(uri, reader, mode="error", name=dataset,
+                            partition_by=[SOURCE_MONTH] if measurement else None,
+                            configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+                                           "delta.logRetentionDuration": LOG_RETENTION},
+                            **options)
+        except DeltaError as err:
+            if "already exists" not in str(err):
+                raise
+            raise _Conflict("another writer created the table first") from err
+
+    def _compact(self, table: DeltaTable, change: TableChange) -> DeltaTable:
+        """Compacts each closed month holding more than one file, and the open month once it holds
+        more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``."""
+        months = _files_per_month(table)
+        current = f"{self.now():%Y-%m}"
+        due = sorted(m for m, count in months.items()
+                     if (m < current and count > 1) or count > OPEN_MONTH_FILES)
+        if not due:
+            return table
+        delivered = read_delivered(self.lake, table_folder(change.layout, change.dataset), table.version())
         self.guard()
-        table.create_write_transaction(
-            actions, mode=mode, schema=table.schema(), commit_properties=properties,
-            post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
-        )
+        table.optimize.compact(
+            partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
+            writer_properties=_writer_properties(), max_concurrent_tasks=1,
+            commit_properties=self._properties(delivered.number + 1, []), post_commithook_properties=_hooks())
+        change.compacted.extend(due)
+        log.info("table %s: compacted %s", change.table, ", ".join(due))
+        return self._load(table.table_uri) or table
 
-    def _properties(self, table: DeltaTable | None) -> CommitProperties:
-        # The application transaction makes concurrent bridge commits to one table conflict,
-        # so a writer never commits against a file list it did not see.
-        version = 0 if table is None else (table.transaction_version(APP_ID) or 0)
+    def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
         return CommitProperties(
             custom_metadata={"haltian_run_id": self.run_id},
-            app_transactions=[Transaction(APP_ID, version + 1)],
+            app_transactions=[Transaction(APP_ID, number)]
+            + [Transaction(source_app_id(key, etag), number) for key, etag in sources],
             max_commit_retries=0,
         )
+
+    def _download(self, files: list[TableFile], scratch: Path) -> list[tuple[TableFile, Path]]:
+        """Each file's mirrored bytes, from the blob version listed and only while it is still
+        that source version; a file replaced meanwhile is left to the next run."""
+        local: list[tuple[TableFile, Path]] = []
+        for index, candidate in enumerate(files):
+            path = scratch / f"{index}.parquet"
+            try:
+                with path.open("wb") as target:
+                    metadata = self.lake.download_to(candidate.key.key, target, candidate.lake_etag)
+            except PublishConflict:
+                log.info("table sync: %s changed since it was listed; the next run delivers it", candidate.key.key)
+                continue
+            if metadata.get(META_SOURCE_ETAG) != candidate.source_etag or metadata.get(META_REPLACING):
+                log.info("table sync: %s is being replaced; the next run delivers it", candidate.key.key)
+                continue
+            local.append((candidate, path))
+        return local
 
     def _load(self, uri: str) -> DeltaTable | None:
         try:
@@ -254,39 +268,84 @@ class DeltaPublisher:
             return None
 
     def _read_facts(self, candidate: TableFile) -> TableFacts:
-        """A published file's footer, read back from the lake (only when healing), from the
-        version listed: a file replaced meanwhile makes the sync start over."""
+        """A mirrored file's footer, read back from the lake (a file this run did not copy)."""
         try:
             facts = read_footer(lambda length: self.lake.read_tail(candidate.key.key, candidate.size, length,
-                                                                   candidate.etag), candidate.size)
+                                                                   candidate.lake_etag), candidate.size)
         except PublishConflict as err:
             raise _Conflict(str(err)) from err
         except UnreadableParquet as err:
-            return TableFacts(None, None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
+            return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
         return table_facts(facts.metadata)
 
 
-def _current_files(table: DeltaTable | None) -> dict[str, tuple[int, int]]:
-    """The table's files: path -> (size, modification time)."""
-    if table is None:
-        return {}
-    actions = table.get_add_actions(flatten=True)
-    columns = {name: actions.column(name).to_pylist() for name in ("path", "size_bytes", "modification_time")}
-    return {p: (s, m) for p, s, m in zip(columns["path"], columns["size_bytes"], columns["modification_time"])}
+def _batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for candidate, path in local:
+        with pq.ParquetFile(path) as source:
+            yield from table_batches(source, schema, candidate.key, candidate.source_etag)
+
+
+def _writer_properties() -> WriterProperties:
+    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
+
+
+def _hooks() -> PostCommitHookProperties:
+    return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=True)
+
+
+def _in(column: str, values: list[str]) -> str:
+    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(set(values)))
+    return f"{column} IN ({quoted})"
+
+
+def _check_features(table: DeltaTable, change: TableChange) -> None:
+    """Raises UnwritableFeature, in words an operator can act on, when another engine turned on
+    a table feature the bridge cannot write."""
+    protocol = table.protocol()
+    features = sorted(set(protocol.writer_features or []) - WRITABLE_FEATURES)
+    if features:
+        raise UnwritableFeature(_feature_message(change, features))
+
+
+def _feature_message(change: TableChange, features: list[str]) -> str:
+    name = table_name(change.layout, change.dataset)
+    return (f"table {name}: another engine turned on the Delta table feature {', '.join(features)}, which the "
+            "bridge's Delta writer cannot write, so the table gets no new rows; the mirror and the other tables "
+            f"carry on. Drop the feature in Spark (ALTER TABLE ... DROP FEATURE {features[0]}) or rebuild the "
+            f"table from the mirror: python -m shared tables rebuild {change.layout}/{change.dataset}")
+
+
+def _feature_error(change: TableChange, err: Exception) -> str | None:
+    """delta-rs's refusal of an unsupported feature, said as :func:`_check_features` says it."""
+    text = str(err)
+    if "nsupported" not in text or "feature" not in text.lower():
+        return None
+    known = sorted(f for f in _ALL_FEATURES if f in text) or ["(named in: " + text.splitlines()[0][:200] + ")"]
+    return _feature_message(change, known)
+
+
+_ALL_FEATURES = ("rowTracking", "domainMetadata", "inCommitTimestamp", "v2Checkpoint", "deletionVectors",
+                 "clustering", "typeWidening", "icebergCompatV1", "icebergCompatV2", "vacuumProtocolCheck",
+                 "variantType")
+
+
+def _files_per_month(table: DeltaTable) -> dict[str, int]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    counts: dict[str, int] = {}
+    for month in actions.column(f"partition.{SOURCE_MONTH}").to_pylist():
+        counts[month] = counts.get(month, 0) + 1
+    return counts
 
 
 def _columns_of(table: DeltaTable | None) -> dict[str, str]:
+    """The table's data columns (not the lineage) and their Delta types."""
     if table is None:
         return {}
-    return {f.name: _type_name(f.type) for f in table.schema().fields}
+    return {f.name: _type_name(f.type) for f in table.schema().fields if f.name not in LINEAGE}
 
 
 def _type_name(delta_type: Any) -> str:
     return str(getattr(delta_type, "type", delta_type))
-
-
-def _remove(path: str, size: int) -> RemoveAction:
-    return RemoveAction(path, True, int(time.time() * 1000), size, {})
 
 
 def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[str, str]) -> str | None:
@@ -303,20 +362,17 @@ def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[st
     return None
 
 
-def _missing(files: list[TableFile], current: dict[str, tuple[int, int]], snapshot: bool) -> list[TableFile]:
-    """The files the table should hold but does not hold as given (size, modification time):
-    all of them for a measurement table, the newest for a snapshot table."""
+def _newest_snapshot(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
+    """The newest snapshot not yet delivered, unless the table holds one at least as new."""
     if not files:
         return []
-    wanted = _newest_snapshot(files, current) if snapshot else files
-    return [f for f in wanted if current.get(f.table_path) != (f.size, f.modification_time)]
-
-
-def _newest_snapshot(files: list[TableFile], current: dict[str, tuple[int, int]]) -> list[TableFile]:
-    """The newest snapshot, unless the table already holds one at least as new."""
     newest = max(files, key=lambda f: (f.key.window_start, f.key.key))
-    folder = newest.key.dataset_folder
-    in_table = [parse_key(folder + path) for path in current]
-    if any(k is not None and (k.window_start, k.key) > (newest.key.window_start, newest.key.key) for k in in_table):
+    if any((_window(key), key) > (newest.key.window_start, newest.key.key) for key in delivered.versions):
         return []  # an older snapshot arrived late: it never replaces a newer one
     return [newest]
+
+
+def _window(key: str) -> datetime:
+    parsed = parse_key(key)
+    return parsed.window_start if parsed is not None else datetime.min.replace(tzinfo=timezone.utc)
+

@@ -6,23 +6,21 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from shared.tables.stats import delta_stats
 from shared.tables.types import NoDeltaType, delta_columns
 
 
 @dataclass(frozen=True)
 class TableFacts:
-    """A file's Delta columns and statistics, or why it cannot be in a table."""
+    """A file's Delta columns, or why it cannot be in a table."""
 
     columns: dict[str, str] | None
-    stats: str | None
     exclusion: str | None = None
 
 
 def table_facts(metadata: pq.FileMetaData) -> TableFacts:
-    """Delta columns and per-file statistics from a Parquet footer (no data is read)."""
+    """Delta columns from a Parquet footer (no data is read)."""
     try:
         columns = delta_columns(metadata.schema.to_arrow_schema())
     except NoDeltaType as err:
-        return TableFacts(None, None, f"kept out of the Delta table: {err}")
-    return TableFacts(columns, delta_stats(metadata))
+        return TableFacts(None, f"kept out of the Delta table: {err}")
+    return TableFacts(columns)

@@ -1,0 +1,65 @@
+"""A mirrored file's rows in its table's one physical schema, each naming its source.
+
+Haltian's files spell one logical type several ways (millisecond and microsecond timestamps,
+``uint32``, ``large_string``, dictionaries, files written before a column existed). A table's
+data files all have the table's schema: every column is cast to the table's type (which holds
+every value, see :mod:`shared.tables.types`), a column the file lacks is null, and three
+lineage columns are added:
+
+* ``_source_key``: the source object's key (the mirrored path below the lake root);
+* ``_source_version``: the source object's ETag: which version of that key the row came from;
+* ``_source_month``: ``YYYY-MM`` of the key's folder, the partition of measurement tables (what
+  the bridge compacts once a month is closed).
+
+The columns travel with the rows, so they survive any engine's compaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shared.haltian.keys import HaltianKey
+
+SOURCE_KEY = "_source_key"
+SOURCE_VERSION = "_source_version"
+SOURCE_MONTH = "_source_month"
+LINEAGE = (SOURCE_KEY, SOURCE_VERSION, SOURCE_MONTH)
+#: Rows per record batch read from a source file: bounds the memory of a table write.
+BATCH_ROWS = 65_536
+
+
+def lineage_fields() -> list[pa.Field]:
+    return [pa.field(name, pa.string(), nullable=True) for name in LINEAGE]
+
+
+def month_of(key: HaltianKey) -> str:
+    return f"{key.year:04d}-{key.month:02d}"
+
+
+def table_batches(source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, version: str) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches of ``schema`` (the table's columns, then the lineage)."""
+    lineage = {SOURCE_KEY: key.key, SOURCE_VERSION: version, SOURCE_MONTH: month_of(key)}
+    for batch in source.iter_batches(batch_size=BATCH_ROWS):
+        yield _conform(batch, schema, lineage)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, lineage: dict[str, str]) -> pa.RecordBatch:
+    rows = batch.num_rows
+    columns: list[pa.Array] = []
+    for field in schema:
+        if field.name in lineage:
+            columns.append(pa.array([lineage[field.name]] * rows, pa.string()))
+            continue
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(rows, field.type))
+            continue
+        column = batch.column(index)
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        columns.append(column if column.type == field.type else pc.cast(column, field.type, safe=True))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
