@@ -12,7 +12,8 @@ until an operator decides. Nothing here needs a redeploy:
   from the source and judged by the contract in force; those that pass are published exactly
   as a normal run publishes and join their tables, the rest stay with their reason brought
   up to date;
-* ``tables rebuild LAYOUT/DATASET``: the dataset's table written anew from the mirror.
+* ``tables rebuild LAYOUT/DATASET``: the dataset's table written anew from the mirror;
+* ``tables drop-legacy``: the Delta logs earlier versions kept in the mirror folders, removed.
 
 Every command that changes the lake holds the run lock, so it never races a timer run.
 """
@@ -35,7 +36,7 @@ from shared.sink.lake import (
     META_REASON, META_REPLACING, META_SCHEMA, META_SOURCE_ETAG, QUARANTINE, Lake, LakeEntry,
 )
 from shared.sink.lock import RunLock
-from shared.tables.names import table_folder
+from shared.tables.names import DELTA_LOG, table_folder
 from shared.verify.accepted import ContractBook, ContractInForce, accept
 from shared.verify.parquet import UnreadableParquet, read_footer
 
@@ -334,3 +335,45 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
     log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
              f"; error: {change.error}" if change.error else "")
     return change
+
+
+def drop_legacy_tables(bridge: Bridge) -> dict[str, Any]:
+    """``tables drop-legacy``: removes the Delta logs that earlier versions kept inside the mirrored
+    dataset folders (``.../{dataset}/_delta_log/``), once the dataset's table in ``_tables/`` exists.
+
+    Only log blobs go: the mirrored files beside them are the mirror. Holds the run lock.
+
+    Raises:
+        RunLocked: a run holds the lake's lock.
+    """
+    lake = bridge.lake
+    run_id = new_run_id(datetime.now(timezone.utc))
+    removed: list[str] = []
+    kept: list[str] = []
+    with RunLock(lake, run_id, bridge.settings.lock_seconds) as lock:
+        for folder in _legacy_table_folders(lake, bridge.settings.s3_prefix):
+            parts = folder.rstrip("/").split("/")
+            new_table = table_folder(V1 if V1 in parts else LEGACY, parts[-1])
+            if new_table + DELTA_LOG not in lake.list_folders(new_table):
+                kept.append(lake.path(folder + DELTA_LOG))
+                continue
+            for entry in list(lake.list_entries(folder + DELTA_LOG)):
+                lock.check()
+                lake.delete(entry.path)
+            removed.append(lake.path(folder + DELTA_LOG))
+    return {"removed": removed, "kept_until_the_new_table_exists": kept}
+
+
+def _legacy_table_folders(lake: Lake, prefix: str) -> list[str]:
+    """The mirrored dataset folders below ``prefix`` that still hold a ``_delta_log/``."""
+    found: list[str] = []
+    pending = [prefix]
+    while pending:
+        folder = pending.pop()
+        children = lake.list_folders(folder)
+        if folder + DELTA_LOG in children:
+            found.append(folder)
+        depth = folder[len(prefix):].count("/")
+        if depth < 3:  # the export's own levels: parquet/, v1/, organizations, datasets
+            pending.extend(c for c in children if not c.endswith(DELTA_LOG) and not c[len(prefix):].startswith("_"))
+    return sorted(found)

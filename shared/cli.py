@@ -66,13 +66,16 @@ def _parser() -> argparse.ArgumentParser:
          (("list", "what is in quarantine, and why", False),
           ("release", "copy quarantined files again and publish those that pass the contract in force", False))),
         ("tables", "the Delta tables in _tables/",
-         (("rebuild", "write a dataset's table anew from the mirror (never from S3), holding the lock", True),)),
+         (("rebuild", "write a dataset's table anew from the mirror (never from S3), holding the lock", True),
+          ("drop-legacy", "remove the Delta logs earlier versions kept in the mirror folders (once the new "
+                          "tables exist)", None))),
     ):
         group = commands.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True)
         for action, action_text, required in actions:
             command = group.add_parser(action, help=action_text, description=action_text)
-            command.add_argument("dataset", metavar="LAYOUT/DATASET", nargs=None if required else "?",
-                                 help="for example legacy/measurementCO2" + ("" if required else "; default: all"))
+            if required is not None:
+                command.add_argument("dataset", metavar="LAYOUT/DATASET", nargs=None if required else "?",
+                                     help="for example legacy/measurementCO2" + ("" if required else "; default: all"))
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
             _settings_argument(command)
     return parser
@@ -169,6 +172,11 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
         elif args.command == "schema":
             document = admin.accept_schema(bridge, args.dataset)
             text = format_accepted(document)
+        elif args.command == "tables" and args.action == "drop-legacy":
+            document = admin.drop_legacy_tables(bridge)
+            text = "\n".join([f"removed {path}" for path in document["removed"]]
+                             + [f"kept {path}: the dataset has no table in _tables/ yet (a full reconcile writes it)"
+                                for path in document["kept_until_the_new_table_exists"]]) or "no old tables in the mirror"
         elif args.command == "tables":
             change = admin.rebuild_table(bridge, args.dataset)
             document = {"table": change.table, "version": change.version, "sources": len(change.added),

@@ -94,6 +94,8 @@ class _Instruments:
         self.failed = meter.create_counter(names.FILES_FAILED, unit="1", description="files failed, left for the next run")
         self.deferred = meter.create_counter(names.FILES_DEFERRED, unit="1",
                                              description="files deferred by the time budget")
+        self.table_errors = meter.create_counter(
+            names.TABLE_ERRORS, unit="1", description="tables a run could not update (the manifest says why)")
         self.oldest_pending = meter.create_gauge(
             names.LAG_OLDEST_PENDING, unit="s", description="age of the oldest delivered file not yet published")
         self.newest_published = meter.create_gauge(
@@ -123,6 +125,9 @@ def record_run(result: RunResult, *, now: datetime | None = None) -> None:
         instruments.drift.add(1, {"layout": drift["layout"], "dataset": drift["dataset"], "verdict": drift["verdict"]})
     for (layout, dataset), count in result.deferred.items():
         instruments.deferred.add(count, {"layout": layout, "dataset": dataset})
+    for table in result.tables:
+        if table.error:
+            instruments.table_errors.add(1, {"layout": table.layout, "dataset": table.dataset})
     status = "failed" if result.exit_code else result.status
     run_dims = {"status": status, "mode": result.plan.mode}
     instruments.runs.add(1, run_dims)

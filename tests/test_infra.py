@@ -852,7 +852,7 @@ def test_every_metric_the_code_emits_is_on_the_workbook_or_an_alert() -> None:
     assert not unused, f"never shown or alerted on: {sorted(unused)}"
 
 
-def test_alerts_cover_failures_quarantine_staleness_and_silence() -> None:
+def test_alerts_cover_failures_quarantine_tables_staleness_and_silence() -> None:
     bicep = parse(ALERTS)
     queries = {name: literal(value) for name, value in variables(bicep).items() if name.endswith("Query")}
     assert f"'{telemetry_names.RUNS}'" in queries["runFailedQuery"]
@@ -860,12 +860,13 @@ def test_alerts_cover_failures_quarantine_staleness_and_silence() -> None:
     assert f"'{telemetry_names.FILES_QUARANTINED}'" in queries["quarantineQuery"]
     assert f"'{telemetry_names.SCHEMA_DRIFT}'" in queries["schemaDriftQuery"]
     assert "'breaking'" in queries["schemaDriftQuery"]
+    assert f"'{telemetry_names.TABLE_ERRORS}'" in queries["tableErrorQuery"]
     assert f"'{telemetry_names.LAG_OLDEST_PENDING}'" in queries["stalenessQuery"]
     assert f"'{telemetry_names.RUNS}'" in queries["noRunQuery"]
     rules = [r for r in resources(bicep) if r.type == "Microsoft.Insights/scheduledQueryRules"]
     assert len(rules) == 1 and rules[0].body.parent.type == "for_statement"
     rule_list = variables(bicep)["rules"]
-    assert len(named(rule_list)) == 5
+    assert len(named(rule_list)) == 6
     action_groups = rules[0].prop("properties", "actions", "actionGroups")
     (group,) = [r for r in resources(bicep) if r.type == "Microsoft.Insights/actionGroups"]
     assert text(action_groups).replace(" ", "").replace("\n", "") == f"[{group.symbol}.id]"

@@ -470,3 +470,42 @@ def test_the_log_is_checkpointed_and_cleaned(stack) -> None:
     commits = [n for n in log_files if re.fullmatch(r".*/\d{20}\.json", n)]
     assert len(commits) <= 2 * CHECKPOINT_INTERVAL + 2, commits
     assert len(table_rows(table(stack, "legacy_measurementCO2"))) == 2 * 24 * (2 * CHECKPOINT_INTERVAL + 3)
+
+
+def test_a_snapshot_table_holds_each_organizations_newest_snapshot(stack) -> None:
+    """A bucket with two organizations (no HALTIAN_ORGANIZATION_ID): a new snapshot of one
+    replaces that organization's rows only."""
+    other = "0b7f3c1e-2d4a-4c5b-8e9f-1a2b3c4d5e6f"
+    at = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    snapshots = {}
+    for org, hour, seed in ((BucketSpec().organization, 0, 1), (other, 0, 2), (BucketSpec().organization, 5, 3)):
+        key = legacy_key(org, "device", at + timedelta(hours=hour))
+        snapshots[key] = parquet_bytes(make_table(legacy_schema("device"), 3 + seed, at, random.Random(seed)))
+    keys = list(snapshots)
+    first = publisher(stack, at).sync([mirror(stack, k, snapshots[k]) for k in keys[:2]])
+    assert first.error is None and sorted(first.added) == sorted(keys[:2])
+    second = publisher(stack, at).sync([mirror(stack, k, snapshots[k]) for k in keys])
+    assert second.error is None and second.added == [keys[2]] and second.removed == [keys[0]]
+    expected = file_rows(snapshots[keys[1]], keys[1]) + file_rows(snapshots[keys[2]], keys[2])
+    assert same_rows(table_rows(table(stack, "legacy_device")), expected)
+
+
+def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(stack, monkeypatch, capsys) -> None:
+    from shared import cli
+
+    objects = stack.seed(BucketSpec(**SPEC, bad_files=False))
+    org = BucketSpec().organization
+    old_logs = [f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/00000000000000000000.json",
+                f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/00000000000000000000.json"]
+    for name in old_logs:  # as an earlier version left them
+        stack.container.upload_blob(name, b'{"commitInfo":{}}\n')
+    run_once(stack.bridge())
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["tables", "drop-legacy", "--json"]) == cli.EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert document == {"removed": [f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/"],
+                        "kept_until_the_new_table_exists": [f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/"]}
+    names = stack.lake_names(f"{ROOT}/parquet/")
+    assert old_logs[0] not in names and old_logs[1] in names
+    assert len([n for n in names if "_delta_log" not in n]) == len(objects)  # every mirrored file kept

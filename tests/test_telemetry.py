@@ -48,7 +48,11 @@ def test_a_run_emits_every_metric_the_alerts_and_workbook_use(stack, reader) -> 
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1 (injected)")
 
     bridge.source.transport.hook = refuse
+    # A table delta-rs cannot load (as if its log were damaged): that table's error, the run goes on.
+    damaged = "haltian/raw/_tables/legacy_measurementCO2/_delta_log/00000000000000000000.json"
+    stack.container.upload_blob(damaged, b"not a Delta log")
     result = run_once(bridge)
+    stack.container.delete_blob(damaged)
     bridge.source.transport.hook = None
     tight = stack.bridge(BRIDGE_TIME_BUDGET_SECONDS="1")
 
@@ -68,6 +72,8 @@ def test_a_run_emits_every_metric_the_alerts_and_workbook_use(stack, reader) -> 
                     if p.attributes["dataset"] == "measurementCO2" and p.attributes["layout"] == "legacy")
     assert published >= sum(1 for o in result.outcomes if o.action == PUBLISHED
                             and o.item.key.dataset == "measurementCO2" and o.item.key.layout == "legacy")
+    assert {(p.attributes["layout"], p.attributes["dataset"]) for p in points[names.TABLE_ERRORS]} \
+        == {("legacy", "measurementCO2")}
     statuses = {p.attributes["status"] for p in points[names.RUNS]}
     assert {"failed", "incomplete"} <= statuses
     lag = {(p.attributes["layout"], p.attributes["dataset"]): p.value for p in points[names.LAG_OLDEST_PENDING]}

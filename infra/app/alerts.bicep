@@ -77,6 +77,14 @@ customMetrics
 | summarize runs = sum(value) by layout = tostring(customDimensions.layout), dataset = tostring(customDimensions.dataset)
 '''
 
+// One sample per table per run that could not update it (a table feature another engine turned
+// on, or the lake failing the table's commit); the mirror goes on all the same.
+var tableErrorQuery = '''
+customMetrics
+| where name == 'bridge_table_errors'
+| summarize runs = sum(value) by layout = tostring(customDimensions.layout), dataset = tostring(customDimensions.dataset)
+'''
+
 // The newest sample per dataset: how long the oldest file Haltian delivered has been waiting.
 // It only grows while Haltian keeps delivering and the bridge does not publish.
 var stalenessQuery = '''
@@ -130,6 +138,19 @@ var rules = [
     severity: 2
     windowSize: 'PT1H'
     query: schemaDriftQuery
+    timeAggregation: 'Total'
+    metricMeasureColumn: 'runs'
+    dimensions: [ splitBy('layout'), splitBy('dataset') ]
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    name: 'table-not-updated'
+    displayName: 'Haltian bridge: a Delta table was not updated'
+    description: 'A run could not write this dataset\'s table in _tables/ (the manifest\'s tables[].error says why, in one line: for example a table feature another engine turned on, with what to do). The mirror is complete; the next run tries again.'
+    severity: 2
+    windowSize: 'PT1H'
+    query: tableErrorQuery
     timeAggregation: 'Total'
     metricMeasureColumn: 'runs'
     dimensions: [ splitBy('layout'), splitBy('dataset') ]

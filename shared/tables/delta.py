@@ -12,9 +12,10 @@ rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
   file and the open month whenever it holds more than :data:`OPEN_MONTH_FILES` files, in one
   commit with ``dataChange=false`` (a reader sees the table before or after, never between), so
   a table holds about one file per month: far within Direct Lake's 1,000 files a table.
-* Entities and relationships are full snapshots: one commit replaces the table's rows with the
-  newest snapshot's; older snapshots stay readable by time travel within the log retention, and
-  a snapshot older than the table's never replaces it.
+* Entities and relationships are full snapshots: one commit replaces an organization's rows
+  with its newest snapshot's (a lake that mirrors several organizations holds each one's newest
+  snapshot); older snapshots stay readable by time travel within the log retention, and a
+  snapshot older than the table's never replaces it.
 
 At most one data commit per table per run (compaction may add one); checkpoints every
 :data:`CHECKPOINT_INTERVAL` commits, and log entries older than :data:`LOG_RETENTION` are
@@ -144,7 +145,7 @@ class DeltaPublisher:
         delivered = read_delivered(self.lake, folder, table.version()) if table is not None else Delivered(0, {})
         wanted = [f for f in files if not delivered.holds(f.key.key, f.source_etag)]
         if not measurement:
-            wanted = _newest_snapshot(wanted, delivered)
+            wanted = _newest_snapshots(wanted, delivered)
         if wanted:
             table = self._deliver(uri, table, wanted, delivered, measurement, change)
         if measurement and table is not None:
@@ -191,8 +192,11 @@ class DeltaPublisher:
                 if new_columns:
                     options["schema_mode"] = "merge"
                 if not measurement:
-                    options["mode"] = "overwrite"  # one commit swaps the snapshot
-                    change.removed.extend(delivered.last_delivered())
+                    # One commit swaps each organization's snapshot; other organizations' rows stay.
+                    organizations = sorted({f.key.organization for f, _ in local})
+                    options.update(mode="overwrite", predicate=" OR ".join(
+                        f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
+                    change.removed.extend(_current_snapshots(delivered, organizations))
                 elif replaced:
                     # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
                     options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
@@ -362,14 +366,28 @@ def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[st
     return None
 
 
-def _newest_snapshot(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
-    """The newest snapshot not yet delivered, unless the table holds one at least as new."""
-    if not files:
-        return []
-    newest = max(files, key=lambda f: (f.key.window_start, f.key.key))
-    if any((_window(key), key) > (newest.key.window_start, newest.key.key) for key in delivered.versions):
-        return []  # an older snapshot arrived late: it never replaces a newer one
-    return [newest]
+def _newest_snapshots(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
+    """Per organization, the newest snapshot not yet delivered, unless the table holds one of
+    that organization at least as new (a snapshot that arrives late never replaces a newer one)."""
+    chosen: list[TableFile] = []
+    for organization in sorted({f.key.organization for f in files}):
+        newest = max((f for f in files if f.key.organization == organization),
+                     key=lambda f: (f.key.window_start, f.key.key))
+        if not any((_window(key), key) > (newest.key.window_start, newest.key.key)
+                   for key in delivered.versions if f"/{organization}/" in key):
+            chosen.append(newest)
+    return chosen
+
+
+def _current_snapshots(delivered: Delivered, organizations: list[str]) -> list[str]:
+    """The delivered snapshot of each of these organizations (its newest delivery)."""
+    current: list[str] = []
+    for organization in organizations:
+        keys = [key for key in delivered.numbers if f"/{organization}/" in key]
+        if keys:
+            newest = max(delivered.numbers[key] for key in keys)
+            current += sorted(key for key in keys if delivered.numbers[key] == newest)
+    return current
 
 
 def _window(key: str) -> datetime:

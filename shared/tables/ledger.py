@@ -52,10 +52,6 @@ class Delivered:
     def holds(self, key: str, etag: str) -> bool:
         return self.versions.get(key) == etag
 
-    def last_delivered(self) -> list[str]:
-        """The keys the latest delivery brought (a snapshot table's current snapshot)."""
-        newest = max(self.numbers.values(), default=None)
-        return sorted(key for key, number in self.numbers.items() if number == newest)
 
 
 def read_delivered(lake: Lake, table_folder: str, version: int) -> Delivered:
