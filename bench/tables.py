@@ -7,8 +7,12 @@
 * **Compacting a month**: a month of hourly files of the largest demo dataset, each its own
   commit (as hourly runs leave the open month), compacted by the bridge's own compaction in a
   child process: seconds and that process's peak RSS (the bound: a 2 GB Functions instance).
+* **A backfill in one sync**: months of hourly files delivered into an empty table by one sync
+  (what a full reconcile does: every month written already compacted), in a child process:
+  seconds and peak RSS.
 
-    .venv/bin/python -m bench.tables [--files 240] [--month-files 720] [--rows 3600] [--no-write]
+    .venv/bin/python -m bench.tables [--files 240] [--month-files 720] [--rows 3600]
+                                     [--backfill-months 6] [--no-write]
 """
 
 from __future__ import annotations
@@ -101,10 +105,50 @@ def compact_child(connection: str, container_name: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall = time.monotonic()
     change = TableChange("legacy", ORG, "measurementCO2", "bench")
-    publisher._compact(table, change)
+    publisher._compact(table, change, 10**6)
     seconds = time.monotonic() - wall
     print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rss_before_mb": before / 1024, "compacted": change.compacted}))
+
+
+def backfill_child(connection: str, container_name: str) -> None:
+    """In its own process: one sync of every mirrored file, then its peak RSS and time as JSON."""
+    publisher = _publisher(connection, container_name, datetime(2027, 6, 1, tzinfo=timezone.utc))
+    files = _listed(publisher.lake)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wall = time.monotonic()
+    change = publisher.sync(files)
+    seconds = time.monotonic() - wall
+    assert change.error is None, change.error
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_mb": before / 1024, "files": len(change.added)}))
+
+
+def _listed(lake) -> list:
+    from shared.haltian.keys import parse_key
+    from shared.model import TableFile
+
+    files = []
+    for entry in lake.list_entries("parquet/"):
+        key = parse_key(entry.path)
+        if key is not None:
+            files.append(TableFile(key, entry.size, entry.metadata["haltian_source_etag"], entry.etag))
+    return files
+
+
+def backfill(connection: str, months: int, rows: int) -> dict:
+    service = BlobServiceClient.from_connection_string(connection)
+    container = service.create_container(f"backfill{int(time.time())}")
+    size = 0
+    for month in range(months):
+        start = datetime(2026, 1 + month, 1, tzinfo=timezone.utc)
+        _, month_size = _mirror(container, "measurementCO2", 24 * 28, rows, start)
+        size += month_size
+    child = subprocess.run([sys.executable, "-m", "bench.tables", "--backfill-child", connection,
+                            container.container_name], capture_output=True, text=True, check=True)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result.update(months=months, rows=months * 24 * 28 * rows, mb=size / 1e6)
+    return result
 
 
 def compact_month(connection: str, month_files: int, rows: int) -> dict:
@@ -139,16 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--month-files", type=int, default=720)
     parser.add_argument("--rows", type=int, default=3600, help="rows per file of the month (the notes' 2.6 M)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--backfill-months", type=int, default=6)
     parser.add_argument("--compact-child", nargs=2, metavar=("CONNECTION", "CONTAINER"), help=argparse.SUPPRESS)
+    parser.add_argument("--backfill-child", nargs=2, metavar=("CONNECTION", "CONTAINER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compact_child:
         compact_child(*args.compact_child)
+        return 0
+    if args.backfill_child:
+        backfill_child(*args.backfill_child)
         return 0
     azurite = servers.azurite().start()
     try:
         connection = servers.azurite_connection_string(azurite)
         rows = deliver_rows(connection, args.files, 20)
         month = compact_month(connection, args.month_files, args.rows)
+        history = backfill(connection, args.backfill_months, args.rows)
     finally:
         azurite.stop()
     text = (f"\n## Tables ({datetime.now(timezone.utc):%Y-%m-%d}, `python -m bench.tables`, load "
@@ -159,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{rows['read_cpu_ms_per_file']:.1f} ms per file: {rows['ratio_cpu']:.2f}x the peer's CPU\n"
             f"- compacting a month of {month['files']} hourly commits ({month['rows']:,} rows, {month['mb']:.0f} MB of "
             f"source Parquet) into one file: {month['seconds']:.1f} s, peak RSS of the compacting process "
-            f"{month['peak_rss_mb']:.0f} MB ({month['rss_before_mb']:.0f} MB before it started)\n")
+            f"{month['peak_rss_mb']:.0f} MB ({month['rss_before_mb']:.0f} MB before it started)\n"
+            f"- a backfill of {history['months']} months ({history['files']} files, {history['rows']:,} rows, "
+            f"{history['mb']:.0f} MB) into an empty table in one sync: {history['seconds']:.1f} s, peak RSS "
+            f"{history['peak_rss_mb']:.0f} MB ({history['rss_before_mb']:.0f} MB before it started)\n")
     print(text)
     if not args.no_write:
         with RESULTS.open("a") as results:

@@ -143,13 +143,17 @@ class DeltaPublisher:
         if table is not None:
             _check_features(table, change)
         delivered = read_delivered(self.lake, folder, table.version()) if table is not None else Delivered(0, {})
-        wanted = [f for f in files if not delivered.holds(f.key.key, f.source_etag)]
+        wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
         if not measurement:
             wanted = _newest_snapshots(wanted, delivered)
+        number = delivered.number
         if wanted:
+            version = None if table is None else table.version()
             table = self._deliver(uri, table, wanted, delivered, measurement, change)
+            if table is not None and table.version() != version:
+                number += 1
         if measurement and table is not None:
-            table = self._compact(table, change)
+            table = self._compact(table, change, number + 1)
         change.version = None if table is None else table.version()
         return change
 
@@ -220,21 +224,20 @@ class DeltaPublisher:
                 raise
             raise _Conflict("another writer created the table first") from err
 
-    def _compact(self, table: DeltaTable, change: TableChange) -> DeltaTable:
+    def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
-        more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``."""
+        more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``, as delivery ``number``."""
         months = _files_per_month(table)
         current = f"{self.now():%Y-%m}"
         due = sorted(m for m, count in months.items()
                      if (m < current and count > 1) or count > OPEN_MONTH_FILES)
         if not due:
             return table
-        delivered = read_delivered(self.lake, table_folder(change.layout, change.dataset), table.version())
         self.guard()
         table.optimize.compact(
             partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
             writer_properties=_writer_properties(), max_concurrent_tasks=1,
-            commit_properties=self._properties(delivered.number + 1, []), post_commithook_properties=_hooks())
+            commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return self._load(table.table_uri) or table
