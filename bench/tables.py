@@ -12,7 +12,7 @@
   seconds and peak RSS.
 
     .venv/bin/python -m bench.tables [--files 240] [--month-files 720] [--rows 3600]
-                                     [--backfill-months 6] [--no-write]
+                                     [--backfill-months 3] [--backfill-rows 1200] [--no-write]
 """
 
 from __future__ import annotations
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--month-files", type=int, default=720)
     parser.add_argument("--rows", type=int, default=3600, help="rows per file of the month (the notes' 2.6 M)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
-    parser.add_argument("--backfill-months", type=int, default=6)
+    parser.add_argument("--backfill-months", type=int, default=3)
+    parser.add_argument("--backfill-rows", type=int, default=1200, help="rows per file of the backfill")
     parser.add_argument("--compact-child", nargs=2, metavar=("CONNECTION", "CONTAINER"), help=argparse.SUPPRESS)
     parser.add_argument("--backfill-child", nargs=2, metavar=("CONNECTION", "CONTAINER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         connection = servers.azurite_connection_string(azurite)
         rows = deliver_rows(connection, args.files, 20)
         month = compact_month(connection, args.month_files, args.rows)
-        history = backfill(connection, args.backfill_months, args.rows)
+        history = backfill(connection, args.backfill_months, args.backfill_rows)
     finally:
         azurite.stop()
     text = (f"\n## Tables ({datetime.now(timezone.utc):%Y-%m-%d}, `python -m bench.tables`, load "

@@ -509,3 +509,25 @@ def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(
     names = stack.lake_names(f"{ROOT}/parquet/")
     assert old_logs[0] not in names and old_logs[1] in names
     assert len([n for n in names if "_delta_log" not in n]) == len(objects)  # every mirrored file kept
+
+
+def test_a_large_backfill_commits_in_parts_each_source_once(stack, monkeypatch) -> None:
+    """Past DELIVERY_BYTES of source files a sync commits in parts (memory stays bounded); every
+    source is delivered once, and a later sync adds nothing."""
+    import shared.tables.delta as delta
+
+    org = BucketSpec().organization
+    at = datetime(2026, 8, 1, tzinfo=timezone.utc)
+    files, expected = [], []
+    for hour in range(12):
+        key = legacy_key(org, "measurementCO2", at + timedelta(days=hour * 5))
+        data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, random.Random(hour)))
+        files.append(mirror(stack, key, data))
+        expected += file_rows(data, key)
+    monkeypatch.setattr(delta, "DELIVERY_BYTES", 3 * max(f.size for f in files))
+    change = publisher(stack, at).sync(files)
+    assert change.error is None and sorted(change.added) == sorted(f.key.key for f in files)
+    assert change.version >= 3  # created, then at least three more parts
+    assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected)
+    again = publisher(stack, at).sync(files)
+    assert again.added == [] and again.version == change.version

@@ -200,7 +200,7 @@ def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClien
 
     dataset = "legacy/measurementOccupantsCount"
     print(f"\n== When Haltian changes a schema: {dataset} gained a NOT NULL column ==")
-    table_line = lambda: "\n".join(line for line in tables_summary("_measurementOccupantsCount/").splitlines()  # noqa: E731
+    table_line = lambda: "\n".join(line for line in tables_summary("/legacy_measurementOccupantsCount/").splitlines()  # noqa: E731
                                     if "/v1/" not in line)
     print(f"its table before:\n{table_line()}")
     steps = [["quarantine", "list", dataset], ["schema", "show", dataset], ["schema", "accept", dataset],

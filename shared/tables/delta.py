@@ -17,7 +17,8 @@ rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
   snapshot); older snapshots stay readable by time travel within the log retention, and a
   snapshot older than the table's never replaces it.
 
-At most one data commit per table per run (compaction may add one); checkpoints every
+At most one data commit per table per run (a backfill of more than :data:`DELIVERY_BYTES` of
+source files commits in parts, to bound memory; compaction may add one); checkpoints every
 :data:`CHECKPOINT_INTERVAL` commits, and log entries older than :data:`LOG_RETENTION` are
 removed at checkpoint time. Protocol reader 1 / writer 2: what Synapse serverless SQL reads.
 """
@@ -66,6 +67,9 @@ COMMIT_ATTEMPTS = 5
 OPEN_MONTH_FILES = 48
 #: Direct Lake reads best from row groups of 1-16 million rows; a million keeps a writer's buffer small.
 ROW_GROUP_ROWS = 1 << 20
+#: Source Parquet bytes one commit delivers at most: delta-rs holds a commit's data files in memory
+#: until it commits (measured: about 3 times the source bytes), so a backfill commits in parts.
+DELIVERY_BYTES = 128 << 20
 #: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
 TARGET_FILE_BYTES = 512 << 20
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
@@ -148,18 +152,18 @@ class DeltaPublisher:
             wanted = _newest_snapshots(wanted, delivered)
         number = delivered.number
         if wanted:
-            version = None if table is None else table.version()
-            table = self._deliver(uri, table, wanted, delivered, measurement, change)
-            if table is not None and table.version() != version:
-                number += 1
+            table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
+            number += commits
         if measurement and table is not None:
             table = self._compact(table, change, number + 1)
         change.version = None if table is None else table.version()
         return change
 
     def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
-                 measurement: bool, change: TableChange) -> DeltaTable | None:
-        """One commit: the rows of ``wanted`` (less the files that cannot join the table)."""
+                 measurement: bool, change: TableChange) -> tuple[DeltaTable | None, int]:
+        """The rows of ``wanted`` (less the files that cannot join the table): one commit, or for a
+        backfill of more than :data:`DELIVERY_BYTES` one commit per that much (memory stays
+        bounded). Returns the table and the number of commits."""
         columns = _columns_of(table)
         new_columns: dict[str, str] = {}
         accepted: list[TableFile] = []
@@ -174,40 +178,48 @@ class DeltaPublisher:
                     new_columns.setdefault(name, delta)
             accepted.append(candidate)
         if not accepted:
-            return table
+            return table, 0
         schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
                             for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
             local = self._download(accepted, Path(scratch))
-            if not local:
-                return table
-            number = delivered.number + 1
-            properties = self._properties(number, [(f.key.key, f.source_etag) for f, _ in local])
-            reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
-            replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
-            options: dict[str, Any] = dict(
-                storage_options=self.storage_options, commit_properties=properties,
-                writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
-                post_commithook_properties=_hooks())
-            self.guard()
-            if table is None:
-                self._create(uri, reader, measurement, options, wanted[0].key.dataset)
+            number = delivered.number
+            for chunk in _chunks(local, DELIVERY_BYTES if measurement else None):
+                number += 1
+                table = self._commit_rows(uri, table, chunk, schema, bool(new_columns), delivered, measurement,
+                                          number, change)
+        return table, number - delivered.number
+
+    def _commit_rows(self, uri: str, table: DeltaTable | None, local: list[tuple[TableFile, Path]],
+                     schema: pa.Schema, merge: bool, delivered: Delivered, measurement: bool, number: int,
+                     change: TableChange) -> DeltaTable | None:
+        """One commit: these files' rows, as delivery ``number``."""
+        properties = self._properties(number, [(f.key.key, f.source_etag) for f, _ in local])
+        reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
+        replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
+        options: dict[str, Any] = dict(
+            storage_options=self.storage_options, commit_properties=properties,
+            writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
+            post_commithook_properties=_hooks())
+        self.guard()
+        if table is None:
+            self._create(uri, reader, measurement, options, local[0][0].key.dataset)
+        else:
+            if merge:
+                options["schema_mode"] = "merge"
+            if not measurement:
+                # One commit swaps each organization's snapshot; other organizations' rows stay.
+                organizations = sorted({f.key.organization for f, _ in local})
+                options.update(mode="overwrite", predicate=" OR ".join(
+                    f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
+                change.removed.extend(_current_snapshots(delivered, organizations))
+            elif replaced:
+                # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
+                options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+                change.removed.extend(replaced)
             else:
-                if new_columns:
-                    options["schema_mode"] = "merge"
-                if not measurement:
-                    # One commit swaps each organization's snapshot; other organizations' rows stay.
-                    organizations = sorted({f.key.organization for f, _ in local})
-                    options.update(mode="overwrite", predicate=" OR ".join(
-                        f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
-                    change.removed.extend(_current_snapshots(delivered, organizations))
-                elif replaced:
-                    # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-                    options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
-                    change.removed.extend(replaced)
-                else:
-                    options["mode"] = "append"
-                write_deltalake(table, reader, **options)
+                options["mode"] = "append"
+            write_deltalake(table, reader, **options)
         change.added.extend(f.key.key for f, _ in local)
         return self._load(uri)
 
@@ -284,6 +296,20 @@ class DeltaPublisher:
         except UnreadableParquet as err:
             return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
         return table_facts(facts.metadata)
+
+
+def _chunks(local: list[tuple[TableFile, Path]], limit: int | None) -> Iterator[list[tuple[TableFile, Path]]]:
+    """The files in order, in parts of at most ``limit`` source bytes (a larger file alone)."""
+    chunk: list[tuple[TableFile, Path]] = []
+    size = 0
+    for item in local:
+        if chunk and limit is not None and size + item[0].size > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item[0].size
+    if chunk:
+        yield chunk
 
 
 def _batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
