@@ -57,8 +57,8 @@ META_SCHEMA = "haltian_schema_fingerprint"
 META_CONTRACT = "haltian_contract"
 META_RUN_ID = "haltian_run_id"
 META_REASON = "haltian_quarantine_reason"
-#: Set on a mirrored file while a run replaces it (a new source version): the file is out of its
-#: Delta table then, and no table sync may add it back; the new version's write clears it.
+#: Set on a mirrored file while a run replaces it (a new source version): no table sync reads it
+#: then; the new version's write clears it.
 META_REPLACING = "haltian_replacing"
 
 
