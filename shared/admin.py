@@ -312,7 +312,8 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
 
     Holds the run lock. The old table folder is deleted first, so a table another engine made
     unwritable (a feature the bridge cannot write) or whose column types changed is replaced by
-    one in the bridge's own schema; readers find no table until the new one is committed, and a
+    one in the bridge's own schema, each column in its newest file's type (older files' values
+    widened to it; a file whose values it cannot hold stays out, named in the result); readers find no table until the new one is committed, and a
     rebuild that stops half-way is finished by running it again.
 
     Raises:
@@ -331,6 +332,7 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
             bridge.lake.delete(entry.path)
         publisher = bridge.delta_publisher(run_id)
         publisher.guard = lock.check
+        publisher.types_from_newest = True
         change = publisher.sync(files)
     log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
              f"; error: {change.error}" if change.error else "")

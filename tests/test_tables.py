@@ -531,3 +531,43 @@ def test_a_large_backfill_commits_in_parts_each_source_once(stack, monkeypatch) 
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected)
     again = publisher(stack, at).sync(files)
     assert again.added == [] and again.version == change.version
+
+
+def test_an_accepted_type_change_is_served_after_a_rebuild(stack, monkeypatch, capsys) -> None:
+    """A column Haltian widened (int32 to int64): the new file stays out of the table (breaking
+    drift) until the operator rebuilds it; the rebuilt table has the newest type, every row, and
+    every data file in that one schema. A narrower file joins a wider table, widened."""
+    from shared import cli
+
+    org = BucketSpec().organization
+    at = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    files, expected = [], []
+    for hour, width in ((0, pa.int32()), (1, pa.int32()), (2, pa.int64())):
+        schema = legacy_schema("measurementCO2").append(pa.field("calibration", width, True))
+        key = legacy_key(org, "measurementCO2", at + timedelta(hours=hour))
+        data = parquet_bytes(make_table(schema, 4, at, random.Random(hour)))
+        files.append(mirror(stack, key, data))
+        expected += file_rows(data, key)
+    change = publisher(stack, at).sync(files)
+    assert [e["source_key"] for e in change.excluded] == [files[2].key.key]
+    assert "breaking schema drift" in change.excluded[0]["reason"]
+
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["tables", "rebuild", "legacy/measurementCO2", "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["excluded"] == []
+    dt = table(stack, "legacy_measurementCO2")
+    assert {f.name: str(f.type.type) for f in dt.schema().fields}["calibration"] == "long"
+    assert same_rows(table_rows(dt), expected)
+    for uri in dt.file_uris():
+        footer = pq.ParquetFile(io.BytesIO(stack.container.get_blob_client(
+            uri.split(f"{stack.container_name}/", 1)[1]).download_blob().readall()))
+        assert footer.schema_arrow.field("calibration").type == pa.int64()
+
+    # A later file in the old, narrower type joins the table widened.
+    schema = legacy_schema("measurementCO2").append(pa.field("calibration", pa.int32(), True))
+    key = legacy_key(org, "measurementCO2", at + timedelta(hours=3))
+    data = parquet_bytes(make_table(schema, 4, at, random.Random(3)))
+    later = publisher(stack, at).sync(files + [mirror(stack, key, data)])
+    assert later.added == [key] and later.excluded == []
+    assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected + file_rows(data, key))

@@ -97,6 +97,9 @@ class DeltaPublisher:
     guard: Callable[[], None] = lambda: None
     #: What "now" is for closing months (tests move it).
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    #: A new table's column types from its newest file, older files widened to them (a rebuild
+    #: after an operator accepted a type change); else from the oldest file.
+    types_from_newest: bool = False
 
     def uri(self, folder: str) -> str:
         return f"az://{self.container}/{self.lake.path(folder).rstrip('/')}"
@@ -167,7 +170,8 @@ class DeltaPublisher:
         columns = _columns_of(table)
         new_columns: dict[str, str] = {}
         accepted: list[TableFile] = []
-        for candidate in wanted:
+        order = list(reversed(wanted)) if self.types_from_newest else wanted
+        for candidate in order:
             facts = candidate.facts or self._read_facts(candidate)
             problem = facts.exclusion or _incompatibility(facts.columns, {**columns, **new_columns})
             if problem is not None:
@@ -179,6 +183,7 @@ class DeltaPublisher:
             accepted.append(candidate)
         if not accepted:
             return table, 0
+        accepted.sort(key=lambda f: f.key.key)
         schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
                             for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
@@ -384,15 +389,33 @@ def _type_name(delta_type: Any) -> str:
 def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[str, str]) -> str | None:
     """Why a file cannot join a table with these columns, or None when it can.
 
-    A file may lack table columns (they read as nulls) and may bring new ones (the table
-    schema grows); a column whose type differs from the table's is breaking drift.
+    A file may lack table columns (they read as nulls), may bring new ones (the table schema
+    grows), and may hold a column in a narrower type than the table's (its values are widened,
+    losing nothing); a column whose type the table's cannot hold is breaking drift.
     """
     assert file_columns is not None
     clashes = [f"column {name!r} is {delta} in the file but {table_columns[name]} in the table"
-               for name, delta in file_columns.items() if name in table_columns and table_columns[name] != delta]
+               for name, delta in file_columns.items() if name in table_columns and not _widens(delta, table_columns[name])]
     if clashes:
         return "kept out of the Delta table: breaking schema drift: " + "; ".join(clashes)
     return None
+
+
+_WIDER = {"byte": 0, "short": 1, "integer": 2, "long": 3}
+
+
+def _widens(delta: str, table: str) -> bool:
+    """Whether every value of Delta type ``delta`` is a value of ``table`` (equal, or wider)."""
+    if delta == table:
+        return True
+    if delta in _WIDER and table in _WIDER:
+        return _WIDER[delta] <= _WIDER[table]
+    if (delta, table) == ("float", "double"):
+        return True
+    if delta.startswith("decimal(") and table.startswith("decimal("):
+        (p1, s1), (p2, s2) = (tuple(int(x) for x in t[len("decimal("):-1].split(",")) for t in (delta, table))
+        return s2 >= s1 and p2 - s2 >= p1 - s1
+    return False
 
 
 def _newest_snapshots(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
