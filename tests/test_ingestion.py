@@ -62,6 +62,9 @@ def ingestion(rig):
 
 def test_a_worker_invocation_delivers_every_alert_and_workbook_metric_before_it_returns(entra, ingestion) -> None:
     entra.seed(BucketSpec(**SMALL))
+    # A table delta-rs cannot load (as if its log were damaged): the run's table error metric.
+    entra.container.upload_blob("haltian/raw/_tables/legacy_measurementCO2/_delta_log/00000000000000000000.json",
+                                b"not a Delta log")
     client_id = entra.rig.identity.client_id
     env = {**os.environ, **entra.env(BRIDGE_MAX_CONCURRENCY="1", BRIDGE_TIME_BUDGET_SECONDS="3"),
            "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string(str(uuid.uuid4())),
