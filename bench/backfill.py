@@ -20,16 +20,15 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import boto3
 import botocore.config
 from azure.storage.blob import BlobServiceClient
 
+from bench.data import report
 from shared.demo import servers
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DATASETS = ("measurementCO2", "measurementTVOC", "measurementAmbientTemperature", "measurementBatteryVoltage")
 ORG = "6f1c1f7e-3c5a-4a53-9f4e-2b7d9a1c0e11"
 WORKER_COUNTS = (1, 2, 4)
@@ -146,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "machines give. In Azure each worker is a Functions instance with cores of its own, and the",
         "queue trigger's batchSize (4) and newBatchThreshold (2) put up to 6 partitions on each.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as results:
-            results.write(text)
+    report("\n".join(lines) + "\n", write=not args.no_write)
     return 0
 
 

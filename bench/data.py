@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from shared.demo.bucket import LEGACY_MEASUREMENTS, TS_MS, legacy_key, legacy_schema, make_table, parquet_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "RESULTS.md"
 OUT = BENCH_DIR / "out"
 DATA = OUT / "data"
 
@@ -40,6 +41,14 @@ class SourceFile:
     key: str
     size: int
     path: Path
+
+
+def report(text: str, write: bool) -> None:
+    """Prints a benchmark's section and, with ``write``, appends it to ``bench/RESULTS.md``."""
+    print(text)
+    if write:
+        with RESULTS.open("a") as results:
+            results.write(text)
 
 
 def _hour(now: datetime) -> datetime:

@@ -38,10 +38,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.data import BENCH_DIR, DATA, NOOP_DATASETS, OUT, History, SourceFile, history, large_files, small_files
+from bench.data import BENCH_DIR, DATA, NOOP_DATASETS, OUT, RESULTS, History, SourceFile, history, large_files, small_files
 
 PROJECT_ROOT = BENCH_DIR.parent
-RESULTS = BENCH_DIR / "RESULTS.md"
 LOGS = OUT / "logs"
 PROFILE = OUT / "profile.txt"
 TOOLS = ("bridge", "rclone", "ceiling")

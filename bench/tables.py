@@ -28,15 +28,14 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from azure.storage.blob import BlobServiceClient
 
 from shared.demo import servers
+from bench.data import report
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 ORG = "6f1c1f7e-3c5a-4a53-9f4e-2b7d9a1c0e11"
 ROOT = "bench"
 
@@ -125,15 +124,9 @@ def backfill_child(connection: str, container_name: str) -> None:
 
 
 def _listed(lake) -> list:
-    from shared.haltian.keys import parse_key
-    from shared.model import TableFile
+    from shared.tables.delta import candidate
 
-    files = []
-    for entry in lake.list_entries("parquet/"):
-        key = parse_key(entry.path)
-        if key is not None:
-            files.append(TableFile(key, entry.size, entry.metadata["haltian_source_etag"], entry.etag))
-    return files
+    return [c for c in map(candidate, lake.list_entries("parquet/")) if c is not None]
 
 
 def backfill(connection: str, months: int, rows: int) -> dict:
@@ -214,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- a backfill of {history['months']} months ({history['files']} files, {history['rows']:,} rows, "
             f"{history['mb']:.0f} MB) into an empty table in one sync: {history['seconds']:.1f} s, peak RSS "
             f"{history['peak_rss_mb']:.0f} MB ({history['rss_before_mb']:.0f} MB before it started)\n")
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as results:
-            results.write(text)
+    report(text, write=not args.no_write)
     return 0
 
 

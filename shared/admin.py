@@ -32,10 +32,9 @@ from shared.haltian.contracts import (
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, RunResult, TableChange, TableFile, WorkItem
 from shared.run import Bridge, new_run_id, run_once
-from shared.sink.lake import (
-    META_REASON, META_REPLACING, META_SCHEMA, META_SOURCE_ETAG, QUARANTINE, Lake, LakeEntry,
-)
+from shared.sink.lake import META_REASON, META_SCHEMA, QUARANTINE, Lake, LakeEntry
 from shared.sink.lock import RunLock
+from shared.tables.delta import candidate
 from shared.tables.names import DELTA_LOG, table_folder
 from shared.verify.accepted import ContractBook, ContractInForce, accept
 from shared.verify.parquet import UnreadableParquet, read_footer
@@ -195,12 +194,8 @@ def newest_seen(bridge: Bridge, layout: str, dataset: str, *, prefer_quarantined
 def _newest_published(bridge: Bridge, layout: str, dataset: str) -> tuple[HaltianKey, LakeEntry] | None:
     """The newest published file of a dataset: its newest year and month folder, of every organization."""
     lake = bridge.lake
-    prefix = bridge.settings.s3_prefix
-    roots = lake.list_folders(prefix)
-    if layout == V1:
-        roots = [f for root in roots if root.endswith("/v1/") for f in lake.list_folders(root)]
     newest: tuple[HaltianKey, LakeEntry] | None = None
-    for root in roots:
+    for root in _dataset_roots(bridge, layout):
         folder = f"{root}{dataset}/"
         years = sorted(lake.list_folders(folder))
         for year in reversed(years):
@@ -215,6 +210,15 @@ def _newest_published(bridge: Bridge, layout: str, dataset: str) -> tuple[Haltia
                     newest = best
                 break
     return newest
+
+
+def _dataset_roots(bridge: Bridge, layout: str) -> list[str]:
+    """The mirror folders below which a dataset of this layout has its ``{dataset}/`` folder."""
+    lake = bridge.lake
+    roots = lake.list_folders(bridge.settings.s3_prefix)
+    if layout == V1:
+        roots = [f for root in roots if root.endswith("/v1/") for f in lake.list_folders(root)]
+    return roots
 
 
 def _columns_in_lake(lake: Lake, entry: LakeEntry) -> tuple[Column, ...] | None:
@@ -289,22 +293,11 @@ def release_quarantine(bridge: Bridge, selection: str | None) -> RunResult:
     return run_once(bridge, release=lambda b: release_plan(b, selection))
 
 
-
-
 def mirrored_files(bridge: Bridge, layout: str, dataset: str) -> list[TableFile]:
     """Every verified copy of a dataset in the mirror (of every organization), as table candidates."""
-    lake = bridge.lake
-    roots = lake.list_folders(bridge.settings.s3_prefix)
-    if layout == V1:
-        roots = [f for root in roots if root.endswith("/v1/") for f in lake.list_folders(root)]
-    files: list[TableFile] = []
-    for root in roots:
-        for entry in lake.list_entries(f"{root}{dataset}/"):
-            key = parse_key(entry.path)
-            source_etag = entry.metadata.get(META_SOURCE_ETAG)
-            if key is not None and key.layout == layout and source_etag and not entry.metadata.get(META_REPLACING):
-                files.append(TableFile(key, entry.size, source_etag, entry.etag))
-    return files
+    candidates = (candidate(entry) for root in _dataset_roots(bridge, layout)
+                  for entry in bridge.lake.list_entries(f"{root}{dataset}/"))
+    return [c for c in candidates if c is not None and c.key.layout == layout]
 
 
 def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
@@ -313,8 +306,9 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
     Holds the run lock. The old table folder is deleted first, so a table another engine made
     unwritable (a feature the bridge cannot write) or whose column types changed is replaced by
     one in the bridge's own schema, each column in its newest file's type (older files' values
-    widened to it; a file whose values it cannot hold stays out, named in the result); readers find no table until the new one is committed, and a
-    rebuild that stops half-way is finished by running it again.
+    widened to it; a file whose values it cannot hold stays out, named in the result); readers
+    find no table until the new one is committed, and a rebuild that stops half-way is finished
+    by running it again.
 
     Raises:
         AdminError: not LAYOUT/DATASET, or the mirror holds no file of it.

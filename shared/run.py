@@ -23,7 +23,6 @@ from azure.core.exceptions import AzureError
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
 from shared.errors import describe
-from shared.haltian.keys import parse_key
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import write_interrupted
@@ -35,14 +34,13 @@ from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.lake import (
-    IF_MISSING, META_REPLACING, META_SOURCE_ETAG, STATE, Lake, LakeUnavailable, delta_storage_options,
-    make_container_client, make_credential,
+    IF_MISSING, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
 )
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
 )
 from shared.source.s3 import S3Source, check_access, make_s3_client
-from shared.tables.delta import DeltaPublisher
+from shared.tables.delta import DeltaPublisher, candidate
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
@@ -265,17 +263,15 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: Delta
     """
     candidates: dict[str, TableFile] = {}
     for path, entry in plan.mirrored.items():
-        key = parse_key(path)
-        source_etag = entry.metadata.get(META_SOURCE_ETAG)
-        if key is not None and source_etag and not entry.metadata.get(META_REPLACING):
-            candidates[path] = TableFile(key, entry.size, source_etag, entry.etag)
+        if (listed := candidate(entry)) is not None:
+            candidates[path] = listed
     for outcome in result.outcomes:
         if outcome.action == PUBLISHED:
             key = outcome.item.key
             candidates[key.key] = TableFile(key, outcome.bytes, outcome.item.source.etag, None, outcome.table)
     by_table: dict[tuple[str, str], list[TableFile]] = {}
-    for candidate in candidates.values():
-        by_table.setdefault((candidate.key.layout, candidate.key.dataset), []).append(candidate)
+    for file in candidates.values():
+        by_table.setdefault((file.key.layout, file.key.dataset), []).append(file)
     if not by_table:
         return []
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",

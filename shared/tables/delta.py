@@ -46,7 +46,7 @@ from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, PublishConflict
+from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, LakeEntry, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_id
@@ -301,6 +301,16 @@ class DeltaPublisher:
         except UnreadableParquet as err:
             return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
         return table_facts(facts.metadata)
+
+
+def candidate(entry: LakeEntry) -> TableFile | None:
+    """A mirrored blob as a table candidate: a verified copy (its source version in its metadata)
+    that no run is replacing now; None for anything else."""
+    key = parse_key(entry.path)
+    source_etag = entry.metadata.get(META_SOURCE_ETAG)
+    if key is None or not source_etag or entry.metadata.get(META_REPLACING):
+        return None
+    return TableFile(key, entry.size, source_etag, entry.etag)
 
 
 def _chunks(local: list[tuple[TableFile, Path]], limit: int | None) -> Iterator[list[tuple[TableFile, Path]]]:

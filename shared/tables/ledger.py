@@ -32,7 +32,6 @@ from shared.tables.names import DELTA_LOG
 
 APP_ID = "haltian-azure-bridge"
 _SOURCE_PREFIX = APP_ID + ":"
-_COMMIT = re.compile(r"^(\d{20})\.json$")
 _CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
 
 
@@ -51,7 +50,6 @@ class Delivered:
 
     def holds(self, key: str, etag: str) -> bool:
         return self.versions.get(key) == etag
-
 
 
 def read_delivered(lake: Lake, table_folder: str, version: int) -> Delivered:

@@ -52,7 +52,7 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, lineage: dict[str, str]) 
     columns: list[pa.Array] = []
     for field in schema:
         if field.name in lineage:
-            columns.append(pa.array([lineage[field.name]] * rows, pa.string()))
+            columns.append(pa.repeat(pa.scalar(lineage[field.name], pa.string()), rows))
             continue
         index = batch.schema.get_field_index(field.name)
         if index < 0:
