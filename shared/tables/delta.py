@@ -93,7 +93,8 @@ class DeltaPublisher:
     container: str
     storage_options: dict[str, str]
     run_id: str
-    #: Called before every commit; raises when the run lost its lock (see ``sink.lock``).
+    #: Called before every commit and every file read; raises when the run lost its lock (see
+    #: ``sink.lock``).
     guard: Callable[[], None] = lambda: None
     #: What "now" is for closing months (tests move it).
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
@@ -272,6 +273,7 @@ class DeltaPublisher:
         that source version; a file replaced meanwhile is left to the next run."""
         local: list[tuple[TableFile, Path]] = []
         for index, candidate in enumerate(files):
+            self.guard()  # a run that lost its lock stops here, not after the whole download
             path = scratch / f"{index}.parquet"
             try:
                 with path.open("wb") as target:
@@ -293,6 +295,7 @@ class DeltaPublisher:
 
     def _read_facts(self, candidate: TableFile) -> TableFacts:
         """A mirrored file's footer, read back from the lake (a file this run did not copy)."""
+        self.guard()
         try:
             facts = read_footer(lambda length: self.lake.read_tail(candidate.key.key, candidate.size, length,
                                                                    candidate.lake_etag), candidate.size)
