@@ -152,6 +152,8 @@ class RunResult:
     deferred: Counter = field(default_factory=Counter)
     tables: list[TableChange] = field(default_factory=list)
     recovered_runs: list[str] = field(default_factory=list)
+    #: Runs that wrote their manifest but stopped before its index entry, indexed by this run.
+    indexed_runs: list[str] = field(default_factory=list)
     #: Why the runs that stopped before their manifest could not be accounted for (the next run does).
     recovery_error: str | None = None
     full_reconcile_completed: bool = False

@@ -25,7 +25,7 @@ from shared.copy import Guard, copy_file
 from shared.errors import describe
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
-from shared.manifest.recover import write_interrupted
+from shared.manifest.recover import index_stopped, write_interrupted
 from shared.model import (
     FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem,
 )
@@ -178,7 +178,8 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
 
 
 def _recover(bridge: Bridge, plan: Plan, result: RunResult, guard: Guard) -> None:
-    """Writes manifests for the runs the plan shows stopped before writing their own.
+    """Writes manifests for the runs the plan shows stopped before writing their own, and
+    indexes the manifests of runs that stopped before their index entry.
 
     Not this run's own work: when the lake fails it, the run still writes its manifest, ends
     ``incomplete`` (a full reconcile is then not done, so the next run is one), and the next
@@ -187,6 +188,8 @@ def _recover(bridge: Bridge, plan: Plan, result: RunResult, guard: Guard) -> Non
     try:
         result.recovered_runs = write_interrupted(bridge.lake, plan, result.run_id, result.finished_at,
                                                   bridge.settings.lock_seconds, guard)
+        result.indexed_runs = index_stopped(bridge.lake, datetime.now(timezone.utc), bridge.settings.lock_seconds,
+                                            guard)
     except AzureError as err:
         result.recovery_error = describe(err)
         log.warning("runs that stopped before writing their manifest are left for the next run to account "

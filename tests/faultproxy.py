@@ -24,6 +24,8 @@ SERVER_ERROR = "500"
 RESET_MID_BODY = "reset"  # headers and part of the body, then the connection is cut
 FORBIDDEN = "403"  # Azure's AuthorizationPermissionMismatch (no role or ACL covers the path): not retried
 DELAY = "delay:"  # "delay:0.5" waits half a second, then forwards
+CRASH_BEFORE = "crash-before"  # calls the proxy's ``crash`` (which kills the client) and forwards nothing
+CRASH_AFTER = "crash-after"  # forwards, lets the server answer, calls ``crash``; the client never hears back
 FAULTS = (THROTTLE, SERVER_ERROR, RESET_MID_BODY)
 
 Rule = Callable[[str, str], str]  # (method, path) -> action
@@ -73,6 +75,8 @@ class FaultProxy:
     rule: Rule = field(default=lambda method, path: PASS)
     counts: Counter = field(default_factory=Counter)
     requests: Counter = field(default_factory=Counter)
+    #: What a crash action does: kill the client process (see ``tests/crashpoints.py``).
+    crash: Callable[[], None] = field(default=lambda: None)
 
     def __post_init__(self) -> None:
         proxy = self
@@ -92,6 +96,10 @@ class FaultProxy:
                 if action.startswith(DELAY):
                     time.sleep(float(action[len(DELAY):]))
                     action = PASS
+                if action == CRASH_BEFORE:
+                    proxy.crash()
+                    self.close_connection = True
+                    return
                 if action in _ANSWERS:
                     status, code, payload = _ANSWERS[action]
                     if action == THROTTLE and not proxy.azure:
@@ -110,6 +118,11 @@ class FaultProxy:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
+                if action == CRASH_AFTER:  # the server has done the write; its answer never leaves
+                    upstream.close()
+                    proxy.crash()
+                    self.close_connection = True
+                    return
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":

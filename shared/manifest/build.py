@@ -81,6 +81,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "partition": plan.partition,
         "full_reconcile_completed": result.full_reconcile_completed,
         "recovered_runs": result.recovered_runs,
+        **({"indexed_runs": result.indexed_runs} if result.indexed_runs else {}),
         **({"recovery_error": result.recovery_error} if result.recovery_error else {}),
         "settings": result.settings,
         "totals": totals,

@@ -7,6 +7,7 @@ lake shows it wrote, so the manifests account for every file and report each onl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +22,8 @@ from shared.sink.lake import (
 )
 from shared.sink.lock import LOCK_PATH, lock_state, partition_lock_path
 from shared.source.s3 import SourceObject
+
+log = logging.getLogger(__name__)
 
 
 def run_started(run_id: str) -> datetime:
@@ -146,3 +149,36 @@ def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime, 
         index.append(lake, path, document)
         recovered.append(run_id)
     return recovered
+
+
+def index_stopped(lake: Lake, now: datetime, lease_seconds: float, guard: Callable[[], None] = lambda: None) -> list[str]:
+    """Adds to the index the manifests whose run stopped between writing one and its index
+    entry; returns those runs' ids.
+
+    A manifest counts once it is a lease old and its run holds no lock it could hold (the
+    lake's run lock, the partition lease its manifest names): a run alive indexes its own
+    manifest right after writing it. Adding is idempotent, so a run that indexes its manifest
+    late meanwhile gets no second entry.
+    """
+    stopped = []
+    for entry in index.unindexed(lake, now, index.read(lake)):
+        if entry.last_modified is not None and (now - entry.last_modified).total_seconds() < lease_seconds:
+            continue
+        document = lake.read_json(entry.path)
+        if document is None or _holds_a_lock(lake, document):
+            continue
+        guard()
+        index.append(lake, entry.path, document)
+        log.warning("run %s stopped between writing its manifest and indexing it; its manifest is now in the index",
+                    document["run_id"])
+        stopped.append(document["run_id"])
+    return stopped
+
+
+def _holds_a_lock(lake: Lake, manifest: dict[str, Any]) -> bool:
+    paths = [LOCK_PATH] + ([partition_lock_path(manifest["partition"])] if manifest.get("partition") else [])
+    for path in paths:
+        record, state = lock_state(lake.blob_client(path))
+        if record.get("run_id") == manifest["run_id"] and state == "leased":
+            return True
+    return False
