@@ -56,13 +56,15 @@ demo-entra: setup
 
 # 50 consecutive runs with seeded random faults and deliveries, and the race scenario at 12 months
 # for 2 minutes: about 40 minutes on 2 cores, most of it the 50 faulty runs' retry backoff; then a
-# year of hourly deliveries into one table (a sync a day), checked against Direct Lake's bounds.
-# Each of the two tests is bounded at an hour.
+# year of hourly deliveries into one table (a sync a day), checked against Direct Lake's bounds;
+# then every crash point (each lake write of a run, killed before and after it).
+# Each test is bounded at an hour.
 soak: setup
 	SOAK_RUNS=$${SOAK_RUNS:-50} RACE_MONTHS=$${RACE_MONTHS:-12} RACE_SECONDS=$${RACE_SECONDS:-120} \
 		$(PY) -m pytest -q --timeout 3600 tests/test_soak.py
 	TABLE_DAYS=$${TABLE_DAYS:-365} $(PY) -m pytest -q --timeout 3600 \
 		tests/test_tables.py::test_hourly_deliveries_stay_within_direct_lake_bounds
+	CRASH_POINTS=all $(PY) -m pytest -q --timeout 3600 -s tests/test_crash_points.py
 
 # Throughput and memory against rclone (Debian's package) and a bare copy loop, plus the backfill
 # row; writes bench/RESULTS.md. Never part of `make test`: about 30 minutes.

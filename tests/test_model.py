@@ -44,7 +44,7 @@ def test_a_recovered_manifest_entry_says_what_the_lost_one_said(stack) -> None:
     stack.container.delete_blob(first.manifest_path)  # as if the run had died before its manifest
 
     plan = plan_run(bridge, full=True)
-    (files,) = interrupted_runs(bridge.lake, plan, lease_seconds=0).values()
+    ((_, files),) = interrupted_runs(bridge.lake, plan, lease_seconds=0).values()
     recovered = interrupted_manifest(first.run_id, files, "20991231T000000Z-000000", datetime.now(timezone.utc))
     assert recovered["status"] == "interrupted"
     assert recovered["totals"]["published"] == lost["totals"]["published"] > 0

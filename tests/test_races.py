@@ -16,9 +16,12 @@ from azure.storage.blob import BlobLeaseClient
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
 from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
-from shared.run import RunFailed, new_run_id, run_for_timer, run_once
-from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
+from shared.copy import copy_file
+from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_for_timer, run_once
+from shared.sink.lake import ALWAYS, META_RUN_ID, delta_storage_options, write_id
 from shared.sink.lock import LOCK_PATH, LockLost, RunLock
+from shared.verify.schema import SchemaJudge
+from tests import crashcheck
 from tests.faultproxy import DELAY, PASS, FaultProxy
 from tests.tables import table, table_rows
 from tests.promise import (
@@ -355,4 +358,33 @@ def test_healing_from_a_listing_older_than_another_writers_commit_never_puts_an_
     run_once(bridge)  # ... after another run replaced one of them and committed its table
     _sync_tables(bridge, slow.plan, slow, bridge.delta_publisher(slow.run_id))  # the slow run's commit
     assert check_tables_match_blobs(stack) > 0
+    check_promise(stack)
+
+
+def test_a_publish_that_lands_after_its_run_was_accounted_for_is_in_a_manifest_too(stack) -> None:
+    """A gone run's last publish, sent before it learnt it lost its lock, lands after a later run
+    listed the lake and while it writes the gone run's manifest: it gets a manifest of its own."""
+    keys = seed_hours(stack, 3)  # newest first
+    settings = stack.settings(BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="1")
+    dead_run = new_run_id(datetime.now(timezone.utc))
+    dead = build_bridge(settings)
+    items = {item.key.key: item for item in plan_run(dead, full=True).items}
+    judge = SchemaJudge(dead.lake, dead_run)
+    for key in keys[1:]:  # the run that dies: two files published, no manifest, no lock any more
+        assert copy_file(items[key], dead.source, dead.lake, judge, dead_run).action == PUBLISHED
+    time.sleep(16)  # its files are a lease old: proven gone
+    landed: list[str] = []
+
+    def the_late_publish_lands(method: str, url: str) -> None:
+        if method == "GET" and not landed:  # after the next run's listing, before its first copy
+            landed.append(copy_file(items[keys[0]], dead.source, dead.lake, judge, dead_run).action)
+
+    recovering = build_bridge(settings)
+    recovering.source.transport.hook = the_late_publish_lands
+    first = run_once(recovering, full=True)
+    assert landed == [PUBLISHED] and first.recovered_runs == [dead_run]
+    time.sleep(16)  # the late file is a lease old too
+    run_once(build_bridge(settings), full=True)
+    lake = crashcheck.Lake(stack.container, ROOT, delta_storage_options(settings, None), stack.container_name)
+    crashcheck.check_finished(lake, stack.s3, stack.bucket, quarantined=set(), snapshots=set())
     check_promise(stack)

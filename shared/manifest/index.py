@@ -8,7 +8,7 @@ and reads ``n + 1``, ``n + 2``, ... until one is missing; nothing can appear bel
 has seen.
 
 ``_state/manifest-index.json`` (the hint; readers need not use it) holds a recent number for
-writers and the run ids indexed in the last :data:`KEEP_DAYS` days. It makes adding a manifest
+writers and the manifests indexed in the last :data:`KEEP_DAYS` days. It makes adding a manifest
 idempotent (a manifest already indexed is not indexed again) and lets a later run find a
 manifest whose writer stopped before its index entry (:func:`unindexed`): every entry a writer
 takes or finds taken goes into the hint with a conditional write that merges, never replaces.
@@ -24,7 +24,7 @@ from shared.sink.lake import IF_MISSING, MANIFESTS, STATE, Lake, LakeEntry, if_u
 
 INDEX = f"{MANIFESTS}/index"
 HINT = f"{STATE}/manifest-index.json"
-#: How long the hint remembers an indexed run; a manifest older than that is taken as indexed.
+#: How long the hint remembers an indexed manifest; one older than that is taken as indexed.
 KEEP_DAYS = 14
 #: Conditional writes of the hint tried before giving up (each loses only to another writer's hint).
 HINT_ATTEMPTS = 20
@@ -39,8 +39,8 @@ class Indexed:
     """What the index holds, as far as the hint and the entries after its number tell."""
 
     last: int
-    runs: dict[str, list[Any]]  # run id -> [number, indexed at (epoch seconds)]
-    since: datetime  # every manifest indexed from then on is in ``runs``
+    manifests: dict[str, list[Any]]  # manifest path -> [number, indexed at (epoch seconds)]
+    since: datetime  # every manifest indexed from then on is in ``manifests``
     learned: dict[str, list[Any]] = field(default_factory=dict)  # the entries after the hint's number
 
 
@@ -51,22 +51,21 @@ def read(lake: Lake) -> Indexed:
     indexed = _parse(hint)
     while (entry := lake.read_json(entry_path(indexed.last + 1))) is not None:
         indexed.last += 1
-        indexed.learned[entry["run_id"]] = [indexed.last, _epoch(entry.get("indexed_at"))]
-        indexed.runs.setdefault(entry["run_id"], indexed.learned[entry["run_id"]])
+        indexed.learned[entry["manifest"]] = [indexed.last, _epoch(entry.get("indexed_at"))]
+        indexed.manifests.setdefault(entry["manifest"], indexed.learned[entry["manifest"]])
     return indexed
 
 
 def append(lake: Lake, manifest_path: str, manifest: dict[str, Any]) -> int:
     """Adds a written manifest to the index, unless it is there already; returns its number."""
     indexed = read(lake)
-    run_id = manifest["run_id"]
     found = dict(indexed.learned)  # the hint is to hold them too
-    if run_id in indexed.runs:
+    if manifest_path in indexed.manifests:
         if found:
             _remember(lake, found)
-        return int(indexed.runs[run_id][0])
+        return int(indexed.manifests[manifest_path][0])
     entry = {
-        "run_id": run_id,
+        "run_id": manifest["run_id"],
         "manifest": manifest_path,
         "status": manifest["status"],
         "mode": manifest["mode"],
@@ -78,11 +77,11 @@ def append(lake: Lake, manifest_path: str, manifest: dict[str, Any]) -> int:
         now = datetime.now(timezone.utc)
         document = {"sequence": sequence, **entry, "indexed_at": now.isoformat()}
         if lake.write_json(entry_path(sequence), document, condition=IF_MISSING):
-            found[run_id] = [sequence, int(now.timestamp())]
+            found[manifest_path] = [sequence, int(now.timestamp())]
             break
         taken = lake.read_json(entry_path(sequence)) or {}
-        found[taken.get("run_id", "")] = [sequence, _epoch(taken.get("indexed_at"))]
-        if taken.get("run_id") == run_id:  # another run indexed it meanwhile (a recovery)
+        found[taken.get("manifest", "")] = [sequence, _epoch(taken.get("indexed_at"))]
+        if taken.get("manifest") == manifest_path:  # another run indexed it meanwhile (a recovery)
             break
         sequence += 1
     _remember(lake, found)
@@ -93,7 +92,7 @@ def unindexed(lake: Lake, now: datetime, indexed: Indexed) -> list[LakeEntry]:
     """The manifests written in the last days (since the hint's memory begins) that no index
     entry names, oldest first. Two listings on a normal day (today and yesterday); more after
     the bridge stood still."""
-    newest = max((at for _, at in indexed.runs.values()), default=None)
+    newest = max((at for _, at in indexed.manifests.values()), default=None)
     first = (now - timedelta(days=1)).date()
     if newest is not None:
         first = min(first, datetime.fromtimestamp(newest, timezone.utc).date() - timedelta(days=1))
@@ -102,8 +101,8 @@ def unindexed(lake: Lake, now: datetime, indexed: Indexed) -> list[LakeEntry]:
     day = first
     while day <= now.date():
         for entry in lake.list_entries(f"{MANIFESTS}/{day:%Y/%m/%d}/"):
-            run_id = entry.path.rsplit("/", 1)[1].removesuffix(".json")
-            if run_id not in indexed.runs and (entry.last_modified is None or entry.last_modified >= indexed.since):
+            if entry.path not in indexed.manifests and (entry.last_modified is None
+                                                         or entry.last_modified >= indexed.since):
                 found.append(entry)
         day += timedelta(days=1)
     return sorted(found, key=lambda e: (e.last_modified or now, e.path))
@@ -123,14 +122,14 @@ def _remember(lake: Lake, found: dict[str, list[Any]]) -> None:
     for _ in range(HINT_ATTEMPTS):
         current, etag = lake.read_json_version(HINT)
         indexed = _parse(current or {})
-        runs = {**indexed.runs, **{k: v for k, v in found.items() if k}}
+        manifests = {**indexed.manifests, **{k: v for k, v in found.items() if k}}
         last = max([indexed.last] + [int(n) for n, _ in found.values()])
-        if current is not None and runs == indexed.runs and last == indexed.last:
+        if current is not None and manifests == indexed.manifests and last == indexed.last:
             return
         cutoff = datetime.now(timezone.utc) - timedelta(days=KEEP_DAYS)
-        kept = {k: v for k, v in runs.items() if v[1] >= cutoff.timestamp()}
-        since = max(indexed.since, cutoff) if len(kept) < len(runs) else indexed.since
-        document = {"last": last, "since": since.isoformat(), "runs": kept}
+        kept = {k: v for k, v in manifests.items() if v[1] >= cutoff.timestamp()}
+        since = max(indexed.since, cutoff) if len(kept) < len(manifests) else indexed.since
+        document = {"last": last, "since": since.isoformat(), "manifests": kept}
         if lake.write_json(HINT, document, condition=IF_MISSING if etag is None else if_unchanged(etag)):
             return
     # Others kept writing the hint first: it is a hint; the entries after its number complete it.
@@ -143,8 +142,8 @@ def _parse(hint: dict[str, Any]) -> Indexed:
         since = datetime.fromisoformat(hint["since"])
     else:
         since = datetime.now(timezone.utc) if hint else datetime(1970, 1, 1, tzinfo=timezone.utc)
-    runs = {k: list(v) for k, v in (hint.get("runs") or {}).items()}
-    return Indexed(int(hint.get("last", 0)), runs, since)
+    manifests = {k: list(v) for k, v in (hint.get("manifests") or {}).items()}
+    return Indexed(int(hint.get("last", 0)), manifests, since)
 
 
 def _epoch(text: str | None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.haltian.keys import HaltianKey, parse_key
@@ -17,7 +17,7 @@ from shared.manifest import index
 from shared.manifest.build import build_manifest, manifest_path
 from shared.model import FULL, PARTITION, PUBLISHED, QUARANTINED, WINDOW, FileOutcome, Plan, RunResult, WorkItem
 from shared.sink.lake import (
-    IF_MISSING, MANIFESTS, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
+    IF_MISSING, MANIFESTS, META_LISTED_AT, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
     Lake, LakeEntry,
 )
 from shared.sink.lock import LOCK_PATH, lock_state, partition_lock_path
@@ -25,14 +25,19 @@ from shared.source.s3 import SourceObject
 
 log = logging.getLogger(__name__)
 
+#: Clock skew between this host and the lake, and blob times' whole seconds.
+LISTING_MARGIN = timedelta(seconds=30)
+
 
 def run_started(run_id: str) -> datetime:
     return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
 
 
-def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float) -> dict[str, list[tuple[HaltianKey, LakeEntry, bool]]]:
-    """Runs whose files the plan listed, which have no manifest and are proven gone:
-    run id -> (key, entry, quarantined)."""
+def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float
+                     ) -> dict[str, tuple[str, list[tuple[HaltianKey, LakeEntry, bool]]]]:
+    """Runs proven gone whose files the plan listed, which no manifest of theirs reports: run id
+    -> (the manifest path to write, [(key, entry, quarantined)]). That is a run without a
+    manifest, or a publish that landed after a manifest was written for its run."""
     by_run: dict[str, list[tuple[HaltianKey, LakeEntry, bool]]] = {}
     for entries, quarantined in ((plan.mirrored, False), (plan.quarantine, True)):
         for path, entry in entries.items():
@@ -43,10 +48,43 @@ def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float) -> dict[str, 
     if not by_run:
         return {}
     days = {f"{MANIFESTS}/{run_started(r):%Y/%m/%d}/" for r in by_run}
-    reported = {entry.path.rsplit("/", 1)[1].removesuffix(".json") for day in days for entry in lake.list_entries(day)}
+    manifests: dict[str, list[LakeEntry]] = {}
+    for day in sorted(days):
+        for entry in lake.list_entries(day):
+            manifests.setdefault(entry.path.rsplit("/", 1)[1].split(".")[0], []).append(entry)
     locks: dict[str, tuple[dict[str, Any], str | None]] = {}
-    return {run_id: files for run_id, files in by_run.items()
-            if run_id not in reported and _gone(lake, run_id, files, plan, lease_seconds, locks)}
+    found = {}
+    for run_id, files in by_run.items():
+        own = manifests.get(run_id, [])
+        if own:
+            files = _landed_late(lake, own, files)
+        if files and _gone(lake, run_id, files, plan, lease_seconds, locks):
+            found[run_id] = (_numbered(manifest_path(run_id, run_started(run_id)), len(own)), files)
+    return found
+
+
+def _landed_late(lake: Lake, manifests: list[LakeEntry],
+                 files: list[tuple[HaltianKey, LakeEntry, bool]]) -> list[tuple[HaltianKey, LakeEntry, bool]]:
+    """The files of a run that has manifests which none of them reports: publishes that landed
+    after the listing a manifest written for the run was made from (a request sent just before
+    the run learnt it lost its lock). A run's own manifest reports every file it wrote; only
+    files that landed after (or within :data:`LISTING_MARGIN` of) the newest listing are read
+    against the manifests, so a normal run reads nothing."""
+    listed = [entry.metadata.get(META_LISTED_AT) for entry in manifests]
+    if not all(listed):
+        return []  # the run wrote its own manifest, after every one of its writes
+    since = max(datetime.fromisoformat(at) for at in listed if at) - LISTING_MARGIN
+    recent = [f for f in files if f[1].last_modified is None or f[1].last_modified >= since]
+    if not recent:
+        return []
+    reported = {(file["source_key"], file["source_etag"]) for entry in manifests
+                for file in (lake.read_json(entry.path) or {}).get("files", ())}
+    return [f for f in recent if (f[0].key, f[1].metadata.get(META_SOURCE_ETAG)) not in reported]
+
+
+def _numbered(path: str, count: int) -> str:
+    """The path of a run's manifest number ``count`` (0: ``{run}.json``, then ``{run}.1.json``, ...)."""
+    return path if count == 0 else f"{path.removesuffix('.json')}.{count}.json"
 
 
 def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], plan: Plan,
@@ -139,11 +177,11 @@ def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime, 
     got there first, this one is not written, so no two manifests report the same files.
     """
     recovered = []
-    for run_id, files in sorted(interrupted_runs(lake, plan, lease_seconds).items()):
-        path = manifest_path(run_id, run_started(run_id))
+    metadata = {META_LISTED_AT: plan.listed_at.isoformat()} if plan.listed_at is not None else None
+    for run_id, (path, files) in sorted(interrupted_runs(lake, plan, lease_seconds).items()):
         document = interrupted_manifest(run_id, files, recovered_by, now)
         guard()
-        if not lake.write_json(path, document, condition=IF_MISSING):
+        if not lake.write_json(path, document, condition=IF_MISSING, metadata=metadata):
             continue
         guard()
         index.append(lake, path, document)

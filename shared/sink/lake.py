@@ -60,6 +60,8 @@ META_REASON = "haltian_quarantine_reason"
 #: Set on a mirrored file while a run replaces it (a new source version): no table sync reads it
 #: then; the new version's write clears it.
 META_REPLACING = "haltian_replacing"
+#: On a manifest written for an interrupted run: when the listing it was written from began.
+META_LISTED_AT = "haltian_listed_at"
 
 
 @dataclass(frozen=True)
@@ -353,8 +355,10 @@ class Lake:
             if self.write_json(relative, document, condition=IF_MISSING if etag is None else if_unchanged(etag)):
                 return True
 
-    def write_json(self, relative: str, document: Any, *, condition: Condition | None = None) -> bool:
-        """Writes a JSON document atomically; False when the condition failed."""
+    def write_json(self, relative: str, document: Any, *, condition: Condition | None = None,
+                   metadata: dict[str, str] | None = None) -> bool:
+        """Writes a JSON document atomically (with ``metadata`` on its blob); False when the
+        condition failed."""
         data = json.dumps(document, separators=(",", ":"), default=str).encode()  # C encoder: fast on big manifests
         blob = self.container.get_blob_client(self.path(relative))
         try:
@@ -363,6 +367,7 @@ class Lake:
                 overwrite=True,
                 validate_content=True,
                 content_settings=ContentSettings(content_type="application/json"),
+                metadata=metadata,
                 **(condition or ALWAYS).kwargs(),
             )
         except (ResourceExistsError, ResourceModifiedError):
