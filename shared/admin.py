@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -320,10 +322,9 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
         files = mirrored_files(bridge, layout, dataset)
         if not files:
             raise AdminError(f"the mirror holds no file of {layout}/{dataset}: nothing to build a table from")
-        folder = table_folder(layout, dataset)
-        for entry in list(bridge.lake.list_entries(folder)):
+        for path in _deletion_order(bridge.lake.list_entries(table_folder(layout, dataset))):
             lock.check()
-            bridge.lake.delete(entry.path)
+            bridge.lake.delete(path)
         publisher = bridge.delta_publisher(run_id)
         publisher.guard = lock.check
         publisher.types_from_newest = True
@@ -331,6 +332,21 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
     log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
              f"; error: {change.error}" if change.error else "")
     return change
+
+
+def _deletion_order(entries: Iterable[LakeEntry]) -> list[str]:
+    """A table's blobs in an order that leaves a readable table, or none, at every step: the log
+    from its newest version down (each step leaves an older version whole), then the data files
+    (once no log names them, they are not a table to any reader)."""
+    log_files, data = [], []
+    for entry in entries:
+        name = entry.path.rsplit("/", 1)[1]
+        if f"/{DELTA_LOG}" in entry.path:
+            digits = name.split(".", 1)[0]
+            log_files.append((int(digits) if digits.isdigit() else sys.maxsize, entry.path))
+        else:
+            data.append(entry.path)
+    return [path for _, path in sorted(log_files, reverse=True)] + sorted(data)
 
 
 def drop_legacy_tables(bridge: Bridge) -> dict[str, Any]:

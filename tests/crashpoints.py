@@ -1,14 +1,15 @@
 """Crash points: every lake write a run makes, killed before and after (as ALICE, SQLite's crash
 tests and FoundationDB's simulation do it).
 
-The bridge runs in a process of its own (``python -m shared run --all``, the timer's code path)
+The bridge runs in a process of its own (``python -m shared run --all``, the timer's code path,
+or an operator's command: :data:`OPERATIONS`)
 and talks to Azurite through a proxy that sees every request. A first run records the sequence
 of writes. Then, for each write k, a fresh bucket and lake get the same history, and the run
 is killed with SIGKILL, as the host stops a process, the moment its k-th write reaches the
 proxy (the write never reaches the lake) or the moment Azurite has done it (the run never hears
-so). The timer's runs then go on as they would: one once the killed run's lease has expired,
-then the daily full reconcile; :mod:`tests.crashcheck` checks the lake right after the kill and
-after those runs.
+so). Then what follows goes on as it would: once the killed process's lease has expired, an
+operator's command is run again (the operator saw it fail), the timer's next run, and the daily
+full reconcile; :mod:`tests.crashcheck` checks the lake right after the kill and after each.
 
 A write is any request that changes the lake, less lease renewals (the lock's heartbeat, not
 the run's work) and staged blocks (invisible until their block list is committed).
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
+from shared.admin import accept_schema
 from shared.run import run_once
 from shared.sink.lake import delta_storage_options
 from tests import crashcheck
@@ -79,8 +81,10 @@ class Scenario:
     The run under test (a full reconcile) copies measurements of the open and the closed month
     (the closed month then holds two table files, so it is compacted), a new entity snapshot, a
     file of a dataset never seen (its first-seen schema is recorded), a file with an added
-    column (additive drift: published, the table's schema grows), and a file that is not
-    Parquet (quarantined); then tables, manifest, index entry, ``latest.json``, reconcile state.
+    column (additive drift: published, the table's schema grows), a file with a new column that
+    is not nullable (breaking drift: quarantined, until an operator accepts its schema and
+    releases it) and a file that is not Parquet (quarantined for good); then tables, manifest,
+    index entry, ``latest.json``, reconcile state.
     """
 
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0,
@@ -102,7 +106,9 @@ class Scenario:
         drifted = make_table(legacy_schema("measurementCO2"), 5, self.now - timedelta(hours=1), rng)
         drifted = drifted.append_column("firmware", pa.array(["1.2.3"] * drifted.num_rows))
         v1_start = self.now - timedelta(hours=1)
+        breaking = legacy_schema("measurementCO2").append(pa.field("sensorConfidence", pa.int32(), False))
         return {
+            self.breaking(): parquet_bytes(make_table(breaking, 4, self.now - timedelta(hours=5), rng)),
             legacy_key(ORG, "measurementCO2", closed): self._co2(closed, rng),  # late: the closed month
             legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=2)): self._co2(self.now - timedelta(hours=2), rng),
             legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=1)): parquet_bytes(drifted),
@@ -110,11 +116,14 @@ class Scenario:
                 parquet_bytes(make_table(legacy_schema("device"), 5, self.now - timedelta(hours=1), rng)),
             v1_key(ORG, "measurementCO2", v1_start, v1_start + timedelta(hours=1)):
                 parquet_bytes(make_table(v1_schema("measurementCO2"), 6, v1_start, rng)),
-            legacy_key(ORG, "measurementCO2", self.now): b"not a parquet file, cut off by the exporter",
+            self.broken(): b"not a parquet file, cut off by the exporter",
         }
 
-    def quarantined(self) -> set[str]:
-        return {legacy_key(ORG, "measurementCO2", self.now)}
+    def broken(self) -> str:
+        return legacy_key(ORG, "measurementTVOC", self.now)
+
+    def breaking(self) -> str:
+        return legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=5))
 
     @staticmethod
     def _co2(at: datetime, rng: random.Random) -> bytes:
@@ -144,14 +153,38 @@ class Killed:
     fired: bool
 
 
+@dataclass(frozen=True)
+class Operation:
+    """What is killed: a command line, on a lake prepared for it."""
+
+    command: tuple[str, ...]
+    copied_first: bool = False  # a run copies the second delivery before it
+    accepted_first: bool = False  # an operator accepts the breaking file's schema before it
+    released: bool = False  # the breaking file ends published, not quarantined
+
+
+OPERATIONS = {
+    "run": Operation(("run", "--all")),
+    "tables rebuild": Operation(("tables", "rebuild", "legacy/measurementCO2"), copied_first=True),
+    "quarantine release": Operation(("quarantine", "release", "legacy/measurementCO2"), copied_first=True,
+                                    accepted_first=True, released=True),
+}
+
+
 class Harness:
     """Runs the scenario once per crash point, each on a bucket and a lake of its own."""
 
-    def __init__(self, make_stack, moto, azurite) -> None:
+    def __init__(self, make_stack, moto, azurite, operation: str = "run") -> None:
         self.make_stack = make_stack
         self.moto = moto
         self.azurite = azurite
         self.scenario = Scenario()
+        self.operation = OPERATIONS[operation]
+
+    def quarantined(self) -> set[str]:
+        """What must be in quarantine once the operation is done."""
+        kept = {self.scenario.broken()}
+        return kept if self.operation.released else kept | {self.scenario.breaking()}
 
     def record(self) -> list[str]:
         """The run under test's writes, in order, on a lake of its own (nothing killed)."""
@@ -199,16 +232,24 @@ class Harness:
         return Killed(point, stack, killed_at, forward, seen["fired"])
 
     def finish(self, killed: Killed) -> None:
-        """The timer's next runs: one once the killed run's lease has expired, then the daily
+        """What follows once the killed process's lease has expired: an operator's command is run
+        again (it failed before the operator's eyes), then the timer's next run and the daily
         full reconcile; then the whole check."""
         time.sleep(max(0.0, killed.killed_at + LEASE_SECONDS + 1 - time.monotonic()))
         stack = killed.stack
         lake = self.lake(stack)
+        if self.operation.command[0] != "run":
+            env = {**os.environ, **stack.env(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS))}
+            again = subprocess.run([sys.executable, "-m", "shared", *self.operation.command], cwd=PROJECT, env=env,
+                                   capture_output=True, timeout=180)
+            assert again.returncode == 0, f"{' '.join(self.operation.command)} run again failed: " \
+                                          f"{again.stderr.decode(errors='replace').strip()[-500:]}"
+            crashcheck.check_any_moment(lake, stack.s3, stack.bucket)
         for full in (False, True):
             run_once(stack.bridge(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS)), full=full)
             crashcheck.check_any_moment(lake, stack.s3, stack.bucket)
             killed.forward.check(lake)
-        crashcheck.check_finished(lake, stack.s3, stack.bucket, self.scenario.quarantined(), SNAPSHOT_TABLES)
+        crashcheck.check_finished(lake, stack.s3, stack.bucket, self.quarantined(), SNAPSHOT_TABLES)
 
     def lake(self, stack) -> crashcheck.Lake:
         options = delta_storage_options(stack.settings(), None)
@@ -222,6 +263,10 @@ class Harness:
         run_once(stack.bridge(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS)), full=True)
         for key, data in self.scenario.second().items():
             stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+        if self.operation.copied_first:
+            run_once(stack.bridge(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS)), full=True)
+        if self.operation.accepted_first:
+            accept_schema(stack.bridge(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS)), "legacy/measurementCO2")
         return stack
 
     def _run_under_test(self, stack, rule, crash, process: dict | None = None) -> int:
@@ -229,7 +274,7 @@ class Harness:
         env = {**os.environ, **stack.env(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS), BRIDGE_MAX_CONCURRENCY="1")}
         env["ADLS_CONNECTION_STRING"] = env["ADLS_CONNECTION_STRING"].replace(stack.azurite.url, proxy.url)
         try:
-            run = subprocess.Popen([sys.executable, "-m", "shared", "run", "--all"], cwd=PROJECT, env=env,
+            run = subprocess.Popen([sys.executable, "-m", "shared", *self.operation.command], cwd=PROJECT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if process is not None:
                 process["run"] = run
