@@ -210,24 +210,25 @@ class DeltaPublisher:
         self.guard()
         if table is None:
             self._create(uri, reader, measurement, options, local[0][0].key.dataset)
+            change.added.extend(f.key.key for f, _ in local)
+            return self._load(uri)
+        if merge:
+            options["schema_mode"] = "merge"
+        if not measurement:
+            # One commit swaps each organization's snapshot; other organizations' rows stay.
+            organizations = sorted({f.key.organization for f, _ in local})
+            options.update(mode="overwrite", predicate=" OR ".join(
+                f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
+            change.removed.extend(_current_snapshots(delivered, organizations))
+        elif replaced:
+            # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
+            options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+            change.removed.extend(replaced)
         else:
-            if merge:
-                options["schema_mode"] = "merge"
-            if not measurement:
-                # One commit swaps each organization's snapshot; other organizations' rows stay.
-                organizations = sorted({f.key.organization for f, _ in local})
-                options.update(mode="overwrite", predicate=" OR ".join(
-                    f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
-                change.removed.extend(_current_snapshots(delivered, organizations))
-            elif replaced:
-                # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-                options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
-                change.removed.extend(replaced)
-            else:
-                options["mode"] = "append"
-            write_deltalake(table, reader, **options)
+            options["mode"] = "append"
+        write_deltalake(table, reader, **options)  # brings ``table`` to the version it committed
         change.added.extend(f.key.key for f, _ in local)
-        return self._load(uri)
+        return table
 
     def _create(self, uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any],
                 dataset: str) -> None:
@@ -258,7 +259,7 @@ class DeltaPublisher:
             commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
-        return self._load(table.table_uri) or table
+        return table  # compact() brought it to the version it committed
 
     def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
         return CommitProperties(
