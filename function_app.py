@@ -1,12 +1,14 @@
-"""Azure Functions entry (Python v2 programming model). Only wiring: the logic is in shared/."""
+"""Azure Functions entry (Python v2 programming model). Only wiring: the logic is in shared/.
+
+The host imports this module on every cold start (on Flex Consumption, an hourly timer mostly
+meets an instance that has scaled to zero), so it imports nothing but azure.functions: each
+function imports what it needs when it is invoked.
+"""
 
 import json
 import os
 
 import azure.functions as func
-
-from shared import telemetry
-from shared.run import run_for_timer
 
 app = func.FunctionApp()
 
@@ -18,6 +20,9 @@ def haltian_bridge(timer: func.TimerRequest) -> None:
     Logs a past-due timer, runs once, logs a one-line summary; raises when files failed so
     the invocation shows as failed and an alert can fire.
     """
+    from shared import telemetry
+    from shared.run import run_for_timer
+
     with telemetry.flushed():  # the worker may be frozen as soon as the invocation returns
         run_for_timer(os.environ, past_due=timer.past_due)
 
@@ -25,6 +30,7 @@ def haltian_bridge(timer: func.TimerRequest) -> None:
 @app.route(route="backfill", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def backfill(req: func.HttpRequest) -> func.HttpResponse:
     """Queues a backfill: JSON body ``{"from": "YYYY-MM", "to": "YYYY-MM", "datasets": [...]}``, all optional."""
+    from shared import telemetry
     from shared.backfill.http import backfill_request
 
     with telemetry.flushed():
@@ -35,6 +41,7 @@ def backfill(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="message", queue_name="%BRIDGE_BACKFILL_QUEUE%", connection="BridgeQueue")
 def backfill_partition(message: func.QueueMessage) -> None:
     """Copies one (dataset, month) partition; raising returns the message for a retry."""
+    from shared import telemetry
     from shared.backfill.queue import run_for_queue
 
     with telemetry.flushed():

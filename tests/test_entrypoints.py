@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -34,6 +37,17 @@ def functions() -> dict:
 @pytest.fixture(scope="session")
 def timer_function(functions):
     return functions["haltian_bridge"]
+
+
+def test_the_host_s_import_of_the_app_loads_no_client_library() -> None:
+    """The host imports function_app on every cold start: the clients, pyarrow, delta-rs and
+    OpenTelemetry wait for the first invocation (what it costs is measured by make bench)."""
+    heavy = ["boto3", "botocore", "urllib3", "pyarrow", "deltalake", "azure.storage.blob", "azure.storage.queue",
+             "azure.identity", "azure.monitor.opentelemetry", "opentelemetry", "shared.run"]
+    probe = f"import sys, function_app; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[]", f"imported at cold start: {out.strip()}"
 
 
 def test_timer_binding_is_what_the_host_reads(timer_function) -> None:
