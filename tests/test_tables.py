@@ -32,7 +32,7 @@ from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )
-from tests.faultproxy import FORBIDDEN, PASS, FaultProxy, list_prefix
+from tests.faultproxy import FORBIDDEN, PASS, RESET_MID_BODY, FaultProxy, list_prefix
 from tests.test_reliability import bridge_for, proxied_env, run_killed_before_tables
 
 pytestmark = pytest.mark.integration
@@ -224,6 +224,29 @@ def test_a_lake_that_fails_during_the_table_sync_costs_that_table_only(stack) ->
     healed = run_once(stack.bridge())
     assert healed.exit_code == 0 and not [t for t in healed.tables if t.error]
     folder = f"parquet/{BucketSpec().organization}/measurementCO2/"
+    assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), source_rows(objects, folder))
+
+
+def test_a_table_sync_whose_reads_of_the_mirror_are_cut_off_reads_them_again(stack) -> None:
+    """The lake cuts off the body of three mirrored CO2 files the table sync reads, twice each,
+    then answers: the rows enter the table once each, from whole files."""
+    objects = stack.seed(BucketSpec(**SPEC, bad_files=False))
+    cut: Counter = Counter()
+
+    def rule(method: str, path: str) -> str:
+        if method == "GET" and "/measurementCO2/" in path and path.endswith(".parquet") and "_tables" not in path:
+            if path in cut or len(cut) < 3:
+                cut[path] += 1
+                return RESET_MID_BODY if cut[path] <= 2 else PASS
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        run_for_timer(proxied_env(stack, None, proxy))
+    finally:
+        proxy.close()
+    folder = f"parquet/{BucketSpec().organization}/measurementCO2/"
+    assert len(cut) == 3 and all(n == 3 for n in cut.values()), cut  # cut off twice, then read whole
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), source_rows(objects, folder))
 
 

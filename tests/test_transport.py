@@ -189,3 +189,22 @@ def test_shared_key_signatures_match_the_sdks_for_account_and_emulator_urls(url:
     SharedKeyCredentialPolicy(account, servers.AZURITE_KEY).on_request(
         PipelineRequest(request, PipelineContext(None)))
     assert ours["authorization"] == request.headers["Authorization"]
+
+
+def test_shared_key_signature_of_a_get_blob_matches_the_sdks() -> None:
+    """The table sync's Get Blob: no body, no Content-Length, an If-Match condition."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.transport import HttpRequest
+    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+
+    from shared.sink.blob_writer import _SharedKey
+
+    url = "https://acct.blob.core.windows.net/lake/parquet/org/measurementCO2/2026/12/x.parquet"
+    headers = {"x-ms-version": "2026-10-06", "x-ms-date": "Sat, 28 Nov 2026 10:00:00 GMT",
+               "if-match": '"0x8DE2F3A1B2C3D4E"', "x-ms-client-request-id": "3b1f0c1e-0000-4000-8000-000000000000"}
+    ours = dict(headers)
+    _SharedKey("acct", servers.AZURITE_KEY, "/lake")("GET", "/parquet/org/measurementCO2/2026/12/x.parquet", ours)
+
+    request = HttpRequest("GET", url, headers=dict(headers))
+    SharedKeyCredentialPolicy("acct", servers.AZURITE_KEY).on_request(PipelineRequest(request, PipelineContext(None)))
+    assert ours["authorization"] == request.headers["Authorization"]

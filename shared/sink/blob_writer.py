@@ -1,4 +1,5 @@
-"""The three Blob requests that publish a file: Put Blob, Put Block, Put Block List.
+"""The three Blob requests that publish a file (Put Blob, Put Block, Put Block List), and the
+Get Blob with which a table sync reads a mirrored file back.
 
 They are sent with :class:`~shared.transport.Transport` rather than azure-storage-blob: on a
 small file the SDK's pipeline costs several times the CPU of the request itself. Authentication
@@ -18,16 +19,21 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+import urllib3
 from azure.storage.blob._shared.authentication import _storage_header_sort
 
+from shared.errors import describe
 from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 #: Conflicts of a conditional write: the blob exists (If-None-Match) or is another version (If-Match).
 CONFLICT_STATUSES = (409, 412)
+_META = "x-ms-meta-"
+_READ_BYTES = 1 << 20
 
 
 class WriteConflict(Exception):
@@ -82,13 +88,38 @@ class BlobWriter:
         response = self._send("PUT", name, "comp=blocklist", headers, body)
         return _last_modified(response)
 
-    def _send(self, method: str, name: str, query: str, headers: dict[str, str], body: bytes) -> Any:
+    def download_to(self, name: str, target: Any, etag: str | None) -> dict[str, str]:
+        """One Get Blob streamed into the file object ``target`` (only version ``etag``, when
+        given); returns the blob's metadata. A body cut off mid-way is read again from the start
+        (``target`` rewound), within the transport's attempts. Raises WriteConflict when the blob
+        is another version now, or gone."""
+        condition = {} if etag is None else {"if-match": etag}
+        for attempt in range(1, self.transport.attempts + 1):
+            response = self._send("GET", name, "", condition, None, stream=True)
+            try:
+                target.seek(0)
+                target.truncate()
+                for chunk in response.stream(_READ_BYTES, decode_content=False):
+                    target.write(chunk)
+                return {k.lower()[len(_META):]: v for k, v in response.headers.items() if k.lower().startswith(_META)}
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                if attempt == self.transport.attempts:
+                    raise TransportError(f"Azure GET {name}: {describe(err)} (after {attempt} attempts)") from err
+                time.sleep(AZURE_BACKOFF.delay(attempt))
+            finally:
+                response.release_conn()
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, name: str, query: str, headers: dict[str, str], body: bytes | None,
+              stream: bool = False) -> Any:
         path = f"/{quote(name, safe='~/')}"
         url = f"{self.base}{path}" + (f"?{query}" if query else "")
 
         def signed() -> dict[str, str]:
-            fresh = {**headers, "content-length": str(len(body)), "x-ms-version": self.version,
-                     "x-ms-date": _http_date(), "x-ms-client-request-id": str(uuid.uuid4())}
+            fresh = {**headers, "x-ms-version": self.version, "x-ms-date": _http_date(),
+                     "x-ms-client-request-id": str(uuid.uuid4())}
+            if body is not None:
+                fresh["content-length"] = str(len(body))
             self._authorize(method, path, fresh, query)
             return fresh
 
@@ -98,13 +129,21 @@ class BlobWriter:
             sent.append(signed())
             return sent[-1]
 
-        response = self.transport.send(method, url, headers=recorded, body=body)
+        response = self.transport.send(method, url, headers=recorded, body=body, stream=stream)
         if _token_refused(response) and isinstance(self._authorize, _Bearer):
             # Expired by the service's clock, or revoked: one new token, one more try.
+            if stream:
+                response.drain_conn()
+                response.release_conn()
             self._authorize.refused(sent[-1]["authorization"])
-            response = self.transport.send(method, url, headers=signed, body=body)
+            response = self.transport.send(method, url, headers=signed, body=body, stream=stream)
         if response.status in (200, 201):
             return response
+        if stream:
+            response.read()
+            response.release_conn()
+        if method == "GET" and response.status in (404, 412):
+            raise WriteConflict(f"{name}: {response.headers.get('x-ms-error-code') or response.status}")
         code = response.headers.get("x-ms-error-code") or str(response.status)
         if response.status in CONFLICT_STATUSES:
             raise WriteConflict(f"{name}: {code}")
@@ -127,9 +166,8 @@ class _SharedKey:
         slots = [headers.get(name, "") for name in self._SLOTS]
         if slots[2] == "0":
             slots[2] = ""
-        # The service's own collation (not plain ordinal order: it sets "a_" before "a0"), as the SDK sorts.
-        canonical = "".join(f"{k}:{v}\n" for k, v in _storage_header_sort(
-            [(k.lower(), v) for k, v in headers.items() if k.lower().startswith("x-ms-")]))
+        signed = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ms-")}
+        canonical = "".join(f"{k}:{signed[k]}\n" for k in _collated(frozenset(signed)))
         resource = f"/{self.account}{self.base_path}{path}"
         params = sorted(part.split("=", 1) for part in query.split("&") if part)
         resource += "".join(f"\n{k.lower()}:{unquote(v)}" for k, v in params)
@@ -171,6 +209,15 @@ class _Bearer:
             self.credential.get_token(STORAGE_SCOPE)
         lifetime = max(0.0, float(token.expires_on) - now)
         self._token, self._refresh_at = token.token, now + lifetime - min(300.0, lifetime / 2)
+
+
+@lru_cache(maxsize=256)
+def _collated(names: frozenset[str]) -> tuple[str, ...]:
+    """Header names in the service's own collation (not plain ordinal order: it sets "a_" before
+    "a0"), as the SDK sorts them; the order depends on the names only, and requests of one kind
+    carry the same names, so it is worked out once per set (the SDK's sort is most of the
+    signature's CPU)."""
+    return tuple(name for name, _ in _storage_header_sort([(name, "") for name in names]))
 
 
 def _token_refused(response: Any) -> bool:

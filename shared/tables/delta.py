@@ -53,6 +53,7 @@ from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_i
 from shared.tables.names import table_folder, table_name
 from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH, lineage_fields, table_batches
 from shared.tables.types import arrow_for
+from shared.transport import TransportError
 from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class DeltaPublisher:
                 change.error = str(err)
                 log.error("%s", err)
                 return change
-            except (DeltaError, OSError, AzureError, pa.ArrowException) as err:
+            except (DeltaError, OSError, AzureError, TransportError, pa.ArrowException) as err:
                 change.error = _feature_error(change, err) or describe(err)
                 log.error("table %s: %s; the mirror is complete and the next run tries again", change.table,
                           change.error)
