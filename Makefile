@@ -61,18 +61,21 @@ demo-entra: setup
 # Each test is bounded at an hour.
 soak: setup
 	SOAK_RUNS=$${SOAK_RUNS:-50} RACE_MONTHS=$${RACE_MONTHS:-12} RACE_SECONDS=$${RACE_SECONDS:-120} \
-		$(PY) -m pytest -q --timeout 3600 tests/test_soak.py
+		$(PY) -m pytest -q --timeout 3600 -m soak tests/test_soak.py
 	TABLE_DAYS=$${TABLE_DAYS:-365} $(PY) -m pytest -q --timeout 3600 \
 		tests/test_tables.py::test_hourly_deliveries_stay_within_direct_lake_bounds
 	CRASH_POINTS=all $(PY) -m pytest -q --timeout 3600 -s tests/test_crash_points.py
 
-# Throughput and memory against rclone (Debian's package) and a bare copy loop, plus the backfill
-# row; writes bench/RESULTS.md. Never part of `make test`: about 30 minutes.
+# Throughput and memory against rclone (Debian's package) and a bare copy loop, the backfill row,
+# the tables, the cold start, and the first run and the normal hour at cloud latency; writes
+# bench/RESULTS.md. Never part of `make test`: about an hour.
 bench: setup
 	@command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone; }
 	$(PY) -m bench.run --profile
 	$(PY) -m bench.backfill
 	$(PY) -m bench.tables
+	$(PY) -m bench.coldstart
+	$(PY) -m bench.latency --profile
 
 clean:
 	rm -rf $(VENV) dev/azurite/node_modules .pytest_cache .demo

@@ -1,6 +1,7 @@
 """A seeded soak: consecutive runs with random faults and new deliveries, the promise after each.
 
-``make test`` runs a few iterations; ``make soak`` runs 50 (``SOAK_RUNS``). The seed is printed
+``make soak`` runs 50 iterations (``SOAK_RUNS``; ``pytest -m soak tests/test_soak.py`` runs 2);
+``make test`` leaves them out (they are marked ``soak``). The seed is printed
 and named in any failure; ``SOAK_SEED=N make soak`` replays a run.
 """
 
@@ -29,7 +30,7 @@ from tests.faultproxy import DELAY, PASS, FaultProxy, random_faults
 from tests.promise import LatestWatch, check_no_write_after_lock_loss, check_nothing_partial, check_promise
 from tests.test_reliability import bridge_for, proxied_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("SOAK_RUNS", "2"))
