@@ -996,7 +996,15 @@ def render(bench: Bench) -> str:
     out += ["## Targets", "", "| target | measured | goal | result |", "|---|--:|--:|---|"]
     small, large = rows.get("small"), rows.get("large")
     if small and "rclone" in small and "ceiling" in small:
-        b = small["bridge"]
+        b, r = small["bridge"], small["rclone"]
+        # Whole processes on both sides: the bridge's start-up and imports count, as rclone's do.
+        cpu_ratio = (b.cpu["tool"] / b.rounds[0].files) / (r.cpu["tool"] / r.rounds[0].files)
+        whole = median([m.wall_s + m.extra["startup_s"] for m in b.rounds])
+        out.append(f"| small files: bridge CPU per file (whole process, tables included) vs rclone | "
+                   f"{cpu_ratio:.2f}x ({b.cpu['tool'] / b.rounds[0].files * 1000:.1f} vs "
+                   f"{r.cpu['tool'] / r.rounds[0].files * 1000:.1f} ms) | ≤ 1.00x | {_check(cpu_ratio, 1.0, False)} |")
+        out.append(f"| small files: rclone wall time / bridge wall time (whole process) | {r.wall_s / whole:.2f}x "
+                   f"({whole:.1f} s vs {r.wall_s:.1f} s) | ≥ 1.00x | {_check(r.wall_s / whole, 1.0, True)} |")
         out.append(f"| small files: bridge files/s vs rclone | {b.files_per_s / small['rclone'].files_per_s:.2f}x "
                    f"| ≥ 1.50x | {_check(b.files_per_s / small['rclone'].files_per_s, 1.5, True)} |")
         out.append(f"| small files: bridge files/s vs ceiling | {b.files_per_s / small['ceiling'].files_per_s * 100:.1f} % "
@@ -1006,7 +1014,7 @@ def render(bench: Bench) -> str:
         out.append(f"| large files: bridge MB/s vs rclone | {b.mb_per_s / large['rclone'].mb_per_s:.2f}x "
                    f"| ≥ 1.00x | {_check(b.mb_per_s / large['rclone'].mb_per_s, 1.0, True)} |")
         out.append(f"| large files: bridge MB/s vs ceiling | {b.mb_per_s / large['ceiling'].mb_per_s * 100:.1f} % "
-                   f"| ≥ 85 % | {_check(b.mb_per_s / large['ceiling'].mb_per_s, 0.85, True)} |")
+                   f"| ≥ 90 % | {_check(b.mb_per_s / large['ceiling'].mb_per_s, 0.90, True)} |")
         out.append(f"| large files: bridge peak RSS (concurrency {b.concurrency}) | {b.rss_mb:.0f} MB | ≤ 256 MB "
                    f"| {_check(b.rss_mb, 256, False)} |")
     for workload in ("small", "large"):

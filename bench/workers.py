@@ -366,6 +366,8 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
         with ThreadPoolExecutor(concurrency) as pool:
             sizes = list(pool.map(copy, objects))
         files, size = len(sizes), sum(sizes)
+    elif config["mode"] == "hour":
+        files, size = _least_hour(s3, list_keys, container, bucket, config)
     else:
         def folders(prefix: str) -> list[str]:
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
@@ -393,6 +395,47 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall, "files": files, "bytes": size, "present": present, "concurrency": concurrency,
         "s3_requests": dict(s3_counts.counts), "azure_requests": dict(azure_counts.counts), **_usage(),
     }
+
+
+def _dataset_folders(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The dataset folders below ``prefix``: organisation roots of both layouts, then their datasets."""
+    def folders(under: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=under, Delimiter="/")
+        return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", ())]
+
+    roots = folders(prefix)
+    roots = [org for root in roots for org in (folders(root) if root.endswith("/v1/") else [root])]
+    return [d for root in roots for d in folders(root)]
+
+
+def _least_hour(s3: Any, list_keys: Any, container: Any, bucket: str, config: dict[str, Any]) -> tuple[int, int]:
+    """The least an hourly run must do: list the window on both sides, copy what is new, one
+    conditional PUT per changed dataset (its table commit) and one manifest.
+
+    Copies go below ``loop/`` so that the mirror the bridge compares with is left as it was.
+    """
+    concurrency = config["concurrency"]
+    with ThreadPoolExecutor(concurrency) as pool:
+        prefixes = [f"{d}{month}/" for d in _dataset_folders(s3, bucket, config["prefix"]) for month in config["months"]]
+        sources = list(pool.map(list_keys, prefixes))
+        blobs = list(pool.map(lambda p: list(container.list_blobs(name_starts_with=p, include=["metadata"])), prefixes))
+        lake = {b.name: b for found in blobs for b in found}
+        new = [o for found in sources for o in found
+               if (lake.get(o["Key"]) is None
+                   or (lake[o["Key"]].metadata or {}).get("haltian_source_etag") != o["ETag"].strip('"'))]
+
+        def copy(obj: dict[str, Any]) -> int:
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            container.upload_blob(f"loop/{obj['Key']}", body, overwrite=True, validate_content=True)
+            return len(body)
+
+        sizes = list(pool.map(copy, new))
+        stamp = time.time_ns()
+        changed = sorted({o["Key"].rsplit("/", 3)[0] for o in new})
+        list(pool.map(lambda d: container.upload_blob(f"loop/_commits/{d}/{stamp}.json", b"{}", overwrite=False),
+                      changed))
+    container.upload_blob(f"loop/_manifests/{stamp}.json", json.dumps({"files": len(new)}).encode(), overwrite=False)
+    return len(new), sum(sizes)
 
 
 def main() -> None:
