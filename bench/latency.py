@@ -142,7 +142,8 @@ class LatencyBench:
             f"endpoint = {self.lake_proxy.url}/{servers.AZURITE_ACCOUNT}\n")
         n = str(self.args.concurrency)
         return self._measure(name, ["rclone", "--config", str(conf), "copy", f"s3src:{self.bucket}/parquet",
-                                    f"azdst:{container}/parquet", "--transfers", n, "--checkers", n],
+                                    f"azdst:{container}/parquet", "--transfers", n, "--checkers", n,
+                                    "--timeout", "60s"],
                              self.env(), capture=False)
 
     def loop(self, name: str, container: str, months: list[str]) -> dict[str, Any]:
