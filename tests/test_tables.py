@@ -28,7 +28,7 @@ from shared.haltian.keys import parse_key
 from shared.model import FULL, PUBLISHED, TableFile
 from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.lake import delta_storage_options
-from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
+from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher, WriteBudget
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )
@@ -594,3 +594,36 @@ def test_an_accepted_type_change_is_served_after_a_rebuild(stack, monkeypatch, c
     later = publisher(stack, at).sync(files + [mirror(stack, key, data)])
     assert later.added == [key] and later.excluded == []
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected + file_rows(data, key))
+
+
+def test_the_write_budget_lets_writes_that_fit_run_together_and_holds_the_rest_back() -> None:
+    """Sync threads of one run share a budget of source bytes: writes that fit go at once, one
+    that does not waits for the others to finish, one larger than the budget goes alone."""
+    budget = WriteBudget(100)
+    order: list[str] = []
+    release = {name: threading.Event() for name in ("a", "b", "big")}
+    holding = {name: threading.Event() for name in release}
+
+    def write(name: str, size: int) -> None:
+        with budget.hold(size):
+            order.append(name)
+            holding[name].set()
+            release[name].wait(10)
+
+    threads = {name: threading.Thread(target=write, args=(name, size)) for name, size in
+               (("a", 60), ("b", 40), ("big", 500))}
+    threads["a"].start()
+    assert holding["a"].wait(5)
+    threads["b"].start()
+    assert holding["b"].wait(5)  # 60 + 40 fit in 100: both at once
+    threads["big"].start()
+    assert not holding["big"].wait(0.5)  # larger than the budget: not while others hold any
+    release["a"].set()
+    assert not holding["big"].wait(0.5)  # b still holds 40
+    release["b"].set()
+    assert holding["big"].wait(5)  # alone now
+    assert budget.held == 100  # capped at the budget
+    release["big"].set()
+    for thread in threads.values():
+        thread.join(5)
+    assert order == ["a", "b", "big"] and budget.held == 0

@@ -28,8 +28,10 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,14 +70,43 @@ COMMIT_ATTEMPTS = 5
 OPEN_MONTH_FILES = 48
 #: Direct Lake reads best from row groups of 1-16 million rows; a million keeps a writer's buffer small.
 ROW_GROUP_ROWS = 1 << 20
-#: Source Parquet bytes one commit delivers at most: delta-rs holds a commit's data files in memory
-#: until it commits (measured: about 3 times the source bytes), so a backfill commits in parts.
+#: Source Parquet bytes one commit delivers at most: delta-rs holds a commit's input in memory until
+#: it commits (measured: 3 to 8 times the source bytes), so a backfill commits in parts. Also the
+#: run's :class:`WriteBudget`: what the sync threads' writes may hold at once.
 DELIVERY_BYTES = 128 << 20
 #: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
 TARGET_FILE_BYTES = 512 << 20
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
 WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",
                                "timestampNtz", "columnMapping", "identityColumns"})
+
+
+class WriteBudget:
+    """The source bytes the table writes of one run may hold at once, across its sync threads.
+
+    delta-rs holds a write's input in memory until it commits (measured: 3 to 8 times the source
+    bytes), so eight tables of a backfill writing a full part each at once would need eight times
+    what one needs. A write waits until what others hold plus its own fits; a write larger than
+    the budget goes when it is alone. A compaction holds the whole budget.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        amount = min(max(amount, 0), self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self.held == 0 or self.held + amount <= self.limit)
+            self.held += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= amount
+                self._changed.notify_all()
 
 
 class _Conflict(Exception):
@@ -97,6 +128,8 @@ class DeltaPublisher:
     #: Called before every commit and every file read; raises when the run lost its lock (see
     #: ``sink.lock``).
     guard: Callable[[], None] = lambda: None
+    #: Shared by the sync threads of a run: what their writes may hold in memory at once.
+    budget: WriteBudget = field(default_factory=lambda: WriteBudget(DELIVERY_BYTES))
     #: What "now" is for closing months (tests move it).
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     #: A new table's column types from its newest file, older files widened to them (a rebuild
@@ -208,26 +241,26 @@ class DeltaPublisher:
             storage_options=self.storage_options, commit_properties=properties,
             writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
             post_commithook_properties=_hooks())
-        self.guard()
-        if table is None:
-            self._create(uri, reader, measurement, options, local[0][0].key.dataset)
-            change.added.extend(f.key.key for f, _ in local)
-            return self._load(uri)
-        if merge:
-            options["schema_mode"] = "merge"
-        if not measurement:
-            # One commit swaps each organization's snapshot; other organizations' rows stay.
-            organizations = sorted({f.key.organization for f, _ in local})
-            options.update(mode="overwrite", predicate=" OR ".join(
-                f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
-            change.removed.extend(_current_snapshots(delivered, organizations))
-        elif replaced:
-            # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-            options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
-            change.removed.extend(replaced)
-        else:
-            options["mode"] = "append"
-        write_deltalake(table, reader, **options)  # brings ``table`` to the version it committed
+        organizations = sorted({f.key.organization for f, _ in local})
+        if table is not None:
+            options["schema_mode"] = "merge" if merge else None
+            if measurement and replaced:
+                # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
+                options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+            elif measurement:
+                options["mode"] = "append"
+            else:
+                # One commit swaps each organization's snapshot; other organizations' rows stay.
+                options.update(mode="overwrite", predicate=" OR ".join(
+                    f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
+        with self.budget.hold(sum(f.size for f, _ in local)):
+            self.guard()
+            if table is None:
+                self._create(uri, reader, measurement, options, local[0][0].key.dataset)
+                table = self._load(uri)
+            else:
+                write_deltalake(table, reader, **options)  # brings ``table`` to the version it committed
+                change.removed.extend(replaced if measurement else _current_snapshots(delivered, organizations))
         change.added.extend(f.key.key for f, _ in local)
         return table
 
@@ -253,14 +286,18 @@ class DeltaPublisher:
                      if (m < current and count > 1) or count > OPEN_MONTH_FILES)
         if not due:
             return table
-        self.guard()
+        with self.budget.hold(self.budget.limit):
+            self.guard()
+            self._compact_months(table, due, number)
+        change.compacted.extend(due)
+        log.info("table %s: compacted %s", change.table, ", ".join(due))
+        return table  # compact() brought it to the version it committed
+
+    def _compact_months(self, table: DeltaTable, due: list[str], number: int) -> None:
         table.optimize.compact(
             partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
             writer_properties=_writer_properties(), max_concurrent_tasks=1,
             commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
-        change.compacted.extend(due)
-        log.info("table %s: compacted %s", change.table, ", ".join(due))
-        return table  # compact() brought it to the version it committed
 
     def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
         return CommitProperties(
