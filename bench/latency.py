@@ -32,14 +32,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.data import OUT, report
+from bench.data import ORG, OUT, report
 from bench.latency_proxy import LatencyProxy
 from bench.run import LOGS, Processes
 from shared.demo import reference, servers
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
 from shared.haltian.keys import LEGACY, V1
 
-ORG = "6f1c1f7e-3c5a-4a53-9f4e-2b7d9a1c0e11"
 log = logging.getLogger("bench.latency")
 
 

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 _READ = 256 * 1024
@@ -51,7 +52,7 @@ def request_kind(method: str, target: str) -> str:
 class _RequestParser:
     """Follows the requests in one connection's client-to-server bytes."""
 
-    def __init__(self, count: callable) -> None:
+    def __init__(self, count: Callable[[str, str], None]) -> None:
         self._count = count
         self._buffer = b""
         self._body_left = 0
@@ -162,7 +163,7 @@ class LatencyProxy:
             threading.Thread(target=self._read, args=(source, line, feed), daemon=True).start()
             threading.Thread(target=self._write, args=(target, line, pair), daemon=True).start()
 
-    def _read(self, source: socket.socket, line: queue.SimpleQueue, feed: callable | None) -> None:
+    def _read(self, source: socket.socket, line: queue.SimpleQueue, feed: Callable[[bytes], None] | None) -> None:
         try:
             while data := source.recv(_READ):
                 if feed is not None:
