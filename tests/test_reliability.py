@@ -27,7 +27,7 @@ from shared.demo import servers
 from shared.demo.bucket import BucketSpec, make_table, parquet_bytes, v1_key
 from shared.manifest.build import manifest_schema
 from shared.run import run_once
-from shared.sink.lock import RunLocked
+from shared.sink.lock import LockLost, RunLocked
 from tests.faultproxy import DELAY, FORBIDDEN, PASS, THROTTLE, FaultProxy, list_prefix, random_faults
 from tests.promise import check_nothing_partial, check_promise
 
@@ -77,10 +77,11 @@ def test_throttling_server_errors_and_resets_on_both_sides(stack) -> None:
         try:
             faulty = run_once(bridge_for(proxied_env(stack, s3_proxy, lake_proxy, BRIDGE_LOCK_SECONDS="15")))
             assert faulty.count(PUBLISHED) > 0 and check_nothing_partial(stack) > 0
-        except (AzureError, BotoCoreError, ClientError) as err:
-            # One of the run's own requests (its plan's listings, its manifest) met more faults in a
-            # row than the SDK retries: the run stops, as it would in Azure, and the clean run below
-            # finishes the job. A file's or a table's error never stops a run: it is that one's own.
+        except (AzureError, BotoCoreError, ClientError, LockLost) as err:
+            # One of the run's own requests (its plan's listings, its manifest, its lock's renewals)
+            # met more faults in a row than the SDK retries: the run stops, as it would in Azure,
+            # and the clean run below finishes the job. A file's or a table's error never stops a
+            # run: it is that one's own.
             print(f"the faulty run stopped: {describe(err)}")
             check_nothing_partial(stack)
         assert s3_proxy.counts[THROTTLE] > 0 and lake_proxy.counts[THROTTLE] > 0
