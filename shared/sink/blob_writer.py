@@ -105,7 +105,7 @@ class BlobWriter:
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 if attempt == self.transport.attempts:
                     raise TransportError(f"Azure GET {name}: {describe(err)} (after {attempt} attempts)") from err
-                time.sleep(AZURE_BACKOFF.delay(attempt))
+                time.sleep(self.transport.backoff.delay(attempt))
             finally:
                 response.release_conn()
         raise AssertionError("unreachable")

@@ -288,16 +288,13 @@ class DeltaPublisher:
             return table
         with self.budget.hold(self.budget.limit):
             self.guard()
-            self._compact_months(table, due, number)
+            table.optimize.compact(
+                partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
+                writer_properties=_writer_properties(), max_concurrent_tasks=1,
+                commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return table  # compact() brought it to the version it committed
-
-    def _compact_months(self, table: DeltaTable, due: list[str], number: int) -> None:
-        table.optimize.compact(
-            partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
-            writer_properties=_writer_properties(), max_concurrent_tasks=1,
-            commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
 
     def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
         return CommitProperties(
