@@ -370,8 +370,7 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
         files, size = _least_hour(s3, list_keys, container, bucket, config)
     else:
         def folders(prefix: str) -> list[str]:
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-            return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", ())]
+            return _folders(s3, bucket, prefix)
 
         roots = folders(config["prefix"])
         with ThreadPoolExecutor(concurrency) as pool:
@@ -397,15 +396,17 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _folders(s3: Any, bucket: str, under: str) -> list[str]:
+    """The folders directly below ``under`` (a delimited listing)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=under, Delimiter="/")
+    return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", ())]
+
+
 def _dataset_folders(s3: Any, bucket: str, prefix: str) -> list[str]:
     """The dataset folders below ``prefix``: organisation roots of both layouts, then their datasets."""
-    def folders(under: str) -> list[str]:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=under, Delimiter="/")
-        return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", ())]
-
-    roots = folders(prefix)
-    roots = [org for root in roots for org in (folders(root) if root.endswith("/v1/") else [root])]
-    return [d for root in roots for d in folders(root)]
+    roots = [org for root in _folders(s3, bucket, prefix)
+             for org in (_folders(s3, bucket, root) if root.endswith("/v1/") else [root])]
+    return [d for root in roots for d in _folders(s3, bucket, root)]
 
 
 def _least_hour(s3: Any, list_keys: Any, container: Any, bucket: str, config: dict[str, Any]) -> tuple[int, int]:
