@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
+import pathspec
 import pytest
 from azure.functions.timer import TimerRequest
 
@@ -48,6 +50,35 @@ def test_the_host_s_import_of_the_app_loads_no_client_library() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], check=True,
                          capture_output=True, text=True).stdout
     assert out.strip() == "[]", f"imported at cold start: {out.strip()}"
+
+
+def test_the_deployment_package_holds_only_what_azure_runs(tmp_path) -> None:
+    """The package is the project less what .funcignore names (gitignore rules, as Core Tools and
+    azd read them): no demo, local queue host, tests or benchmarks, and the app and every module
+    of the package import from it alone."""
+    project = Path(__file__).resolve().parents[1]
+    ignore = pathspec.GitIgnoreSpec.from_lines((project / ".funcignore").read_text().splitlines())
+    tracked = subprocess.run(["git", "ls-files"], cwd=project, check=True, capture_output=True, text=True).stdout.split()
+    shipped = sorted(name for name in tracked if not ignore.match_file(name))
+    package = tmp_path / "package"
+    for name in shipped:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes((project / name).read_bytes())
+
+    assert {"function_app.py", "host.json", "requirements.txt", "shared/run.py"} <= set(shipped)
+    unwanted = [n for n in shipped if n.startswith(("tests/", "bench/", "dev/", "infra/", "shared/demo/", ".ci/"))
+                or n == "shared/backfill/local.py"]
+    assert not unwanted, f"shipped to Azure but not run there: {unwanted}"
+    probe = ("import importlib, pkgutil, sys, function_app, shared; "
+             "functions = sorted(f.get_function_name() for f in function_app.app.get_functions()); "
+             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(shared.__path__, 'shared.') "
+             "if not m.name.endswith('__main__')]; "
+             "print(functions, all(m.__file__.startswith(sys.argv[1]) for m in list(sys.modules.values()) "
+             "if m.__name__.split('.')[0] in ('shared', 'function_app')))")
+    loaded = subprocess.run([sys.executable, "-c", probe, str(package)], cwd=package, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == "['backfill', 'backfill_partition', 'haltian_bridge'] True", loaded.stdout
 
 
 def test_timer_binding_is_what_the_host_reads(timer_function) -> None:
