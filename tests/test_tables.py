@@ -61,6 +61,14 @@ def log_replay(stack, name: str) -> tuple[list[dict], list[str]]:
     return actions, sorted(live)
 
 
+def orphans(stack, name: str) -> list[str]:
+    """Data files in a table's folder that no commit of its log ever named."""
+    actions, _ = log_replay(stack, name)
+    named = {a[kind]["path"] for a in actions for kind in ("add", "remove") if kind in a}
+    prefix = f"{TABLES}/{name}/"
+    return [n for n in stack.lake_names(prefix) if "/_delta_log/" not in n and n[len(prefix):] not in named]
+
+
 def co2_rows_by_duckdb(stack, name: str, tmp_path) -> list[tuple]:
     """The table as DuckDB's own Delta reader sees it (the table folder downloaded)."""
     local = download_table(stack, name, tmp_path / name)
@@ -96,6 +104,21 @@ def test_measurement_tables_hold_exactly_the_source_rows(stack, tmp_path) -> Non
         path = uri.split(f"{stack.container_name}/", 1)[1]
         footer = pq.ParquetFile(io.BytesIO(stack.container.get_blob_client(path).download_blob().readall()))
         assert footer.schema_arrow.remove_metadata() == expected_schema, uri
+
+    # Every add action's statistics hold for its file's rows (what readers skip files by).
+    actions, live = log_replay(stack, "legacy_measurementCO2")
+    adds = {a["add"]["path"]: a["add"] for a in actions if "add" in a}
+    for path in live:
+        stats = json.loads(adds[path]["stats"])
+        rows = pq.read_table(io.BytesIO(stack.lake_bytes(f"_tables/legacy_measurementCO2/{path}")))
+        assert stats["numRecords"] == rows.num_rows, path
+        for column in ("deviceId", "co2", "_source_key"):
+            values = [v for v in rows.column(column).to_pylist() if v is not None]
+            assert stats["minValues"][column] == min(values) and stats["maxValues"][column] == max(values)
+            assert stats["nullCount"][column] == rows.column(column).null_count
+        times = [v.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z" for v in rows.column("ts").to_pylist()]
+        assert (stats["minValues"]["ts"], stats["maxValues"]["ts"]) == (min(times), max(times))  # to the millisecond
+    assert not orphans(stack, "legacy_measurementCO2")
 
     # Nothing of a table in the mirror.
     assert not [n for n in stack.lake_names(f"{ROOT}/parquet/") if "_delta_log" in n]
@@ -294,6 +317,30 @@ def test_two_concurrent_committers_both_land_and_no_file_twice(stack) -> None:
     assert all(c.error is None for c in changes), changes
     assert sorted(k for c in changes for k in c.added) == sorted(f.key.key for f in files)  # each once
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected)
+    assert not orphans(stack, "legacy_measurementCO2")  # the losing writer's files went with its commit
+
+
+def test_a_check_constraint_another_engine_added_holds_for_new_rows(stack) -> None:
+    """A Spark user adds a CHECK constraint (ALTER TABLE ... ADD CONSTRAINT): the bridge's rows
+    then go through a writer that enforces it, never straight into the table."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    dt = table(stack, "legacy_measurementCO2")
+    before = len(table_rows(dt))
+    org = BucketSpec().organization
+    at = datetime(2026, 10, 20, tzinfo=timezone.utc)
+    key = legacy_key(org, "measurementCO2", at)
+    dt.alter.add_constraint({"not_that_file": f"_source_key <> '{key}'"})  # every row so far holds it
+    stack.s3.put_object(Bucket=stack.bucket, Key=key,
+                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(20))))
+    result = run_once(bridge, full=True)
+    assert [o.action for o in result.outcomes] == [PUBLISHED]
+    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert change.error is not None and "4 new rows break a CHECK constraint" in change.error, change.error
+    assert "\n" not in change.error and "Error" not in change.error
+    assert len(table_rows(table(stack, "legacy_measurementCO2"))) == before
+    assert not orphans(stack, "legacy_measurementCO2")
 
 
 def test_additive_drift_evolves_the_schema_and_decimal256_stays_out(stack) -> None:
@@ -535,8 +582,8 @@ def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(
 
 
 def test_a_large_backfill_commits_in_parts_each_source_once(stack, monkeypatch) -> None:
-    """Past DELIVERY_BYTES of source files a sync commits in parts (memory stays bounded); every
-    source is delivered once, and a later sync adds nothing."""
+    """Past a part's bytes of source files (DELIVERY_BYTES through delta-rs's writer, STREAMED_PART_BYTES
+    streamed) a sync commits in parts; every source is delivered once, and a later sync adds nothing."""
     import shared.tables.delta as delta
 
     org = BucketSpec().organization
@@ -548,6 +595,7 @@ def test_a_large_backfill_commits_in_parts_each_source_once(stack, monkeypatch) 
         files.append(mirror(stack, key, data))
         expected += file_rows(data, key)
     monkeypatch.setattr(delta, "DELIVERY_BYTES", 3 * max(f.size for f in files))
+    monkeypatch.setattr(delta, "STREAMED_PART_BYTES", 3 * max(f.size for f in files))
     change = publisher(stack, at).sync(files)
     assert change.error is None and sorted(change.added) == sorted(f.key.key for f in files)
     assert change.version >= 3  # created, then at least three more parts

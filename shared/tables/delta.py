@@ -17,6 +17,10 @@ rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
   snapshot); older snapshots stay readable by time travel within the log retention, and a
   snapshot older than the table's never replaces it.
 
+A plain append (no replaced file, no new column, nothing a writer must enforce) is streamed by
+the bridge itself (:mod:`shared.tables.append`) and holds a row group at a time; everything else
+goes through delta-rs's writer, which holds its input until it commits.
+
 At most one data commit per table per run (a backfill of more than :data:`DELIVERY_BYTES` of
 source files commits in parts, to bound memory; compaction may add one); checkpoints every
 :data:`CHECKPOINT_INTERVAL` commits, and log entries older than :data:`LOG_RETENTION` are
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import tempfile
 import threading
 import time
@@ -50,10 +55,13 @@ from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
 from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, LakeEntry, PublishConflict
 from shared.sink.lock import LockLost
+from shared.tables.append import (
+    GROUP_BYTES, ROW_GROUP_ROWS, data_file_schema, now_ms, streamable, upload, write_month_files,
+)
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_id
 from shared.tables.names import table_folder, table_name
-from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH, lineage_fields, table_batches
+from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH, lineage_fields, month_of, table_batches
 from shared.tables.types import arrow_for
 from shared.transport import TransportError
 from shared.verify.parquet import UnreadableParquet, read_footer
@@ -68,14 +76,16 @@ COMMIT_ATTEMPTS = 5
 #: The open month is compacted into one file whenever it holds more files than this (two days of
 #: hourly deliveries), so it never holds more than this many and one.
 OPEN_MONTH_FILES = 48
-#: Direct Lake reads best from row groups of 1-16 million rows; a million keeps a writer's buffer small.
-ROW_GROUP_ROWS = 1 << 20
-#: Source Parquet bytes one commit delivers at most: delta-rs holds a commit's input in memory until
-#: it commits (measured: 3 to 8 times the source bytes), so a backfill commits in parts. Also the
-#: run's :class:`WriteBudget`: what the sync threads' writes may hold at once.
+#: Source Parquet bytes one commit delivers at most, so a backfill commits in parts: what a commit
+#: through delta-rs's writer holds in memory (measured: 3 to 8 times the source bytes), and a streamed
+#: commit's scratch disk. Also the run's :class:`WriteBudget`: what the sync threads' writes may hold.
 DELIVERY_BYTES = 128 << 20
+#: Source bytes of one streamed commit: its files and the data files written from them are on the
+#: scratch disk at once, never in memory.
+STREAMED_PART_BYTES = 2 << 30
 #: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
 TARGET_FILE_BYTES = 512 << 20
+_CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), "delta.logRetentionDuration": LOG_RETENTION}
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
 WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",
                                "timestampNtz", "columnMapping", "identityColumns"})
@@ -165,7 +175,7 @@ class DeltaPublisher:
                 log.error("%s", err)
                 return change
             except (DeltaError, OSError, AzureError, TransportError, pa.ArrowException) as err:
-                change.error = _feature_error(change, err) or describe(err)
+                change.error = _feature_error(change, err) or _constraint_error(change, err) or describe(err)
                 log.error("table %s: %s; the mirror is complete and the next run tries again", change.table,
                           change.error)
                 return change
@@ -200,8 +210,8 @@ class DeltaPublisher:
     def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
                  measurement: bool, change: TableChange) -> tuple[DeltaTable | None, int]:
         """The rows of ``wanted`` (less the files that cannot join the table): one commit, or for a
-        backfill of more than :data:`DELIVERY_BYTES` one commit per that much (memory stays
-        bounded). Returns the table and the number of commits."""
+        backfill one commit per part (see :func:`_part_bytes`). Returns the table and the number
+        of commits."""
         columns = _columns_of(table)
         new_columns: dict[str, str] = {}
         accepted: list[TableFile] = []
@@ -221,22 +231,41 @@ class DeltaPublisher:
         accepted.sort(key=lambda f: f.key.key)
         schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
                             for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
+        limit = _part_bytes(table, measurement, bool(new_columns), accepted, delivered)
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
-            local = self._download(accepted, Path(scratch))
             number = delivered.number
-            for chunk in _chunks(local, DELIVERY_BYTES if measurement else None):
+            for part in _chunks(accepted, limit):
+                local = self._download(part, Path(scratch))  # one part at a time on the scratch disk
+                if not local:
+                    continue
                 number += 1
-                table = self._commit_rows(uri, table, chunk, schema, bool(new_columns), delivered, measurement,
+                table = self._commit_rows(uri, table, local, schema, bool(new_columns), delivered, measurement,
                                           number, change)
+                for _, path in local:
+                    path.unlink()
         return table, number - delivered.number
 
     def _commit_rows(self, uri: str, table: DeltaTable | None, local: list[tuple[TableFile, Path]],
                      schema: pa.Schema, merge: bool, delivered: Delivered, measurement: bool, number: int,
                      change: TableChange) -> DeltaTable | None:
-        """One commit: these files' rows, as delivery ``number``."""
+        """One commit: these files' rows, as delivery ``number``.
+
+        A measurement table's plain append (no replaced file, no new column) is streamed
+        (:mod:`shared.tables.append`); the rest goes through delta-rs's writer, which holds its
+        input in memory (a new measurement table is created empty first, so that its first rows
+        stream too)."""
         properties = self._properties(number, [(f.key.key, f.source_etag) for f, _ in local])
-        reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
         replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
+        if measurement and table is None:
+            self.guard()
+            table = self._create_empty(uri, schema, local[0][0].key.dataset)
+            merge = False
+        if measurement and table is not None and not replaced and not merge and streamable(table):
+            with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
+                self._append_streamed(table, local, schema, properties)
+            change.added.extend(f.key.key for f, _ in local)
+            return table
+        reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
         options: dict[str, Any] = dict(
             storage_options=self.storage_options, commit_properties=properties,
             writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
@@ -266,16 +295,50 @@ class DeltaPublisher:
 
     def _create(self, uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any],
                 dataset: str) -> None:
-        try:
+        with _created_first():
             write_deltalake(uri, reader, mode="error", name=dataset,
                             partition_by=[SOURCE_MONTH] if measurement else None,
-                            configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
-                                           "delta.logRetentionDuration": LOG_RETENTION},
-                            **options)
-        except DeltaError as err:
-            if "already exists" not in str(err):
+                            configuration=_CONFIGURATION, **options)
+
+    def _create_empty(self, uri: str, schema: pa.Schema, dataset: str) -> DeltaTable:
+        """A new measurement table with no rows yet (version 0: its schema and settings only)."""
+        with _created_first():
+            return DeltaTable.create(uri, schema, mode="error", partition_by=[SOURCE_MONTH], name=dataset,
+                                     configuration=_CONFIGURATION, storage_options=self.storage_options,
+                                     commit_properties=CommitProperties(
+                                         custom_metadata={"haltian_run_id": self.run_id}, max_commit_retries=0))
+
+    def _append_streamed(self, table: DeltaTable, local: list[tuple[TableFile, Path]], schema: pa.Schema,
+                         properties: CommitProperties) -> None:
+        """Writes the rows month by month into data files, uploads them, and adds them in one
+        commit. Files no commit will name (a lost lock, a conflict) are deleted; after any other
+        error the commit may have landed, so they stay."""
+        key = local[0][0].key
+        folder = table_folder(key.layout, key.dataset)
+        streamed = data_file_schema(schema)
+        ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
+        uploaded: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
+            files = write_month_files(((month_of(f.key), batch) for f, batch in _file_batches(ordered, streamed)),
+                                      streamed, Path(scratch))
+            try:
+                for data_file in files:
+                    self.guard()
+                    uploaded.append(folder + data_file.path)
+                    upload(self.lake, folder, data_file)
+                self.guard()
+            except BaseException:
+                _delete_quietly(self.lake, uploaded)
                 raise
-            raise _Conflict("another writer created the table first") from err
+            modified = now_ms()
+            try:
+                table.create_write_transaction([f.add_action(modified) for f in files], mode="append",
+                                               schema=table.schema(), partition_by=[SOURCE_MONTH],
+                                               commit_properties=properties, post_commithook_properties=_hooks())
+            except CommitFailedError:
+                _delete_quietly(self.lake, uploaded)
+                raise
+        table.update_incremental()  # to the version it committed (a write transaction leaves it behind)
 
     def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
@@ -352,24 +415,63 @@ def candidate(entry: LakeEntry) -> TableFile | None:
     return TableFile(key, entry.size, source_etag, entry.etag)
 
 
-def _chunks(local: list[tuple[TableFile, Path]], limit: int | None) -> Iterator[list[tuple[TableFile, Path]]]:
+def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, files: list[TableFile],
+                delivered: Delivered) -> int | None:
+    """Source bytes one commit delivers at most: :data:`DELIVERY_BYTES` through delta-rs's writer
+    (it holds them in memory), :data:`STREAMED_PART_BYTES` when every commit streams (they are on
+    the scratch disk), so a backfilled month is one file and needs no compaction; a snapshot is
+    one commit."""
+    if not measurement:
+        return None
+    streamed = (table is None or (not new_columns and streamable(table))) \
+        and not any(f.key.key in delivered.versions for f in files)
+    return STREAMED_PART_BYTES if streamed else DELIVERY_BYTES
+
+
+def _chunks(files: list[TableFile], limit: int | None) -> Iterator[list[TableFile]]:
     """The files in order, in parts of at most ``limit`` source bytes (a larger file alone)."""
-    chunk: list[tuple[TableFile, Path]] = []
+    chunk: list[TableFile] = []
     size = 0
-    for item in local:
-        if chunk and limit is not None and size + item[0].size > limit:
+    for item in files:
+        if chunk and limit is not None and size + item.size > limit:
             yield chunk
             chunk, size = [], 0
         chunk.append(item)
-        size += item[0].size
+        size += item.size
     if chunk:
         yield chunk
 
 
 def _batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    return (batch for _, batch in _file_batches(local, schema))
+
+
+def _file_batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[tuple[TableFile, pa.RecordBatch]]:
     for candidate, path in local:
-        with pq.ParquetFile(path) as source:
-            yield from table_batches(source, schema, candidate.key, candidate.source_etag)
+        # Without pre-buffering, which would hold the whole file (measured: 256 MB of a 256 MB file).
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as source:
+            for batch in table_batches(source, schema, candidate.key, candidate.source_etag):
+                yield candidate, batch
+
+
+@contextmanager
+def _created_first() -> Iterator[None]:
+    """Another writer's table creation that won the race is a conflict: load it and try again."""
+    try:
+        yield
+    except DeltaError as err:
+        if "already exists" not in str(err):
+            raise
+        raise _Conflict("another writer created the table first") from err
+
+
+def _delete_quietly(lake: Lake, paths: list[str]) -> None:
+    """Deletes data files no commit names (a failed commit's): left behind, only a VACUUM would."""
+    for path in paths:
+        try:
+            lake.delete(path)
+        except AzureError as err:
+            log.info("could not delete %s, which no commit names (a VACUUM removes it): %s", path, describe(err))
 
 
 def _writer_properties() -> WriterProperties:
@@ -409,6 +511,17 @@ def _feature_error(change: TableChange, err: Exception) -> str | None:
         return None
     known = sorted(f for f in _ALL_FEATURES if f in text) or ["(named in: " + text.splitlines()[0][:200] + ")"]
     return _feature_message(change, known)
+
+
+def _constraint_error(change: TableChange, err: Exception) -> str | None:
+    """delta-rs's refusal of rows that break a CHECK constraint or invariant, in an operator's words."""
+    found = re.search(r"(\d+) rows failed validation check", str(err))
+    if found is None:
+        return None
+    return (f"{found.group(1)} new rows break a CHECK constraint (or invariant) that another engine added to the "
+            "table, so it gets no new rows; the mirror is complete. Drop or change the constraint (in Spark: "
+            f"SHOW TBLPROPERTIES, then ALTER TABLE {table_name(change.layout, change.dataset)} DROP CONSTRAINT "
+            "...) and the next run adds them")
 
 
 _ALL_FEATURES = ("rowTracking", "domainMetadata", "inCommitTimestamp", "v2Checkpoint", "deletionVectors",

@@ -41,7 +41,8 @@ def month_of(key: HaltianKey) -> str:
 
 
 def table_batches(source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, version: str) -> Iterator[pa.RecordBatch]:
-    """The file's rows as record batches of ``schema`` (the table's columns, then the lineage)."""
+    """The file's rows as record batches of ``schema`` (the table's columns, then the lineage;
+    a lineage column of a dictionary type is built as one)."""
     lineage = {SOURCE_KEY: key.key, SOURCE_VERSION: version, SOURCE_MONTH: month_of(key)}
     for batch in source.iter_batches(batch_size=BATCH_ROWS):
         yield _conform(batch, schema, lineage)
@@ -52,7 +53,7 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, lineage: dict[str, str]) 
     columns: list[pa.Array] = []
     for field in schema:
         if field.name in lineage:
-            columns.append(pa.repeat(pa.scalar(lineage[field.name], pa.string()), rows))
+            columns.append(_constant(lineage[field.name], rows, pa.types.is_dictionary(field.type)))
             continue
         index = batch.schema.get_field_index(field.name)
         if index < 0:
@@ -63,3 +64,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, lineage: dict[str, str]) 
             column = column.dictionary_decode()
         columns.append(column if column.type == field.type else pc.cast(column, field.type, safe=True))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _constant(value: str, rows: int, dictionary: bool) -> pa.Array:
+    """One value on every row: repeated, or (``dictionary``) held once with an index per row."""
+    if dictionary:
+        return pa.DictionaryArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), rows), pa.array([value]))
+    return pa.repeat(pa.scalar(value, pa.string()), rows)
