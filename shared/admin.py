@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.errors import TerminalError
 from shared.haltian.contracts import (
     Column, Verdict, check_schema, columns_of, columns_to_json, contract_for, fingerprint,
 )
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 _DATASET = re.compile(r"^(legacy|v1)/([A-Za-z][A-Za-z0-9]{0,99})$")
 
 
-class AdminError(Exception):
+class AdminError(TerminalError):
     """An operator's request that cannot be carried out; the message says what to do instead."""
 
 

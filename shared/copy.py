@@ -19,7 +19,7 @@ import urllib3
 from azure.core.exceptions import AzureError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import describe
+from shared.errors import TransientError, describe
 from shared.haltian.contracts import fingerprint
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.sink import lake as lake_module
@@ -49,7 +49,7 @@ def _no_guard() -> None:
     pass
 
 
-class Corrupted(Exception):
+class Corrupted(TransientError):
     """The bytes read do not match what S3 said they are; the next run reads them again."""
 
 
@@ -117,6 +117,7 @@ def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge
     guard()
     outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
+    outcome.content = data  # its table's rows are read from these very bytes (unless the run drops them)
     _done(outcome, verdict, destination)
 
 

@@ -96,6 +96,8 @@ class FileOutcome:
     replaced_copy: str | None = None
     #: The quarantine path a released file came from (``quarantine release``).
     released_from: str | None = None
+    #: A small published file's bytes, kept for its table (see ``run.TABLE_BYTES_KEPT``), then dropped.
+    content: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class TableFile:
     source_etag: str  # the source version the mirrored blob holds
     lake_etag: str | None = None  # the blob version listed (None: the one this run wrote)
     facts: TableFacts | None = None  # None: read from the file's footer when needed
+    content: bytes | None = field(default=None, repr=False, compare=False)  # None: read from the lake
 
 
 @dataclass

@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError
 
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
-from shared.errors import describe
+from shared.errors import TransientError, describe
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import index_stopped, write_interrupted
@@ -46,6 +46,9 @@ from shared.verify.schema import SchemaJudge
 log = logging.getLogger(__name__)
 
 RECONCILE_STATE = f"{STATE}/reconcile.json"
+#: Bytes of small published files a run keeps in memory for its tables, which then need not read
+#: them back from the lake (an hourly run keeps all of its files; a backfill, its first ones).
+TABLE_BYTES_KEPT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
         return copy_file(item, bridge.source, bridge.lake, judge, run_id,
                          server_side=bridge.settings.copy_mode == "server", guard=guard)
 
-    done_files = done_bytes = 0
+    done_files = done_bytes = kept = 0
     if progress is not None:
         progress.start(len(items), sum(item.source.size for item in items))
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy",
@@ -251,6 +254,11 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id:
             if outcome is None:
                 result.deferred[(item.key.layout, item.key.dataset)] += 1
                 continue
+            if outcome.content is not None:
+                if outcome.action == PUBLISHED and kept + len(outcome.content) <= TABLE_BYTES_KEPT:
+                    kept += len(outcome.content)
+                else:
+                    outcome.content = None
             result.outcomes.append(outcome)
             done_files += 1
             done_bytes += item.source.size
@@ -271,7 +279,9 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: Delta
     for outcome in result.outcomes:
         if outcome.action == PUBLISHED:
             key = outcome.item.key
-            candidates[key.key] = TableFile(key, outcome.bytes, outcome.item.source.etag, None, outcome.table)
+            candidates[key.key] = TableFile(key, outcome.bytes, outcome.item.source.etag, None, outcome.table,
+                                            outcome.content)
+            outcome.content = None
     by_table: dict[tuple[str, str], list[TableFile]] = {}
     for file in candidates.values():
         by_table.setdefault((file.key.layout, file.key.dataset), []).append(file)
@@ -316,7 +326,7 @@ def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
                                                   "run_id": result.run_id}, order=lambda d: datetime.fromisoformat(d["completed_at"]))
 
 
-class RunFailed(Exception):
+class RunFailed(TransientError):
     """Some files or tables failed and are left for the next run; raised so the invocation shows failed."""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from shared.errors import TerminalError
+
 HALTIAN_S3_BUCKET = "HALTIAN_S3_BUCKET"
 HALTIAN_S3_PREFIX = "HALTIAN_S3_PREFIX"
 HALTIAN_S3_REGION = "HALTIAN_S3_REGION"
@@ -102,7 +104,7 @@ _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _ROOT_SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 
 
-class SettingsError(ValueError):
+class SettingsError(TerminalError, ValueError):
     """Every missing or malformed setting, named in one message."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import certifi
 import urllib3
 
-from shared.errors import describe, without_queries
+from shared.errors import TransientError, describe, without_queries
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -35,7 +35,7 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RequestHook = Callable[[str, str], None]
 
 
-class TransportError(Exception):
+class TransportError(TransientError):
     """A request that failed after its retries: no answer, or a transient status every time.
 
     The message names the request without its query (a presigned URL's signature stays out).

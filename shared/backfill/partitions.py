@@ -11,13 +11,14 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from shared.errors import TerminalError
 from shared.plan import organization_roots
 from shared.run import Bridge, plan_run
 
 _MONTH = re.compile(r"^(?P<dataset>.+/(?P<name>[A-Za-z][A-Za-z0-9]*)/)(?P<year>\d{4})/(?P<month>\d{2})/$")
 
 
-class BadPartition(ValueError):
+class BadPartition(TerminalError, ValueError):
     """A message that does not name a month folder below the configured prefix."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared.errors import CONFLICT_ATTEMPTS, Contention
 from shared.sink.lake import IF_MISSING, MANIFESTS, STATE, Lake, LakeEntry, if_unchanged
 
 INDEX = f"{MANIFESTS}/index"
@@ -73,7 +74,7 @@ def append(lake: Lake, manifest_path: str, manifest: dict[str, Any]) -> int:
         "finished_at": manifest["finished_at"],
     }
     sequence = indexed.last + 1
-    while True:
+    for _ in range(CONFLICT_ATTEMPTS):
         now = datetime.now(timezone.utc)
         document = {"sequence": sequence, **entry, "indexed_at": now.isoformat()}
         if lake.write_json(entry_path(sequence), document, condition=IF_MISSING):
@@ -84,6 +85,10 @@ def append(lake: Lake, manifest_path: str, manifest: dict[str, Any]) -> int:
         if taken.get("manifest") == manifest_path:  # another run indexed it meanwhile (a recovery)
             break
         sequence += 1
+    else:
+        _remember(lake, found)
+        raise Contention(f"index entry for {manifest_path}: other writers kept taking the next number "
+                         f"({CONFLICT_ATTEMPTS} attempts); a later run indexes it")
     _remember(lake, found)
     return sequence
 

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 import urllib3
 from azure.storage.blob._shared.authentication import _storage_header_sort
 
-from shared.errors import describe
+from shared.errors import TransientError, describe
 from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -36,7 +36,7 @@ _META = "x-ms-meta-"
 _READ_BYTES = 1 << 20
 
 
-class WriteConflict(Exception):
+class WriteConflict(TransientError):
     """A conditional write found the blob missing its condition (exists, or another version)."""
 
 

@@ -32,6 +32,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
+from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
 from shared.settings import Settings
 from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
 from shared.transport import CA_BUNDLE_VARIABLES, Proxies, Transport, ca_bundle
@@ -117,11 +118,11 @@ def if_unchanged(etag: str) -> Condition:
     return Condition(etag=etag)
 
 
-class LakeUnavailable(Exception):
+class LakeUnavailable(TerminalError):
     """The container is missing or the identity cannot see it: a deployment problem, not a run's."""
 
 
-class PublishConflict(Exception):
+class PublishConflict(TransientError):
     """Another writer published or replaced the blob first."""
 
 
@@ -344,12 +345,13 @@ class Lake:
         Each write is conditional on the version read, so a slower writer that read an older
         version loses and reads again. Returns whether this document was written.
         """
-        while True:
+        for _ in range(CONFLICT_ATTEMPTS):
             current, etag = self.read_json_version(relative)
             if current is not None and order(current) >= order(document):
                 return False
             if self.write_json(relative, document, condition=IF_MISSING if etag is None else if_unchanged(etag)):
                 return True
+        raise Contention(f"{relative}: other writers kept writing it first ({CONFLICT_ATTEMPTS} attempts)")
 
     def write_json(self, relative: str, document: Any, *, condition: Condition | None = None,
                    metadata: dict[str, str] | None = None) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient
 
-from shared.errors import describe
+from shared.errors import TransientError, describe
 from shared.sink.lake import STATE, Lake
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ def partition_of_lock(path: str) -> str:
     return path[len(PARTITION_LOCKS):].removesuffix(".lock") + "/"
 
 
-class RunLocked(Exception):
+class RunLocked(TransientError):
     """Another run holds the lock; this one stops at once."""
 
 
-class LockLost(Exception):
+class LockLost(TransientError):
     """The run's lease may be another's now: the run stops before its next write.
 
     ``lost_at`` is when the run learnt it (UTC); nothing the run writes is newer.

@@ -17,6 +17,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.errors import TerminalError, TransientError
 from shared.settings import AccessRefused, Settings
 from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, error_code, release, s3_ca_bundle
 
@@ -32,7 +33,7 @@ class SourceObject:
     etag: str
 
 
-class SourceChanged(Exception):
+class SourceChanged(TransientError):
     """The object was replaced or deleted between listing and reading."""
 
 
@@ -185,8 +186,8 @@ def object_url_base(client: Any, bucket: str) -> str:
     return url[: -len(probe)]
 
 
-class _Probed(Exception):
-    pass
+class _Probed(TerminalError):
+    """The probe request got its answer; the request itself is not to be sent."""
 
 
 #: What S3 and STS answer when the key, secret, token or role is not accepted, and the setting to check.

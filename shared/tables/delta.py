@@ -49,7 +49,7 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
 
-from shared.errors import describe
+from shared.errors import TerminalError, TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
@@ -119,11 +119,11 @@ class WriteBudget:
                 self._changed.notify_all()
 
 
-class _Conflict(Exception):
+class _Conflict(TransientError):
     """Another writer changed the table first: reload it and try again."""
 
 
-class UnwritableFeature(Exception):
+class UnwritableFeature(TerminalError):
     """Another engine turned on a table feature the bridge's Delta writer cannot write."""
 
 
@@ -368,12 +368,17 @@ class DeltaPublisher:
         )
 
     def _download(self, files: list[TableFile], scratch: Path) -> list[tuple[TableFile, Path]]:
-        """Each file's mirrored bytes, from the blob version listed and only while it is still
-        that source version; a file replaced meanwhile is left to the next run."""
+        """Each file's bytes: those this run verified and published, or the mirrored blob's, from
+        the version listed and only while it is still that source version (a file replaced
+        meanwhile is left to the next run)."""
         local: list[tuple[TableFile, Path]] = []
         for index, candidate in enumerate(files):
             self.guard()  # a run that lost its lock stops here, not after the whole download
             path = scratch / f"{index}.parquet"
+            if candidate.content is not None:  # the bytes this run verified and published
+                path.write_bytes(candidate.content)
+                local.append((candidate, path))
+                continue
             try:
                 with path.open("wb") as target:
                     metadata = self.lake.download_to(candidate.key.key, target, candidate.lake_etag)

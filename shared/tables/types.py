@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from shared.errors import TerminalError
 from shared.haltian.contracts import logical_type
 
 _EXACT = {
@@ -46,7 +47,7 @@ _EXACT = {
 }
 
 
-class NoDeltaType(Exception):
+class NoDeltaType(TerminalError):
     """A column whose values no reader 1 / writer 2 Delta type can hold."""
 
 

@@ -32,6 +32,7 @@ from shared.haltian.contracts import (
     dataset_kind,
     type_matches,
 )
+from shared.errors import CONFLICT_ATTEMPTS, Contention
 from shared.sink.lake import CONTRACTS, IF_MISSING, Lake
 
 ACCEPTED = "accepted"
@@ -162,7 +163,7 @@ def accept(lake: Lake, layout: str, dataset: str, seen: tuple[Column, ...], *, b
     """
     previous = in_force.contract if in_force is not None else None
     number = max(_numbers(lake, layout, dataset), default=0) + 1
-    while True:
+    for _ in range(CONFLICT_ATTEMPTS):
         document = {
             "layout": layout,
             "dataset": dataset,
@@ -182,6 +183,8 @@ def accept(lake: Lake, layout: str, dataset: str, seen: tuple[Column, ...], *, b
         if lake.write_json(contract_path(layout, dataset, number), document, condition=IF_MISSING):
             return document
         number += 1
+    raise Contention(f"{layout}/{dataset}: other writers kept taking the next contract number "
+                     f"({CONFLICT_ATTEMPTS} attempts); accept it again")
 
 
 def accepted_by() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shared.errors import TerminalError
 from shared.haltian.contracts import Column, columns_of
 
 MAGIC = b"PAR1"
@@ -19,7 +20,7 @@ MAGIC = b"PAR1"
 FOOTER_GUESS_BYTES = 64 * 1024
 
 
-class UnreadableParquet(Exception):
+class UnreadableParquet(TerminalError):
     """The bytes are not a readable Parquet file; the message says why, for the manifest."""
 
 
