@@ -7,6 +7,7 @@ nothing imports in a circle; the types it names for annotations only are leaf mo
 
 from __future__ import annotations
 
+import builtins
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,7 +98,7 @@ class FileOutcome:
     #: The quarantine path a released file came from (``quarantine release``).
     released_from: str | None = None
     #: A small published file's bytes, kept for its table (see ``run.TABLE_BYTES_KEPT``), then dropped.
-    content: bytes | None = field(default=None, repr=False)
+    content: builtins.bytes | None = field(default=None, repr=False)  # ``bytes`` is a field's name here
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def upload(lake: Lake, table_folder: str, data_file: DataFile) -> None:
             lake.put(relative, source.read(), metadata={}, condition=ALWAYS)
             return
         write = uuid.uuid4().hex
-        block_ids = []
+        block_ids: list[str] = []
         while block := source.read(UPLOAD_BLOCK_BYTES):
             block_ids.append(lake.stage(relative, len(block_ids), block, write))
         lake.commit(relative, block_ids, md5=None, metadata={}, condition=ALWAYS)
