@@ -13,7 +13,7 @@ MVN_DEPENDENCY := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # Spark runs on Java 17; Debian's package when the machine has no java.
 NEED_JAVA = command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 
-.PHONY: setup test demo demo-backfill demo-entra soak bench clean
+.PHONY: setup lint test demo demo-backfill demo-entra soak bench clean
 
 setup: $(VENV)/.installed $(AZURITE) $(DELTA_JARS)
 	@$(NEED_JAVA)
@@ -39,7 +39,12 @@ $(SPARK_JARS)/%-$(DELTA_VERSION).jar:
 		-Dartifact=io.delta:$*:$(DELTA_VERSION):jar -DoutputDirectory=$(SPARK_JARS)
 	test -s $@
 
-test: setup
+# ruff's rules and mypy, as pyproject.toml sets them; part of `make test`.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: setup lint
 	$(PY) -m pytest
 
 demo: setup
