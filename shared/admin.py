@@ -205,8 +205,8 @@ def _newest_published(bridge: Bridge, layout: str, dataset: str) -> tuple[Haltia
             months = sorted(lake.list_folders(year))
             entries = [e for month in reversed(months[-1:]) for e in lake.list_entries(month)
                        if "/_delta_log/" not in e.path]
-            keys = [(parse_key(e.path), e) for e in entries]
-            keys = [(k, e) for k, e in keys if k is not None and k.layout == layout]
+            parsed = [(parse_key(e.path), e) for e in entries]
+            keys = [(k, e) for k, e in parsed if k is not None and k.layout == layout]
             if keys:
                 best = max(keys, key=lambda item: (item[0].window_start, item[0].key))
                 if newest is None or (best[0].window_start, best[0].key) > (newest[0].window_start, newest[0].key):

@@ -230,7 +230,7 @@ def _wait(bridge: Bridge, queue: object, total: int, quiet: bool) -> None:
     from shared.sink.lock import PARTITION_LOCKS
 
     while True:
-        queued = queue.get_queue_properties().approximate_message_count  # type: ignore[attr-defined]
+        queued = queue.get_queue_properties().approximate_message_count  # type: ignore[attr-defined]  # a QueueClient, imported lazily
         running = len(bridge.lake.leased(PARTITION_LOCKS))
         done = max(0, total - queued - running)
         if not quiet:

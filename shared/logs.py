@@ -39,7 +39,7 @@ def _install_record_factory() -> None:
         record.run_id = _run_id.get()
         return record
 
-    factory._bridge = True  # type: ignore[attr-defined]
+    factory._bridge = True  # type: ignore[attr-defined]  # a mark on the function: installed once
     logging.setLogRecordFactory(factory)
 
 
@@ -52,7 +52,7 @@ def configure(level: int = logging.INFO, handler: logging.Handler | None = None)
         for previous in [h for h in bridge.handlers if getattr(h, "_bridge", False)]:
             bridge.removeHandler(previous)  # configure() again replaces, never stacks
         handler.setFormatter(logging.Formatter(FORMAT))
-        handler._bridge = True  # type: ignore[attr-defined]
+        handler._bridge = True  # type: ignore[attr-defined]  # a mark on the handler: added once
         bridge.addHandler(handler)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -273,7 +273,7 @@ class Settings:
             organization_id=organization,
             adls_account_url=account_url,
             adls_connection_string=connection_string,
-            adls_container=container,  # type: ignore[arg-type]
+            adls_container=container,  # type: ignore[arg-type]  # checked above
             adls_root=root,
             azure_client_id=get(AZURE_CLIENT_ID),
             schedule=schedule,
@@ -292,6 +292,13 @@ class Settings:
     def connection_pool_size(self) -> int:
         """Connections per endpoint: every copy thread of every run a worker may hold at once."""
         return self.max_concurrency * RUNS_PER_WORKER + 4
+
+    @property
+    def account_url(self) -> str:
+        """ADLS_ACCOUNT_URL, which :meth:`from_mapping` requires unless there is a connection string."""
+        if self.adls_account_url is None:
+            raise SettingsError([f"{ADLS_ACCOUNT_URL} is required (or ADLS_CONNECTION_STRING for an emulator)"])
+        return self.adls_account_url
 
     def describe(self) -> dict[str, object]:
         """The settings that shape a run, safe to log and to put in a manifest (no secrets)."""

@@ -36,8 +36,8 @@ def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
     for manifest in last_day:
         for file in manifest["files"]:
             if file["action"] == "published":
-                name = f"{file['layout']}/{file['dataset']}"
-                published_24h[name] = published_24h.get(name, 0) + 1
+                label = f"{file['layout']}/{file['dataset']}"
+                published_24h[label] = published_24h.get(label, 0) + 1
     return {
         "at": now.isoformat(),
         "datasets": [

@@ -132,10 +132,10 @@ def record_run(result: RunResult, *, now: datetime | None = None) -> None:
     run_dims = {"status": status, "mode": result.plan.mode}
     instruments.runs.add(1, run_dims)
     instruments.duration.record((result.finished_at - result.started_at).total_seconds(), run_dims)
-    for dims, age in _oldest_pending(result, now).items():
-        instruments.oldest_pending.set(age, dict(zip(("layout", "dataset"), dims)))
-    for dims, age in _newest_published(result, now).items():
-        instruments.newest_published.set(age, dict(zip(("layout", "dataset"), dims)))
+    for (layout, dataset), age in _oldest_pending(result, now).items():
+        instruments.oldest_pending.set(age, {"layout": layout, "dataset": dataset})
+    for (layout, dataset), age in _newest_published(result, now).items():
+        instruments.newest_published.set(age, {"layout": layout, "dataset": dataset})
 
 
 def record_failed_run() -> None:

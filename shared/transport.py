@@ -152,7 +152,9 @@ class Proxies:
             return None
         host = parts.hostname or ""
         if host not in self._bypass:
-            self._bypass[host] = bool(urllib.request.proxy_bypass_environment(host, self._found))
+            # NO_PROXY read as urllib reads it; the function is CPython's but not in typeshed
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            self._bypass[host] = bool(bypass(host, self._found))
         return None if self._bypass[host] else proxy
 
 

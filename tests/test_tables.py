@@ -17,6 +17,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import hypothesis
+import hypothesis.strategies as st
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -28,7 +30,9 @@ from shared.haltian.keys import parse_key
 from shared.model import FULL, PUBLISHED, TableFile
 from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.lake import delta_storage_options
-from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher, WriteBudget
+from shared.tables.append import FileStats
+from shared.tables.budget import WriteBudget
+from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )
@@ -696,3 +700,20 @@ def test_the_write_budget_lets_writes_that_fit_run_together_and_holds_the_rest_b
     for thread in threads.values():
         thread.join(5)
     assert order == ["a", "b", "big"] and budget.held == 0
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=6),
+                           min_size=1, max_size=4))
+def test_a_streamed_files_bounds_hold_for_every_value_a_reader_may_skip_it_by(batches) -> None:
+    """What Delta readers skip a file by (min/max) must hold for every value in it: a query for an
+    infinity must never skip the file that holds it. NaN is left out, as delta-rs leaves it."""
+    stats = FileStats(pa.schema([("x", pa.float64())]))
+    for values in batches:
+        stats.add(pa.record_batch([pa.array(values, pa.float64())], names=["x"]))
+    written = json.loads(stats.json())
+    values = [v for batch in batches for v in batch if v is not None and v == v]  # not null, not NaN
+    assert written["numRecords"] == sum(len(b) for b in batches)
+    assert written["nullCount"]["x"] == sum(v is None for b in batches for v in b)
+    if "x" in written["minValues"]:
+        assert all(written["minValues"]["x"] <= v <= written["maxValues"]["x"] for v in values)

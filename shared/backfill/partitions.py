@@ -28,12 +28,12 @@ class Partition:
 
     @property
     def dataset(self) -> str:
-        return _MONTH.match(self.prefix)["name"]  # type: ignore[index]
+        return _MONTH.match(self.prefix)["name"]  # type: ignore[index]  # matched when the partition was made
 
     @property
     def month(self) -> str:
         match = _MONTH.match(self.prefix)
-        return f"{match['year']}-{match['month']}"  # type: ignore[index]
+        return f"{match['year']}-{match['month']}"  # type: ignore[index]  # matched when made
 
     def message(self) -> str:
         return json.dumps({"partition": self.prefix})

@@ -74,11 +74,11 @@ def interleaved(partitions: list[Partition]) -> list[Partition]:
     ordered: list[Partition] = []
     while rounds:
         for group in list(rounds):
-            partition = next(group, None)
-            if partition is None:
+            taken = next(group, None)
+            if taken is None:
                 rounds.remove(group)
             else:
-                ordered.append(partition)
+                ordered.append(taken)
     return ordered
 
 

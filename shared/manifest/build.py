@@ -55,7 +55,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
             counts["bytes"] += outcome.bytes
             counts["rows"] += outcome.rows or 0
 
-    datasets = [
+    datasets: list[dict[str, Any]] = [
         {
             "layout": layout,
             "dataset": dataset,

@@ -57,7 +57,7 @@ class BlobWriter:
         self.version = container.api_version
         credential = container.credential
         if hasattr(credential, "account_key"):
-            self._authorize: Callable[[str, str, dict[str, str]], None] = _SharedKey(
+            self._authorize: Callable[[str, str, dict[str, str], str], None] = _SharedKey(
                 credential.account_name, credential.account_key, urlsplit(self.base).path)
         elif hasattr(credential, "get_token"):
             self._authorize = _Bearer(credential)

@@ -33,7 +33,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
 from shared.transport import CA_BUNDLE_VARIABLES, Proxies, Transport, ca_bundle
 
@@ -152,7 +152,7 @@ class Lake:
             if err.status_code not in (401, 403):
                 raise
             raise LakeUnavailable(
-                f"this identity may not read {where} ({err.status_code} {err.error_code or ''}): give the "
+                f"this identity may not read {where} ({err.status_code} {getattr(err, 'error_code', '') or ''}): give the "
                 "function app's identity 'Storage Blob Data Contributor' on that container (the deployment "
                 "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")) from err
 
@@ -262,7 +262,7 @@ class Lake:
                                           max_concurrency=1)
         write = write_id("preserve", downloader.properties.etag)
         block_ids = [self.stage(destination, index, chunk, write) for index, chunk in enumerate(downloader.chunks())]
-        self.commit(destination, block_ids, md5=downloader.properties.content_settings.content_md5 or b"",
+        self.commit(destination, block_ids, md5=bytes(downloader.properties.content_settings.content_md5 or b""),
                     metadata=metadata, condition=ALWAYS)
 
     def mark_replacing(self, relative: str, entry: LakeEntry, run_id: str) -> str:
@@ -278,7 +278,7 @@ class Lake:
             answer = blob.set_blob_metadata(metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError) as err:
             raise PublishConflict(f"{relative} changed since it was listed") from err
-        return answer["etag"]
+        return str(answer["etag"])
 
     def read_tail(self, relative: str, size: int, length: int, etag: str | None = None) -> bytes:
         """The last ``length`` bytes of a blob of ``size`` bytes (a Parquet footer); with
@@ -289,7 +289,8 @@ class Lake:
         """
         length = min(length, size)
         blob = self.container.get_blob_client(self.path(relative))
-        condition = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        condition: dict[str, Any] = {} if etag is None else {"etag": etag,
+                                                             "match_condition": MatchConditions.IfNotModified}
         try:
             return blob.download_blob(offset=size - length, length=length, **condition).readall()
         except ResourceModifiedError as err:
@@ -375,7 +376,8 @@ class Lake:
     def delete(self, relative: str, *, etag: str | None = None) -> bool:
         """Deletes a blob (only that version, with ``etag``); False when it was gone or changed."""
         blob = self.container.get_blob_client(self.path(relative))
-        conditions = {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        conditions: dict[str, Any] = {} if etag is None else {"etag": etag,
+                                                              "match_condition": MatchConditions.IfNotModified}
         try:
             blob.delete_blob(**conditions)
         except (ResourceNotFoundError, ResourceModifiedError):
@@ -423,7 +425,7 @@ class _ProxyAdapter(requests.adapters.HTTPAdapter):
         super().__init__(**kwargs)
         self._proxies = proxies
 
-    def send(self, request: Any, **kwargs: Any) -> Any:
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]  # passes requests' own arguments on
         proxy = self._proxies.for_url(request.url)
         kwargs["proxies"] = {urlsplit(request.url).scheme: proxy} if proxy else {}
         return super().send(request, **kwargs)
@@ -454,7 +456,7 @@ def make_container_client(settings: Settings, credential: Any | None) -> Contain
     if settings.adls_connection_string:
         service = BlobServiceClient.from_connection_string(settings.adls_connection_string, **options)
     else:
-        service = BlobServiceClient(settings.adls_account_url, credential=credential, **options)
+        service = BlobServiceClient(settings.account_url, credential=credential, **options)
     return service.get_container_client(settings.adls_container)
 
 
@@ -476,13 +478,13 @@ def delta_storage_options(settings: Settings, credential: Any | None) -> dict[st
             "azure_storage_endpoint": endpoint,
             "allow_http": "true" if endpoint.startswith("http://") else "false",
         }
-    parts = urlsplit(settings.adls_account_url)
+    parts = urlsplit(settings.account_url)
     host = parts.hostname or ""
     # An IP-style URL (an emulator: https://127.0.0.1:10000/ACCOUNT) names the account in its path.
     account = parts.path.strip("/").split("/")[0] if is_ip(host) else host.split(".")[0]
     options = {"account_name": account}
     if not host.endswith(".blob.core.windows.net"):
-        options["azure_storage_endpoint"] = settings.adls_account_url
+        options["azure_storage_endpoint"] = settings.account_url
     if os.environ.get("IDENTITY_ENDPOINT") and os.environ.get("IDENTITY_HEADER"):
         # The Functions host's managed-identity endpoint: delta-rs asks it for tokens itself
         # (reading IDENTITY_HEADER) and fetches a new one before each expires, however long a
@@ -492,9 +494,11 @@ def delta_storage_options(settings: Settings, credential: Any | None) -> dict[st
             options["azure_client_id"] = settings.azure_client_id
     else:
         # Any other credential: a token fetched now, for the tables of this run.
+        if credential is None:
+            raise SettingsError(["the lake needs an Entra credential without ADLS_CONNECTION_STRING"])
         options["bearer_token"] = credential.get_token(STORAGE_SCOPE).token
     _delta_rs_trusts(ca_bundle())
-    options.update(_delta_rs_proxy(settings.adls_account_url))
+    options.update(_delta_rs_proxy(settings.account_url))
     return options
 
 

@@ -112,7 +112,7 @@ class RunLock:
         deadline = time.monotonic() + self.lease_seconds / 3
         while True:
             try:
-                self._lease.release(**self._quick(deadline - time.monotonic()))  # type: ignore[union-attr]
+                self._lease.release(**self._quick(deadline - time.monotonic()))  # type: ignore[union-attr]  # held
                 return
             except HttpResponseError as err:
                 if err.status_code in (409, 412) or time.monotonic() >= deadline:
@@ -149,7 +149,7 @@ class RunLock:
             if self._lost is None:
                 self._lost = (reason, datetime.now(timezone.utc))
 
-    def _quick(self, limit: float | None = None) -> dict[str, object]:
+    def _quick(self, limit: float | None = None) -> dict[str, Any]:
         # No SDK retries and no wait past ``limit`` (a third of the lease by default): a stalled
         # request must not keep the run believing in a lease that may have expired.
         limit = self.lease_seconds / 3 if limit is None else max(0.5, limit)
@@ -166,7 +166,7 @@ class RunLock:
                     return
                 sent = time.monotonic()
                 try:
-                    self._lease.renew(**self._quick(remaining))  # type: ignore[union-attr]
+                    self._lease.renew(**self._quick(remaining))  # type: ignore[union-attr]  # set before the renewer starts
                 except HttpResponseError as err:
                     if err.status_code in (409, 412):
                         self._mark_lost("the lease was broken or taken by another")

@@ -21,10 +21,12 @@ so no reader sees it (a VACUUM removes it).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -33,11 +35,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from azure.core.exceptions import AzureError
 from deltalake import DeltaTable
-from deltalake.transaction import AddAction
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, CommitProperties, PostCommitHookProperties
 
+from shared.errors import describe
+from shared.model import TableFile
 from shared.sink.lake import ALWAYS, Lake
-from shared.tables.rows import LINEAGE, SOURCE_MONTH
+from shared.tables.names import table_folder
+from shared.tables.rows import LINEAGE, SOURCE_MONTH, file_batches, month_of
+
+log = logging.getLogger(__name__)
 
 #: Direct Lake reads best from row groups of 1-16 million rows; a million keeps a writer's buffer small.
 ROW_GROUP_ROWS = 1 << 20
@@ -66,7 +75,8 @@ class FileStats:
     writes them: the row count; each column's null count; the least and greatest value of each
     column of a number, string, date, boolean or UTC timestamp type (timestamps to the
     millisecond, as Delta's writers truncate them and its readers expect). NaN is left out of
-    the bounds as delta-rs leaves it; decimals get none (a JSON number can misstate them)."""
+    the bounds as delta-rs leaves it; a column holding an infinity, and decimals, get none (a
+    JSON number cannot say the one and can misstate the other)."""
 
     def __init__(self, schema: pa.Schema) -> None:
         self.rows = 0
@@ -74,6 +84,7 @@ class FileStats:
         self.bounded = [f.name for f in schema if _bounded(f.type)]
         self.low: dict[str, Any] = {}
         self.high: dict[str, Any] = {}
+        self.unbounded: set[str] = set()  # an infinity: no bound a JSON number can say
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -84,16 +95,19 @@ class FileStats:
             if pa.types.is_dictionary(values.type):
                 values = values.dictionary  # every value the column holds, once
             low, high = (scalar.as_py() for scalar in pc.min_max(values).values())
-            if low is None or (isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high))):
-                continue  # no values, or only NaN (min_max skips NaN among numbers), or an infinity
+            if low is None or (isinstance(low, float) and math.isnan(low)):
+                continue  # no values, or only NaN (min_max skips NaN among numbers)
+            if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+                self.unbounded.add(name)
             if name not in self.low or low < self.low[name]:
                 self.low[name] = low
             if name not in self.high or high > self.high[name]:
                 self.high[name] = high
 
     def json(self) -> str:
-        stats = {"numRecords": self.rows, "minValues": {k: _json(v) for k, v in self.low.items()},
-                 "maxValues": {k: _json(v) for k, v in self.high.items()}, "nullCount": self.nulls}
+        low = {k: _json(v) for k, v in self.low.items() if k not in self.unbounded}
+        high = {k: _json(v) for k, v in self.high.items() if k not in self.unbounded}
+        stats = {"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls}
         return json.dumps(stats, separators=(",", ":"))
 
 
@@ -198,3 +212,46 @@ def upload(lake: Lake, table_folder: str, data_file: DataFile) -> None:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def append_streamed(lake: Lake, guard: Callable[[], None], table: DeltaTable, local: list[tuple[TableFile, Path]],
+                    schema: pa.Schema, properties: CommitProperties, hooks: PostCommitHookProperties) -> None:
+    """Writes the rows of ``local`` month by month into data files, uploads them, and adds them
+    to ``table`` in one commit with ``properties`` (``guard`` is called before every upload and
+    the commit). Files no commit will name (a lost lock, a conflict) are deleted; after any
+    other error the commit may have landed, so they stay."""
+    key = local[0][0].key
+    folder = table_folder(key.layout, key.dataset)
+    streamed = data_file_schema(schema)
+    ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
+    uploaded: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
+        files = write_month_files(((month_of(f.key), batch) for f, batch in file_batches(ordered, streamed)),
+                                  streamed, Path(scratch))
+        try:
+            for data_file in files:
+                guard()
+                uploaded.append(folder + data_file.path)
+                upload(lake, folder, data_file)
+            guard()
+        except BaseException:
+            _delete_quietly(lake, uploaded)
+            raise
+        modified = now_ms()
+        try:
+            table.create_write_transaction([f.add_action(modified) for f in files], mode="append",
+                                           schema=table.schema(), partition_by=[SOURCE_MONTH],
+                                           commit_properties=properties, post_commithook_properties=hooks)
+        except CommitFailedError:
+            _delete_quietly(lake, uploaded)
+            raise
+    table.update_incremental()  # to the version it committed (a write transaction leaves it behind)
+
+
+def _delete_quietly(lake: Lake, paths: list[str]) -> None:
+    """Deletes data files no commit names (a failed commit's): left behind, only a VACUUM would."""
+    for path in paths:
+        try:
+            lake.delete(path)
+        except AzureError as err:
+            log.info("could not delete %s, which no commit names (a VACUUM removes it): %s", path, describe(err))

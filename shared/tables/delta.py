@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,25 +41,28 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from azure.core.exceptions import AzureError
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
 
-from shared.errors import TerminalError, TransientError, describe
+from shared.errors import TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
 from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, LakeEntry, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.append import (
-    GROUP_BYTES, ROW_GROUP_ROWS, data_file_schema, now_ms, streamable, upload, write_month_files,
+    GROUP_BYTES, ROW_GROUP_ROWS, append_streamed, streamable,
 )
+from shared.tables.budget import WriteBudget
+from shared.tables.evolution import columns_of, incompatibility
 from shared.tables.facts import TableFacts, table_facts
+from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
 from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_id
-from shared.tables.names import table_folder, table_name
-from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH, lineage_fields, month_of, table_batches
+from shared.tables.names import table_folder
+from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches, lineage_fields
+from shared.tables.snapshots import current_snapshots, newest_snapshots
 from shared.tables.types import arrow_for
 from shared.transport import TransportError
 from shared.verify.parquet import UnreadableParquet, read_footer
@@ -86,45 +87,10 @@ STREAMED_PART_BYTES = 2 << 30
 #: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
 TARGET_FILE_BYTES = 512 << 20
 _CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), "delta.logRetentionDuration": LOG_RETENTION}
-#: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
-WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",
-                               "timestampNtz", "columnMapping", "identityColumns"})
-
-
-class WriteBudget:
-    """The source bytes the table writes of one run may hold at once, across its sync threads.
-
-    delta-rs holds a write's input in memory until it commits (measured: 3 to 8 times the source
-    bytes), so eight tables of a backfill writing a full part each at once would need eight times
-    what one needs. A write waits until what others hold plus its own fits; a write larger than
-    the budget goes when it is alone. A compaction holds the whole budget.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def hold(self, amount: int) -> Iterator[None]:
-        amount = min(max(amount, 0), self.limit)
-        with self._changed:
-            self._changed.wait_for(lambda: self.held == 0 or self.held + amount <= self.limit)
-            self.held += amount
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.held -= amount
-                self._changed.notify_all()
 
 
 class _Conflict(TransientError):
     """Another writer changed the table first: reload it and try again."""
-
-
-class UnwritableFeature(TerminalError):
-    """Another engine turned on a table feature the bridge's Delta writer cannot write."""
 
 
 @dataclass
@@ -175,7 +141,7 @@ class DeltaPublisher:
                 log.error("%s", err)
                 return change
             except (DeltaError, OSError, AzureError, TransportError, pa.ArrowException) as err:
-                change.error = _feature_error(change, err) or _constraint_error(change, err) or describe(err)
+                change.error = feature_error(change, err) or constraint_error(change, err) or describe(err)
                 log.error("table %s: %s; the mirror is complete and the next run tries again", change.table,
                           change.error)
                 return change
@@ -193,11 +159,11 @@ class DeltaPublisher:
         uri = self.uri(folder)
         table = self._load(uri)
         if table is not None:
-            _check_features(table, change)
+            check_features(table, change)
         delivered = read_delivered(self.lake, folder, table.version()) if table is not None else Delivered(0, {})
         wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
         if not measurement:
-            wanted = _newest_snapshots(wanted, delivered)
+            wanted = newest_snapshots(wanted, delivered)
         number = delivered.number
         if wanted:
             table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
@@ -212,13 +178,13 @@ class DeltaPublisher:
         """The rows of ``wanted`` (less the files that cannot join the table): one commit, or for a
         backfill one commit per part (see :func:`_part_bytes`). Returns the table and the number
         of commits."""
-        columns = _columns_of(table)
+        columns = columns_of(table)
         new_columns: dict[str, str] = {}
         accepted: list[TableFile] = []
         order = list(reversed(wanted)) if self.types_from_newest else wanted
         for candidate in order:
             facts = candidate.facts or self._read_facts(candidate)
-            problem = facts.exclusion or _incompatibility(facts.columns, {**columns, **new_columns})
+            problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
             if problem is not None:
                 change.excluded.append({"source_key": candidate.key.key, "reason": problem})
                 continue
@@ -262,7 +228,7 @@ class DeltaPublisher:
             merge = False
         if measurement and table is not None and not replaced and not merge and streamable(table):
             with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
-                self._append_streamed(table, local, schema, properties)
+                append_streamed(self.lake, self.guard, table, local, schema, properties, _hooks())
             change.added.extend(f.key.key for f, _ in local)
             return table
         reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
@@ -289,7 +255,7 @@ class DeltaPublisher:
                 table = self._load(uri)
             else:
                 write_deltalake(table, reader, **options)  # brings ``table`` to the version it committed
-                change.removed.extend(replaced if measurement else _current_snapshots(delivered, organizations))
+                change.removed.extend(replaced if measurement else current_snapshots(delivered, organizations))
         change.added.extend(f.key.key for f, _ in local)
         return table
 
@@ -307,38 +273,6 @@ class DeltaPublisher:
                                      configuration=_CONFIGURATION, storage_options=self.storage_options,
                                      commit_properties=CommitProperties(
                                          custom_metadata={"haltian_run_id": self.run_id}, max_commit_retries=0))
-
-    def _append_streamed(self, table: DeltaTable, local: list[tuple[TableFile, Path]], schema: pa.Schema,
-                         properties: CommitProperties) -> None:
-        """Writes the rows month by month into data files, uploads them, and adds them in one
-        commit. Files no commit will name (a lost lock, a conflict) are deleted; after any other
-        error the commit may have landed, so they stay."""
-        key = local[0][0].key
-        folder = table_folder(key.layout, key.dataset)
-        streamed = data_file_schema(schema)
-        ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
-        uploaded: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
-            files = write_month_files(((month_of(f.key), batch) for f, batch in _file_batches(ordered, streamed)),
-                                      streamed, Path(scratch))
-            try:
-                for data_file in files:
-                    self.guard()
-                    uploaded.append(folder + data_file.path)
-                    upload(self.lake, folder, data_file)
-                self.guard()
-            except BaseException:
-                _delete_quietly(self.lake, uploaded)
-                raise
-            modified = now_ms()
-            try:
-                table.create_write_transaction([f.add_action(modified) for f in files], mode="append",
-                                               schema=table.schema(), partition_by=[SOURCE_MONTH],
-                                               commit_properties=properties, post_commithook_properties=_hooks())
-            except CommitFailedError:
-                _delete_quietly(self.lake, uploaded)
-                raise
-        table.update_incremental()  # to the version it committed (a write transaction leaves it behind)
 
     def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
@@ -448,15 +382,7 @@ def _chunks(files: list[TableFile], limit: int | None) -> Iterator[list[TableFil
 
 
 def _batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    return (batch for _, batch in _file_batches(local, schema))
-
-
-def _file_batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[tuple[TableFile, pa.RecordBatch]]:
-    for candidate, path in local:
-        # Without pre-buffering, which would hold the whole file (measured: 256 MB of a 256 MB file).
-        with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as source:
-            for batch in table_batches(source, schema, candidate.key, candidate.source_etag):
-                yield candidate, batch
+    return (batch for _, batch in file_batches(local, schema))
 
 
 @contextmanager
@@ -468,15 +394,6 @@ def _created_first() -> Iterator[None]:
         if "already exists" not in str(err):
             raise
         raise _Conflict("another writer created the table first") from err
-
-
-def _delete_quietly(lake: Lake, paths: list[str]) -> None:
-    """Deletes data files no commit names (a failed commit's): left behind, only a VACUUM would."""
-    for path in paths:
-        try:
-            lake.delete(path)
-        except AzureError as err:
-            log.info("could not delete %s, which no commit names (a VACUUM removes it): %s", path, describe(err))
 
 
 def _writer_properties() -> WriterProperties:
@@ -492,48 +409,6 @@ def _in(column: str, values: list[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
-def _check_features(table: DeltaTable, change: TableChange) -> None:
-    """Raises UnwritableFeature, in words an operator can act on, when another engine turned on
-    a table feature the bridge cannot write."""
-    protocol = table.protocol()
-    features = sorted(set(protocol.writer_features or []) - WRITABLE_FEATURES)
-    if features:
-        raise UnwritableFeature(_feature_message(change, features))
-
-
-def _feature_message(change: TableChange, features: list[str]) -> str:
-    name = table_name(change.layout, change.dataset)
-    return (f"table {name}: another engine turned on the Delta table feature {', '.join(features)}, which the "
-            "bridge's Delta writer cannot write, so the table gets no new rows; the mirror and the other tables "
-            f"carry on. Drop the feature in Spark (ALTER TABLE ... DROP FEATURE {features[0]}) or rebuild the "
-            f"table from the mirror: python -m shared tables rebuild {change.layout}/{change.dataset}")
-
-
-def _feature_error(change: TableChange, err: Exception) -> str | None:
-    """delta-rs's refusal of an unsupported feature, said as :func:`_check_features` says it."""
-    text = str(err)
-    if "nsupported" not in text or "feature" not in text.lower():
-        return None
-    known = sorted(f for f in _ALL_FEATURES if f in text) or ["(named in: " + text.splitlines()[0][:200] + ")"]
-    return _feature_message(change, known)
-
-
-def _constraint_error(change: TableChange, err: Exception) -> str | None:
-    """delta-rs's refusal of rows that break a CHECK constraint or invariant, in an operator's words."""
-    found = re.search(r"(\d+) rows failed validation check", str(err))
-    if found is None:
-        return None
-    return (f"{found.group(1)} new rows break a CHECK constraint (or invariant) that another engine added to the "
-            "table, so it gets no new rows; the mirror is complete. Drop or change the constraint (in Spark: "
-            f"SHOW TBLPROPERTIES, then ALTER TABLE {table_name(change.layout, change.dataset)} DROP CONSTRAINT "
-            "...) and the next run adds them")
-
-
-_ALL_FEATURES = ("rowTracking", "domainMetadata", "inCommitTimestamp", "v2Checkpoint", "deletionVectors",
-                 "clustering", "typeWidening", "icebergCompatV1", "icebergCompatV2", "vacuumProtocolCheck",
-                 "variantType")
-
-
 def _files_per_month(table: DeltaTable) -> dict[str, int]:
     actions = pa.table(table.get_add_actions(flatten=True))
     counts: dict[str, int] = {}
@@ -541,75 +416,4 @@ def _files_per_month(table: DeltaTable) -> dict[str, int]:
         counts[month] = counts.get(month, 0) + 1
     return counts
 
-
-def _columns_of(table: DeltaTable | None) -> dict[str, str]:
-    """The table's data columns (not the lineage) and their Delta types."""
-    if table is None:
-        return {}
-    return {f.name: _type_name(f.type) for f in table.schema().fields if f.name not in LINEAGE}
-
-
-def _type_name(delta_type: Any) -> str:
-    return str(getattr(delta_type, "type", delta_type))
-
-
-def _incompatibility(file_columns: dict[str, str] | None, table_columns: dict[str, str]) -> str | None:
-    """Why a file cannot join a table with these columns, or None when it can.
-
-    A file may lack table columns (they read as nulls), may bring new ones (the table schema
-    grows), and may hold a column in a narrower type than the table's (its values are widened,
-    losing nothing); a column whose type the table's cannot hold is breaking drift.
-    """
-    assert file_columns is not None
-    clashes = [f"column {name!r} is {delta} in the file but {table_columns[name]} in the table"
-               for name, delta in file_columns.items() if name in table_columns and not _widens(delta, table_columns[name])]
-    if clashes:
-        return "kept out of the Delta table: breaking schema drift: " + "; ".join(clashes)
-    return None
-
-
-_WIDER = {"byte": 0, "short": 1, "integer": 2, "long": 3}
-
-
-def _widens(delta: str, table: str) -> bool:
-    """Whether every value of Delta type ``delta`` is a value of ``table`` (equal, or wider)."""
-    if delta == table:
-        return True
-    if delta in _WIDER and table in _WIDER:
-        return _WIDER[delta] <= _WIDER[table]
-    if (delta, table) == ("float", "double"):
-        return True
-    if delta.startswith("decimal(") and table.startswith("decimal("):
-        (p1, s1), (p2, s2) = (tuple(int(x) for x in t[len("decimal("):-1].split(",")) for t in (delta, table))
-        return s2 >= s1 and p2 - s2 >= p1 - s1
-    return False
-
-
-def _newest_snapshots(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
-    """Per organization, the newest snapshot not yet delivered, unless the table holds one of
-    that organization at least as new (a snapshot that arrives late never replaces a newer one)."""
-    chosen: list[TableFile] = []
-    for organization in sorted({f.key.organization for f in files}):
-        newest = max((f for f in files if f.key.organization == organization),
-                     key=lambda f: (f.key.window_start, f.key.key))
-        if not any((_window(key), key) > (newest.key.window_start, newest.key.key)
-                   for key in delivered.versions if f"/{organization}/" in key):
-            chosen.append(newest)
-    return chosen
-
-
-def _current_snapshots(delivered: Delivered, organizations: list[str]) -> list[str]:
-    """The delivered snapshot of each of these organizations (its newest delivery)."""
-    current: list[str] = []
-    for organization in organizations:
-        keys = [key for key in delivered.numbers if f"/{organization}/" in key]
-        if keys:
-            newest = max(delivered.numbers[key] for key in keys)
-            current += sorted(key for key in keys if delivered.numbers[key] == newest)
-    return current
-
-
-def _window(key: str) -> datetime:
-    parsed = parse_key(key)
-    return parsed.window_start if parsed is not None else datetime.min.replace(tzinfo=timezone.utc)
 

@@ -17,12 +17,14 @@ The columns travel with the rows, so they survive any engine's compaction.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared.haltian.keys import HaltianKey
+from shared.model import TableFile
 
 SOURCE_KEY = "_source_key"
 SOURCE_VERSION = "_source_version"
@@ -46,6 +48,15 @@ def table_batches(source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, ve
     lineage = {SOURCE_KEY: key.key, SOURCE_VERSION: version, SOURCE_MONTH: month_of(key)}
     for batch in source.iter_batches(batch_size=BATCH_ROWS):
         yield _conform(batch, schema, lineage)
+
+
+def file_batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[tuple[TableFile, pa.RecordBatch]]:
+    """The rows of mirrored files on the scratch disk, batch by batch, each with its file."""
+    for candidate, path in local:
+        # Without pre-buffering, which would hold the whole file (measured: 256 MB of a 256 MB file).
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as source:
+            for batch in table_batches(source, schema, candidate.key, candidate.source_etag):
+                yield candidate, batch
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, lineage: dict[str, str]) -> pa.RecordBatch:

@@ -92,13 +92,17 @@ class ContractBook:
             if number is None:
                 return None
             if name not in self._documents:
-                self._documents[name] = self.lake.read_json(contract_path(layout, dataset, number))
+                document = self.lake.read_json(contract_path(layout, dataset, number))
+                if document is None:  # listed, then deleted: as if never accepted
+                    return None
+                self._documents[name] = document
             return self._documents[name]
 
     def history(self, layout: str, dataset: str) -> list[dict[str, Any]]:
         """Every accepted version of a dataset's contract, oldest first."""
         numbers = sorted(_numbers(self.lake, layout, dataset))
-        return [self.lake.read_json(contract_path(layout, dataset, n)) for n in numbers]
+        documents = (self.lake.read_json(contract_path(layout, dataset, n)) for n in numbers)
+        return [document for document in documents if document is not None]
 
 
 def _numbers(lake: Lake, layout: str, dataset: str) -> list[int]:
@@ -177,7 +181,7 @@ def accept(lake: Lake, layout: str, dataset: str, seen: tuple[Column, ...], *, b
             "accepted_in_run": run_id,
             "based_on": based_on,
             "replaces": None if previous is None else {"version": previous.version,
-                                                        "origin": in_force.origin},  # type: ignore[union-attr]
+                                                        "origin": in_force.origin},  # type: ignore[union-attr]  # previous comes from it
             "shipped_version": getattr(contract_for(layout, dataset), "version", None),
         }
         if lake.write_json(contract_path(layout, dataset, number), document, condition=IF_MISSING):

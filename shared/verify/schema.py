@@ -64,7 +64,7 @@ class SchemaJudge:
             self.book = ContractBook(self.lake)
 
     def judge(self, key: HaltianKey, columns: tuple[Column, ...]) -> SchemaOutcome:
-        contract = self.book.contract(key.layout, key.dataset)  # type: ignore[union-attr]
+        contract = self.book.contract(key.layout, key.dataset)  # type: ignore[union-attr]  # made above
         contract_drift: tuple[str, ...] = ()
         if contract is not None:
             check = check_schema(contract.columns, columns, complete=contract.complete)
@@ -107,6 +107,9 @@ class SchemaJudge:
                     self._observed[name] = columns
                     return None
                 stored = self.lake.read_json(path)
+                if stored is None:  # another writer's, deleted since: these columns are the first seen
+                    self._observed[name] = columns
+                    return None
             self._observed[name] = columns_from_json(stored["columns"])
             return self._observed[name]
 
