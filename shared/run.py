@@ -23,6 +23,7 @@ from azure.core.exceptions import AzureError
 from shared import logs, telemetry
 from shared.copy import Guard, copy_file
 from shared.errors import TransientError, describe
+from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.manifest import index
 from shared.manifest.build import LATEST, build_manifest, manifest_path
 from shared.manifest.recover import index_stopped, write_interrupted
@@ -289,8 +290,12 @@ def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: Delta
         return []
     with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
                             **_run_threads()) as executor:
-        changes = list(executor.map(publisher.sync, (by_table[name] for name in sorted(by_table))))
-    return [change for change in changes if change.changed or change.excluded or change.error]
+        # Snapshot tables first: their overwrites go through delta-rs (many round trips each), so
+        # the measurement tables' quick appends fill the threads around them.
+        order = sorted(by_table, key=lambda name: (dataset_kind(*name) == MEASUREMENT, name))
+        changes = list(executor.map(publisher.sync, (by_table[name] for name in order)))
+    return sorted((change for change in changes if change.changed or change.excluded or change.error),
+                  key=lambda change: (change.layout, change.dataset))
 
 
 def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import Counter
+from urllib.parse import unquote
 from datetime import datetime, timedelta, timezone
 
 import hypothesis
@@ -36,7 +37,7 @@ from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )
-from tests.faultproxy import FORBIDDEN, PASS, RESET_MID_BODY, FaultProxy, list_prefix
+from tests.faultproxy import CRASH_AFTER, FORBIDDEN, PASS, RESET_MID_BODY, FaultProxy, list_prefix
 from tests.test_reliability import bridge_for, proxied_env, run_killed_before_tables
 
 pytestmark = pytest.mark.integration
@@ -436,6 +437,88 @@ def test_every_table_log_stays_within_what_synapse_and_fabric_read(stack) -> Non
         last = stack.lake_names(f"{TABLES}/{name}/_delta_log/_last_checkpoint")
         for blob in last:  # Synapse serverless fails on a _last_checkpoint over 200 bytes
             assert len(stack.container.get_blob_client(blob).download_blob().readall()) <= 200
+
+
+def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
+    """The normal hour: a new file for a table that exists is appended without delta-rs loading
+    the table (about twenty round trips at a cloud's latency): one listing of the log, its files
+    read at once, one data file, one commit, each request once. delta-rs, DuckDB and a plain
+    replay of the log all read the commit the bridge wrote itself."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    before = table(stack, "legacy_measurementCO2")
+    rows_before = table_rows(before)
+    org = BucketSpec().organization
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)  # in the window, after the seeded hours
+    key = legacy_key(org, "measurementCO2", at)
+    data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, random.Random(5)))
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    requests: Counter = Counter()
+
+    def rule(method: str, path: str) -> str:
+        if "legacy_measurementCO2" in unquote(path):
+            requests["list" if list_prefix(method, path) is not None else method] += 1
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        result = run_once(bridge_for(proxied_env(stack, None, proxy)))
+    finally:
+        proxy.close()
+    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert change.error is None and change.added == [key] and change.version == before.version() + 1
+    log_reads = len([n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
+                     if n.endswith(".json") or n.endswith(".parquet")])
+    assert requests["list"] == 1 and requests["PUT"] == 2, requests  # the data file, the commit
+    assert requests["GET"] <= log_reads, requests  # the log's files at most, each once
+    assert set(requests) <= {"list", "GET", "PUT"}, requests
+
+    after = table(stack, "legacy_measurementCO2")
+    assert after.version() == change.version
+    new_rows = file_rows(data, key)
+    assert same_rows(table_rows(after), rows_before + new_rows)
+    assert co2_rows_by_duckdb(stack, "legacy_measurementCO2", tmp_path) == co2_rows(rows_before + new_rows)
+    actions, live = log_replay(stack, "legacy_measurementCO2")
+    commit = [a for a in actions if "txn" in a and key in a["txn"]["appId"]]
+    assert len(commit) == 1 and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    assert sorted(live) == sorted(p.split("legacy_measurementCO2/", 1)[1] for p in after.file_uris())
+    assert not orphans(stack, "legacy_measurementCO2")
+    assert all(not t.changed for t in run_once(bridge).tables)
+
+
+def test_a_commit_whose_answer_is_lost_is_known_as_its_own(stack) -> None:
+    """The bridge's Put Blob of a commit lands, but the connection drops before its answer: the
+    retry finds the version taken, reads it, recognises its own commit, and keeps its data file
+    (deleting it would leave the commit naming a missing file)."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    org = BucketSpec().organization
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = legacy_key(org, "measurementCO2", at)
+    data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 3, at, random.Random(3)))
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    cut: list[str] = []
+
+    def rule(method: str, path: str) -> str:
+        if method == "PUT" and re.search(r"legacy_measurementCO2/_delta_log/\d{20}\.json", path) and not cut:
+            cut.append(path)
+            return CRASH_AFTER  # the server writes it; its answer never leaves (the client lives on)
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        result = run_once(bridge_for(proxied_env(stack, None, proxy)))
+    finally:
+        proxy.close()
+    assert cut, "the commit was not written by the bridge's own Put Blob"
+    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert change.error is None and change.added == [key]
+    assert not orphans(stack, "legacy_measurementCO2")
+    dt = table(stack, "legacy_measurementCO2")
+    assert change.version == dt.version()
+    assert len([r for r in table_rows(dt) if r["_source_key"] == key]) == 3  # the file's rows, once
 
 
 def test_checkpoints_are_written_regularly(stack) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import threading
 import time
@@ -38,6 +39,10 @@ _READ_BYTES = 1 << 20
 
 class WriteConflict(TransientError):
     """A conditional write found the blob missing its condition (exists, or another version)."""
+
+
+class BlobMissing(WriteConflict):
+    """A Get Blob found no blob by that name."""
 
 
 def azure_transport(pool_size: int, *, connect_timeout: float = 10, read_timeout: float = 120,
@@ -92,8 +97,21 @@ class BlobWriter:
         """One Get Blob streamed into the file object ``target`` (only version ``etag``, when
         given); returns the blob's metadata. A body cut off mid-way is read again from the start
         (``target`` rewound), within the transport's attempts. Raises WriteConflict when the blob
-        is another version now, or gone."""
+        is another version now (BlobMissing when it is gone)."""
+        headers = self._get(name, target, etag, None)
+        return {k[len(_META):]: v for k, v in headers.items() if k.startswith(_META)}
+
+    def read(self, name: str, *, etag: str | None = None, start: int | None = None) -> tuple[bytes, dict[str, str]]:
+        """One Get Blob of a small blob, or of its bytes from ``start`` on: the body and the response
+        headers (names lower-cased). Raises as :meth:`download_to` does."""
+        buffer = io.BytesIO()
+        headers = self._get(name, buffer, etag, start)
+        return buffer.getvalue(), headers
+
+    def _get(self, name: str, target: Any, etag: str | None, start: int | None) -> dict[str, str]:
         condition = {} if etag is None else {"if-match": etag}
+        if start is not None:
+            condition["x-ms-range"] = f"bytes={start}-"
         for attempt in range(1, self.transport.attempts + 1):
             response = self._send("GET", name, "", condition, None, stream=True)
             try:
@@ -101,7 +119,7 @@ class BlobWriter:
                 target.truncate()
                 for chunk in response.stream(_READ_BYTES, decode_content=False):
                     target.write(chunk)
-                return {k.lower()[len(_META):]: v for k, v in response.headers.items() if k.lower().startswith(_META)}
+                return {k.lower(): v for k, v in response.headers.items()}
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 if attempt == self.transport.attempts:
                     raise TransportError(f"Azure GET {name}: {describe(err)} (after {attempt} attempts)") from err
@@ -137,12 +155,14 @@ class BlobWriter:
                 response.release_conn()
             self._authorize.refused(sent[-1]["authorization"])
             response = self.transport.send(method, url, headers=signed, body=body, stream=stream)
-        if response.status in (200, 201):
+        if response.status in (200, 201, 206):
             return response
         if stream:
             response.read()
             response.release_conn()
-        if method == "GET" and response.status in (404, 412):
+        if method == "GET" and response.status == 404:
+            raise BlobMissing(f"{name}: {response.headers.get('x-ms-error-code') or response.status}")
+        if method == "GET" and response.status == 412:
             raise WriteConflict(f"{name}: {response.headers.get('x-ms-error-code') or response.status}")
         code = response.headers.get("x-ms-error-code") or str(response.status)
         if response.status in CONFLICT_STATUSES:

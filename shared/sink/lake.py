@@ -27,14 +27,14 @@ from typing import Any
 import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError, IncompleteReadError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+    HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
 from shared.settings import Settings, SettingsError
-from shared.sink.blob_writer import STORAGE_SCOPE, BlobWriter, WriteConflict, azure_transport
+from shared.sink.blob_writer import STORAGE_SCOPE, BlobMissing, BlobWriter, WriteConflict, azure_transport
 from shared.transport import CA_BUNDLE_VARIABLES, Proxies, Transport, ca_bundle
 
 log = logging.getLogger(__name__)
@@ -285,20 +285,23 @@ class Lake:
         ``etag``, only of that version.
 
         Raises:
-            PublishConflict: with ``etag``, the blob is another version now.
+            PublishConflict: the blob is another version now (with ``etag``), or gone.
         """
-        length = min(length, size)
-        blob = self.container.get_blob_client(self.path(relative))
-        condition: dict[str, Any] = {} if etag is None else {"etag": etag,
-                                                             "match_condition": MatchConditions.IfNotModified}
-        try:
-            return blob.download_blob(offset=size - length, length=length, **condition).readall()
-        except ResourceModifiedError as err:
-            raise PublishConflict(f"{relative} changed while its footer was read") from err
+        try:  # the lean Get Blob, as every read below: the SDK's download costs milliseconds of CPU
+            return self.writer.read(self.path(relative), etag=etag, start=size - min(length, size))[0]
+        except WriteConflict as err:
+            raise PublishConflict(f"{relative} changed or went while its footer was read") from err
 
     def read_bytes(self, relative: str) -> bytes:
-        """A whole (small) blob, such as a Delta log entry."""
-        return self.container.get_blob_client(self.path(relative)).download_blob().readall()
+        """A whole (small) blob, such as a Delta log entry.
+
+        Raises:
+            PublishConflict: the blob is gone.
+        """
+        try:
+            return self.writer.read(self.path(relative))[0]
+        except WriteConflict as err:
+            raise PublishConflict(f"{relative} went while it was read") from err
 
     def download_to(self, relative: str, target: Any, etag: str | None = None) -> dict[str, str]:
         """Streams a blob into a file object (only that version, with ``etag``); returns its metadata.
@@ -326,19 +329,13 @@ class Lake:
     def read_json_version(self, relative: str) -> tuple[Any | None, str | None]:
         """A JSON document and its ETag (for a conditional write over it), or (None, None).
 
-        A body cut off mid-way is read again (the SDK retries the request, not the body).
+        A body cut off mid-way is read again (the lean Get Blob's own retry).
         """
-        blob = self.container.get_blob_client(self.path(relative))
-        for attempt in range(1, 4):
-            try:
-                downloader = blob.download_blob()
-                return json.loads(downloader.readall()), downloader.properties.etag
-            except ResourceNotFoundError:
-                return None, None
-            except IncompleteReadError:
-                if attempt == 3:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            body, headers = self.writer.read(self.path(relative))
+        except BlobMissing:
+            return None, None
+        return json.loads(body), headers.get("etag")
 
     def write_json_forward(self, relative: str, document: Any, order: Callable[[Any], Any]) -> bool:
         """Replaces a JSON document only with one that is further on by ``order``, never back.

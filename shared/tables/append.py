@@ -40,10 +40,11 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, CommitProperties, PostCommitHookProperties
 
-from shared.errors import describe
+from shared.errors import TransientError, describe
 from shared.model import TableFile
-from shared.sink.lake import ALWAYS, Lake
-from shared.tables.names import table_folder
+from shared.sink.lake import ALWAYS, IF_MISSING, Lake, PublishConflict
+from shared.sink.lock import LockLost
+from shared.tables.names import DELTA_LOG, table_folder
 from shared.tables.rows import LINEAGE, SOURCE_MONTH, file_batches, month_of
 
 log = logging.getLogger(__name__)
@@ -217,26 +218,13 @@ def now_ms() -> int:
 def append_streamed(lake: Lake, guard: Callable[[], None], table: DeltaTable, local: list[tuple[TableFile, Path]],
                     schema: pa.Schema, properties: CommitProperties, hooks: PostCommitHookProperties) -> None:
     """Writes the rows of ``local`` month by month into data files, uploads them, and adds them
-    to ``table`` in one commit with ``properties`` (``guard`` is called before every upload and
-    the commit). Files no commit will name (a lost lock, a conflict) are deleted; after any
-    other error the commit may have landed, so they stay."""
+    to ``table`` in one commit by delta-rs with ``properties`` (``guard`` is called before every
+    upload and the commit). Files no commit will name (a lost lock, a conflict) are deleted;
+    after any other error the commit may have landed, so they stay."""
     key = local[0][0].key
     folder = table_folder(key.layout, key.dataset)
-    streamed = data_file_schema(schema)
-    ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
-    uploaded: list[str] = []
     with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
-        files = write_month_files(((month_of(f.key), batch) for f, batch in file_batches(ordered, streamed)),
-                                  streamed, Path(scratch))
-        try:
-            for data_file in files:
-                guard()
-                uploaded.append(folder + data_file.path)
-                upload(lake, folder, data_file)
-            guard()
-        except BaseException:
-            _delete_quietly(lake, uploaded)
-            raise
+        files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch))
         modified = now_ms()
         try:
             table.create_write_transaction([f.add_action(modified) for f in files], mode="append",
@@ -246,6 +234,75 @@ def append_streamed(lake: Lake, guard: Callable[[], None], table: DeltaTable, lo
             _delete_quietly(lake, uploaded)
             raise
     table.update_incremental()  # to the version it committed (a write transaction leaves it behind)
+
+
+def commit_append(lake: Lake, guard: Callable[[], None], folder: str, version: int,
+                  local: list[tuple[TableFile, Path]], schema: pa.Schema, transactions: list[tuple[str, int]],
+                  run_id: str) -> list[str]:
+    """As :func:`append_streamed`, but committed by the bridge itself: one Put Blob of the log's
+    commit ``version`` that only lands while there is none (``If-None-Match: *``, the mutual
+    exclusion every Delta writer on Azure relies on), holding a commitInfo, the application
+    transactions ``(app id, number)`` and an add action per data file. For a table whose log
+    :meth:`~shared.tables.ledger.TableLog.appendable` allows it; returns the months written.
+
+    Raises:
+        CommitConflict: another writer committed ``version`` first (the files are deleted).
+    """
+    with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
+        files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch))
+        modified = now_ms()
+        body = commit_body(files, transactions, run_id, modified)
+    name = f"{folder}{DELTA_LOG}{version:020d}.json"
+    try:
+        guard()
+        lake.put(name, body, metadata={}, condition=IF_MISSING)
+    except PublishConflict as err:
+        if lake.read_bytes(name) == body:  # this very commit, retried after a lost answer
+            return [f.month for f in files]
+        _delete_quietly(lake, uploaded)
+        raise CommitConflict(f"another writer committed version {version} first") from err
+    except LockLost:  # nothing committed; after any other error the commit may have landed, so the files stay
+        _delete_quietly(lake, uploaded)
+        raise
+    return [f.month for f in files]
+
+
+class CommitConflict(TransientError):
+    """Another writer committed the table's next version first: read the log again, try again."""
+
+
+def commit_body(files: list[DataFile], transactions: list[tuple[str, int]], run_id: str, modified_ms: int) -> bytes:
+    """A Delta commit (newline-delimited JSON actions) adding ``files`` with these app transactions."""
+    actions: list[dict[str, Any]] = [{"commitInfo": {
+        "timestamp": modified_ms, "operation": "WRITE", "operationParameters": {"mode": "Append"},
+        "isBlindAppend": True, "engineInfo": "haltian-azure-bridge", "haltian_run_id": run_id}}]
+    actions += [{"txn": {"appId": app_id, "version": number, "lastUpdated": modified_ms}}
+                for app_id, number in transactions]
+    actions += [{"add": {"path": f.path, "partitionValues": {SOURCE_MONTH: f.month}, "size": f.local.stat().st_size,
+                         "modificationTime": modified_ms, "dataChange": True, "stats": f.stats}} for f in files]
+    return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
+
+
+def _write_and_upload(lake: Lake, guard: Callable[[], None], folder: str, local: list[tuple[TableFile, Path]],
+                      schema: pa.Schema, scratch: Path) -> tuple[list[DataFile], list[str]]:
+    """The month files of ``local``'s rows, written to ``scratch`` and uploaded into ``folder``
+    (``guard`` called before each upload and after the last); on any failure the uploaded ones
+    are deleted."""
+    streamed = data_file_schema(schema)
+    ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
+    uploaded: list[str] = []
+    files = write_month_files(((month_of(f.key), batch) for f, batch in file_batches(ordered, streamed)),
+                              streamed, scratch)
+    try:
+        for data_file in files:
+            guard()
+            uploaded.append(folder + data_file.path)
+            upload(lake, folder, data_file)
+        guard()
+    except BaseException:
+        _delete_quietly(lake, uploaded)
+        raise
+    return files, uploaded
 
 
 def _delete_quietly(lake: Lake, paths: list[str]) -> None:

@@ -53,13 +53,13 @@ from shared.model import TableChange, TableFile
 from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, LakeEntry, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.append import (
-    GROUP_BYTES, ROW_GROUP_ROWS, append_streamed, streamable,
+    GROUP_BYTES, ROW_GROUP_ROWS, CommitConflict, append_streamed, commit_append, streamable,
 )
 from shared.tables.budget import WriteBudget
 from shared.tables.evolution import columns_of, incompatibility
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
-from shared.tables.ledger import APP_ID, Delivered, read_delivered, source_app_id
+from shared.tables.ledger import APP_ID, Delivered, TableLog, read_delivered, read_log, source_app_id
 from shared.tables.names import table_folder
 from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches, lineage_fields
 from shared.tables.snapshots import current_snapshots, newest_snapshots
@@ -129,7 +129,7 @@ class DeltaPublisher:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 return self._sync_once(files, folder, change)
-            except (CommitFailedError, _Conflict) as err:
+            except (CommitFailedError, _Conflict, PublishConflict) as err:
                 log.info("table %s: another writer committed first (%s), reloading (attempt %d)", change.table,
                          err, attempt)
                 change.reset()
@@ -156,14 +156,18 @@ class DeltaPublisher:
     def _sync_once(self, files: list[TableFile], folder: str, change: TableChange) -> TableChange:
         key = files[0].key
         measurement = dataset_kind(key.layout, key.dataset) == MEASUREMENT
+        found = read_log(self.lake, folder)  # the bridge's own read: one round trip for the whole log
+        delivered = found.delivered if found is not None else Delivered(0, {})
+        wanted = _wanted(files, delivered, measurement)
+        if measurement and found is not None and found.appendable() and self._append(folder, found, wanted, change):
+            return change
         uri = self.uri(folder)
         table = self._load(uri)
         if table is not None:
             check_features(table, change)
-        delivered = read_delivered(self.lake, folder, table.version()) if table is not None else Delivered(0, {})
-        wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
-        if not measurement:
-            wanted = newest_snapshots(wanted, delivered)
+            if found is None or table.version() != found.version:  # another writer committed meanwhile
+                delivered = read_delivered(self.lake, folder, table.version())
+                wanted = _wanted(files, delivered, measurement)
         number = delivered.number
         if wanted:
             table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
@@ -173,28 +177,79 @@ class DeltaPublisher:
         change.version = None if table is None else table.version()
         return change
 
+    def _append(self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange) -> bool:
+        """The hourly case without delta-rs loading the table: the new files' rows in one commit
+        the bridge writes itself (:func:`~shared.tables.append.commit_append`). False, with
+        nothing done, when the append needs delta-rs's writer: a replaced file, a new column, a
+        backfill's parts, or a commit that is due to write a checkpoint."""
+        columns = found.columns()
+        if columns is None or found.checkpoint_due(found.version + 1) \
+                or sum(f.size for f in wanted) > STREAMED_PART_BYTES \
+                or any(f.key.key in found.delivered.versions for f in wanted):
+            return False
+        accepted, excluded, new_columns = self._accept(wanted, columns)
+        if new_columns:
+            return False
+        change.excluded.extend(excluded)
+        number = found.delivered.number
+        months = dict(found.months)
+        version = found.version
+        if accepted:
+            schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True) for name, delta in columns.items()]
+                               + lineage_fields())
+            with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
+                local = self._download(accepted, Path(scratch))
+                if local:
+                    number += 1
+                    transactions = [(APP_ID, number)] + [(source_app_id(f.key.key, f.source_etag), number)
+                                                         for f, _ in local]
+                    with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
+                        try:
+                            written = commit_append(self.lake, self.guard, folder, version + 1, local, schema,
+                                                    transactions, self.run_id)
+                        except CommitConflict as err:
+                            raise _Conflict(str(err)) from err
+                    version += 1
+                    for month in written:
+                        months[month] = months.get(month, 0) + 1
+                    change.added.extend(f.key.key for f, _ in local)
+        change.version = version
+        if self._due(months):
+            table = self._load(self.uri(folder))
+            if table is not None:
+                change.version = self._compact(table, change, number + 1).version()
+        return True
+
+    def _accept(self, wanted: list[TableFile], columns: dict[str, str]
+                ) -> tuple[list[TableFile], list[dict[str, str]], dict[str, str]]:
+        """The files among ``wanted`` that may join a table of ``columns`` (in key order), those
+        kept out and why, and the columns the accepted ones bring that the table lacks."""
+        new_columns: dict[str, str] = {}
+        accepted: list[TableFile] = []
+        excluded: list[dict[str, str]] = []
+        for candidate in (list(reversed(wanted)) if self.types_from_newest else wanted):
+            facts = candidate.facts or self._read_facts(candidate)
+            problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
+            if problem is not None:
+                excluded.append({"source_key": candidate.key.key, "reason": problem})
+                continue
+            for name, delta in (facts.columns or {}).items():
+                if name not in columns:
+                    new_columns.setdefault(name, delta)
+            accepted.append(candidate)
+        accepted.sort(key=lambda f: f.key.key)
+        return accepted, excluded, new_columns
+
     def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
                  measurement: bool, change: TableChange) -> tuple[DeltaTable | None, int]:
         """The rows of ``wanted`` (less the files that cannot join the table): one commit, or for a
         backfill one commit per part (see :func:`_part_bytes`). Returns the table and the number
         of commits."""
         columns = columns_of(table)
-        new_columns: dict[str, str] = {}
-        accepted: list[TableFile] = []
-        order = list(reversed(wanted)) if self.types_from_newest else wanted
-        for candidate in order:
-            facts = candidate.facts or self._read_facts(candidate)
-            problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
-            if problem is not None:
-                change.excluded.append({"source_key": candidate.key.key, "reason": problem})
-                continue
-            for name, delta in (facts.columns or {}).items():
-                if name not in columns:
-                    new_columns.setdefault(name, delta)
-            accepted.append(candidate)
+        accepted, excluded, new_columns = self._accept(wanted, columns)
+        change.excluded.extend(excluded)
         if not accepted:
             return table, 0
-        accepted.sort(key=lambda f: f.key.key)
         schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
                             for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
         limit = _part_bytes(table, measurement, bool(new_columns), accepted, delivered)
@@ -277,10 +332,7 @@ class DeltaPublisher:
     def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
         more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``, as delivery ``number``."""
-        months = _files_per_month(table)
-        current = f"{self.now():%Y-%m}"
-        due = sorted(m for m, count in months.items()
-                     if (m < current and count > 1) or count > OPEN_MONTH_FILES)
+        due = self._due(_files_per_month(table))
         if not due:
             return table
         with self.budget.hold(self.budget.limit):
@@ -292,6 +344,12 @@ class DeltaPublisher:
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return table  # compact() brought it to the version it committed
+
+    def _due(self, months: dict[str, int]) -> list[str]:
+        """The months due for compaction: closed ones of more than one file, the open one past
+        :data:`OPEN_MONTH_FILES`."""
+        current = f"{self.now():%Y-%m}"
+        return sorted(m for m, count in months.items() if (m < current and count > 1) or count > OPEN_MONTH_FILES)
 
     def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
         return CommitProperties(
@@ -342,6 +400,12 @@ class DeltaPublisher:
         except UnreadableParquet as err:
             return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
         return table_facts(facts.metadata)
+
+
+def _wanted(files: list[TableFile], delivered: Delivered, measurement: bool) -> list[TableFile]:
+    """The files whose source versions the table lacks, in key order (a snapshot dataset's newest only)."""
+    wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
+    return wanted if measurement else newest_snapshots(wanted, delivered)
 
 
 def candidate(entry: LakeEntry) -> TableFile | None:

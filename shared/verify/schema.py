@@ -58,6 +58,7 @@ class SchemaJudge:
     book: ContractBook | None = None
     _observed: dict[tuple[str, str], tuple[Column, ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.book is None:
@@ -89,7 +90,9 @@ class SchemaJudge:
     def _first_seen(self, key: HaltianKey, columns: tuple[Column, ...]) -> tuple[Column, ...] | None:
         """The dataset's first-seen schema; None when this file's schema just became it."""
         name = (key.layout, key.dataset)
-        with self._lock:
+        with self._lock:  # one dataset's read at a time, the datasets' reads at once
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
             if name in self._observed:
                 return self._observed[name]
             path = f"{SCHEMAS}/{key.layout}/{key.dataset}.json"
