@@ -129,7 +129,8 @@ class LatencyBench:
         if profile:  # py-spy samples every thread, waiting ones too (--idle): where the wall time goes
             cmd = [str(Path(sys.executable).parent / "py-spy"), "record", *([] if os.environ.get("PROFILE_CPU") else ["--idle"]), "--threads", "--rate", "250",
                    "--format", "raw", "--output", str(profile), "--", *cmd]
-        return self._measure(name, cmd, env, capture=True)
+        # py-spy's own progress lines go to the same stdout: the profiled run's report is not read.
+        return self._measure(name, cmd, env, capture=profile is None)
 
     def rclone(self, name: str, container: str) -> dict[str, Any]:
         conf = OUT / f"rclone-latency-{self.tag}.conf"
