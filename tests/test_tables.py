@@ -521,6 +521,31 @@ def test_a_commit_whose_answer_is_lost_is_known_as_its_own(stack) -> None:
     assert len([r for r in table_rows(dt) if r["_source_key"] == key]) == 3  # the file's rows, once
 
 
+def test_a_log_missing_a_commit_costs_that_table_one_plain_error(stack) -> None:
+    """A commit gone from between the newest checkpoint and the newest commit (a log cleaned up
+    by hand, or mid-run): that table reports it in one line and is left alone; the mirror and
+    the other tables go on."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    log_folder = f"{TABLES}/legacy_measurementCO2/_delta_log/"
+    commits = sorted(n for n in stack.lake_names(log_folder) if re.fullmatch(r".*/\d{20}\.json", n))
+    assert len(commits) >= 2 and not any("checkpoint" in n for n in stack.lake_names(log_folder))
+    stack.container.delete_blob(commits[0])
+    org = BucketSpec().organization
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    for dataset in ("measurementCO2", "device"):
+        stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(org, dataset, at),
+                            Body=parquet_bytes(make_table(legacy_schema(dataset), 2, at, random.Random(9))))
+    result = run_once(bridge)
+    assert result.count(PUBLISHED) == 2
+    broken = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert broken.error is not None and "lacks a commit" in broken.error, broken.error
+    assert "\n" not in broken.error and "Error" not in broken.error and "LogUnreadable" not in broken.error
+    other = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "device")
+    assert other.error is None and other.changed
+
+
 def test_checkpoints_are_written_regularly(stack) -> None:
     org = BucketSpec().organization
     bridge = stack.bridge()

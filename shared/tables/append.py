@@ -12,7 +12,9 @@ files itself, as delta-rs would name and lay them out:
   lineage columns held as dictionaries (one value per file) rather than repeated strings, and
   written without an Arrow schema, so every reader sees the table's plain string columns;
 * uploaded into the table folder in blocks (invisible to readers: no log names them yet), then
-  committed by delta-rs with the same application transactions a write would carry.
+  committed with the same application transactions a write would carry: by delta-rs
+  (:func:`append_streamed`), or, when the table's log asks nothing more of a writer, by the bridge
+  itself (:func:`commit_append`: the hourly case, with no delta-rs load of the table).
 
 A file uploaded by a write whose commit fails is deleted; one left by a crash is in no commit,
 so no reader sees it (a VACUUM removes it).

@@ -59,7 +59,9 @@ from shared.tables.budget import WriteBudget
 from shared.tables.evolution import columns_of, incompatibility
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
-from shared.tables.ledger import APP_ID, Delivered, TableLog, read_delivered, read_log, source_app_id
+from shared.tables.ledger import (
+    APP_ID, Delivered, LogUnreadable, TableLog, read_delivered, read_log, source_app_id,
+)
 from shared.tables.names import table_folder
 from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches, lineage_fields
 from shared.tables.snapshots import current_snapshots, newest_snapshots
@@ -139,6 +141,10 @@ class DeltaPublisher:
             except UnwritableFeature as err:
                 change.error = str(err)
                 log.error("%s", err)
+                return change
+            except LogUnreadable as err:
+                change.error = str(err)
+                log.error("table %s: %s; the mirror is complete", change.table, change.error)
                 return change
             except (DeltaError, OSError, AzureError, TransportError, pa.ArrowException) as err:
                 change.error = feature_error(change, err) or constraint_error(change, err) or describe(err)

@@ -129,8 +129,9 @@ def read_log(lake: Lake, table_folder: str, version: int | None = None) -> Table
     start, parts = _newest_checkpoint(names, version)
     wanted = [f"{number:020d}.json" for number in range(start + 1, version + 1)]
     if any(name not in names for name in wanted):
-        raise LogUnreadable(f"{table_folder}: the Delta log lacks a commit up to version {version}; "
-                            "the next run reads it again")
+        raise LogUnreadable(f"{table_folder}: the Delta log lacks a commit up to version {version}; the next "
+                            "run reads it again (should it stay missing, `tables rebuild` writes the table anew "
+                            "from the mirror)")
     # One round trip for them all, not one per file: at a cloud's latency they add up.
     with ThreadPoolExecutor(_READERS, thread_name_prefix="bridge-log") as pool:
         bodies = list(pool.map(lambda name: lake.read_bytes(log_folder + name), parts + wanted))
