@@ -237,8 +237,12 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
     # Stage timers: wrappers around the module-level steps run_once calls (no code changed).
     stages: Counter[str] = Counter()
 
+    copy_hwm: list[float] = []
+
     def timed(name: str, function: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if name == "_sync_tables":  # the peak of everything before the tables: planning and copying
+                copy_hwm.append(_usage()["vm_hwm_mb"])
             begun = time.perf_counter()
             try:
                 return function(*args, **kwargs)
@@ -282,6 +286,7 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
         "file_s": sum(o.seconds for o in result.outcomes),
         "concurrency": settings.max_concurrency,
         "stages_s": dict(stages),
+        "copy_hwm_mb": copy_hwm[0] if copy_hwm else None,
         "s3_requests": dict(s3_counts.counts),
         "azure_requests": dict(azure_counts.counts),
         **_usage(),
