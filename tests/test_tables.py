@@ -23,6 +23,7 @@ import hypothesis.strategies as st
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake.transaction import CommitProperties
 
 from shared.demo.bucket import (
     WIREPAS_BIG, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema,
@@ -34,6 +35,7 @@ from shared.sink.lake import delta_storage_options
 from shared.tables.append import FileStats
 from shared.tables.budget import WriteBudget
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
+from shared.tables.ledger import Delivered, TableLog
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )
@@ -544,6 +546,67 @@ def test_a_log_missing_a_commit_costs_that_table_one_plain_error(stack) -> None:
     assert "\n" not in broken.error and "Error" not in broken.error and "LogUnreadable" not in broken.error
     other = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "device")
     assert other.error is None and other.changed
+
+
+def _log_state(fields: list[dict], configuration: dict[str, str] | None = None) -> TableLog:
+    """A table's state as the Delta protocol spells it: protocol (1, 2), a month-partitioned schema."""
+    schema = {"type": "struct", "fields": fields + [{"name": "_source_month", "type": "string", "nullable": True,
+                                                     "metadata": {}}]}
+    return TableLog(3, {"minReaderVersion": 1, "minWriterVersion": 2},
+                    {"schemaString": json.dumps(schema), "partitionColumns": ["_source_month"],
+                     "configuration": configuration or {}}, {}, Delivered(1, {}))
+
+
+def test_the_bridge_commits_itself_only_what_a_writer_version_2_may_write_blindly() -> None:
+    """A NOT NULL column is an invariant at writer version 2 (PROTOCOL.md, Column Invariants), and
+    delta.setTransactionRetentionDuration lets checkpoints forget the bridge's deliveries: either
+    sends the append to delta-rs's writer (which enforces the one and refuses the other)."""
+    plain = {"name": "co2", "type": "double", "nullable": True, "metadata": {}}
+    assert _log_state([plain]).appendable()
+    assert not _log_state([{**plain, "nullable": False}]).appendable()
+    assert not _log_state([{**plain, "metadata": {"delta.invariants": '{"expression": {"expression": "co2 > 0"}}'}}]
+                          ).appendable()
+    assert not _log_state([plain], {"delta.setTransactionRetentionDuration": "interval 7 days"}).appendable()
+
+
+def test_a_table_that_would_forget_its_deliveries_gets_no_rows_and_one_plain_error(stack) -> None:
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    dt = table(stack, "legacy_measurementCO2")
+    before = len(table_rows(dt))
+    dt.alter.set_table_properties({"delta.setTransactionRetentionDuration": "interval 1 days"})
+    org = BucketSpec().organization
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(org, "measurementCO2", at),
+                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(4))))
+    result = run_once(bridge)
+    assert result.count(PUBLISHED) == 1
+    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert change.error is not None and "delta.setTransactionRetentionDuration" in change.error, change.error
+    assert "\n" not in change.error and "Error" not in change.error
+    assert len(table_rows(table(stack, "legacy_measurementCO2"))) == before
+    assert not orphans(stack, "legacy_measurementCO2")
+
+
+def test_a_commit_holding_a_line_separator_in_a_string_is_read(stack) -> None:
+    """JSON strings may hold U+2028 unescaped (serde_json and Jackson write it raw): another
+    engine's commit with one in its commitInfo is read, and the next hourly append lands."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    dt = table(stack, "legacy_measurementCO2")
+    dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 30 days"},
+                                  commit_properties=CommitProperties(custom_metadata={"note": "one\u2028two"}))
+    newest = sorted(n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/") if n.endswith(".json"))[-1]
+    assert "\u2028".encode() in stack.container.get_blob_client(newest).download_blob().readall()
+    org = BucketSpec().organization
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = legacy_key(org, "measurementCO2", at)
+    stack.s3.put_object(Bucket=stack.bucket, Key=key,
+                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(6))))
+    change = next(t for t in run_once(bridge).tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    assert change.error is None and change.added == [key], change.error
 
 
 def test_checkpoints_are_written_regularly(stack) -> None:

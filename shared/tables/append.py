@@ -139,7 +139,8 @@ def streamable(table: DeltaTable) -> bool:
     protocol = table.protocol()
     if protocol.min_writer_version > 2 or protocol.writer_features:
         return False
-    return not any("delta.invariants" in (field.metadata or {}) for field in table.schema().fields)
+    return not any("delta.invariants" in (field.metadata or {}) or not field.nullable  # NOT NULL: an invariant
+                   for field in table.schema().fields)
 
 
 def write_month_files(batches: Iterator[tuple[str, pa.RecordBatch]], schema: pa.Schema,

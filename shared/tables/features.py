@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 
 from shared.errors import TerminalError
 from shared.model import TableChange
+from shared.tables.ledger import forgets_deliveries
 from shared.tables.names import table_name
 
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
@@ -31,6 +32,14 @@ def check_features(table: DeltaTable, change: TableChange) -> None:
     features = sorted(set(protocol.writer_features or []) - WRITABLE_FEATURES)
     if features:
         raise UnwritableFeature(feature_message(change, features))
+    if forgets_deliveries(table.metadata().configuration):
+        name = table_name(change.layout, change.dataset)
+        raise UnwritableFeature(
+            f"table {name}: another engine set delta.setTransactionRetentionDuration, with which checkpoints forget "
+            "which source files the table holds (the bridge would add their rows again), so the table gets no new "
+            f"rows; the mirror and the other tables carry on. Unset it (in Spark: ALTER TABLE {name} UNSET "
+            "TBLPROPERTIES ('delta.setTransactionRetentionDuration')) or rebuild the table from the mirror: "
+            f"python -m shared tables rebuild {change.layout}/{change.dataset}")
 
 
 def feature_message(change: TableChange, features: list[str]) -> str:

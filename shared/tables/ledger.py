@@ -91,6 +91,8 @@ class TableLog:
         return (int(protocol.get("minWriterVersion", 99)) <= 2 and int(protocol.get("minReaderVersion", 99)) <= 1
                 and not protocol.get("writerFeatures") and not protocol.get("readerFeatures")
                 and not any("delta.invariants" in (f.get("metadata") or {}) for f in fields)
+                and all(f.get("nullable", True) for f in fields)  # NOT NULL is an invariant at writer 2
+                and not forgets_deliveries(self.metadata.get("configuration") or {})
                 and list(self.metadata.get("partitionColumns") or []) == [SOURCE_MONTH])
 
     def checkpoint_due(self, version: int) -> bool:
@@ -98,6 +100,12 @@ class TableLog:
         ``delta.checkpointInterval``-th commit: versions 9, 19, ... at an interval of 10)."""
         interval = int((self.metadata.get("configuration") or {}).get("delta.checkpointInterval", 100))
         return (version + 1) % interval == 0
+
+
+def forgets_deliveries(configuration: dict[str, str]) -> bool:
+    """Whether the table lets checkpoints drop old application transactions
+    (``delta.setTransactionRetentionDuration``): the bridge would then add rows it delivered again."""
+    return "delta.setTransactionRetentionDuration" in configuration
 
 
 class LogUnreadable(TransientError):
@@ -139,7 +147,7 @@ def read_log(lake: Lake, table_folder: str, version: int | None = None) -> Table
     for body in bodies[:len(parts)]:
         replay.checkpoint(body)
     for body in bodies[len(parts):]:
-        for line in body.decode().splitlines():
+        for line in body.split(b"\n"):  # not splitlines(): JSON strings may hold U+2028 and the like
             if line.strip():
                 replay.action(json.loads(line))
     return replay.result(version)
