@@ -225,7 +225,10 @@ def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(sta
 
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
     try:
-        worker_bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15",
+        # The worker's own lease is longer than the timer's (15 s), so that its renewals, sent while
+        # the timer loads the emulator, have 10 s to succeed rather than 5: what this test checks is
+        # the timer's judgment of a worker whose lease is live and whose files are older than a lease.
+        worker_bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="30",
                                                BRIDGE_MAX_CONCURRENCY="1"))
         box: dict = {}
         worker = threading.Thread(target=lambda: box.update(result=run_once(worker_bridge, partition=partition)))
