@@ -29,7 +29,7 @@ from shared.demo.bucket import (
     WIREPAS_BIG, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema,
 )
 from shared.haltian.keys import parse_key
-from shared.model import FULL, PUBLISHED, TableFile
+from shared.model import FULL, PUBLISHED, TableChange, TableFile
 from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.lake import delta_storage_options
 from shared.tables.append import FileStats
@@ -86,6 +86,20 @@ def co2_rows_by_duckdb(stack, name: str, tmp_path) -> list[tuple]:
 def co2_rows(rows: list[dict]) -> list[tuple]:
     return sorted(((r["deviceId"], int(r["ts"].timestamp() * 1000), r["organizationId"], r["co2"], r["_source_key"])
                    for r in rows), key=repr)
+
+
+def put_this_hour(stack, dataset: str, rows: int, seed: int) -> tuple[str, bytes]:
+    """A new legacy file of ``dataset`` for the current hour (in the window, after the seeded
+    hours) put into the bucket: its key and bytes."""
+    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = legacy_key(BucketSpec().organization, dataset, at)
+    data = parquet_bytes(make_table(legacy_schema(dataset), rows, at, random.Random(seed)))
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    return key, data
+
+
+def co2_change(result) -> TableChange:
+    return next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
 
 
 def test_measurement_tables_hold_exactly_the_source_rows(stack, tmp_path) -> None:
@@ -364,7 +378,7 @@ def test_a_check_constraint_another_engine_added_holds_for_new_rows(stack) -> No
                         Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(20))))
     result = run_once(bridge, full=True)
     assert [o.action for o in result.outcomes] == [PUBLISHED]
-    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    change = co2_change(result)
     assert change.error is not None and "4 new rows break a CHECK constraint" in change.error, change.error
     assert "\n" not in change.error and "Error" not in change.error
     assert len(table_rows(table(stack, "legacy_measurementCO2"))) == before
@@ -451,11 +465,7 @@ def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_f
     run_once(bridge)
     before = table(stack, "legacy_measurementCO2")
     rows_before = table_rows(before)
-    org = BucketSpec().organization
-    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)  # in the window, after the seeded hours
-    key = legacy_key(org, "measurementCO2", at)
-    data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, random.Random(5)))
-    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    key, data = put_this_hour(stack, "measurementCO2", 5, seed=5)
     requests: Counter = Counter()
 
     def rule(method: str, path: str) -> str:
@@ -468,7 +478,7 @@ def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_f
         result = run_once(bridge_for(proxied_env(stack, None, proxy)))
     finally:
         proxy.close()
-    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    change = co2_change(result)
     assert change.error is None and change.added == [key] and change.version == before.version() + 1
     log_reads = len([n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
                      if n.endswith(".json") or n.endswith(".parquet")])
@@ -496,11 +506,7 @@ def test_a_commit_whose_answer_is_lost_is_known_as_its_own(stack) -> None:
     stack.seed(BucketSpec(**SPEC, bad_files=False))
     bridge = stack.bridge()
     run_once(bridge)
-    org = BucketSpec().organization
-    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    key = legacy_key(org, "measurementCO2", at)
-    data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 3, at, random.Random(3)))
-    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    key, _ = put_this_hour(stack, "measurementCO2", 3, seed=3)
     cut: list[str] = []
 
     def rule(method: str, path: str) -> str:
@@ -515,7 +521,7 @@ def test_a_commit_whose_answer_is_lost_is_known_as_its_own(stack) -> None:
     finally:
         proxy.close()
     assert cut, "the commit was not written by the bridge's own Put Blob"
-    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    change = co2_change(result)
     assert change.error is None and change.added == [key]
     assert not orphans(stack, "legacy_measurementCO2")
     dt = table(stack, "legacy_measurementCO2")
@@ -534,11 +540,8 @@ def test_a_log_missing_a_commit_costs_that_table_one_plain_error(stack) -> None:
     commits = sorted(n for n in stack.lake_names(log_folder) if re.fullmatch(r".*/\d{20}\.json", n))
     assert len(commits) >= 2 and not any("checkpoint" in n for n in stack.lake_names(log_folder))
     stack.container.delete_blob(commits[0])
-    org = BucketSpec().organization
-    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     for dataset in ("measurementCO2", "device"):
-        stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(org, dataset, at),
-                            Body=parquet_bytes(make_table(legacy_schema(dataset), 2, at, random.Random(9))))
+        put_this_hour(stack, dataset, 2, seed=9)
     result = run_once(bridge)
     assert result.count(PUBLISHED) == 2
     broken = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
@@ -576,13 +579,10 @@ def test_a_table_that_would_forget_its_deliveries_gets_no_rows_and_one_plain_err
     dt = table(stack, "legacy_measurementCO2")
     before = len(table_rows(dt))
     dt.alter.set_table_properties({"delta.setTransactionRetentionDuration": "interval 1 days"})
-    org = BucketSpec().organization
-    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(org, "measurementCO2", at),
-                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(4))))
+    put_this_hour(stack, "measurementCO2", 2, seed=4)
     result = run_once(bridge)
     assert result.count(PUBLISHED) == 1
-    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    change = co2_change(result)
     assert change.error is not None and "delta.setTransactionRetentionDuration" in change.error, change.error
     assert "\n" not in change.error and "Error" not in change.error
     assert len(table_rows(table(stack, "legacy_measurementCO2"))) == before
@@ -600,12 +600,8 @@ def test_a_commit_holding_a_line_separator_in_a_string_is_read(stack) -> None:
                                   commit_properties=CommitProperties(custom_metadata={"note": "one\u2028two"}))
     newest = sorted(n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/") if n.endswith(".json"))[-1]
     assert "\u2028".encode() in stack.container.get_blob_client(newest).download_blob().readall()
-    org = BucketSpec().organization
-    at = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    key = legacy_key(org, "measurementCO2", at)
-    stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(6))))
-    change = next(t for t in run_once(bridge).tables if t.layout == "legacy" and t.dataset == "measurementCO2")
+    key, _ = put_this_hour(stack, "measurementCO2", 2, seed=6)
+    change = co2_change(run_once(bridge))
     assert change.error is None and change.added == [key], change.error
 
 
