@@ -72,7 +72,7 @@ soak: setup
 	CRASH_POINTS=all $(PY) -m pytest -q --timeout 3600 -s tests/test_crash_points.py
 
 # Throughput and memory against rclone (Debian's package) and a bare copy loop, the backfill row,
-# the tables, the cold start, and the first run and the normal hour at cloud latency; writes
+# the tables, the cold start, the signers against the SDKs', and the first run and the normal hour at cloud latency; writes
 # bench/RESULTS.md. Never part of `make test`: about an hour.
 bench: setup
 	@command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone; }
@@ -80,6 +80,7 @@ bench: setup
 	$(PY) -m bench.backfill
 	$(PY) -m bench.tables
 	$(PY) -m bench.coldstart
+	$(PY) -m bench.pieces
 	$(PY) -m bench.latency --profile
 
 clean:

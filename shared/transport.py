@@ -1,35 +1,33 @@
-"""The copy path's HTTP: one urllib3 pool per side, the SDKs' retry rules, and nothing else.
+"""The copy path's HTTP: one urllib3 pool per side, the SDKs' own retry rules, and nothing else.
 
 A small file costs the bridge one GET and one PUT. Through boto3 and azure-storage-blob each of
 those requests spends more CPU in the SDK's generic machinery (endpoint rules, parameter
 models, policy pipelines, per-request environment lookups) than in moving the bytes, and the
 copy is CPU-bound (see bench/RESULTS.md). So the four requests of the copy path (S3 GET, Put
 Blob, Put Block, Put Block List) go through this module instead. botocore's own SigV4 signer
-still signs the GET (shared.source.s3); shared.sink.blob_writer signs the Blob requests as the
-storage SDK does; the SDKs do everything else (listing, leases, properties; Delta is delta-rs).
+still signs the GET (shared.source.s3); shared.sink.blob_writer signs the Blob requests with the
+storage SDK's Shared Key policy or an Entra token; the SDKs do everything else (listing, leases,
+properties; Delta is delta-rs).
 
-Retries follow the SDKs the bridge used before: a fixed number of attempts, exponential
-backoff with jitter, on connection errors, timeouts, resets while reading, and the transient
-statuses (408, 429, 500, 502, 503, 504). Everything else is the caller's to judge.
+Which answers are retried, and after how long, is each service's SDK's own decision
+(:class:`RetryRules`: botocore's standard mode for S3, azure-storage-blob's rules for the lake):
+a retry costs no CPU on the requests that succeed, so there is nothing to gain by writing those
+rules again. Everything a rule does not retry is the caller's to judge.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import certifi
 import urllib3
 
 from shared.errors import TransientError, describe, without_queries
-
-TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 #: Called once per attempt with the method and URL (the benchmark counts requests with it).
 RequestHook = Callable[[str, str], None]
@@ -47,36 +45,26 @@ class TransportError(TransientError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n (from 1) waits ``first * base**(n-1)`` seconds,
-    jittered by ``jitter`` (a fraction), at most ``cap``."""
+class RetryRules(Protocol):
+    """A service's retry rules, as its SDK applies them."""
 
-    first: float
-    base: float
-    cap: float
-    jitter: float = 1.0
+    #: Attempts in all, the first one included.
+    attempts: int
 
-    def delay(self, retry: int) -> float:
-        plain = min(self.cap, self.first * self.base ** (retry - 1))
-        return plain * (1 - self.jitter * random.random())  # noqa: S311 - jitter, not crypto
-
-
-#: botocore's standard retry mode: full jitter on 2**n seconds, at most 20 s.
-S3_BACKOFF = Backoff(first=1.0, base=2.0, cap=20.0)
-#: azure-storage-blob's ExponentialRetry(initial_backoff=1, increment_base=3), with its +-3 s jitter
-#: approximated by half jitter.
-AZURE_BACKOFF = Backoff(first=1.0, base=3.0, cap=60.0, jitter=0.5)
+    def wait(self, attempt: int, answer: urllib3.BaseHTTPResponse | None, error: BaseException | None) -> float | None:
+        """Seconds to wait before the attempt after ``attempt`` (counted from 1), or None when
+        ``answer`` stands. ``answer`` is an error status with its body read (``answer.data``),
+        or None when the attempt raised ``error`` (no answer, or one cut off)."""
+        ...
 
 
 class Transport:
     """Sends requests with retries over a pooled urllib3 manager (proxy and CA from the environment,
     read once)."""
 
-    def __init__(self, *, attempts: int, backoff: Backoff, connect_timeout: float, read_timeout: float,
+    def __init__(self, *, rules: RetryRules, connect_timeout: float, read_timeout: float,
                  pool_size: int, ca_bundle: str | None = None, hook: RequestHook | None = None) -> None:
-        self.attempts = max(1, attempts)
-        self.backoff = backoff
+        self.rules = rules
         self.hook = hook
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._options: dict[str, Any] = {"maxsize": pool_size, "block": False, "retries": False,
@@ -101,38 +89,46 @@ class Transport:
 
     def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
              body: bytes | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """The first answer that is not a transient status; raises TransportError when none came.
+        """The first answer the rules do not retry; raises TransportError when every attempt was
+        retried. An error status comes back with its body read (``response.data``).
 
         ``headers`` may be a function, called per attempt (signatures carry the time). With
-        ``stream`` the body is left unread (the caller reads it and calls ``release_conn``);
-        otherwise it is read in full inside the retry loop, so a reset mid-body is retried.
+        ``stream`` a success's body is left unread (the caller reads it and calls
+        ``release_conn``); otherwise it is read in full inside the retry loop, so a reset
+        mid-body is retried.
         """
         manager = self._manager(url)
-        last: str = ""
-        status: int | None = None
-        code: str | None = None
-        for attempt in range(1, self.attempts + 1):
-            if attempt > 1:
-                time.sleep(self.backoff.delay(attempt - 1))
+        attempt = 0
+        while True:
+            attempt += 1
             if self.hook is not None:
                 self.hook(method, url)
+            answer: urllib3.BaseHTTPResponse | None = None
             try:
-                response = manager.request(method, url, body=body,
-                                           headers=headers() if callable(headers) else headers,
-                                           preload_content=not stream, redirect=False,
-                                           # The bytes as stored: an object saved with
-                                           # Content-Encoding: gzip is copied, not unzipped.
-                                           decode_content=False)
+                answer = manager.request(method, url, body=body,
+                                         headers=headers() if callable(headers) else headers,
+                                         preload_content=not stream, redirect=False,
+                                         # The bytes as stored: an object saved with
+                                         # Content-Encoding: gzip is copied, not unzipped.
+                                         decode_content=False)
+                if answer.status < 400:
+                    return answer
+                error_body = answer.data or b""  # an error's few bytes, read here so the rules can see its code
+                problem = f"HTTP {answer.status} {answer.headers.get('x-ms-error-code') or error_code(error_body) or ''}"
+                error: BaseException | None = None
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                last, status, code = describe(err), None, None
-                continue
-            if response.status not in TRANSIENT_STATUSES:
-                return response
-            status = response.status
-            code = response.headers.get("x-ms-error-code") or error_code(_drain(response))
-            last = f"HTTP {status} {code or ''}".rstrip()
-        raise TransportError(f"{method} {without_queries(url)}: {last} (after {self.attempts} attempts)",
-                             status, code)
+                answer, error, problem = None, err, describe(err)
+            wait = self.rules.wait(attempt, answer, error) if attempt < self.rules.attempts else None
+            if wait is None and answer is not None:
+                return answer
+            if answer is not None:
+                answer.release_conn()
+            if wait is None:
+                status = None if answer is None else answer.status
+                raise TransportError(f"{method} {without_queries(url)}: {problem.rstrip()} (after {attempt} attempts)",
+                                     status, None if answer is None else
+                                     answer.headers.get('x-ms-error-code') or error_code(answer.data or b""))
+            time.sleep(wait)
 
 
 class Proxies:
@@ -199,12 +195,3 @@ def release(response: urllib3.BaseHTTPResponse) -> None:
     if response.length_remaining:
         response.close()
     response.release_conn()
-
-
-def _drain(response: urllib3.BaseHTTPResponse) -> bytes:
-    try:
-        return response.data or b""
-    except (urllib3.exceptions.HTTPError, OSError):
-        return b""
-    finally:
-        response.release_conn()

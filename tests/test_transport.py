@@ -10,12 +10,16 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 import pytest
+import boto3
+import botocore.config
 from azure.storage.blob import BlobServiceClient
+from urllib3 import HTTPHeaderDict
+from urllib3.exceptions import ProtocolError
 
 from shared.demo import servers
-from shared.sink.blob_writer import BlobWriter, WriteConflict, _Bearer, azure_transport
-from shared.source.s3 import S3Source, SourceChanged, SourceObject
-from shared.transport import Backoff, Transport, TransportError
+from shared.sink.blob_writer import BlobWriter, LakeRetries, WriteConflict, _Bearer, azure_transport
+from shared.source.s3 import S3Retries, S3Source, SourceChanged, SourceObject
+from shared.transport import Transport, TransportError
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +121,14 @@ def test_gets_pin_the_version_and_read_ranges(stack) -> None:
 
 def test_a_dead_server_is_retried_then_reported_without_the_urls_query() -> None:
     attempts: list[str] = []
-    transport = Transport(attempts=3, backoff=Backoff(first=0.01, base=2, cap=0.05), connect_timeout=1,
+
+    class Quick:
+        attempts = 3
+
+        def wait(self, attempt, answer, error):
+            return 0.01
+
+    transport = Transport(rules=Quick(), connect_timeout=1,
                           read_timeout=1, pool_size=2, hook=lambda method, url: attempts.append(url))
     port = servers.free_port()  # nothing listens there
     url = f"http://127.0.0.1:{port}/bucket/key.parquet?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAEXAMPLE"
@@ -161,50 +172,51 @@ def test_bearer_tokens_are_reused_until_five_minutes_or_half_their_life_before_t
     assert issued == ["t0", "t1", "t2"]
 
 
-@pytest.mark.parametrize("url", [
-    "https://acct.blob.core.windows.net/lake/haltian/raw/a%20b/%C3%BC%2B.parquet",
-    "https://acct.blob.core.windows.net/lake/x.parquet?comp=block&blockid=YmxvY2stMDAwMQ%3D%3D",
-    "http://127.0.0.1:10000/devstoreaccount1/lake/x.parquet?comp=blocklist",
-])
-def test_shared_key_signatures_match_the_sdks_for_account_and_emulator_urls(url: str) -> None:
-    """The same string to sign as the storage SDK's own policy, for a real account's URL form as
-    well as the emulator's (which Azurite checks in the tests above)."""
-    from azure.core.pipeline import PipelineContext, PipelineRequest
-    from azure.core.pipeline.transport import HttpRequest
-    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+class _Answer:
+    """An error answer as the transport hands it to the rules: status, headers, the body read."""
 
-    from shared.sink.blob_writer import _SharedKey
-
-    account = "devstoreaccount1" if "127.0.0.1" in url else "acct"
-    base, _, query = url.partition("?")
-    container_path = "/devstoreaccount1/lake" if account == "devstoreaccount1" else "/lake"
-    path = base.split(container_path, 1)[1]
-    headers = {"x-ms-version": "2026-10-06", "x-ms-date": "Sat, 28 Nov 2026 10:00:00 GMT",
-               "x-ms-blob-type": "BlockBlob", "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg==", "content-length": "10",
-               "x-ms-meta-haltian_source_key": "parquet/k", "if-none-match": "*"}
-    ours = dict(headers)
-    _SharedKey(account, servers.AZURITE_KEY, container_path)("PUT", path, ours, query)
-
-    request = HttpRequest("PUT", url, headers=dict(headers))
-    SharedKeyCredentialPolicy(account, servers.AZURITE_KEY).on_request(
-        PipelineRequest(request, PipelineContext(None)))
-    assert ours["authorization"] == request.headers["Authorization"]
+    def __init__(self, status: int, code: str = "", header: str = "") -> None:
+        self.status = status
+        self.headers = HTTPHeaderDict({header: code} if header and code else {})
+        self.data = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>m</Message></Error>"
+                     .encode() if code and not header else b"")
 
 
-def test_shared_key_signature_of_a_get_blob_matches_the_sdks() -> None:
-    """The table sync's Get Blob: no body, no Content-Length, an If-Match condition."""
-    from azure.core.pipeline import PipelineContext, PipelineRequest
-    from azure.core.pipeline.transport import HttpRequest
-    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+def test_s3_gets_are_retried_as_botocores_standard_mode_retries() -> None:
+    """boto3's guide to retries, standard mode: transient errors (RequestTimeout,
+    RequestTimeoutException, PriorRequestNotComplete, connection errors), throttling errors
+    (Throttling, SlowDown, ...), and the statuses 500, 502, 503 and 504 are retried, with
+    exponential backoff (base 2) of at most 20 s, up to the client's max_attempts in all."""
+    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x",
+                          config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 5}))
+    rules = S3Retries(client)
+    assert rules.attempts == 6  # botocore's max_attempts counts retries: 5 of them, 6 attempts
+    retried = [_Answer(500, "InternalError"), _Answer(502), _Answer(503, "SlowDown"), _Answer(504),
+               _Answer(400, "RequestTimeout"), _Answer(400, "Throttling"), _Answer(429)]
+    for answer in retried:
+        for attempt in range(1, 6):
+            wait = rules.wait(attempt, answer, None)
+            assert wait is not None and 0 <= wait <= min(20, 2 ** (attempt - 1)), (answer.status, answer.data)
+        assert rules.wait(6, answer, None) is None  # the last attempt's answer stands
+    assert rules.wait(1, None, ProtocolError("Connection reset by peer")) is not None
+    for answer in (_Answer(403, "AccessDenied"), _Answer(404, "NoSuchKey"), _Answer(412, "PreconditionFailed"),
+                   _Answer(400, "InvalidArgument"), _Answer(501, "NotImplemented")):
+        assert rules.wait(1, answer, None) is None, (answer.status, answer.data)
 
-    from shared.sink.blob_writer import _SharedKey
 
-    url = "https://acct.blob.core.windows.net/lake/parquet/org/measurementCO2/2026/12/x.parquet"
-    headers = {"x-ms-version": "2026-10-06", "x-ms-date": "Sat, 28 Nov 2026 10:00:00 GMT",
-               "if-match": '"0x8DE2F3A1B2C3D4E"', "x-ms-client-request-id": "3b1f0c1e-0000-4000-8000-000000000000"}
-    ours = dict(headers)
-    _SharedKey("acct", servers.AZURITE_KEY, "/lake")("GET", "/parquet/org/measurementCO2/2026/12/x.parquet", ours)
-
-    request = HttpRequest("GET", url, headers=dict(headers))
-    SharedKeyCredentialPolicy("acct", servers.AZURITE_KEY).on_request(PipelineRequest(request, PipelineContext(None)))
-    assert ours["authorization"] == request.headers["Authorization"]
+def test_lake_requests_are_retried_as_the_storage_sdk_retries() -> None:
+    """azure-storage-blob's retry policy: 408 and the 5xx statuses but 501 (Not Implemented) and 505
+    (Version Not Supported) are retried, and no answer at all; ExponentialRetry waits
+    initial_backoff + increment_base ** retry, give or take random_jitter_range (here 1, 3 and 3:
+    the bridge's setting), retry_total (4) times."""
+    rules = LakeRetries()
+    assert rules.attempts == 5
+    for answer in (_Answer(408), _Answer(500, "InternalError", "x-ms-error-code"),
+                   _Answer(503, "ServerBusy", "x-ms-error-code"), _Answer(502), _Answer(504), _Answer(507)):
+        for attempt in range(1, 5):
+            wait = rules.wait(attempt, answer, None)
+            assert wait is not None and max(0, 1 + 3 ** attempt - 3) <= wait <= 1 + 3 ** attempt + 3, answer.status
+    assert rules.wait(1, None, ProtocolError("Connection reset by peer")) is not None
+    for answer in (_Answer(400), _Answer(403, "AuthorizationPermissionMismatch", "x-ms-error-code"), _Answer(404),
+                   _Answer(409, "BlobAlreadyExists", "x-ms-error-code"), _Answer(412), _Answer(501), _Answer(505)):
+        assert rules.wait(1, answer, None) is None, answer.status

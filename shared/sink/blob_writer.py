@@ -2,16 +2,18 @@
 Get Blob with which a table sync reads a mirrored file back.
 
 They are sent with :class:`~shared.transport.Transport` rather than azure-storage-blob: on a
-small file the SDK's pipeline costs several times the CPU of the request itself. Authentication
-is that of the container client the lake was given: its account key (Shared Key, as the SDK
-signs it) or its Entra credential (a bearer token, fetched again before it expires).
+small file the SDK's pipeline costs several times the CPU of the request itself. What the
+storage SDK decides stays the SDK's: which answers are retried and how long to wait
+(:class:`LakeRetries`), and the Shared Key signature (its own policy signs). Authentication is
+that of the container client the lake was given: its account key (Shared Key: the local
+emulator, or a connection string) or its Entra credential (a bearer token, fetched again before
+it expires, and at once when the service refuses it).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import io
 import json
 import threading
@@ -20,15 +22,23 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
-from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import urllib3
-from azure.storage.blob._shared.authentication import _storage_header_sort
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.pipeline.transport import HttpRequest
+from azure.storage.blob import ExponentialRetry
+
+# Not exported by the package, and the SDK's own: the Shared Key signer and the status rule of its
+# retry policy (pinned with azure-storage-blob in requirements.txt; tests/test_signing.py and
+# tests/test_transport.py hold the bridge's requests to them).
+from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+from azure.storage.blob._shared.policies import is_retry
 
 from shared.errors import TransientError, describe
-from shared.transport import AZURE_BACKOFF, RequestHook, Transport, TransportError, ca_bundle
+from shared.transport import RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 #: Conflicts of a conditional write: the blob exists (If-None-Match) or is another version (If-Match).
@@ -45,12 +55,31 @@ class BlobMissing(WriteConflict):
     """A Get Blob found no blob by that name."""
 
 
+#: The lake's retry policy, the SDK clients' (``sink.lake``) and the copy path's alike: 4 retries,
+#: waiting 1 + 3**n seconds give or take 3 (1-7, 7-13, 25-31, 79-85 s).
+LAKE_RETRY = ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=4)
+
+
+class LakeRetries:
+    """azure-storage-blob's retry rules, applied to the copy path's requests: what its retry policy
+    retries (no answer or one cut off, 408, every 5xx but 501 and 505) after the waits of
+    :data:`LAKE_RETRY`."""
+
+    attempts = 1 + LAKE_RETRY.total_retries
+
+    def wait(self, attempt: int, answer: Any, error: BaseException | None) -> float | None:
+        if answer is not None and not is_retry(
+                SimpleNamespace(http_response=SimpleNamespace(status_code=answer.status, headers=answer.headers)),
+                "primary"):
+            return None
+        return float(LAKE_RETRY.get_backoff_time({"count": attempt}))
+
+
 def azure_transport(pool_size: int, *, connect_timeout: float = 10, read_timeout: float = 120,
                     hook: RequestHook | None = None) -> Transport:
-    """The lake's transport: 1 attempt and 4 retries, as the SDK's ExponentialRetry(retry_total=4)."""
-    return Transport(attempts=5, backoff=AZURE_BACKOFF, connect_timeout=connect_timeout,
-                     read_timeout=read_timeout, pool_size=pool_size,
-                     ca_bundle=ca_bundle(), hook=hook)
+    """The lake's transport, with the SDK's retry rules (:class:`LakeRetries`)."""
+    return Transport(rules=LakeRetries(), connect_timeout=connect_timeout, read_timeout=read_timeout,
+                     pool_size=pool_size, ca_bundle=ca_bundle(), hook=hook)
 
 
 class BlobWriter:
@@ -62,8 +91,8 @@ class BlobWriter:
         self.version = container.api_version
         credential = container.credential
         if hasattr(credential, "account_key"):
-            self._authorize: Callable[[str, str, dict[str, str], str], None] = _SharedKey(
-                credential.account_name, credential.account_key, urlsplit(self.base).path)
+            self._authorize: Callable[[str, str, dict[str, str]], None] = _SharedKey(
+                credential.account_name, credential.account_key)
         elif hasattr(credential, "get_token"):
             self._authorize = _Bearer(credential)
         else:
@@ -112,7 +141,7 @@ class BlobWriter:
         condition = {} if etag is None else {"if-match": etag}
         if start is not None:
             condition["x-ms-range"] = f"bytes={start}-"
-        for attempt in range(1, self.transport.attempts + 1):
+        for attempt in range(1, self.transport.rules.attempts + 1):
             response = self._send("GET", name, "", condition, None, stream=True)
             try:
                 target.seek(0)
@@ -121,9 +150,11 @@ class BlobWriter:
                     target.write(chunk)
                 return {k.lower(): v for k, v in response.headers.items()}
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                if attempt == self.transport.attempts:
+                wait = self.transport.rules.wait(attempt, None, err) if attempt < self.transport.rules.attempts \
+                    else None
+                if wait is None:
                     raise TransportError(f"Azure GET {name}: {describe(err)} (after {attempt} attempts)") from err
-                time.sleep(self.transport.backoff.delay(attempt))
+                time.sleep(wait)
             finally:
                 response.release_conn()
         raise AssertionError("unreachable")
@@ -138,7 +169,7 @@ class BlobWriter:
                      "x-ms-client-request-id": str(uuid.uuid4())}
             if body is not None:
                 fresh["content-length"] = str(len(body))
-            self._authorize(method, path, fresh, query)
+            self._authorize(method, url, fresh)
             return fresh
 
         sent: list[dict[str, str]] = []
@@ -172,28 +203,17 @@ class BlobWriter:
 
 
 class _SharedKey:
-    """Shared Key authorization (Blob service, version 2009-09-19 and later), as the SDK builds it."""
+    """Shared Key authorization, signed by the storage SDK's own policy (the local emulator's and a
+    connection string's way in: the deployed lake takes Entra tokens only). Costs about 35 µs of
+    CPU a request more than the bridge's own signer did (bench/RESULTS.md, the pieces section)."""
 
-    _SLOTS = ("content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-              "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range")
+    def __init__(self, account: str, key: str) -> None:
+        self._policy = SharedKeyCredentialPolicy(account, key)
 
-    def __init__(self, account: str, key: str, base_path: str) -> None:
-        self.account = account
-        self.key = base64.b64decode(key)
-        self.base_path = base_path
-
-    def __call__(self, method: str, path: str, headers: dict[str, str], query: str = "") -> None:
-        slots = [headers.get(name, "") for name in self._SLOTS]
-        if slots[2] == "0":
-            slots[2] = ""
-        signed = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ms-")}
-        canonical = "".join(f"{k}:{signed[k]}\n" for k in _collated(frozenset(signed)))
-        resource = f"/{self.account}{self.base_path}{path}"
-        params = sorted(part.split("=", 1) for part in query.split("&") if part)
-        resource += "".join(f"\n{k.lower()}:{unquote(v)}" for k, v in params)
-        text = f"{method}\n" + "\n".join(slots) + "\n" + canonical + resource
-        signature = base64.b64encode(hmac.new(self.key, text.encode(), hashlib.sha256).digest()).decode()
-        headers["authorization"] = f"SharedKey {self.account}:{signature}"
+    def __call__(self, method: str, url: str, headers: dict[str, str]) -> None:
+        request = HttpRequest(method, url, headers=headers)
+        self._policy.on_request(PipelineRequest(request, PipelineContext(None)))
+        headers["authorization"] = request.headers["Authorization"]
 
 
 class _Bearer:
@@ -206,7 +226,7 @@ class _Bearer:
         self._token = ""
         self._refresh_at = 0.0
 
-    def __call__(self, method: str, path: str, headers: dict[str, str], query: str = "") -> None:
+    def __call__(self, method: str, url: str, headers: dict[str, str]) -> None:
         if time.time() >= self._refresh_at:
             with self._lock:
                 if time.time() >= self._refresh_at:
@@ -229,15 +249,6 @@ class _Bearer:
             self.credential.get_token(STORAGE_SCOPE)
         lifetime = max(0.0, float(token.expires_on) - now)
         self._token, self._refresh_at = token.token, now + lifetime - min(300.0, lifetime / 2)
-
-
-@lru_cache(maxsize=256)
-def _collated(names: frozenset[str]) -> tuple[str, ...]:
-    """Header names in the service's own collation (not plain ordinal order: it sets "a_" before
-    "a0"), as the SDK sorts them; the order depends on the names only, and requests of one kind
-    carry the same names, so it is worked out once per set (the SDK's sort is most of the
-    signature's CPU)."""
-    return tuple(name for name, _ in _storage_header_sort([(name, "") for name in names]))
 
 
 def _token_refused(response: Any) -> bool:

@@ -30,11 +30,11 @@ from azure.core.exceptions import (
     HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
 from shared.settings import Settings, SettingsError
-from shared.sink.blob_writer import STORAGE_SCOPE, BlobMissing, BlobWriter, WriteConflict, azure_transport
+from shared.sink.blob_writer import LAKE_RETRY, STORAGE_SCOPE, BlobMissing, BlobWriter, WriteConflict, azure_transport
 from shared.transport import CA_BUNDLE_VARIABLES, Proxies, Transport, ca_bundle
 
 log = logging.getLogger(__name__)
@@ -447,7 +447,7 @@ def make_container_client(settings: Settings, credential: Any | None) -> Contain
     """A container client for the lake: managed identity in Azure, a connection string locally."""
     options: dict[str, Any] = {
         **sdk_options(settings.connection_pool_size),
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=4),
+        "retry_policy": LAKE_RETRY,
         "max_single_put_size": 64 * 1024 * 1024,
     }
     if settings.adls_connection_string:

@@ -14,12 +14,13 @@ import botocore.config
 import botocore.credentials
 import botocore.session
 from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.awsrequest import AWSRequest, AWSResponse
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.retries import standard
 
 from shared.errors import TerminalError, TransientError
 from shared.settings import AccessRefused, Settings
-from shared.transport import S3_BACKOFF, RequestHook, Transport, TransportError, error_code, release, s3_ca_bundle
+from shared.transport import RequestHook, Transport, TransportError, error_code, release, s3_ca_bundle
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +262,39 @@ def _bucket_region(client: Any, bucket: str) -> str | None:
 def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:
     """The copy path's transport for S3, with the boto3 client's timeouts, pool and retries."""
     config = client.meta.config
-    retries = config.retries or {}
-    attempts = retries.get("total_max_attempts") or 1 + retries.get("max_attempts", 4)
-    return Transport(attempts=attempts, backoff=S3_BACKOFF, connect_timeout=config.connect_timeout,
+    return Transport(rules=S3Retries(client), connect_timeout=config.connect_timeout,
                      read_timeout=config.read_timeout, pool_size=config.max_pool_connections,
                      ca_bundle=s3_ca_bundle(), hook=hook)
+
+
+class S3Retries:
+    """The S3 client's own retry rules, applied to the copy path's GETs: botocore's standard mode
+    (its checkers and its backoff), with the client's number of attempts.
+
+    Retried: no answer or one cut off, 500/502/503/504, 429, the throttling and transient error
+    codes botocore lists (``SlowDown``, ``RequestTimeout``, ...); full jitter on 2**n times 1 s for
+    throttling and 50 ms otherwise, at most 20 s, longer when S3 asks for it
+    (``x-amz-retry-after``). Not kept: standard mode's retry quota, a client-wide token bucket
+    that stops retries when many requests fail at once.
+    """
+
+    def __init__(self, client: Any) -> None:
+        retries = client.meta.config.retries or {}
+        self.attempts = retries.get("total_max_attempts") or standard.DEFAULT_MAX_ATTEMPTS
+        self._operation = client.meta.service_model.operation_model("GetObject")
+        self._conditions = standard.StandardRetryConditions(max_attempts=self.attempts)
+        self._backoff = standard.ExponentialBackoff(
+            service_name="s3", throttling_detector=standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
+
+    def wait(self, attempt: int, answer: Any, error: BaseException | None) -> float | None:
+        context = standard.RetryContext(
+            attempt_number=attempt, operation_model=self._operation,
+            parsed_response=None if answer is None else {"Error": {"Code": error_code(answer.data or b"")}},
+            http_response=None if answer is None else AWSResponse("", answer.status, answer.headers, None),
+            caught_exception=None if error is None else HTTPClientError(error=error))
+        if not self._conditions.is_retryable(context):
+            return None
+        return float(self._backoff.delay_amount(context))
 
 
 def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> Any:
