@@ -65,7 +65,8 @@ def _mirror(container, dataset: str, count: int, rows: int, start: datetime) -> 
 
 def _publisher(connection: str, container_name: str, now: datetime):
     from shared.settings import Settings
-    from shared.sink.lake import Lake, delta_storage_options
+    from shared.sink.connect import delta_storage_options
+    from shared.sink.lake import Lake
     from shared.tables.delta import DeltaPublisher
 
     settings = Settings.from_mapping({"HALTIAN_S3_BUCKET": "unused", "ADLS_CONNECTION_STRING": connection,

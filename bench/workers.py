@@ -59,7 +59,7 @@ class Counts:
 
 
 def _azure_options(concurrency: int, hook: Any, block_bytes: int | None = None) -> dict[str, Any]:
-    """The options of shared.sink.lake.make_container_client, plus a request counter."""
+    """The options of shared.sink.connect.make_container_client, plus a request counter."""
     import requests
     from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import ExponentialRetry

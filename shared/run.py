@@ -34,9 +34,8 @@ from shared.plan import make_plan, window_months
 from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
-from shared.sink.lake import (
-    IF_MISSING, STATE, Lake, LakeUnavailable, delta_storage_options, make_container_client, make_credential,
-)
+from shared.sink.connect import delta_storage_options, make_container_client, make_credential
+from shared.sink.lake import IF_MISSING, STATE, Lake, LakeUnavailable
 from shared.sink.lock import (
     LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
 )

@@ -34,7 +34,7 @@ import pyarrow as pa
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
 from shared.admin import accept_schema
 from shared.run import run_once
-from shared.sink.lake import delta_storage_options
+from shared.sink.connect import delta_storage_options
 from tests import crashcheck
 from tests.faultproxy import CRASH_AFTER, CRASH_BEFORE, PASS, FaultProxy
 

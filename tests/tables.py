@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from shared.demo.bucket import GOOD
-from shared.sink.lake import delta_storage_options
+from shared.sink.connect import delta_storage_options
 
 ROOT = "haltian/raw"
 TABLES = f"{ROOT}/_tables"

@@ -20,7 +20,8 @@ from shared import cli
 from shared.copy import PUBLISHED
 from shared.demo.bucket import BucketSpec
 from shared.run import run_once
-from shared.sink.lake import ALWAYS, delta_storage_options
+from shared.sink.connect import delta_storage_options
+from shared.sink.lake import ALWAYS
 from shared.transport import TransportError
 from tests.promise import check_promise
 

@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from shared import cli
 from shared.demo.bucket import BucketSpec
 from shared.run import run_once
-from shared.sink.lake import delta_storage_options
+from shared.sink.connect import delta_storage_options
 from tests.promise import check_promise
 from tests.proxy import AuthProxy
 

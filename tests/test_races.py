@@ -18,7 +18,8 @@ from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
 from shared.copy import copy_file
 from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_for_timer, run_once
-from shared.sink.lake import ALWAYS, META_RUN_ID, delta_storage_options, write_id
+from shared.sink.connect import delta_storage_options
+from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
 from shared.sink.lock import LOCK_PATH, LockLost, RunLock
 from shared.verify.schema import SchemaJudge
 from tests import crashcheck

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from shared.sink.lake import delta_storage_options
+from shared.sink.connect import delta_storage_options
 from tests.spark import SPARK_TIMES, spark_on_lake, spark_rows, upload_changes
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 from shared import logs
 from shared.backfill.partitions import Partition, discover, incomplete
 from shared.run import Bridge, RunFailed, RunResult, run_once
-from shared.sink.lake import entra_credential, sdk_options
+from shared.sink.connect import entra_credential, sdk_options
 from shared.settings import (
     BRIDGE_QUEUE_CONNECTION, BRIDGE_QUEUE_SERVICE_URI, Settings, SettingsError,
 )

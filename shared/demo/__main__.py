@@ -31,7 +31,7 @@ from shared.demo import servers
 from shared.demo.bucket import BucketSpec, generate
 from shared.demo.identity import IdentityEndpoint
 from shared.report import format_manifest
-from shared.sink.lake import delta_storage_options
+from shared.sink.connect import delta_storage_options
 
 BUCKET = "haltian-export"
 CONTAINER = "haltian"
