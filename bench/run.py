@@ -564,7 +564,7 @@ class Bench:
         from moto.server import ThreadedMotoServer
 
         from shared.plan import window_months
-        from shared.run import RECONCILE_STATE
+        from shared.paths import RECONCILE_STATE
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

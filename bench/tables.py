@@ -98,7 +98,7 @@ def deliver_rows(connection: str, files_count: int, rows: int) -> dict:
 def compact_child(connection: str, container_name: str) -> None:
     """In its own process: the month's compaction, then its peak RSS and time as JSON on stdout."""
     from shared.model import TableChange
-    from shared.tables.names import table_folder
+    from shared.paths import table_folder
 
     publisher = _publisher(connection, container_name, datetime(2027, 1, 15, tzinfo=timezone.utc))
     table = publisher._load(publisher.uri(table_folder("legacy", "measurementCO2")))
@@ -149,6 +149,7 @@ def compact_month(connection: str, month_files: int, rows: int) -> dict:
     import pyarrow as pa
     from deltalake import write_deltalake
 
+    from shared.paths import table_folder
     from shared.tables.rows import table_batches
 
     service = BlobServiceClient.from_connection_string(connection)
@@ -156,7 +157,7 @@ def compact_month(connection: str, month_files: int, rows: int) -> dict:
     files, size = _mirror(container, "measurementCO2", month_files, rows, datetime(2026, 11, 1, tzinfo=timezone.utc))
     publisher = _publisher(connection, container.container_name, datetime(2026, 11, 1, tzinfo=timezone.utc))
     publisher.sync(files[:1])  # the table, created by the bridge
-    uri = publisher.uri("_tables/legacy_measurementCO2/")
+    uri = publisher.uri(table_folder("legacy", "measurementCO2"))
     dt = publisher._load(uri)  # each further hour its own commit, in the bridge's own rows
     schema = pa.schema(list(pa.schema(dt.schema().to_arrow())))
     for f in files[1:]:

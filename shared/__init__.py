@@ -1,17 +1,58 @@
 """The Haltian -> Azure bridge: copies Haltian's Parquet exports from S3 into ADLS Gen2.
 
-The folders show the stages of a run:
+Every module, by the stage of a run it serves (a test keeps this map and the tree equal):
 
-    settings.py        settings, validated before any I/O
-    haltian/           Haltian's key layouts and dataset contracts (shipped as data)
-    source/            Haltian's S3 bucket (listing, GETs of one object version)
-    sink/              the customer's lake (atomic publish, the run lock)
-    plan.py            which files are new, with the lake as the ledger
-    verify/            Parquet and schema checks, before anything is published
-    copy.py            one file: read, verify, publish or quarantine
-    tables/            the Delta tables in _tables/, written from the mirror; Synapse SQL
-    run.py             one run: lock, plan, copy within the time budget, manifest
-    manifest/          the run manifest and its JSON Schema
-    report.py, cli.py  what people read; ``python -m shared``
-    demo/              the local stand-ins and the Haltian-shaped bucket generator
+    settings            settings, validated before any I/O
+    paths               every path the bridge reads or writes in the lake
+    model               the run's data model: plan, file outcomes, table changes, the result
+    errors              the two kinds of error (transient, terminal), safe descriptions
+    logs, progress      log records with the run id; a terminal's progress line
+    transport           the copy path's HTTP, with the SDKs' retry rules
+
+  source: Haltian's side
+    haltian/keys        Haltian's key layouts
+    haltian/contracts   the dataset contracts (shipped as data) and the schema check
+    source/s3           the bucket: listing, GETs of one object version, access checks
+
+  sink: the customer's lake
+    sink/connect        the Entra credential, the storage SDK's clients, delta-rs's options
+    sink/lake           reads and writes below the root: publish, preserve, JSON documents
+    sink/blob_writer    the lean Put Blob / Put Block / Put Block List / Get Blob
+    sink/lock           one run at a time: a blob lease
+
+  listing
+    plan                which files are new, with the lake as the ledger
+
+  copying and verifying
+    copy                one file: read, verify, publish or quarantine
+    verify/parquet      a Parquet file's footer and pages
+    verify/schema       a file's schema against its contract or the first-seen schema
+    verify/accepted     contracts an operator accepted, kept in the lake
+
+  publishing: the Delta tables in _tables/, derived from the mirror
+    tables/delta        one table per layout and dataset: sync, create, overwrite, compact
+    tables/ledger       the log as the bridge reads it: delivered source versions, appendability
+    tables/append       streamed appends and the bridge's own commits
+    tables/rows         a file's rows in the table's one schema, with lineage columns
+    tables/types, tables/evolution, tables/facts
+                        Arrow to Delta types; which files can join; a file's facts from its footer
+    tables/snapshots    each organization's newest snapshot of an entity dataset
+    tables/features     features another engine may turn on, and what stops a table
+    tables/budget       what the table writes may hold in memory at once
+    tables/names, tables/sql
+                        table names as the commands take them; Synapse serverless views
+
+  the run and its record
+    run                 one run: lock, plan, copy within the time budget, tables, manifest
+    manifest/build      the manifest: one JSON document per run, written last
+    manifest/index      the manifests in the order they were written
+    manifest/recover    accounting for a run that stopped before its manifest
+    backfill/           partitions, the queue and its workers; the HTTP trigger
+
+  reporting and operating
+    telemetry, telemetry_names
+                        metrics to Application Insights, and their names
+    report, status      what people read: a run, a plan, the lake at a glance
+    cli, admin          ``python -m shared``: runs, schema, quarantine and table commands
+    demo/               the local stand-ins and the Haltian-shaped bucket (not deployed)
 """

@@ -35,10 +35,10 @@ from shared.haltian.contracts import (
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, RunResult, TableChange, TableFile, WorkItem
 from shared.run import Bridge, new_run_id, run_once
-from shared.sink.lake import META_REASON, META_SCHEMA, QUARANTINE, Lake, LakeEntry
+from shared.paths import DELTA_LOG, contract_path, quarantined, table_folder
+from shared.sink.lake import META_REASON, META_SCHEMA, Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.tables.delta import candidate
-from shared.tables.names import DELTA_LOG, table_folder
 from shared.verify.accepted import ContractBook, ContractInForce, accept
 from shared.verify.parquet import UnreadableParquet, read_footer
 
@@ -93,8 +93,8 @@ def quarantined_entries(lake: Lake, prefix: str, layout: str | None = None,
     for reference, never released).
     """
     found = []
-    for entry in lake.list_entries(f"{QUARANTINE}/{prefix}"):
-        key = parse_key(entry.path[len(QUARANTINE) + 1:])
+    for entry in lake.list_entries(quarantined(prefix)):
+        key = parse_key(entry.path[len(quarantined("")):])
         if (layout or dataset) and (key is None or key.layout != layout or key.dataset != dataset):
             continue
         found.append((key, entry))
@@ -258,7 +258,7 @@ def accept_schema(bridge: Bridge, selection: str) -> dict[str, Any]:
                           based_on={"source_key": seen.key.key, "path": seen.path, "quarantined": seen.quarantined,
                                     "fingerprint": fingerprint(seen.columns)})
     return {"dataset": f"{layout}/{dataset}", "changed": True, "version": document["version"],
-            "path": bridge.lake.path(f"_contracts/{layout}/{dataset}/v{document['number']:04d}.json"),
+            "path": bridge.lake.path(contract_path(layout, dataset, document["number"])),
             "replaces": document["replaces"], "difference_from_previous": before, "contract": document}
 
 

@@ -227,7 +227,7 @@ def _wait(bridge: Bridge, queue: object, total: int, quiet: bool) -> None:
     """One progress line over partitions until the queue is empty and no partition is leased."""
     import time
 
-    from shared.sink.lock import PARTITION_LOCKS
+    from shared.paths import PARTITION_LOCKS
 
     while True:
         queued = queue.get_queue_properties().approximate_message_count  # type: ignore[attr-defined]  # a QueueClient, imported lazily

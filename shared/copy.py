@@ -22,9 +22,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import TransientError, describe
 from shared.haltian.contracts import fingerprint
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
+from shared.paths import quarantined, replaced
 from shared.sink import lake as lake_module
 from shared.sink.lake import (
-    ALWAYS, IF_MISSING, QUARANTINE, Condition, Lake, PublishConflict, if_unchanged, write_id,
+    ALWAYS, IF_MISSING, Condition, Lake, PublishConflict, if_unchanged, write_id,
 )
 from shared.sink.lock import LockLost
 from shared.source.s3 import S3Source, SourceBody, SourceChanged
@@ -240,7 +241,7 @@ def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
     if verdict.quarantine_reason is not None:
         outcome.reason = verdict.quarantine_reason
         metadata[lake_module.META_REASON] = _ascii(verdict.quarantine_reason)[:1024]
-        return f"{QUARANTINE}/{item.key.key}", metadata, ALWAYS
+        return quarantined(item.key.key), metadata, ALWAYS
     if item.replaces is not None:
         return item.key.key, metadata, if_unchanged(item.replaces.etag)
     return item.key.key, metadata, IF_MISSING
@@ -249,7 +250,7 @@ def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
 def replaced_path(item: WorkItem) -> str:
     """Where the version a changed source file replaces is kept: quarantine, by its source ETag."""
     old_etag = item.replaces.metadata.get(lake_module.META_SOURCE_ETAG, "unknown") if item.replaces else "none"
-    return f"{QUARANTINE}/{item.key.key.removesuffix('.parquet')}.replaced-{old_etag}.parquet"
+    return replaced(item.key.key, old_etag)
 
 
 def _make_way(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome, guard: Guard) -> Condition:

@@ -16,7 +16,8 @@ from enum import Enum
 
 from shared.haltian.keys import parse_key
 from shared.model import FULL, PARTITION, WINDOW, Plan, WorkItem
-from shared.sink.lake import QUARANTINE, Lake, LakeEntry
+from shared.paths import quarantined as quarantine_path
+from shared.sink.lake import Lake, LakeEntry
 from shared.source.s3 import S3Source, SourceObject
 
 
@@ -111,7 +112,7 @@ def make_plan(
 
     source_lists = executor.map(lambda p: list(source.list_objects(p)), prefixes)
     mirrored_lists = executor.map(lambda p: list(lake.list_entries(p)), prefixes)
-    quarantined = _index(lake.list_entries(f"{QUARANTINE}/{partition or prefix}"), strip=f"{QUARANTINE}/")
+    quarantined = _index(lake.list_entries(quarantine_path(partition or prefix)), strip=quarantine_path(""))
     mirrored = _index((e for entries in mirrored_lists for e in entries), strip="")
     plan.mirrored = mirrored
     plan.quarantine = quarantined

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.model import Plan
-from shared.tables.names import TABLES, table_name
+from shared.paths import TABLES, table_name
 
 
 def format_manifest(manifest: dict[str, Any]) -> str:

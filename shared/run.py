@@ -25,7 +25,7 @@ from shared.copy import Guard, copy_file
 from shared.errors import TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.manifest import index
-from shared.manifest.build import LATEST, build_manifest, manifest_path
+from shared.manifest.build import build_manifest
 from shared.manifest.recover import index_stopped, write_interrupted
 from shared.model import (
     FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem,
@@ -35,9 +35,12 @@ from shared.progress import Progress
 from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.connect import delta_storage_options, make_container_client, make_credential
-from shared.sink.lake import IF_MISSING, STATE, Lake, LakeUnavailable
+from shared.paths import (
+    LATEST_MANIFEST, LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, manifest_path, partition_lock_path, partition_of_lock,
+)
+from shared.sink.lake import IF_MISSING, Lake, LakeUnavailable
 from shared.sink.lock import (
-    LOCK_PATH, PARTITION_LOCKS, LockLost, RunLock, RunLocked, partition_lock_path, partition_of_lock,
+    LockLost, RunLock, RunLocked,
 )
 from shared.source.s3 import S3Source, check_access, make_s3_client
 from shared.tables.delta import DeltaPublisher, candidate
@@ -45,7 +48,6 @@ from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
 
-RECONCILE_STATE = f"{STATE}/reconcile.json"
 #: Bytes of small published files a run keeps in memory for its tables, which then need not read
 #: them back from the lake (an hourly run keeps all of its files; a backfill, its first ones).
 TABLE_BYTES_KEPT = 64 << 20
@@ -323,7 +325,7 @@ def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
     index.append(lake, path, document)
     if result.plan.partition is None:
         guard()
-        lake.write_json_forward(LATEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
+        lake.write_json_forward(LATEST_MANIFEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
     if result.full_reconcile_completed:
         guard()
         lake.write_json_forward(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),

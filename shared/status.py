@@ -10,8 +10,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.haltian.keys import parse_key
 from shared.run import Bridge, plan_run
-from shared.sink.lake import MANIFESTS, META_REASON, QUARANTINE
-from shared.sink.lock import PARTITION_LOCKS, partition_of_lock
+from shared.paths import PARTITION_LOCKS, manifests_of, partition_of_lock, quarantined
+from shared.sink.lake import META_REASON
 
 RECENT_RUNS = 5
 
@@ -54,7 +54,7 @@ def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
         ],
         "quarantined": [
             {"path": entry.path, "reason": entry.metadata.get(META_REASON, "")}
-            for entry in bridge.lake.list_entries(f"{QUARANTINE}/")
+            for entry in bridge.lake.list_entries(quarantined(""))
         ],
         "backfill": _backfill(bridge),
         "last_runs": [
@@ -70,7 +70,7 @@ def _recent_manifests(bridge: Bridge, now: datetime) -> list[dict[str, Any]]:
     """Manifests of today and yesterday, newest first."""
     found = []
     for day in (now, now - timedelta(days=1)):
-        for entry in bridge.lake.list_entries(f"{MANIFESTS}/{day:%Y/%m/%d}/"):
+        for entry in bridge.lake.list_entries(manifests_of(day)):
             document = bridge.lake.read_json(entry.path)
             if document is not None:
                 found.append({**document, "_path": entry.path})

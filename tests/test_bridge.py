@@ -17,7 +17,8 @@ import pytest
 from shared.demo.bucket import (
     GOOD, QUARANTINE, UNRECOGNIZED, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
 )
-from shared.manifest.build import LATEST, manifest_schema
+from shared.manifest.build import manifest_schema
+from shared.paths import LATEST_MANIFEST as LATEST
 from shared.model import PUBLISHED, QUARANTINED, RunResult
 from shared.run import plan_run, run_once
 from shared.sink.lake import META_CONTRACT, META_REASON, META_ROWS, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_KEY

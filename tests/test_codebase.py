@@ -44,3 +44,21 @@ def test_a_conditional_write_that_keeps_losing_gives_up_in_plain_words(stack, mo
         lake.write_json_forward("_manifests/latest.json", {"n": 1}, order=lambda d: d["n"])
     assert len(attempts) == CONFLICT_ATTEMPTS
     assert "other writers kept writing it first" in str(gave_up.value) and "\n" not in str(gave_up.value)
+
+
+def test_the_packages_map_names_every_module_and_nothing_else() -> None:
+    """shared/__init__.py's map is how a newcomer finds a stage's code: every module of the tree in
+    it (a folder entry such as ``demo/`` stands for all of that folder), and no name that is gone."""
+    tree = {m.name.removeprefix("shared.").replace(".", "/") for m in pkgutil.walk_packages(shared.__path__, "shared.")
+            if not m.ispkg and not m.name.endswith("__main__")}
+    mapped: set[str] = set()
+    for line in (shared.__doc__ or "").splitlines():
+        if not line.startswith("    ") or line.startswith("     "):  # a name, not a heading or a description
+            continue
+        names = line.strip().split("  ")[0]
+        mapped |= {n.strip() for n in names.split(",") if n.strip()}
+    folders = {n for n in mapped if n.endswith("/")}
+    covered = {m for m in tree if m in mapped or any(m.startswith(f) for f in folders)}
+    assert tree - covered == set(), "modules missing from the map in shared/__init__.py"
+    stale = {n for n in mapped - tree - folders if not any(m.startswith(n + "/") for m in tree)}
+    assert stale == set(), "names in the map with no module"

@@ -20,7 +20,8 @@ from shared.copy import copy_file
 from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_for_timer, run_once
 from shared.sink.connect import delta_storage_options
 from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
-from shared.sink.lock import LOCK_PATH, LockLost, RunLock
+from shared.paths import LOCK_PATH
+from shared.sink.lock import LockLost, RunLock
 from shared.verify.schema import SchemaJudge
 from tests import crashcheck
 from tests.faultproxy import DELAY, PASS, FaultProxy

@@ -19,7 +19,7 @@ from typing import Any
 from shared.backfill.queue import MAX_DEQUEUE_COUNT, queue_client
 from shared.settings import Settings
 from shared.sink.lake import Lake
-from shared.sink.lock import PARTITION_LOCKS
+from shared.paths import PARTITION_LOCKS
 
 
 class WorkerKilled(BaseException):

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from shared.haltian.contracts import dataset_kind
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, RunResult
-from shared.sink.lake import MANIFESTS, META_SOURCE_ETAG
+from shared.sink.lake import META_SOURCE_ETAG
 
 MANIFEST_VERSION = 1
-LATEST = f"{MANIFESTS}/latest.json"
-
-
-def manifest_path(run_id: str, started: datetime) -> str:
-    return f"{MANIFESTS}/{started:%Y/%m/%d}/{run_id}.json"
 
 
 @cache

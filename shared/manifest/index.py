@@ -21,10 +21,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.errors import CONFLICT_ATTEMPTS, Contention
-from shared.sink.lake import IF_MISSING, MANIFESTS, STATE, Lake, LakeEntry, if_unchanged
+from shared.paths import INDEX_HINT as HINT
+from shared.paths import MANIFEST_INDEX as INDEX
+from shared.paths import manifests_of
+from shared.sink.lake import IF_MISSING, Lake, LakeEntry, if_unchanged
 
-INDEX = f"{MANIFESTS}/index"
-HINT = f"{STATE}/manifest-index.json"
 #: How long the hint remembers an indexed manifest; one older than that is taken as indexed.
 KEEP_DAYS = 14
 #: Conditional writes of the hint tried before giving up (each loses only to another writer's hint).
@@ -105,7 +106,7 @@ def unindexed(lake: Lake, now: datetime, indexed: Indexed) -> list[LakeEntry]:
     found = []
     day = first
     while day <= now.date():
-        for entry in lake.list_entries(f"{MANIFESTS}/{day:%Y/%m/%d}/"):
+        for entry in lake.list_entries(manifests_of(day)):
             if entry.path not in indexed.manifests and (entry.last_modified is None
                                                          or entry.last_modified >= indexed.since):
                 found.append(entry)

@@ -14,13 +14,15 @@ from typing import Any
 
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.manifest import index
-from shared.manifest.build import build_manifest, manifest_path
+from shared.manifest.build import build_manifest
 from shared.model import FULL, PARTITION, PUBLISHED, QUARANTINED, WINDOW, FileOutcome, Plan, RunResult, WorkItem
 from shared.sink.lake import (
-    IF_MISSING, MANIFESTS, META_LISTED_AT, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE, QUARANTINE,
+    IF_MISSING, META_LISTED_AT, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE,
     Lake, LakeEntry,
 )
-from shared.sink.lock import LOCK_PATH, lock_state, partition_lock_path
+from shared.paths import LOCK_PATH, manifest_path, manifests_of, partition_lock_path
+from shared.paths import quarantined as quarantine_path
+from shared.sink.lock import lock_state
 from shared.source.s3 import SourceObject
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float
                 by_run.setdefault(run_id, []).append((key, entry, quarantined))
     if not by_run:
         return {}
-    days = {f"{MANIFESTS}/{run_started(r):%Y/%m/%d}/" for r in by_run}
+    days = {manifests_of(run_started(r)) for r in by_run}
     manifests: dict[str, list[LakeEntry]] = {}
     for day in sorted(days):
         for entry in lake.list_entries(day):
@@ -159,7 +161,7 @@ def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> F
     return FileOutcome(
         QUARANTINED if quarantined else PUBLISHED,
         WorkItem(source, key),
-        destination=f"{QUARANTINE}/{key.key}" if quarantined else key.key,
+        destination=quarantine_path(key.key) if quarantined else key.key,
         bytes=entry.size,
         rows=int(rows) if rows is not None else None,
         schema_fingerprint=metadata.get(META_SCHEMA),

@@ -33,13 +33,6 @@ from shared.transport import Transport
 
 log = logging.getLogger(__name__)
 
-MANIFESTS = "_manifests"
-QUARANTINE = "_quarantine"
-STATE = "_state"
-SCHEMAS = "_schemas"
-CONTRACTS = "_contracts"
-RESERVED_FOLDERS = (MANIFESTS, QUARANTINE, STATE, SCHEMAS, CONTRACTS)
-
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 # Metadata written with every file, atomically with its bytes. Names are C# identifiers,

@@ -28,22 +28,10 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.storage.blob import BlobLeaseClient
 
 from shared.errors import TransientError, describe
-from shared.sink.lake import STATE, Lake
+from shared.paths import LOCK_PATH
+from shared.sink.lake import Lake
 
 log = logging.getLogger(__name__)
-
-LOCK_PATH = f"{STATE}/run.lock"
-PARTITION_LOCKS = f"{STATE}/partitions/"
-
-
-def partition_lock_path(partition: str) -> str:
-    """The lease blob of a backfill partition (a month folder such as ``parquet/ORG/DATASET/2026/05/``)."""
-    return f"{PARTITION_LOCKS}{partition.rstrip('/')}.lock"
-
-
-def partition_of_lock(path: str) -> str:
-    return path[len(PARTITION_LOCKS):].removesuffix(".lock") + "/"
-
 
 class RunLocked(TransientError):
     """Another run holds the lock; this one stops at once."""

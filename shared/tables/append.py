@@ -46,7 +46,7 @@ from shared.errors import TransientError, describe
 from shared.model import TableFile
 from shared.sink.lake import ALWAYS, IF_MISSING, Lake, PublishConflict
 from shared.sink.lock import LockLost
-from shared.tables.names import DELTA_LOG, table_folder
+from shared.paths import DELTA_LOG, table_folder
 from shared.tables.rows import LINEAGE, SOURCE_MONTH, file_batches, month_of
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ from shared.tables.features import UnwritableFeature, check_features, constraint
 from shared.tables.ledger import (
     APP_ID, Delivered, LogUnreadable, TableLog, read_delivered, read_log, source_app_id,
 )
-from shared.tables.names import table_folder
+from shared.paths import table_folder
 from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches, lineage_fields
 from shared.tables.snapshots import current_snapshots, newest_snapshots
 from shared.tables.types import arrow_for

@@ -14,7 +14,7 @@ from deltalake import DeltaTable
 from shared.errors import TerminalError
 from shared.model import TableChange
 from shared.tables.ledger import forgets_deliveries
-from shared.tables.names import table_name
+from shared.paths import table_name
 
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
 WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",

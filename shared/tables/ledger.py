@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from shared.errors import TransientError
 from shared.sink.lake import Lake
-from shared.tables.names import DELTA_LOG
+from shared.paths import DELTA_LOG
 from shared.tables.rows import LINEAGE, SOURCE_MONTH
 
 APP_ID = "haltian-azure-bridge"

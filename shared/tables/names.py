@@ -1,4 +1,5 @@
-"""Where the tables live: one folder of tables, apart from the mirror.
+"""Where the tables live: one folder of tables, apart from the mirror (the paths themselves are
+in ``shared.paths``).
 
 Every table is a direct child of ``_tables/``, named ``{layout}_{dataset}`` (``v1_devices``,
 ``legacy_measurementCO2``), so one Fabric lakehouse schema shortcut, or one Synapse database of
@@ -7,20 +8,6 @@ engine does to a table (OPTIMIZE, VACUUM, DELETE) cannot touch a mirrored file.
 """
 
 from __future__ import annotations
-
-TABLES = "_tables"
-DELTA_LOG = "_delta_log/"
-
-
-def table_name(layout: str, dataset: str) -> str:
-    """``{layout}_{dataset}``: letters, digits and one underscore (keys allow nothing else)."""
-    return f"{layout}_{dataset}"
-
-
-def table_folder(layout: str, dataset: str) -> str:
-    """The table's root folder relative to the lake root, with a trailing slash."""
-    return f"{TABLES}/{table_name(layout, dataset)}/"
-
 
 def parse_table(text: str) -> tuple[str, str] | None:
     """``LAYOUT/DATASET`` (as the commands take it) or a table name, as (layout, dataset)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.settings import Settings
 from shared.sink.lake import Lake
-from shared.tables.names import DELTA_LOG, TABLES
+from shared.paths import DELTA_LOG, TABLES
 
 
 def find_tables(lake: Lake) -> list[str]:

@@ -33,15 +33,12 @@ from shared.haltian.contracts import (
     type_matches,
 )
 from shared.errors import CONFLICT_ATTEMPTS, Contention
-from shared.sink.lake import CONTRACTS, IF_MISSING, Lake
+from shared.paths import contract_path, contracts_of
+from shared.sink.lake import IF_MISSING, Lake
 
 ACCEPTED = "accepted"
 SHIPPED = "shipped"
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
-
-
-def contract_path(layout: str, dataset: str, number: int) -> str:
-    return f"{CONTRACTS}/{layout}/{dataset}/v{number:04d}.json"
 
 
 def accepted_version(number: int) -> str:
@@ -106,7 +103,7 @@ class ContractBook:
 
 
 def _numbers(lake: Lake, layout: str, dataset: str) -> list[int]:
-    prefix = f"{CONTRACTS}/{layout}/{dataset}/"
+    prefix = contracts_of(layout, dataset)
     found = []
     for entry in lake.list_entries(prefix):
         match = _VERSION_FILE.match(entry.path[len(prefix):])
@@ -117,7 +114,7 @@ def _numbers(lake: Lake, layout: str, dataset: str) -> list[int]:
 
 def _list_newest(lake: Lake) -> dict[tuple[str, str], int]:
     newest: dict[tuple[str, str], int] = {}
-    for entry in lake.list_entries(f"{CONTRACTS}/"):
+    for entry in lake.list_entries(contracts_of()):
         parts = entry.path.split("/")
         if len(parts) != 4:
             continue

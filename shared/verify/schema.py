@@ -25,7 +25,8 @@ from shared.haltian.contracts import (
     fingerprint,
 )
 from shared.haltian.keys import HaltianKey
-from shared.sink.lake import IF_MISSING, SCHEMAS, Lake
+from shared.paths import schema_path
+from shared.sink.lake import IF_MISSING, Lake
 from shared.verify.accepted import ContractBook
 
 CONTRACT = "contract"
@@ -95,7 +96,7 @@ class SchemaJudge:
         with lock:
             if name in self._observed:
                 return self._observed[name]
-            path = f"{SCHEMAS}/{key.layout}/{key.dataset}.json"
+            path = schema_path(key.layout, key.dataset)
             stored = self.lake.read_json(path)
             if stored is None:
                 document = {
