@@ -1,7 +1,8 @@
 """Static checks of infra/: the Bicep parses, its names resolve, and it says what the code needs.
 
-No Bicep compiler is needed: tree-sitter-bicep parses every file, and the rules below are this
-project's own (``az bicep build`` still checks types and schemas where the Azure CLI is installed). They catch what review misses: a typo in a
+No Bicep compiler is needed: tree-sitter-bicep parses every file, the resource bodies are checked
+against the official Azure resource types (``../shared/tools/bicep-types-check``, the definitions
+the Bicep compiler itself uses), and the rules below are this project's own. They catch what review misses: a typo in a
 parameter, variable, resource or module name; an app setting spelled differently from
 ``shared/settings.py``; a role on a wider scope than the bridge needs; a metric name the code
 does not emit. Fast, offline, no servers.
@@ -10,7 +11,11 @@ does not emit. Fast, offline, no servers.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -883,3 +888,29 @@ def test_workbook_placeholders_are_all_filled() -> None:
     assert "__MANIFEST_PATH__" in placeholders
     main = WORKBOOK.parent.parent / "main.bicep"
     assert "_manifests/latest.json" in text(variables(parse(main))["manifestPath"])
+
+
+TYPES_CHECK = ROOT.parent / "shared" / "tools" / "bicep-types-check" / "check.py"
+
+
+def _types_check(infra: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(TYPES_CHECK)], cwd=ROOT, env={**os.environ, "INFRA": str(infra)},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_resource_matches_the_official_azure_resource_types(tmp_path: Path) -> None:
+    """bicep-types-check (beside the project, in ../shared/tools/) checks each resource body against
+    the type definitions the Bicep compiler uses: API versions, property names and paths,
+    read-only and required properties, allowed values. A misspelt property must fail it."""
+    if not TYPES_CHECK.is_file():
+        pytest.skip("no ../shared/tools/bicep-types-check beside the project on this machine")
+    checked = _types_check(INFRA)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+    assert " 0 violations" in checked.stdout
+
+    broken = tmp_path / "infra"
+    shutil.copytree(INFRA, broken)
+    lake = broken / "core" / "lake.bicep"
+    lake.write_text(lake.read_text().replace("allowSharedKeyAccess: false", "allowSharedKeyAcess: false"))
+    refused = _types_check(broken)
+    assert refused.returncode == 1 and "allowSharedKeyAcess" in refused.stdout, refused.stdout[-3000:]
