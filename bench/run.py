@@ -651,7 +651,7 @@ class Bench:
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
         from shared.demo.servers import AZURITE_ACCOUNT, AZURITE_KEY
-        from shared.sink.lake import META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
+        from shared.sink.records import META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
 
         sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
                                      permission=ContainerSasPermissions(write=True, create=True),

@@ -19,6 +19,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     sink/lake           reads and writes below the root: publish, preserve, JSON documents
     sink/blob_writer    the lean Put Blob / Put Block / Put Block List / Get Blob
     sink/lock           one run at a time: a blob lease
+    sink/records        the ledger record each mirrored file carries in its blob metadata
 
   listing
     plan                which files are new, with the lake as the ledger

@@ -36,7 +36,7 @@ from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, RunResult, TableChange, TableFile, WorkItem
 from shared.run import Bridge, new_run_id, run_once
 from shared.paths import DELTA_LOG, contract_path, quarantined, table_folder
-from shared.sink.lake import META_REASON, META_SCHEMA, Lake, LakeEntry
+from shared.sink.lake import Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.tables.delta import candidate
 from shared.verify.accepted import ContractBook, ContractInForce, accept
@@ -113,8 +113,8 @@ def list_quarantine(bridge: Bridge, selection: str | None) -> dict[str, Any]:
             "layout": key.layout if key else None,
             "dataset": key.dataset if key else None,
             "kind": "file" if key else "replaced version",
-            "reason": entry.metadata.get(META_REASON),
-            "schema_fingerprint": entry.metadata.get(META_SCHEMA),
+            "reason": entry.record.reason,
+            "schema_fingerprint": entry.record.schema_fingerprint,
             "quarantined_at": entry.last_modified.isoformat() if entry.last_modified else None,
             "bytes": entry.size,
         })
@@ -182,7 +182,7 @@ def newest_seen(bridge: Bridge, layout: str, dataset: str, *, prefer_quarantined
     """
     lake = bridge.lake
     quarantined = [(k, e) for k, e in quarantined_entries(lake, bridge.settings.s3_prefix, layout, dataset)
-                   if k is not None and e.metadata.get(META_SCHEMA)]
+                   if k is not None and e.record.schema_fingerprint]
     published = _newest_published(bridge, layout, dataset)
     candidates = [(k, e, True) for k, e in quarantined] + ([published + (False,)] if published else [])
     if prefer_quarantined and quarantined:
@@ -190,7 +190,7 @@ def newest_seen(bridge: Bridge, layout: str, dataset: str, *, prefer_quarantined
     for key, entry, in_quarantine in sorted(candidates, key=lambda c: (c[0].window_start, c[0].key), reverse=True):
         columns = _columns_in_lake(lake, entry)
         if columns is not None:
-            return SeenSchema(key, entry.path, in_quarantine, columns, entry.metadata.get(META_REASON))
+            return SeenSchema(key, entry.path, in_quarantine, columns, entry.record.reason)
     return None
 
 
@@ -326,9 +326,7 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
         for path in _deletion_order(bridge.lake.list_entries(table_folder(layout, dataset))):
             lock.check()
             bridge.lake.delete(path)
-        publisher = bridge.delta_publisher(run_id)
-        publisher.guard = lock.check
-        publisher.types_from_newest = True
+        publisher = bridge.delta_publisher(run_id, guard=lock.check, types_from_newest=True)
         change = publisher.sync(files)
     log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
              f"; error: {change.error}" if change.error else "")

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import urllib3
@@ -23,7 +23,7 @@ from shared.errors import TransientError, describe
 from shared.haltian.contracts import fingerprint
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, WorkItem
 from shared.paths import quarantined, replaced
-from shared.sink import lake as lake_module
+from shared.sink.records import FileRecord
 from shared.sink.lake import (
     ALWAYS, IF_MISSING, Condition, Lake, PublishConflict, if_unchanged, write_id,
 )
@@ -50,19 +50,31 @@ def _no_guard() -> None:
     pass
 
 
+@dataclass(frozen=True)
+class CopyContext:
+    """What copying a file needs from its run: both sides, the schema judge, the run's id (which
+    every blob it writes carries), and the run's guard, called before every write readers can see
+    (it raises when the run lost its lock; staged blocks stay invisible)."""
+
+    source: S3Source
+    lake: Lake
+    judge: SchemaJudge
+    run_id: str
+    guard: Guard = _no_guard
+    #: The lake pulls files larger than their footer read from a presigned S3 URL (Put Block From
+    #: URL), so their bytes never pass through the function.
+    server_side: bool = False
+
+
 class Corrupted(TransientError):
     """The bytes read do not match what S3 said they are; the next run reads them again."""
 
 
-def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-              server_side: bool = False, guard: Guard = _no_guard) -> FileOutcome:
+def copy_file(item: WorkItem, ctx: CopyContext) -> FileOutcome:
     """Copies one file and reports the outcome; never raises for a per-file problem.
 
-    ``server_side`` makes the lake pull the bytes from a presigned S3 URL (Put Block From URL)
-    for files larger than their footer read, so they never pass through the function.
-    ``guard`` is called before every write readers can see (it raises when the run lost its
-    lock; staged blocks stay invisible). A changed file is marked as being replaced before its
-    blob is overwritten, so no table sync reads the old bytes as the new version.
+    A changed file is marked as being replaced before its blob is overwritten, so no table sync
+    reads the old bytes as the new version.
 
     Terminal problems (not Parquet, breaking schema drift) quarantine the file. Transient
     ones (network, throttling, the source changing mid-copy, a concurrent writer) leave it
@@ -70,7 +82,7 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     fails, the run goes on.
 
     Raises:
-        LockLost: from ``guard``; nothing was published.
+        LockLost: from the context's guard; nothing was published.
     """
     started = time.monotonic()
     outcome = FileOutcome(FAILED, item)
@@ -79,14 +91,14 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
         outcome.action, outcome.reason = PRESENT, "already in the lake at this source version"
         return outcome
     try:
-        if server_side and item.source.size > FOOTER_GUESS_BYTES:
-            _copy_server_side(item, source, lake, judge, run_id, outcome, guard)
+        if ctx.server_side and item.source.size > FOOTER_GUESS_BYTES:
+            _copy_server_side(item, ctx, outcome)
         elif item.source.size <= SINGLE_PUT_MAX_BYTES:
-            _copy_whole(item, source, lake, judge, run_id, outcome, guard)
+            _copy_whole(item, ctx, outcome)
         else:
-            _copy_in_blocks(item, source, lake, judge, run_id, outcome, guard)
+            _copy_in_blocks(item, ctx, outcome)
     except PublishConflict as err:
-        current = lake.get_entry(item.key.key)
+        current = ctx.lake.get_entry(item.key.key)
         if current is not None and current.holds(item.source.etag, item.source.size):
             outcome.action, outcome.reason = PRESENT, "published meanwhile by another run"
         else:
@@ -106,30 +118,28 @@ def copy_file(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, 
     return outcome
 
 
-def _copy_whole(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                outcome: FileOutcome, guard: Guard) -> None:
-    body = source.get(item.source)
+def _copy_whole(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
+    body = ctx.source.get(item.source)
     data = body.data
     _check_bytes(item, body, len(data), hashlib.md5(data) if body.etag_is_md5 else None, outcome)
-    verdict = _judge(item, judge, lambda: inspect_parquet(data, len(data)), outcome)
-    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    verdict = _judge(item, ctx.judge, lambda: inspect_parquet(data, len(data)), outcome)
+    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard)
-    guard()
-    outcome.lake_modified = lake.put(destination, data, metadata=metadata, condition=condition)
+        condition = _make_way(item, ctx, outcome)
+    ctx.guard()
+    outcome.lake_modified = ctx.lake.put(destination, data, metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
     outcome.content = data  # its table's rows are read from these very bytes (unless the run drops them)
     _done(outcome, verdict, destination)
 
 
-def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                    outcome: FileOutcome, guard: Guard) -> None:
-    verdict = _judge(item, judge, lambda: _footer_facts(item, source), outcome)
-    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+def _copy_in_blocks(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
+    verdict = _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source), outcome)
+    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard)
-    body = source.get(item.source, stream=True)
-    write = write_id(run_id, item.source.etag)
+        condition = _make_way(item, ctx, outcome)
+    body = ctx.source.get(item.source, stream=True)
+    write = write_id(ctx.run_id, item.source.etag)
     # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
     # S3 ETag is an MD5 to compare with (then the blob gets that MD5 as its Content-MD5).
     md5 = hashlib.md5() if body.etag_is_md5 else None
@@ -140,19 +150,18 @@ def _copy_in_blocks(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJ
             if md5 is not None:
                 md5.update(block)
             total += len(block)
-            block_ids.append(lake.stage(destination, len(block_ids), block, write))
+            block_ids.append(ctx.lake.stage(destination, len(block_ids), block, write))
     finally:
         body.close()
     _check_bytes(item, body, total, md5, outcome)
-    guard()
-    outcome.lake_modified = lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
+    ctx.guard()
+    outcome.lake_modified = ctx.lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
                                         metadata=metadata, condition=condition)
     outcome.integrity.append("content-md5")
     _done(outcome, verdict, destination)
 
 
-def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: SchemaJudge, run_id: str,
-                      outcome: FileOutcome, guard: Guard) -> None:
+def _copy_server_side(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
     """The lake pulls the body from a presigned URL; the function moves only the footer.
 
     The footer is read first (one ranged GET) and verified; the body is staged from the URL
@@ -161,23 +170,23 @@ def _copy_server_side(item: WorkItem, source: S3Source, lake: Lake, judge: Schem
     the commit: if the object was replaced during the copy, nothing is committed.
     """
     tails: list[bytes] = []
-    verdict = _judge(item, judge, lambda: _footer_facts(item, source, tails), outcome)
+    verdict = _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source, tails), outcome)
     tail = tails[-1]
-    destination, metadata, condition = _destination(item, verdict, outcome, run_id)
+    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
     if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, lake, run_id, outcome, guard)
-    url = source.presign(item.source)
-    write = write_id(run_id, item.source.etag)
+        condition = _make_way(item, ctx, outcome)
+    url = ctx.source.presign(item.source)
+    write = write_id(ctx.run_id, item.source.etag)
     body_end = item.source.size - len(tail)
     block_ids = [
-        lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset), write)
+        ctx.lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset), write)
         for index, offset in enumerate(range(0, body_end, SERVER_BLOCK_BYTES))
     ]
-    block_ids.append(lake.stage(destination, len(block_ids), tail, write))
-    if source.etag_now(item.source) != item.source.etag:
+    block_ids.append(ctx.lake.stage(destination, len(block_ids), tail, write))
+    if ctx.source.etag_now(item.source) != item.source.etag:
         raise SourceChanged("object replaced while the lake copied it; nothing was committed")
-    guard()
-    outcome.lake_modified = lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
+    ctx.guard()
+    outcome.lake_modified = ctx.lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
     outcome.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
     _done(outcome, verdict, destination)
 
@@ -227,57 +236,51 @@ def _verdict(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileO
 
 def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
                  run_id: str) -> tuple[str, dict[str, str], Condition]:
-    metadata = {
-        lake_module.META_SOURCE_KEY: item.key.key,
-        lake_module.META_SOURCE_ETAG: item.source.etag,
-        lake_module.META_SOURCE_SIZE: str(item.source.size),
-        lake_module.META_RUN_ID: run_id,
-    }
-    if verdict.facts is not None:
-        metadata[lake_module.META_ROWS] = str(verdict.facts.rows)
-        metadata[lake_module.META_SCHEMA] = outcome.schema_fingerprint or fingerprint(verdict.facts.columns)
-    if verdict.schema is not None:
-        metadata[lake_module.META_CONTRACT] = verdict.schema.contract or "none"
+    facts = verdict.facts
+    record = FileRecord(
+        source_key=item.key.key, source_etag=item.source.etag, source_size=item.source.size, run_id=run_id,
+        rows=None if facts is None else facts.rows,
+        schema_fingerprint=None if facts is None else outcome.schema_fingerprint or fingerprint(facts.columns),
+        contract=None if verdict.schema is None else verdict.schema.contract or "none",
+        reason=verdict.quarantine_reason,
+    )
     if verdict.quarantine_reason is not None:
         outcome.reason = verdict.quarantine_reason
-        metadata[lake_module.META_REASON] = _ascii(verdict.quarantine_reason)[:1024]
-        return quarantined(item.key.key), metadata, ALWAYS
+        return quarantined(item.key.key), record.metadata(), ALWAYS
     if item.replaces is not None:
-        return item.key.key, metadata, if_unchanged(item.replaces.etag)
-    return item.key.key, metadata, IF_MISSING
+        return item.key.key, record.metadata(), if_unchanged(item.replaces.etag)
+    return item.key.key, record.metadata(), IF_MISSING
 
 
 def replaced_path(item: WorkItem) -> str:
     """Where the version a changed source file replaces is kept: quarantine, by its source ETag."""
-    old_etag = item.replaces.metadata.get(lake_module.META_SOURCE_ETAG, "unknown") if item.replaces else "none"
+    old_etag = (item.replaces.record.source_etag or "unknown") if item.replaces else "none"
     return replaced(item.key.key, old_etag)
 
 
-def _make_way(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome, guard: Guard) -> Condition:
+def _make_way(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> Condition:
     """Before a changed file is overwritten at its mirrored path: its old version is kept in
     quarantine and the blob is marked as being replaced (no table sync reads it meanwhile).
     Returns the condition the new version's write must meet. A crash anywhere in between leaves
     the old bytes marked; the next run does it again (the file is still changed at the source).
     """
     assert item.replaces is not None
-    guard()
-    _keep_replaced_version(item, lake, run_id, outcome)
-    guard()
-    etag = lake.mark_replacing(item.key.key, item.replaces, run_id)
+    ctx.guard()
+    _keep_replaced_version(item, ctx, outcome)
+    ctx.guard()
+    etag = ctx.lake.mark_replacing(item.key.key, item.replaces, ctx.run_id)
     return if_unchanged(etag)
 
 
-def _keep_replaced_version(item: WorkItem, lake: Lake, run_id: str, outcome: FileOutcome) -> None:
+def _keep_replaced_version(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
     """Before a changed file is republished, its old version goes to a versioned quarantine path."""
     assert item.replaces is not None
-    metadata = dict(item.replaces.metadata)
-    metadata.pop(lake_module.META_REPLACING, None)
-    metadata[lake_module.META_RUN_ID] = run_id  # the run that wrote this copy (the reason names it too)
-    metadata[lake_module.META_REASON] = (
-        f"replaced at the mirrored path by source ETag {item.source.etag} in run {run_id}: "
-        "Haltian delivered a new version of an already copied file"
-    )
-    lake.preserve(item.key.key, item.replaces.etag, replaced_path(item), metadata)
+    record = replace(
+        item.replaces.record, replacing=None,
+        run_id=ctx.run_id,  # the run that wrote this copy (the reason names it too)
+        reason=f"replaced at the mirrored path by source ETag {item.source.etag} in run {ctx.run_id}: "
+               "Haltian delivered a new version of an already copied file")
+    ctx.lake.preserve(item.key.key, item.replaces.etag, replaced_path(item), record.metadata())
     outcome.replaced_copy = replaced_path(item)
 
 
@@ -308,6 +311,3 @@ def _read_exactly(stream: Any, size: int) -> bytes:
         wanted -= len(chunk)
     return b"".join(chunks)
 
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "replace").decode().replace("\n", " ")

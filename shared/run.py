@@ -9,7 +9,6 @@ dead run from the files it left.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,7 +20,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from shared import logs, telemetry
-from shared.copy import Guard, copy_file
+from shared.copy import CopyContext, Guard, copy_file
 from shared.errors import TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.manifest import index
@@ -39,8 +38,9 @@ from shared.paths import (
     LATEST_MANIFEST, LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, manifest_path, partition_lock_path, partition_of_lock,
 )
 from shared.sink.lake import IF_MISSING, Lake, LakeUnavailable
+from shared.sink.records import new_run_id
 from shared.sink.lock import (
-    LockLost, RunLock, RunLocked,
+    LockLost, RunLock, RunLocked, Scope,
 )
 from shared.source.s3 import S3Source, check_access, make_s3_client
 from shared.tables.delta import DeltaPublisher, candidate
@@ -62,10 +62,11 @@ class Bridge:
     lake: Lake
     credential: Any | None = None
 
-    def delta_publisher(self, run_id: str) -> DeltaPublisher:
-        """A publisher with storage options fetched now (a fresh token in Azure)."""
-        options = delta_storage_options(self.settings, self.credential)
-        return DeltaPublisher(self.lake, self.settings.adls_container, options, run_id)
+    def delta_publisher(self, run_id: str, **options: Any) -> DeltaPublisher:
+        """A publisher with storage options fetched now (a fresh token in Azure); ``options`` are
+        DeltaPublisher's other fields (its ``guard``, called before each commit)."""
+        storage = delta_storage_options(self.settings, self.credential)
+        return DeltaPublisher(self.lake, self.settings.adls_container, storage, run_id, **options)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
@@ -92,10 +93,6 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
 def _run_threads() -> dict[str, Any]:
     """Executor options whose threads tag their log records with the calling run's id."""
     return {"initializer": logs.set_run_id, "initargs": (logs.run_id(),)}
-
-
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
@@ -161,13 +158,13 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
                                                                       partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
-        lock.note_scope({"mode": plan.mode, "months": plan.months, "partition": plan.partition})
+        lock.note_scope(Scope(plan.mode, None if plan.months is None else tuple(plan.months), plan.partition))
         result = RunResult(run_id, started, started, plan, settings.describe())
         deadline = clock_start + settings.time_budget_seconds
-        judge = SchemaJudge(bridge.lake, run_id)
-        publisher = bridge.delta_publisher(run_id)
-        publisher.guard = lock.check
-        _copy_all(bridge, plan.items, judge, run_id, deadline, result, progress, lock.check)
+        publisher = bridge.delta_publisher(run_id, guard=lock.check)
+        copying = CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, run_id), run_id, lock.check,
+                              server_side=settings.copy_mode == "server")
+        _copy_all(bridge, plan.items, copying, deadline, result, progress)
         if plan.mode == RELEASE:
             lock.check()
             _leave_quarantine(bridge.lake, plan, result)
@@ -229,16 +226,15 @@ def _log_drift(result: RunResult) -> None:
                      drift["against"], drift["files"], "; ".join(drift["problems"]))
 
 
-def _copy_all(bridge: Bridge, items: list[WorkItem], judge: SchemaJudge, run_id: str,
-              deadline: float, result: RunResult, progress: Progress | None, guard: Guard) -> None:
+def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadline: float, result: RunResult,
+              progress: Progress | None) -> None:
     """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
     abandoned at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
-        guard()
+        copying.guard()
         if time.monotonic() >= deadline:
             return None  # the time budget is spent: leave the file for the next run
-        return copy_file(item, bridge.source, bridge.lake, judge, run_id,
-                         server_side=bridge.settings.copy_mode == "server", guard=guard)
+        return copy_file(item, copying)
 
     done_files = done_bytes = kept = 0
     if progress is not None:

@@ -11,7 +11,6 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.haltian.keys import parse_key
 from shared.run import Bridge, plan_run
 from shared.paths import PARTITION_LOCKS, manifests_of, partition_of_lock, quarantined
-from shared.sink.lake import META_REASON
 
 RECENT_RUNS = 5
 
@@ -53,7 +52,7 @@ def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
             for layout, dataset in sorted(delivered)
         ],
         "quarantined": [
-            {"path": entry.path, "reason": entry.metadata.get(META_REASON, "")}
+            {"path": entry.path, "reason": entry.record.reason or ""}
             for entry in bridge.lake.list_entries(quarantined(""))
         ],
         "backfill": _backfill(bridge),

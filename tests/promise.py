@@ -26,7 +26,7 @@ from shared.haltian.contracts import MEASUREMENT, Verdict, check_schema, columns
 from shared.haltian.keys import parse_key
 from deltalake.exceptions import DeltaProtocolError, TableNotFoundError
 
-from shared.sink.lake import (
+from shared.sink.records import (
     META_REASON, META_ROWS, META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE,
 )
 from tests.tables import file_rows, same_rows, table, table_rows

@@ -21,7 +21,7 @@ from shared.manifest.build import manifest_schema
 from shared.paths import LATEST_MANIFEST as LATEST
 from shared.model import PUBLISHED, QUARANTINED, RunResult
 from shared.run import plan_run, run_once
-from shared.sink.lake import META_CONTRACT, META_REASON, META_ROWS, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_KEY
+from shared.sink.records import META_CONTRACT, META_REASON, META_ROWS, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_KEY
 from shared.sink.lock import RunLock, RunLocked
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from botocore.exceptions import EndpointConnectionError
 
-from shared.copy import copy_file
+from shared.copy import CopyContext, copy_file
 from shared.demo.bucket import BucketSpec, legacy_schema, make_table, parquet_bytes
 from shared.model import FAILED, PRESENT, PUBLISHED, WorkItem
 from shared.run import Bridge, RunFailed, plan_run, run_for_timer, run_once
@@ -120,9 +120,9 @@ def test_a_concurrent_writer_never_makes_a_file_land_twice(stack) -> None:
     bridge = stack.bridge()
     item: WorkItem = plan_run(bridge).items[0]
     judge = SchemaJudge(bridge.lake, "run-a")
-    assert copy_file(item, bridge.source, bridge.lake, judge, "run-a").action == PUBLISHED
+    assert copy_file(item, CopyContext(bridge.source, bridge.lake, judge, "run-a")).action == PUBLISHED
     # A second writer that planned the same file before the first one published it:
-    again = copy_file(item, bridge.source, bridge.lake, SchemaJudge(bridge.lake, "run-b"), "run-b")
+    again = copy_file(item, CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, "run-b"), "run-b"))
     assert again.action == PRESENT and again.reason == "published meanwhile by another run"
     metadata = bridge.lake.get_entry(item.key.key).metadata
     assert metadata["haltian_run_id"] == "run-a"

@@ -16,10 +16,11 @@ from azure.storage.blob import BlobLeaseClient
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes
 from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
-from shared.copy import copy_file
+from shared.copy import CopyContext, copy_file
 from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_for_timer, run_once
 from shared.sink.connect import delta_storage_options
-from shared.sink.lake import ALWAYS, META_RUN_ID, write_id
+from shared.sink.lake import ALWAYS, write_id
+from shared.sink.records import META_RUN_ID
 from shared.paths import LOCK_PATH
 from shared.sink.lock import LockLost, RunLock
 from shared.verify.schema import SchemaJudge
@@ -382,13 +383,13 @@ def test_a_publish_that_lands_after_its_run_was_accounted_for_is_in_a_manifest_t
     items = {item.key.key: item for item in plan_run(dead, full=True).items}
     judge = SchemaJudge(dead.lake, dead_run)
     for key in keys[1:]:  # the run that dies: two files published, no manifest, no lock any more
-        assert copy_file(items[key], dead.source, dead.lake, judge, dead_run).action == PUBLISHED
+        assert copy_file(items[key], CopyContext(dead.source, dead.lake, judge, dead_run)).action == PUBLISHED
     time.sleep(16)  # its files are a lease old: proven gone
     landed: list[str] = []
 
     def the_late_publish_lands(method: str, url: str) -> None:
         if method == "GET" and not landed:  # after the next run's listing, before its first copy
-            landed.append(copy_file(items[keys[0]], dead.source, dead.lake, judge, dead_run).action)
+            landed.append(copy_file(items[keys[0]], CopyContext(dead.source, dead.lake, judge, dead_run)).action)
 
     recovering = build_bridge(settings)
     recovering.source.transport.hook = the_late_publish_lands

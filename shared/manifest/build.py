@@ -15,7 +15,6 @@ from typing import Any
 
 from shared.haltian.contracts import dataset_kind
 from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, RunResult
-from shared.sink.lake import META_SOURCE_ETAG
 
 MANIFEST_VERSION = 1
 
@@ -134,7 +133,7 @@ def file_entry(outcome: FileOutcome) -> dict[str, Any]:
             "drift": list(schema.drift),
         },
         "replaced_source_etag": (
-            outcome.item.replaces.metadata.get(META_SOURCE_ETAG) if outcome.item.replaces else None
+            outcome.item.replaces.record.source_etag if outcome.item.replaces else None
         ),
         "replaced_copy": outcome.replaced_copy,
         "released_from": outcome.released_from,

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.manifest import index
 from shared.manifest.build import build_manifest
 from shared.model import FULL, PARTITION, PUBLISHED, QUARANTINED, WINDOW, FileOutcome, Plan, RunResult, WorkItem
-from shared.sink.lake import (
-    IF_MISSING, META_LISTED_AT, META_REASON, META_ROWS, META_RUN_ID, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_SIZE,
-    Lake, LakeEntry,
-)
+from shared.sink.lake import IF_MISSING, Lake, LakeEntry
+from shared.sink.records import META_LISTED_AT, run_started
 from shared.paths import LOCK_PATH, manifest_path, manifests_of, partition_lock_path
 from shared.paths import quarantined as quarantine_path
-from shared.sink.lock import lock_state
+from shared.sink.lock import LockRecord, Scope, lock_state
 from shared.source.s3 import SourceObject
 
 log = logging.getLogger(__name__)
@@ -31,37 +29,36 @@ log = logging.getLogger(__name__)
 LISTING_MARGIN = timedelta(seconds=30)
 
 
-def run_started(run_id: str) -> datetime:
-    return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-
-
 def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float
                      ) -> dict[str, tuple[str, list[tuple[HaltianKey, LakeEntry, bool]]]]:
     """Runs proven gone whose files the plan listed, which no manifest of theirs reports: run id
     -> (the manifest path to write, [(key, entry, quarantined)]). That is a run without a
     manifest, or a publish that landed after a manifest was written for its run."""
     by_run: dict[str, list[tuple[HaltianKey, LakeEntry, bool]]] = {}
+    started: dict[str, datetime] = {}
     for entries, quarantined in ((plan.mirrored, False), (plan.quarantine, True)):
         for path, entry in entries.items():
-            run_id = entry.metadata.get(META_RUN_ID)
+            run_id = entry.record.run_id
             key = parse_key(path)
-            if run_id and key is not None and len(run_id) >= 16:
+            began = None if run_id is None else run_started(run_id)
+            if run_id and key is not None and began is not None:
                 by_run.setdefault(run_id, []).append((key, entry, quarantined))
+                started[run_id] = began
     if not by_run:
         return {}
-    days = {manifests_of(run_started(r)) for r in by_run}
+    days = {manifests_of(began) for began in started.values()}
     manifests: dict[str, list[LakeEntry]] = {}
     for day in sorted(days):
         for entry in lake.list_entries(day):
             manifests.setdefault(entry.path.rsplit("/", 1)[1].split(".")[0], []).append(entry)
-    locks: dict[str, tuple[dict[str, Any], str | None]] = {}
+    locks: dict[str, tuple[LockRecord, str | None]] = {}
     found = {}
     for run_id, files in by_run.items():
         own = manifests.get(run_id, [])
         if own:
             files = _landed_late(lake, own, files)
         if files and _gone(lake, run_id, files, plan, lease_seconds, locks):
-            found[run_id] = (_numbered(manifest_path(run_id, run_started(run_id)), len(own)), files)
+            found[run_id] = (_numbered(manifest_path(run_id, started[run_id]), len(own)), files)
     return found
 
 
@@ -81,7 +78,7 @@ def _landed_late(lake: Lake, manifests: list[LakeEntry],
         return []
     reported = {(file["source_key"], file["source_etag"]) for entry in manifests
                 for file in (lake.read_json(entry.path) or {}).get("files", ())}
-    return [f for f in recent if (f[0].key, f[1].metadata.get(META_SOURCE_ETAG)) not in reported]
+    return [f for f in recent if (f[0].key, f[1].record.source_etag) not in reported]
 
 
 def _numbered(path: str, count: int) -> str:
@@ -90,7 +87,7 @@ def _numbered(path: str, count: int) -> str:
 
 
 def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], plan: Plan,
-          lease_seconds: float, locks: dict[str, tuple[dict[str, Any], str | None]]) -> bool:
+          lease_seconds: float, locks: dict[str, tuple[LockRecord, str | None]]) -> bool:
     """Whether a run without a manifest has surely stopped, so it will never write one, and
     whether this plan's listing shows every file it may have written (else a later full
     reconcile writes its manifest).
@@ -108,20 +105,20 @@ def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool
     """
     paths = {LOCK_PATH} | {partition_lock_path(key.month_folder) for key, _, _ in files}
     released = False
-    scope: dict[str, Any] | None = None
+    scope: Scope | None = None
     for path in sorted(paths):
         if path not in locks:
             locks[path] = lock_state(lake.blob_client(path))
         record, state = locks[path]
-        previous = record.get("previous") or {}
-        if record.get("run_id") == run_id:
+        previous = record.previous
+        if record.run_id == run_id:
             if state == "leased":
                 return False
             released = released or state == "available"
-            scope = scope or record.get("scope")
-        elif previous.get("run_id") == run_id:
-            released = released or bool(previous.get("released"))
-            scope = scope or previous.get("scope")
+            scope = scope or record.scope
+        elif previous is not None and previous.run_id == run_id:
+            released = released or previous.released
+            scope = scope or previous.scope
     if not _covers(plan, scope):
         return False
     if released:
@@ -131,16 +128,16 @@ def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool
     return newest is None or listed_at is None or (listed_at - newest).total_seconds() >= lease_seconds
 
 
-def _covers(plan: Plan, scope: dict[str, Any] | None) -> bool:
+def _covers(plan: Plan, scope: Scope | None) -> bool:
     """Whether this plan listed every folder a run of ``scope`` may have written to."""
     if plan.mode == FULL:
         return True
     if not scope:
         return False
     if plan.mode == PARTITION:
-        return scope.get("mode") == PARTITION and scope.get("partition") == plan.partition
-    if plan.mode == WINDOW and scope.get("mode") == WINDOW:
-        return set(scope.get("months") or ()) <= set(plan.months or ())
+        return scope.mode == PARTITION and scope.partition == plan.partition
+    if plan.mode == WINDOW and scope.mode == WINDOW:
+        return set(scope.months or ()) <= set(plan.months or ())
     return False
 
 
@@ -149,23 +146,24 @@ def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, b
     """A manifest for a run that stopped before writing its own, from what its files say."""
     outcomes = [recovered_outcome(key, entry, quarantined)
                 for key, entry, quarantined in sorted(files, key=lambda f: f[0].key)]
-    result = RunResult(run_id, run_started(run_id), now, Plan(mode="unknown", months=None), {}, outcomes=outcomes)
+    result = RunResult(run_id, run_started(run_id) or now, now, Plan(mode="unknown", months=None), {},
+                       outcomes=outcomes)
     return build_manifest(result, recovered_by=recovered_by)
 
 
 def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> FileOutcome:
     """A file's outcome as its blob tells it (its metadata was written with its bytes)."""
-    metadata = entry.metadata
-    rows = metadata.get(META_ROWS)
-    source = SourceObject(key.key, int(metadata.get(META_SOURCE_SIZE, entry.size)), metadata.get(META_SOURCE_ETAG, ""))
+    record = entry.record
+    size = entry.size if record.source_size is None else record.source_size
+    source = SourceObject(key.key, size, record.source_etag or "")
     return FileOutcome(
         QUARANTINED if quarantined else PUBLISHED,
         WorkItem(source, key),
         destination=quarantine_path(key.key) if quarantined else key.key,
         bytes=entry.size,
-        rows=int(rows) if rows is not None else None,
-        schema_fingerprint=metadata.get(META_SCHEMA),
-        reason=metadata.get(META_REASON) if quarantined else None,
+        rows=record.rows,
+        schema_fingerprint=record.schema_fingerprint,
+        reason=record.reason if quarantined else None,
         integrity=["content-md5"],
     )
 
@@ -219,6 +217,6 @@ def _holds_a_lock(lake: Lake, manifest: dict[str, Any]) -> bool:
     paths = [LOCK_PATH] + ([partition_lock_path(manifest["partition"])] if manifest.get("partition") else [])
     for path in paths:
         record, state = lock_state(lake.blob_client(path))
-        if record.get("run_id") == manifest["run_id"] and state == "leased":
+        if record.run_id == manifest["run_id"] and state == "leased":
             return True
     return False

@@ -29,28 +29,12 @@ from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
 from shared.sink.blob_writer import BlobMissing, BlobWriter, WriteConflict, azure_transport
+from shared.sink.records import FileRecord
 from shared.transport import Transport
 
 log = logging.getLogger(__name__)
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-
-# Metadata written with every file, atomically with its bytes. Names are C# identifiers,
-# as Azure requires; values are ASCII.
-META_SOURCE_KEY = "haltian_source_key"
-META_SOURCE_ETAG = "haltian_source_etag"
-META_SOURCE_SIZE = "haltian_source_size"
-META_ROWS = "haltian_rows"
-META_SCHEMA = "haltian_schema_fingerprint"
-META_CONTRACT = "haltian_contract"
-META_RUN_ID = "haltian_run_id"
-META_REASON = "haltian_quarantine_reason"
-#: Set on a mirrored file while a run replaces it (a new source version): no table sync reads it
-#: then; the new version's write clears it.
-META_REPLACING = "haltian_replacing"
-#: On a manifest written for an interrupted run: when the listing it was written from began.
-META_LISTED_AT = "haltian_listed_at"
-
 
 @dataclass(frozen=True)
 class LakeEntry:
@@ -62,12 +46,14 @@ class LakeEntry:
     metadata: dict[str, str]
     last_modified: datetime | None = None
 
+    @property
+    def record(self) -> FileRecord:
+        """The file's ledger record, from its metadata."""
+        return FileRecord.read(self.metadata)
+
     def holds(self, source_etag: str, source_size: int) -> bool:
         """True when this blob is a verified copy of that exact source version."""
-        return (
-            self.metadata.get(META_SOURCE_ETAG) == source_etag
-            and self.metadata.get(META_SOURCE_SIZE) == str(source_size)
-        )
+        return self.record.is_version(source_etag, source_size)
 
     def mirrors(self, source_etag: str, source_size: int) -> bool:
         """True when this blob at the mirrored path is that source version, whole: its metadata
@@ -231,9 +217,8 @@ class Lake:
             PublishConflict: the blob holds someone else's write.
         """
         current = self.get_entry(relative)
-        mine = (META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_SIZE)
-        if current is not None and current.last_modified is not None and metadata.get(META_RUN_ID) \
-                and all(current.metadata.get(name) == metadata.get(name) for name in mine):
+        if current is not None and current.last_modified is not None \
+                and FileRecord.read(metadata).same_write(current.record):
             return current.last_modified
         raise PublishConflict(f"{relative} was written by another run") from err
 
@@ -253,14 +238,14 @@ class Lake:
                     metadata=metadata, condition=ALWAYS)
 
     def mark_replacing(self, relative: str, entry: LakeEntry, run_id: str) -> str:
-        """Marks a mirrored file as being replaced (see ``META_REPLACING``), only if it is still
+        """Marks a mirrored file as being replaced (``FileRecord.replacing``), only if it is still
         the version listed; returns its new ETag, which the replacing write must match.
 
         Raises:
             PublishConflict: the blob changed since it was listed.
         """
         blob = self.container.get_blob_client(self.path(relative))
-        metadata = {**entry.metadata, META_REPLACING: run_id}
+        metadata = {**entry.metadata, **FileRecord(replacing=run_id).metadata()}
         try:
             answer = blob.set_blob_metadata(metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError) as err:

@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -32,6 +33,75 @@ from shared.paths import LOCK_PATH
 from shared.sink.lake import Lake
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run lists, so a later run can tell whether its own listing shows every file this
+    one may have written: its plan's mode, window months, or partition."""
+
+    mode: str
+    months: tuple[str, ...] | None = None
+    partition: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "months": None if self.months is None else list(self.months),
+                "partition": self.partition}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Scope | None:
+        if not isinstance(value, dict) or not isinstance(value.get("mode"), str):
+            return None
+        months = value.get("months")
+        return cls(value["mode"], tuple(months) if isinstance(months, list) else None, value.get("partition"))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A run that held a lock before, as the next holder found it."""
+
+    run_id: str
+    #: It released the lock (then it had finished every write), rather than let it expire.
+    released: bool
+    scope: Scope | None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """The JSON body of a lock blob: who holds it, since when, what it lists, who held it before."""
+
+    run_id: str | None = None
+    host: str | None = None
+    since: str | None = None
+    previous: Holder | None = None
+    scope: Scope | None = None
+
+    def to_bytes(self) -> bytes:
+        previous = None if self.previous is None else {
+            "run_id": self.previous.run_id, "released": self.previous.released,
+            "scope": None if self.previous.scope is None else self.previous.scope.to_json()}
+        document: dict[str, Any] = {"run_id": self.run_id, "host": self.host, "since": self.since,
+                                    "previous": previous}
+        if self.scope is not None:
+            document["scope"] = self.scope.to_json()
+        return json.dumps(document).encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> LockRecord:
+        """The record in a lock blob's body; an empty one for an empty, foreign or broken body."""
+        try:
+            document = json.loads(data or b"{}")
+        except ValueError:
+            return cls()
+        if not isinstance(document, dict):
+            return cls()
+        before = document.get("previous")
+        previous = None
+        if isinstance(before, dict) and isinstance(before.get("run_id"), str):
+            previous = Holder(before["run_id"], bool(before.get("released")), Scope.from_json(before.get("scope")))
+        text = {name: document[name] if isinstance(document.get(name), str) else None
+                for name in ("run_id", "host", "since")}
+        return cls(**text, previous=previous, scope=Scope.from_json(document.get("scope")))
 
 class RunLocked(TransientError):
     """Another run holds the lock; this one stops at once."""
@@ -64,7 +134,7 @@ class RunLock:
                                          name="bridge-lock-renewer", daemon=True)
         self._renewed = time.monotonic()  # when the last successful renewal was sent
         self._lost: tuple[str, datetime] | None = None
-        self._record: dict[str, Any] = {}
+        self._record = LockRecord()
         self._mark = threading.Lock()
 
     def __enter__(self) -> RunLock:
@@ -81,9 +151,8 @@ class RunLock:
                 raise
             raise RunLocked(f"another bridge run holds the lock ({self._holder()}); this run stops") from err
         self._renewed = sent
-        self._record = {"run_id": self.run_id, "host": socket.gethostname(),
-                        "since": datetime.now(timezone.utc).isoformat(), "previous": previous}
-        self.blob.upload_blob(json.dumps(self._record).encode(), overwrite=True, lease=self._lease)
+        self._record = LockRecord(self.run_id, socket.gethostname(), datetime.now(timezone.utc).isoformat(), previous)
+        self.blob.upload_blob(self._record.to_bytes(), overwrite=True, lease=self._lease)
         self._renewer.start()
         return self
 
@@ -111,13 +180,11 @@ class RunLock:
             time.sleep(0.5)
         log.warning("could not release the run lock; it expires within %s s", self.lease_seconds)
 
-    def note_scope(self, scope: dict[str, Any]) -> None:
-        """Records what the run lists (its plan's mode, months, partition) in the lock, so a later
-        run can tell whether its own listing shows every file this one may have written."""
+    def note_scope(self, scope: Scope) -> None:
+        """Records what the run lists in the lock (see :class:`Scope`)."""
         self.check()
-        self._record["scope"] = scope
-        self.blob.upload_blob(json.dumps(self._record).encode(), overwrite=True, lease=self._lease,
-                              **self._quick())
+        self._record = replace(self._record, scope=scope)
+        self.blob.upload_blob(self._record.to_bytes(), overwrite=True, lease=self._lease, **self._quick())
 
     def check(self) -> None:
         """Returns while the lease is surely this run's.
@@ -168,34 +235,30 @@ class RunLock:
                 if self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
                     return
 
-    def _previous(self) -> dict[str, object] | None:
+    def _previous(self) -> Holder | None:
         """Who held the lock before, and whether it released it (then it had finished every
         write) rather than let it expire or have it broken."""
         record, state = lock_state(self.blob)
-        if not record.get("run_id") or state == "leased":
+        if not record.run_id or state == "leased":
             return None
-        return {"run_id": record["run_id"], "released": state == "available", "scope": record.get("scope")}
+        return Holder(record.run_id, state == "available", record.scope)
 
     def _holder(self) -> str:
         try:
-            holder = json.loads(self.blob.download_blob().readall() or b"{}")
-        except (HttpResponseError, ValueError):
+            holder = LockRecord.parse(self.blob.download_blob().readall())
+        except HttpResponseError:
             return "holder unknown"
-        if not holder.get("run_id"):
+        if not holder.run_id:
             return "holder unknown"
-        return f"run {holder['run_id']} on {holder.get('host')} since {holder.get('since')}"
+        return f"run {holder.run_id} on {holder.host} since {holder.since}"
 
 
-def lock_state(blob: Any) -> tuple[dict[str, Any], str | None]:
+def lock_state(blob: Any) -> tuple[LockRecord, str | None]:
     """A lock blob's holder record and its lease state (``leased``, ``available`` after a
-    release, ``expired``, ``broken``...); ({}, None) when there is no lock blob."""
+    release, ``expired``, ``broken``...); (an empty record, None) when there is no lock blob."""
     try:
         downloader = blob.download_blob()
         data = downloader.readall()
     except ResourceNotFoundError:
-        return {}, None
-    try:
-        record = json.loads(data or b"{}")
-    except ValueError:
-        record = {}
-    return (record if isinstance(record, dict) else {}), downloader.properties.lease.state
+        return LockRecord(), None
+    return LockRecord.parse(data), downloader.properties.lease.state

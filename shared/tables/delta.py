@@ -50,7 +50,8 @@ from shared.errors import TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import META_REPLACING, META_SOURCE_ETAG, Lake, LakeEntry, PublishConflict
+from shared.sink.lake import Lake, LakeEntry, PublishConflict
+from shared.sink.records import FileRecord
 from shared.sink.lock import LockLost
 from shared.tables.append import (
     GROUP_BYTES, ROW_GROUP_ROWS, CommitConflict, append_streamed, commit_append, streamable,
@@ -383,7 +384,8 @@ class DeltaPublisher:
             except PublishConflict:
                 log.info("table sync: %s changed since it was listed; the next run delivers it", candidate.key.key)
                 continue
-            if metadata.get(META_SOURCE_ETAG) != candidate.source_etag or metadata.get(META_REPLACING):
+            record = FileRecord.read(metadata)
+            if record.source_etag != candidate.source_etag or record.replacing:
                 log.info("table sync: %s is being replaced; the next run delivers it", candidate.key.key)
                 continue
             local.append((candidate, path))
@@ -418,10 +420,10 @@ def candidate(entry: LakeEntry) -> TableFile | None:
     """A mirrored blob as a table candidate: a verified copy (its source version in its metadata)
     that no run is replacing now; None for anything else."""
     key = parse_key(entry.path)
-    source_etag = entry.metadata.get(META_SOURCE_ETAG)
-    if key is None or not source_etag or entry.metadata.get(META_REPLACING):
+    record = entry.record
+    if key is None or not record.source_etag or record.replacing:
         return None
-    return TableFile(key, entry.size, source_etag, entry.etag)
+    return TableFile(key, entry.size, record.source_etag, entry.etag)
 
 
 def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, files: list[TableFile],
