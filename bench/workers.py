@@ -121,14 +121,14 @@ class ThreadProfiler:
             finally:
                 profile.disable()
 
-        threading.Thread.run = run  # type: ignore[method-assign]
+        threading.Thread.run = run  # type: ignore[method-assign]  # profiling every thread of the run
         self.main = cProfile.Profile(time.thread_time)
         self.main.enable()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.main.disable()
-        threading.Thread.run = self._original_run  # type: ignore[method-assign]
+        threading.Thread.run = self._original_run  # type: ignore[method-assign]  # put back
 
     def write(self, path: str, title: str) -> None:
         stats = pstats.Stats(self.main)
@@ -196,7 +196,7 @@ def pstats_path(profile_txt: str, title: str) -> str:
 
 def focus_summary(stats: pstats.Stats) -> str:
     """Cumulative CPU of the steps in _FOCUS, and their share of all threads' CPU."""
-    table = stats.stats  # type: ignore[attr-defined]
+    table = stats.stats  # type: ignore[attr-defined]  # pstats keeps its table in an undocumented attribute
     total = sum(tt for _, _, tt, _, _ in table.values())
     lines = []
     for label, pattern in _FOCUS:

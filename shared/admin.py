@@ -34,7 +34,8 @@ from shared.haltian.contracts import (
 )
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, RunResult, TableChange, TableFile, WorkItem
-from shared.run import Bridge, new_run_id, run_once
+from shared.run import Bridge, run_once
+from shared.sink.records import new_run_id
 from shared.paths import DELTA_LOG, contract_path, quarantined, table_folder
 from shared.sink.lake import Lake, LakeEntry
 from shared.sink.lock import RunLock

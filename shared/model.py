@@ -52,8 +52,8 @@ class Plan:
     mode: str
     months: list[str] | None
     items: list[WorkItem] = field(default_factory=list)
-    present: Counter = field(default_factory=Counter)
-    quarantined: Counter = field(default_factory=Counter)
+    present: Counter[tuple[str, str]] = field(default_factory=Counter)
+    quarantined: Counter[tuple[str, str]] = field(default_factory=Counter)
     unrecognized: int = 0
     unrecognized_examples: list[str] = field(default_factory=list)
     other_organization: int = 0
@@ -153,7 +153,7 @@ class RunResult:
     plan: Plan
     settings: dict[str, Any]
     outcomes: list[FileOutcome] = field(default_factory=list)
-    deferred: Counter = field(default_factory=Counter)
+    deferred: Counter[tuple[str, str]] = field(default_factory=Counter)
     tables: list[TableChange] = field(default_factory=list)
     recovered_runs: list[str] = field(default_factory=list)
     #: Runs that wrote their manifest but stopped before its index entry, indexed by this run.

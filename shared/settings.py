@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import overload
 from urllib.parse import urlsplit
 
 from shared.errors import TerminalError
@@ -393,7 +394,18 @@ def _connection_string_endpoint(value: str, problems: list[str]) -> None:
     _endpoint(f"{ADLS_CONNECTION_STRING} BlobEndpoint", endpoint, problems)
 
 
-def _number(value, name, default, low, high, kind, problems):  # noqa: ANN001, ANN202
+@overload
+def _number(value: str | None, name: str, default: int, low: int, high: int, kind: type[int],
+            problems: list[str]) -> int: ...
+
+
+@overload
+def _number(value: str | None, name: str, default: float, low: float, high: float, kind: type[float],
+            problems: list[str]) -> float: ...
+
+
+def _number(value: str | None, name: str, default: float, low: float, high: float,
+            kind: type[int] | type[float], problems: list[str]) -> float:
     if value is None:
         return default
     try:

@@ -149,7 +149,7 @@ class Proxies:
         host = parts.hostname or ""
         if host not in self._bypass:
             # NO_PROXY read as urllib reads it; the function is CPython's but not in typeshed
-            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # as said above
             self._bypass[host] = bool(bypass(host, self._found))
         return None if self._bypass[host] else proxy
 

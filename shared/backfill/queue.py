@@ -12,7 +12,8 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 
 from shared import logs
 from shared.backfill.partitions import Partition, discover, incomplete
-from shared.run import Bridge, RunFailed, RunResult, run_once
+from shared.model import RunResult
+from shared.run import Bridge, RunFailed, run_once
 from shared.sink.connect import entra_credential, sdk_options
 from shared.settings import (
     BRIDGE_QUEUE_CONNECTION, BRIDGE_QUEUE_SERVICE_URI, Settings, SettingsError,

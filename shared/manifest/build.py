@@ -22,16 +22,17 @@ MANIFEST_VERSION = 1
 @cache
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema every manifest satisfies."""
-    return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+    schema: dict[str, Any] = json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+    return schema
 
 
 def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dict[str, Any]:
     """The manifest document for a finished run, or (``recovered_by``) for an interrupted one
     that a later run writes from the files it left."""
     plan = result.plan
-    per_dataset: dict[tuple[str, str], Counter] = {}
+    per_dataset: dict[tuple[str, str], Counter[str]] = {}
 
-    def bucket(name: tuple[str, str]) -> Counter:
+    def bucket(name: tuple[str, str]) -> Counter[str]:
         return per_dataset.setdefault(name, Counter())
 
     for name, count in plan.present.items():

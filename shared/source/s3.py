@@ -47,10 +47,10 @@ class SourceBody:
 
     @property
     def data(self) -> bytes:
-        return self.response.data
+        return bytes(self.response.data)
 
     def read(self, amount: int) -> bytes:
-        return self.response.read(amount)
+        return bytes(self.response.read(amount))
 
     def close(self) -> None:
         release(self.response)
@@ -116,7 +116,7 @@ class S3Source:
         response = self._get(obj, {"range": f"bytes={obj.size - length}-{obj.size - 1}"}, stream=False)
         if len(response.data) != length:
             raise SourceChanged(f"asked for the last {length} bytes, S3 returned {len(response.data)}")
-        return response.data
+        return bytes(response.data)
 
     def presign(self, obj: SourceObject, expires_seconds: int = 3600) -> str:
         """A presigned GET URL of the object, for the lake to pull it (server-side copy).
@@ -124,14 +124,14 @@ class S3Source:
         It carries a signature, not a secret, but it does grant reading: it is handed to the
         storage service only, never logged, and expires.
         """
-        return self.client.generate_presigned_url(
+        return str(self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": obj.key}, ExpiresIn=expires_seconds
-        )
+        ))
 
     def etag_now(self, obj: SourceObject) -> str | None:
         """The object's ETag now (None when it is gone)."""
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=obj.key)["ETag"].strip('"')
+            return str(self.client.head_object(Bucket=self.bucket, Key=obj.key)["ETag"]).strip('"')
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -256,7 +256,8 @@ def _bucket_region(client: Any, bucket: str) -> str | None:
         response = err.response
     except BotoCoreError:
         return None
-    return response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    region = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    return None if region is None else str(region)
 
 
 def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:

@@ -119,7 +119,7 @@ def _bounded(arrow: pa.DataType) -> bool:
         arrow = arrow.value_type
     if pa.types.is_timestamp(arrow):
         return arrow.tz is not None
-    return (pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_string(arrow)
+    return bool(pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_string(arrow)
             or pa.types.is_large_string(arrow) or pa.types.is_date32(arrow) or pa.types.is_boolean(arrow))
 
 
