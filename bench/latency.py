@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.data import ORG, OUT, report
 from bench.latency_proxy import LatencyProxy
-from bench.run import LOGS, Processes
+from bench.measure import LOGS, Processes
 from shared.demo import reference, servers
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
 from shared.haltian.keys import LEGACY, V1
