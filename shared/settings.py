@@ -1,20 +1,21 @@
-"""Settings: one frozen dataclass, validated before any I/O.
+"""Settings: each declared once (:data:`SETTINGS`), validated before any I/O.
 
-Every setting name is a constant here, spelled the same in ``local.settings.sample.json``,
-the README and ``infra/``. ``Settings.from_mapping`` collects every problem and raises one
-``SettingsError`` that names them all, so an operator fixes a deployment in one pass.
+A declaration gives the name, the field it fills, its check (``shared.settings_parse``), its
+default, what it means, and whether Azure sets it. Everything else derives from it: parsing
+(``Settings.from_mapping`` collects every problem and raises one ``SettingsError`` that names
+them all, so an operator fixes a deployment in one pass), the manifest's view
+(``Settings.describe``), the README's table (:func:`readme_table`), and the names the tests hold
+``local.settings.sample.json`` and the Bicep's app settings to.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import overload
-from urllib.parse import urlsplit
+from typing import Any
 
+from shared import settings_parse as checks
 from shared.errors import TerminalError
 
 HALTIAN_S3_BUCKET = "HALTIAN_S3_BUCKET"
@@ -48,61 +49,119 @@ AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
 
-#: Every name the bridge reads, in the order the README documents them.
-SETTING_NAMES: tuple[str, ...] = (
-    HALTIAN_S3_BUCKET,
-    HALTIAN_S3_PREFIX,
-    HALTIAN_S3_REGION,
-    HALTIAN_S3_ENDPOINT_URL,
-    HALTIAN_S3_ROLE_ARN,
-    HALTIAN_S3_EXTERNAL_ID,
-    HALTIAN_S3_WEB_IDENTITY_AUDIENCE,
-    HALTIAN_ORGANIZATION_ID,
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
-    AWS_SESSION_TOKEN,
-    ADLS_ACCOUNT_URL,
-    ADLS_CONNECTION_STRING,
-    ADLS_CONTAINER,
-    ADLS_ROOT,
-    AZURE_CLIENT_ID,
-    BRIDGE_SCHEDULE,
-    BRIDGE_LOOKBACK_MONTHS,
-    BRIDGE_MAX_CONCURRENCY,
-    BRIDGE_TIME_BUDGET_SECONDS,
-    BRIDGE_FULL_RECONCILE_HOURS,
-    BRIDGE_LOCK_SECONDS,
-    BRIDGE_COPY_MODE,
-    BRIDGE_BACKFILL_QUEUE,
-    BRIDGE_QUEUE_CONNECTION,
-    BRIDGE_QUEUE_SERVICE_URI,
-)
-
-DEFAULT_PREFIX = "parquet/"
-DEFAULT_REGION = "eu-west-1"
-DEFAULT_SCHEDULE = "0 0 * * * *"
-DEFAULT_LOOKBACK_MONTHS = 1
-DEFAULT_MAX_CONCURRENCY = 8
 #: Backfill partitions one worker process may run at once: host.json's queues batchSize (4)
 #: plus newBatchThreshold (2). Connection pools are sized for that many runs sharing clients.
 RUNS_PER_WORKER = 6
-# The Flex Consumption timeout is set to 30 minutes in host.json; stop starting files
-# five minutes before so in-flight copies and the manifest finish inside it.
-DEFAULT_TIME_BUDGET_SECONDS = 1500
-DEFAULT_FULL_RECONCILE_HOURS = 24
-# A blob lease lasts 15 to 60 seconds; a killed run blocks the next one at most this long.
-DEFAULT_LOCK_SECONDS = 60
-#: stream: the bytes pass through the function (works everywhere, verifies every page of small
-#: files); server: the lake pulls them from a presigned S3 URL (Put Block From URL).
-COPY_MODES = ("stream", "server")
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_ROOT_SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
+#: Where a setting is set: by the Bicep in Azure, or on a developer's machine only (an emulator,
+#: temporary AWS credentials; Azure must not set them).
+AZURE = "azure"
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once. Parsing, the one error that lists every problem, the README's
+    table, the local sample's and the Bicep's names are all derived from these declarations."""
+
+    name: str
+    #: The :class:`Settings` field it fills; None for what an SDK reads itself (checked only).
+    field: str | None
+    parse: checks.Parser
+    meaning: str
+    #: What an unset setting means to the run.
+    default: str | int | None = None
+    #: The README's default column where it is not the default itself: "(required)", "(AWS)".
+    shown: str | None = None
+    where: str = AZURE
+    #: Safe to log and to put in a manifest (:meth:`Settings.describe`).
+    logged: bool = False
+
+    def readme_row(self) -> str:
+        shown = self.shown if self.shown is not None else "" if self.default is None else f"`{self.default}`"
+        return f"| `{self.name}` |{' ' + shown if shown else ''} | {self.meaning} |"
+
+
+#: Every setting the bridge reads, in the order the README's table documents them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(HALTIAN_S3_BUCKET, "s3_bucket",
+            checks.required(checks.BUCKET, "the bucket name Haltian gave you", "is not a valid S3 bucket name"),
+            "the bucket Haltian exports to", shown="(required)", logged=True),
+    Setting(HALTIAN_S3_PREFIX, "s3_prefix", checks.prefix,
+            "where the export starts; `downloads/parquet/` for the older layout", default="parquet/", logged=True),
+    Setting(HALTIAN_S3_REGION, "s3_region",
+            checks.matching(lambda v: bool(checks.REGION.match(v)), "{name} {value!r} is not an AWS region name"),
+            "the bucket's region", default="eu-west-1", logged=True),
+    Setting(HALTIAN_S3_ENDPOINT_URL, "s3_endpoint_url", checks.endpoint,
+            "another S3 endpoint, for local stand-ins", shown="(AWS)", logged=True),
+    Setting(HALTIAN_S3_ROLE_ARN, "s3_role_arn",
+            checks.matching(lambda v: bool(checks.ROLE_ARN.match(v)), "{name} must look like arn:aws:iam::123456789012:role/NAME"),
+            "an IAM role to assume for reading the bucket", logged=True),
+    Setting(HALTIAN_S3_EXTERNAL_ID, "s3_external_id", checks.text, "the external id the role's trust policy asks for"),
+    Setting(HALTIAN_S3_WEB_IDENTITY_AUDIENCE, "s3_web_identity_audience", checks.text,
+            "keyless: assume the role with an Entra token of the app's identity for this audience "
+            "(no AWS secret anywhere)", logged=True),
+    Setting(HALTIAN_ORGANIZATION_ID, "organization_id", checks.uuid_text,
+            "copy only this organization's folders (and list only those)", shown="(all)", logged=True),
+    Setting(AWS_ACCESS_KEY_ID, None, checks.text,
+            "Haltian's access key, when no role is used (in Azure: a Key Vault reference)"),
+    Setting(AWS_SECRET_ACCESS_KEY, None, checks.text, "its secret (in Azure: a Key Vault reference)"),
+    Setting(AWS_SESSION_TOKEN, None, checks.text, "for temporary credentials", where=LOCAL),
+    Setting(ADLS_ACCOUNT_URL, "adls_account_url", checks.endpoint,
+            "`https://ACCOUNT.blob.core.windows.net`: the lake's Blob endpoint", shown="(required in Azure)",
+            logged=True),
+    Setting(ADLS_CONNECTION_STRING, "adls_connection_string", checks.connection_string,
+            "for local emulators only (Azurite); instead of `ADLS_ACCOUNT_URL`", where=LOCAL),
+    Setting(ADLS_CONTAINER, "adls_container",
+            checks.required(checks.CONTAINER, "the file system in the lake", f"is not a valid container name ({checks.NAME_RULE})"),
+            "the container (file system) in the lake", shown="(required)", logged=True),
+    Setting(ADLS_ROOT, "adls_root", checks.root, "the folder everything is written below", shown="(container root)",
+            logged=True),
+    Setting(AZURE_CLIENT_ID, "azure_client_id", checks.text, "client id of a user-assigned managed identity"),
+    Setting(BRIDGE_SCHEDULE, "schedule",
+            checks.matching(lambda v: len(v.split()) == 6, "{name} {value!r} must be an NCRONTAB expression with six "
+                      "fields (second minute hour day month weekday)"),
+            "NCRONTAB schedule of the timer (hourly)", default="0 0 * * * *"),
+    Setting(BRIDGE_LOOKBACK_MONTHS, "lookback_months", checks.number(0, 120, int),
+            "months before the current one that hourly runs list", default=1, logged=True),
+    Setting(BRIDGE_MAX_CONCURRENCY, "max_concurrency", checks.number(1, 64, int), "files copied at once (1-64)",
+            default=8, logged=True),
+    # The Flex Consumption timeout is 30 minutes (host.json): no file starts in the last five, so
+    # files in flight and the manifest finish inside it.
+    Setting(BRIDGE_TIME_BUDGET_SECONDS, "time_budget_seconds", checks.number(1, 7 * 24 * 3600, float),
+            "no new file is started after this; the next run picks up the rest", default=1500, logged=True),
+    Setting(BRIDGE_FULL_RECONCILE_HOURS, "full_reconcile_hours", checks.number(1, 24 * 365, float),
+            "how often a run lists every month on its own", default=24, logged=True),
+    # A blob lease lasts 15 to 60 seconds.
+    Setting(BRIDGE_LOCK_SECONDS, "lock_seconds", checks.number(15, 60, int),
+            "the run lock's lease (15-60): a killed run blocks the next one at most this long", default=60,
+            logged=True),
+    Setting(BRIDGE_BACKFILL_QUEUE, "backfill_queue",
+            checks.matching(lambda v: bool(checks.CONTAINER.match(v)),
+                      "{name} {value!r} is not a valid queue name (" + checks.NAME_RULE + ")"),
+            "the Storage queue backfill partitions go through (see [Backfills](#backfills))",
+            default="haltian-backfill", logged=True),
+    Setting(BRIDGE_QUEUE_SERVICE_URI, "queue_service_uri", checks.endpoint,
+            "in Azure: the queue service of the host storage account, reached with the managed identity"),
+    Setting(BRIDGE_QUEUE_CONNECTION, "queue_connection_string", checks.text,
+            "locally: a connection string for Azurite's queue service instead", where=LOCAL),
+    Setting(BRIDGE_COPY_MODE, "copy_mode", checks.copy_mode,
+            "`stream`: bytes pass through the function; `server`: the lake pulls them from a presigned S3 URL "
+            "(see [Copy modes](#copy-modes))", default="stream", logged=True),
+)
+
+#: Every name the bridge reads, in the order the README documents them.
+SETTING_NAMES: tuple[str, ...] = tuple(setting.name for setting in SETTINGS)
+#: Read only on a developer's machine: the Bicep must not set them.
+LOCAL_ONLY: frozenset[str] = frozenset(setting.name for setting in SETTINGS if setting.where == LOCAL)
+
+
+def readme_table() -> str:
+    """The README's settings table, as the declarations give it."""
+    return "\n".join(["| name | default | meaning |", "|---|---|---|", *(s.readme_row() for s in SETTINGS)])
 
 
 class SettingsError(TerminalError, ValueError):
@@ -128,31 +187,32 @@ class AccessRefused(SettingsError):
 
 @dataclass(frozen=True)
 class Settings:
-    """What a run needs to know. Built only through :meth:`from_mapping`."""
+    """What a run needs to know. Built only through :meth:`from_mapping` (the defaults are the
+    declarations' in :data:`SETTINGS`)."""
 
     s3_bucket: str
-    s3_prefix: str = DEFAULT_PREFIX
-    s3_region: str = DEFAULT_REGION
-    s3_endpoint_url: str | None = None
-    s3_role_arn: str | None = None
-    s3_external_id: str | None = field(default=None, repr=False)
-    s3_web_identity_audience: str | None = None
-    organization_id: str | None = None
-    adls_account_url: str | None = None
-    adls_connection_string: str | None = field(default=None, repr=False)
-    adls_container: str = ""
-    adls_root: str = ""
-    azure_client_id: str | None = None
-    schedule: str = DEFAULT_SCHEDULE
-    lookback_months: int = DEFAULT_LOOKBACK_MONTHS
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS
-    full_reconcile_hours: float = DEFAULT_FULL_RECONCILE_HOURS
-    lock_seconds: int = DEFAULT_LOCK_SECONDS
-    copy_mode: str = "stream"
-    backfill_queue: str = "haltian-backfill"
-    queue_connection_string: str | None = field(default=None, repr=False)
-    queue_service_uri: str | None = None
+    s3_prefix: str
+    s3_region: str
+    s3_endpoint_url: str | None
+    s3_role_arn: str | None
+    s3_external_id: str | None = field(repr=False)
+    s3_web_identity_audience: str | None
+    organization_id: str | None
+    adls_account_url: str | None
+    adls_connection_string: str | None = field(repr=False)
+    adls_container: str
+    adls_root: str
+    azure_client_id: str | None
+    schedule: str
+    lookback_months: int
+    max_concurrency: int
+    time_budget_seconds: float
+    full_reconcile_hours: float
+    lock_seconds: int
+    backfill_queue: str
+    queue_service_uri: str | None
+    queue_connection_string: str | None = field(repr=False)
+    copy_mode: str
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -162,132 +222,15 @@ class Settings:
             SettingsError: listing every problem found, never a secret value.
         """
         problems: list[str] = []
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            if value is None or not value.strip():
-                return None
-            if _KEY_VAULT_REFERENCE.match(value):
-                problems.append(
-                    f"{name} is an unresolved Key Vault reference: check the app's identity "
-                    "has 'Key Vault Secrets User' on the vault and that the secret exists"
-                )
-                return None
-            return value.strip()
-
-        for secret_name in (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN):
-            get(secret_name)
-
-        bucket = get(HALTIAN_S3_BUCKET)
-        if bucket is None:
-            problems.append(f"{HALTIAN_S3_BUCKET} is required (the bucket name Haltian gave you)")
-        elif not _BUCKET.match(bucket):
-            problems.append(f"{HALTIAN_S3_BUCKET} {bucket!r} is not a valid S3 bucket name")
-
-        prefix = _prefix(get(HALTIAN_S3_PREFIX), problems)
-        region = get(HALTIAN_S3_REGION) or DEFAULT_REGION
-        if not _REGION.match(region):
-            problems.append(f"{HALTIAN_S3_REGION} {region!r} is not an AWS region name")
-        endpoint = _endpoint(HALTIAN_S3_ENDPOINT_URL, get(HALTIAN_S3_ENDPOINT_URL), problems)
-
-        role_arn = get(HALTIAN_S3_ROLE_ARN)
-        if role_arn is not None and not _ROLE_ARN.match(role_arn):
-            problems.append(
-                f"{HALTIAN_S3_ROLE_ARN} must look like arn:aws:iam::123456789012:role/NAME"
-            )
-        external_id = get(HALTIAN_S3_EXTERNAL_ID)
-        if external_id is not None and role_arn is None:
-            problems.append(f"{HALTIAN_S3_EXTERNAL_ID} is set but {HALTIAN_S3_ROLE_ARN} is not")
-        audience = get(HALTIAN_S3_WEB_IDENTITY_AUDIENCE)
-        if audience is not None and role_arn is None:
-            problems.append(f"{HALTIAN_S3_WEB_IDENTITY_AUDIENCE} is set but {HALTIAN_S3_ROLE_ARN} is not")
-        if audience is not None and external_id is not None:
-            problems.append(f"{HALTIAN_S3_EXTERNAL_ID} does not apply with {HALTIAN_S3_WEB_IDENTITY_AUDIENCE}: "
-                            "AssumeRoleWithWebIdentity takes no external id (the role's trust policy checks "
-                            "the token's audience and subject instead)")
-
-        organization = get(HALTIAN_ORGANIZATION_ID)
-        if organization is not None:
-            try:
-                organization = str(uuid.UUID(organization))
-            except ValueError:
-                problems.append(f"{HALTIAN_ORGANIZATION_ID} {organization!r} is not a UUID")
-
-        connection_string = get(ADLS_CONNECTION_STRING)
-        account_url = _endpoint(ADLS_ACCOUNT_URL, get(ADLS_ACCOUNT_URL), problems)
-        if connection_string is None and account_url is None:
-            problems.append(
-                f"{ADLS_ACCOUNT_URL} is required "
-                "(https://ACCOUNT.blob.core.windows.net; or ADLS_CONNECTION_STRING for an emulator)"
-            )
-        if connection_string is not None:
-            if account_url is not None:
-                problems.append(f"set {ADLS_ACCOUNT_URL} or {ADLS_CONNECTION_STRING}, not both")
-            _connection_string_endpoint(connection_string, problems)
-
-        container = get(ADLS_CONTAINER)
-        if container is None:
-            problems.append(f"{ADLS_CONTAINER} is required (the file system in the lake)")
-        elif not _CONTAINER.match(container):
-            problems.append(
-                f"{ADLS_CONTAINER} {container!r} is not a valid container name "
-                "(3-63 lowercase letters, digits and single hyphens)"
-            )
-        root = _root(get(ADLS_ROOT), problems)
-
-        schedule = get(BRIDGE_SCHEDULE) or DEFAULT_SCHEDULE
-        if len(schedule.split()) != 6:
-            problems.append(
-                f"{BRIDGE_SCHEDULE} {schedule!r} must be an NCRONTAB expression with six fields "
-                "(second minute hour day month weekday)"
-            )
-
-        lookback = _number(get(BRIDGE_LOOKBACK_MONTHS), BRIDGE_LOOKBACK_MONTHS,
-                           DEFAULT_LOOKBACK_MONTHS, 0, 120, int, problems)
-        concurrency = _number(get(BRIDGE_MAX_CONCURRENCY), BRIDGE_MAX_CONCURRENCY,
-                              DEFAULT_MAX_CONCURRENCY, 1, 64, int, problems)
-        budget = _number(get(BRIDGE_TIME_BUDGET_SECONDS), BRIDGE_TIME_BUDGET_SECONDS,
-                         DEFAULT_TIME_BUDGET_SECONDS, 1, 7 * 24 * 3600, float, problems)
-        reconcile = _number(get(BRIDGE_FULL_RECONCILE_HOURS), BRIDGE_FULL_RECONCILE_HOURS,
-                            DEFAULT_FULL_RECONCILE_HOURS, 1, 24 * 365, float, problems)
-        lock = _number(get(BRIDGE_LOCK_SECONDS), BRIDGE_LOCK_SECONDS, DEFAULT_LOCK_SECONDS, 15, 60, int, problems)
-        backfill_queue = get(BRIDGE_BACKFILL_QUEUE) or "haltian-backfill"
-        if not _CONTAINER.match(backfill_queue):
-            problems.append(f"{BRIDGE_BACKFILL_QUEUE} {backfill_queue!r} is not a valid queue name "
-                            "(3-63 lowercase letters, digits and single hyphens)")
-        queue_uri = _endpoint(BRIDGE_QUEUE_SERVICE_URI, get(BRIDGE_QUEUE_SERVICE_URI), problems)
-        queue_connection = get(BRIDGE_QUEUE_CONNECTION)
-        copy_mode = (get(BRIDGE_COPY_MODE) or "stream").lower()
-        if copy_mode not in COPY_MODES:
-            problems.append(f"{BRIDGE_COPY_MODE} {copy_mode!r} must be one of {', '.join(COPY_MODES)}")
-
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = setting.parse(_read(env, setting.name, problems), setting, problems)
+            if setting.field is not None:
+                values[setting.field] = value
+        problems += _combinations(values)
         if problems:
             raise SettingsError(problems)
-        return cls(
-            s3_bucket=bucket,  # type: ignore[arg-type]  # checked above
-            s3_prefix=prefix,
-            s3_region=region,
-            s3_endpoint_url=endpoint,
-            s3_role_arn=role_arn,
-            s3_external_id=external_id,
-            s3_web_identity_audience=audience,
-            organization_id=organization,
-            adls_account_url=account_url,
-            adls_connection_string=connection_string,
-            adls_container=container,  # type: ignore[arg-type]  # checked above
-            adls_root=root,
-            azure_client_id=get(AZURE_CLIENT_ID),
-            schedule=schedule,
-            lookback_months=lookback,
-            max_concurrency=concurrency,
-            time_budget_seconds=budget,
-            full_reconcile_hours=reconcile,
-            lock_seconds=lock,
-            copy_mode=copy_mode,
-            backfill_queue=backfill_queue,
-            queue_connection_string=queue_connection,
-            queue_service_uri=queue_uri,
-        )
+        return cls(**values)
 
     @property
     def connection_pool_size(self) -> int:
@@ -303,117 +246,43 @@ class Settings:
 
     def describe(self) -> dict[str, object]:
         """The settings that shape a run, safe to log and to put in a manifest (no secrets)."""
-        return {
-            HALTIAN_S3_BUCKET: self.s3_bucket,
-            HALTIAN_S3_PREFIX: self.s3_prefix,
-            HALTIAN_S3_REGION: self.s3_region,
-            HALTIAN_S3_ENDPOINT_URL: self.s3_endpoint_url,
-            HALTIAN_S3_ROLE_ARN: self.s3_role_arn,
-            HALTIAN_S3_WEB_IDENTITY_AUDIENCE: self.s3_web_identity_audience,
-            HALTIAN_ORGANIZATION_ID: self.organization_id,
-            ADLS_ACCOUNT_URL: self.adls_account_url or "(emulator connection string)",
-            ADLS_CONTAINER: self.adls_container,
-            ADLS_ROOT: self.adls_root,
-            BRIDGE_LOOKBACK_MONTHS: self.lookback_months,
-            BRIDGE_MAX_CONCURRENCY: self.max_concurrency,
-            BRIDGE_TIME_BUDGET_SECONDS: self.time_budget_seconds,
-            BRIDGE_FULL_RECONCILE_HOURS: self.full_reconcile_hours,
-            BRIDGE_LOCK_SECONDS: self.lock_seconds,
-            BRIDGE_COPY_MODE: self.copy_mode,
-            BRIDGE_BACKFILL_QUEUE: self.backfill_queue,
-        }
+        described: dict[str, object] = {s.name: getattr(self, s.field) for s in SETTINGS if s.logged and s.field}
+        described[ADLS_ACCOUNT_URL] = self.adls_account_url or "(emulator connection string)"
+        return described
 
 
-def _prefix(value: str | None, problems: list[str]) -> str:
-    if value is None:
-        return DEFAULT_PREFIX
-    segments = value.strip("/").split("/")
-    if not all(_PREFIX_SEGMENT.match(s) and s not in (".", "..") for s in segments):
+def _read(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
+    """A setting's value, stripped; None when unset, blank, or a Key Vault reference that did not
+    resolve (then a problem says so)."""
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    if _KEY_VAULT_REFERENCE.match(value):
         problems.append(
-            f"{HALTIAN_S3_PREFIX} {value!r} must be folder names separated by '/' "
-            "(letters, digits, '_', '-', '.'), like 'parquet/'"
+            f"{name} is an unresolved Key Vault reference: check the app's identity "
+            "has 'Key Vault Secrets User' on the vault and that the secret exists"
         )
-        return DEFAULT_PREFIX
-    return "/".join(segments) + "/"
+        return None
+    return value.strip()
 
 
-def _root(value: str | None, problems: list[str]) -> str:
-    if value is None:
-        return ""
-    segments = [s for s in value.strip("/").split("/")]
-    if not all(_ROOT_SEGMENT.match(s) for s in segments):
+def _combinations(values: dict[str, Any]) -> list[str]:
+    """What is wrong with settings together, each of them well formed."""
+    problems = []
+    if values["s3_external_id"] is not None and values["s3_role_arn"] is None:
+        problems.append(f"{HALTIAN_S3_EXTERNAL_ID} is set but {HALTIAN_S3_ROLE_ARN} is not")
+    audience = values["s3_web_identity_audience"]
+    if audience is not None and values["s3_role_arn"] is None:
+        problems.append(f"{HALTIAN_S3_WEB_IDENTITY_AUDIENCE} is set but {HALTIAN_S3_ROLE_ARN} is not")
+    if audience is not None and values["s3_external_id"] is not None:
+        problems.append(f"{HALTIAN_S3_EXTERNAL_ID} does not apply with {HALTIAN_S3_WEB_IDENTITY_AUDIENCE}: "
+                        "AssumeRoleWithWebIdentity takes no external id (the role's trust policy checks "
+                        "the token's audience and subject instead)")
+    if values["adls_connection_string"] is None and values["adls_account_url"] is None:
         problems.append(
-            f"{ADLS_ROOT} {value!r} must be folder names separated by '/' "
-            "(letters, digits, '_', '-', '.'; no '.' or '..' segments)"
+            f"{ADLS_ACCOUNT_URL} is required "
+            "(https://ACCOUNT.blob.core.windows.net; or ADLS_CONNECTION_STRING for an emulator)"
         )
-        return ""
-    return "/".join(segments)
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses (where plain HTTP is acceptable)."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _endpoint(name: str, value: str | None, problems: list[str]) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        problems.append(f"{name} must be an https:// URL")
-        return None
-    if parts.username or parts.password:
-        problems.append(f"{name} must not carry credentials in the URL")
-        return None
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        problems.append(f"{name} must use https:// (plain http is allowed only on loopback)")
-        return None
-    return value.rstrip("/")
-
-
-def _connection_string_endpoint(value: str, problems: list[str]) -> None:
-    fields = dict(
-        part.split("=", 1) for part in value.split(";") if "=" in part
-    )
-    endpoint = fields.get("BlobEndpoint")
-    if fields.get("UseDevelopmentStorage", "").lower() == "true":
-        return
-    if endpoint is None:
-        problems.append(
-            f"{ADLS_CONNECTION_STRING} is for local emulators and needs a BlobEndpoint; "
-            f"use {ADLS_ACCOUNT_URL} with a managed identity in Azure"
-        )
-        return
-    _endpoint(f"{ADLS_CONNECTION_STRING} BlobEndpoint", endpoint, problems)
-
-
-@overload
-def _number(value: str | None, name: str, default: int, low: int, high: int, kind: type[int],
-            problems: list[str]) -> int: ...
-
-
-@overload
-def _number(value: str | None, name: str, default: float, low: float, high: float, kind: type[float],
-            problems: list[str]) -> float: ...
-
-
-def _number(value: str | None, name: str, default: float, low: float, high: float,
-            kind: type[int] | type[float], problems: list[str]) -> float:
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        problems.append(f"{name} {value!r} is not {'a whole number' if kind is int else 'a number'}")
-        return default
-    if not low <= number <= high:
-        problems.append(f"{name} {value!r} must be between {low} and {high}")
-        return default
-    return number
+    if values["adls_connection_string"] is not None and values["adls_account_url"] is not None:
+        problems.append(f"set {ADLS_ACCOUNT_URL} or {ADLS_CONNECTION_STRING}, not both")
+    return problems

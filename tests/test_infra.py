@@ -40,8 +40,9 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 #: Read by the bridge only on a developer's machine (emulators, temporary AWS credentials).
 #: Azure must not set them: the lake is reached by identity, the AWS key is long-lived.
-LOCAL_ONLY_SETTINGS = frozenset({settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN,
-                                 settings.BRIDGE_QUEUE_CONNECTION})
+LOCAL_ONLY_SETTINGS = settings.LOCAL_ONLY
+assert LOCAL_ONLY_SETTINGS == {settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN,
+                               settings.BRIDGE_QUEUE_CONNECTION}, "only an emulator's and temporary credentials"
 
 #: Read by the Functions platform, not by the bridge: identity-based host storage and
 #: Entra ID-authenticated Application Insights.

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -100,6 +101,19 @@ def test_names_are_spelled_the_same_in_code_sample_settings_and_readme() -> None
     assert set(s.SETTING_NAMES) <= documented
     assert documented <= set(s.SETTING_NAMES) | functions_host | set(NETWORK_VARIABLES)
     assert set(NETWORK_VARIABLES) <= documented  # the proxy and CA section
+
+
+def test_the_readmes_settings_table_is_the_declarations() -> None:
+    """Every setting is declared once (shared.settings.SETTINGS); the README's table is that
+    declaration, row for row: name, default, meaning, in the same order."""
+    readme = (ROOT / "README.md").read_text()
+    assert s.readme_table() in readme, "README's settings table differs from shared.settings.SETTINGS:\n" + \
+        s.readme_table()
+    assert {d.field for d in s.SETTINGS if d.field} == {f.name for f in dataclasses.fields(Settings)}
+    defaults = Settings.from_mapping(MINIMAL)
+    for setting in s.SETTINGS:  # the default a row shows is the one a run gets
+        if setting.field is not None and setting.default is not None and setting.shown is None:
+            assert getattr(defaults, setting.field) == setting.default, setting.name
 
 
 def test_the_sample_settings_are_valid() -> None:
