@@ -125,7 +125,7 @@ def backfill_child(connection: str, container_name: str) -> None:
 
 
 def _listed(lake) -> list:
-    from shared.tables.delta import candidate
+    from shared.tables.sources import candidate
 
     return [c for c in map(candidate, lake.list_entries("parquet/")) if c is not None]
 

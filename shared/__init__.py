@@ -41,6 +41,8 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     tables/snapshots    each organization's newest snapshot of an entity dataset
     tables/features     features another engine may turn on, and what stops a table
     tables/budget       what the table writes may hold in memory at once
+    tables/sources      what a table takes from the mirror: candidates, wanted versions, reads
+    tables/delta_rs     how the bridge drives delta-rs: writer properties, hooks, predicates
     tables/names, tables/sql
                         table names as the commands take them; Synapse serverless views
 

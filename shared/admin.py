@@ -39,7 +39,7 @@ from shared.sink.records import new_run_id
 from shared.paths import DELTA_LOG, contract_path, quarantined, table_folder
 from shared.sink.lake import Lake, LakeEntry
 from shared.sink.lock import RunLock
-from shared.tables.delta import candidate
+from shared.tables.sources import candidate
 from shared.verify.accepted import ContractBook, ContractInForce, accept
 from shared.verify.parquet import UnreadableParquet, read_footer
 

@@ -43,7 +43,8 @@ from shared.sink.lock import (
     LockLost, RunLock, RunLocked, Scope,
 )
 from shared.source.s3 import S3Source, check_access, make_s3_client
-from shared.tables.delta import DeltaPublisher, candidate
+from shared.tables.delta import DeltaPublisher
+from shared.tables.sources import candidate
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)

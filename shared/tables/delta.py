@@ -42,33 +42,30 @@ from typing import Any
 
 import pyarrow as pa
 from azure.core.exceptions import AzureError
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
+from deltalake.transaction import CommitProperties, Transaction
 
 from shared.errors import TransientError, describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
-from shared.haltian.keys import parse_key
 from shared.model import TableChange, TableFile
-from shared.sink.lake import Lake, LakeEntry, PublishConflict
-from shared.sink.records import FileRecord
+from shared.sink.lake import Lake, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.append import (
-    GROUP_BYTES, ROW_GROUP_ROWS, CommitConflict, append_streamed, commit_append, streamable,
+    GROUP_BYTES, CommitConflict, append_streamed, commit_append, streamable,
 )
+from shared.tables import delta_rs, sources
 from shared.tables.budget import WriteBudget
 from shared.tables.evolution import columns_of, incompatibility
-from shared.tables.facts import TableFacts, table_facts
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
 from shared.tables.ledger import (
     APP_ID, Delivered, LogUnreadable, TableLog, read_delivered, read_log, source_app_id,
 )
 from shared.paths import table_folder
-from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches, lineage_fields
-from shared.tables.snapshots import current_snapshots, newest_snapshots
+from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, lineage_fields
+from shared.tables.snapshots import current_snapshots
 from shared.tables.types import arrow_for
 from shared.transport import TransportError
-from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +162,7 @@ class DeltaPublisher:
         measurement = dataset_kind(key.layout, key.dataset) == MEASUREMENT
         found = read_log(self.lake, folder)  # the bridge's own read: one round trip for the whole log
         delivered = found.delivered if found is not None else Delivered(0, {})
-        wanted = _wanted(files, delivered, measurement)
+        wanted = sources.wanted(files, delivered, measurement)
         if measurement and found is not None and found.appendable() and self._append(folder, found, wanted, change):
             return change
         uri = self.uri(folder)
@@ -174,7 +171,7 @@ class DeltaPublisher:
             check_features(table, change)
             if found is None or table.version() != found.version:  # another writer committed meanwhile
                 delivered = read_delivered(self.lake, folder, table.version())
-                wanted = _wanted(files, delivered, measurement)
+                wanted = sources.wanted(files, delivered, measurement)
         number = delivered.number
         if wanted:
             table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
@@ -205,7 +202,7 @@ class DeltaPublisher:
             schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True) for name, delta in columns.items()]
                                + lineage_fields())
             with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
-                local = self._download(accepted, Path(scratch))
+                local = sources.download(self.lake, self.guard, accepted, Path(scratch))
                 if local:
                     number += 1
                     transactions = [(APP_ID, number)] + [(source_app_id(f.key.key, f.source_etag), number)
@@ -235,7 +232,7 @@ class DeltaPublisher:
         accepted: list[TableFile] = []
         excluded: list[dict[str, str]] = []
         for candidate in (list(reversed(wanted)) if self.types_from_newest else wanted):
-            facts = candidate.facts or self._read_facts(candidate)
+            facts = candidate.facts or sources.read_facts(self.lake, self.guard, candidate)
             problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
             if problem is not None:
                 excluded.append({"source_key": candidate.key.key, "reason": problem})
@@ -262,8 +259,8 @@ class DeltaPublisher:
         limit = _part_bytes(table, measurement, bool(new_columns), accepted, delivered)
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
             number = delivered.number
-            for part in _chunks(accepted, limit):
-                local = self._download(part, Path(scratch))  # one part at a time on the scratch disk
+            for part in sources.chunks(accepted, limit):
+                local = sources.download(self.lake, self.guard, part, Path(scratch))  # one part at a time on the scratch disk
                 if not local:
                     continue
                 number += 1
@@ -290,20 +287,20 @@ class DeltaPublisher:
             merge = False
         if measurement and table is not None and not replaced and not merge and streamable(table):
             with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
-                append_streamed(self.lake, self.guard, table, local, schema, properties, _hooks())
+                append_streamed(self.lake, self.guard, table, local, schema, properties, delta_rs.hooks())
             change.added.extend(f.key.key for f, _ in local)
             return table
-        reader = pa.RecordBatchReader.from_batches(schema, _batches(local, schema))
+        reader = pa.RecordBatchReader.from_batches(schema, delta_rs.batches(local, schema))
         options: dict[str, Any] = dict(
             storage_options=self.storage_options, commit_properties=properties,
-            writer_properties=_writer_properties(), target_file_size=TARGET_FILE_BYTES,
-            post_commithook_properties=_hooks())
+            writer_properties=delta_rs.writer_properties(), target_file_size=TARGET_FILE_BYTES,
+            post_commithook_properties=delta_rs.hooks())
         organizations = sorted({f.key.organization for f, _ in local})
         if table is not None:
             options["schema_mode"] = "merge" if merge else None
             if measurement and replaced:
                 # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-                options.update(mode="overwrite", predicate=_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+                options.update(mode="overwrite", predicate=delta_rs.is_in(SOURCE_KEY, [f.key.key for f, _ in local]))
             elif measurement:
                 options["mode"] = "append"
             else:
@@ -339,15 +336,15 @@ class DeltaPublisher:
     def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
         more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``, as delivery ``number``."""
-        due = self._due(_files_per_month(table))
+        due = self._due(delta_rs.files_per_month(table))
         if not due:
             return table
         with self.budget.hold(self.budget.limit):
             self.guard()
             table.optimize.compact(
                 partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
-                writer_properties=_writer_properties(), max_concurrent_tasks=1,
-                commit_properties=self._properties(number, []), post_commithook_properties=_hooks())
+                writer_properties=delta_rs.writer_properties(), max_concurrent_tasks=1,
+                commit_properties=self._properties(number, []), post_commithook_properties=delta_rs.hooks())
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return table  # compact() brought it to the version it committed
@@ -366,64 +363,12 @@ class DeltaPublisher:
             max_commit_retries=0,
         )
 
-    def _download(self, files: list[TableFile], scratch: Path) -> list[tuple[TableFile, Path]]:
-        """Each file's bytes: those this run verified and published, or the mirrored blob's, from
-        the version listed and only while it is still that source version (a file replaced
-        meanwhile is left to the next run)."""
-        local: list[tuple[TableFile, Path]] = []
-        for index, candidate in enumerate(files):
-            self.guard()  # a run that lost its lock stops here, not after the whole download
-            path = scratch / f"{index}.parquet"
-            if candidate.content is not None:  # the bytes this run verified and published
-                path.write_bytes(candidate.content)
-                local.append((candidate, path))
-                continue
-            try:
-                with path.open("wb") as target:
-                    metadata = self.lake.download_to(candidate.key.key, target, candidate.lake_etag)
-            except PublishConflict:
-                log.info("table sync: %s changed since it was listed; the next run delivers it", candidate.key.key)
-                continue
-            record = FileRecord.read(metadata)
-            if record.source_etag != candidate.source_etag or record.replacing:
-                log.info("table sync: %s is being replaced; the next run delivers it", candidate.key.key)
-                continue
-            local.append((candidate, path))
-        return local
-
     def _load(self, uri: str) -> DeltaTable | None:
         try:
             return DeltaTable(uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
 
-    def _read_facts(self, candidate: TableFile) -> TableFacts:
-        """A mirrored file's footer, read back from the lake (a file this run did not copy)."""
-        self.guard()
-        try:
-            facts = read_footer(lambda length: self.lake.read_tail(candidate.key.key, candidate.size, length,
-                                                                   candidate.lake_etag), candidate.size)
-        except PublishConflict as err:
-            raise _Conflict(str(err)) from err
-        except UnreadableParquet as err:
-            return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
-        return table_facts(facts.metadata)
-
-
-def _wanted(files: list[TableFile], delivered: Delivered, measurement: bool) -> list[TableFile]:
-    """The files whose source versions the table lacks, in key order (a snapshot dataset's newest only)."""
-    wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
-    return wanted if measurement else newest_snapshots(wanted, delivered)
-
-
-def candidate(entry: LakeEntry) -> TableFile | None:
-    """A mirrored blob as a table candidate: a verified copy (its source version in its metadata)
-    that no run is replacing now; None for anything else."""
-    key = parse_key(entry.path)
-    record = entry.record
-    if key is None or not record.source_etag or record.replacing:
-        return None
-    return TableFile(key, entry.size, record.source_etag, entry.etag)
 
 
 def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, files: list[TableFile],
@@ -439,24 +384,6 @@ def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, 
     return STREAMED_PART_BYTES if streamed else DELIVERY_BYTES
 
 
-def _chunks(files: list[TableFile], limit: int | None) -> Iterator[list[TableFile]]:
-    """The files in order, in parts of at most ``limit`` source bytes (a larger file alone)."""
-    chunk: list[TableFile] = []
-    size = 0
-    for item in files:
-        if chunk and limit is not None and size + item.size > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item.size
-    if chunk:
-        yield chunk
-
-
-def _batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    return (batch for _, batch in file_batches(local, schema))
-
-
 @contextmanager
 def _created_first() -> Iterator[None]:
     """Another writer's table creation that won the race is a conflict: load it and try again."""
@@ -466,26 +393,3 @@ def _created_first() -> Iterator[None]:
         if "already exists" not in str(err):
             raise
         raise _Conflict("another writer created the table first") from err
-
-
-def _writer_properties() -> WriterProperties:
-    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
-
-
-def _hooks() -> PostCommitHookProperties:
-    return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=True)
-
-
-def _in(column: str, values: list[str]) -> str:
-    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(set(values)))
-    return f"{column} IN ({quoted})"
-
-
-def _files_per_month(table: DeltaTable) -> dict[str, int]:
-    actions = pa.table(table.get_add_actions(flatten=True))
-    counts: dict[str, int] = {}
-    for month in actions.column(f"partition.{SOURCE_MONTH}").to_pylist():
-        counts[month] = counts.get(month, 0) + 1
-    return counts
-
-
