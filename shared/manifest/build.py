@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from shared.haltian.contracts import dataset_kind
-from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, RunResult
+from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, RunResult, TableChange
 
 MANIFEST_VERSION = 1
 
@@ -30,34 +30,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
     """The manifest document for a finished run, or (``recovered_by``) for an interrupted one
     that a later run writes from the files it left."""
     plan = result.plan
-    per_dataset: dict[tuple[str, str], Counter[str]] = {}
-
-    def bucket(name: tuple[str, str]) -> Counter[str]:
-        return per_dataset.setdefault(name, Counter())
-
-    for name, count in plan.present.items():
-        bucket(name)["already_present"] += count
-    for name, count in plan.quarantined.items():
-        bucket(name)["already_quarantined"] += count
-    for name, count in result.deferred.items():
-        bucket(name)["deferred"] += count
-    for outcome in result.outcomes:
-        counts = bucket((outcome.item.key.layout, outcome.item.key.dataset))
-        action = "already_present" if outcome.action == PRESENT else outcome.action
-        counts[action] += 1
-        if outcome.action == PUBLISHED:
-            counts["bytes"] += outcome.bytes
-            counts["rows"] += outcome.rows or 0
-
-    datasets: list[dict[str, Any]] = [
-        {
-            "layout": layout,
-            "dataset": dataset,
-            "kind": dataset_kind(layout, dataset),
-            **{field: counts[field] for field in _DATASET_COUNTS},
-        }
-        for (layout, dataset), counts in sorted(per_dataset.items())
-    ]
+    datasets = _datasets(result)
     totals = {field: sum(d[field] for d in datasets) for field in _DATASET_COUNTS}
     totals["unrecognized"] = plan.unrecognized
     totals["other_organization"] = plan.other_organization
@@ -83,25 +56,50 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "unrecognized": {"count": plan.unrecognized, "examples": plan.unrecognized_examples},
         "schema_drift": result.schema_drift(),
         "files": [file_entry(o) for o in result.outcomes if o.action in (PUBLISHED, QUARANTINED, FAILED)],
-        "tables": [
-            {
-                "layout": t.layout,
-                "organization": t.organization,
-                "dataset": t.dataset,
-                "table": t.table,
-                "version": t.version,
-                "added": t.added,
-                "removed": t.removed,
-                "excluded": t.excluded,
-                "compacted": t.compacted,
-                "error": t.error,
-            }
-            for t in result.tables
-        ],
+        "tables": [_table_entry(t) for t in result.tables],
     }
     if recovered_by:
         document["recovered_by"] = recovered_by
     return document
+
+
+def _datasets(result: RunResult) -> list[dict[str, Any]]:
+    """Each dataset's counts: what the plan found already done, and what this run did."""
+    plan = result.plan
+    per_dataset: dict[tuple[str, str], Counter[str]] = {}
+
+    def bucket(name: tuple[str, str]) -> Counter[str]:
+        return per_dataset.setdefault(name, Counter())
+
+    for name, count in plan.present.items():
+        bucket(name)["already_present"] += count
+    for name, count in plan.quarantined.items():
+        bucket(name)["already_quarantined"] += count
+    for name, count in result.deferred.items():
+        bucket(name)["deferred"] += count
+    for outcome in result.outcomes:
+        counts = bucket((outcome.item.key.layout, outcome.item.key.dataset))
+        action = "already_present" if outcome.action == PRESENT else outcome.action
+        counts[action] += 1
+        if outcome.action == PUBLISHED:
+            counts["bytes"] += outcome.bytes
+            counts["rows"] += outcome.rows or 0
+
+    return [
+        {
+            "layout": layout,
+            "dataset": dataset,
+            "kind": dataset_kind(layout, dataset),
+            **{field: counts[field] for field in _DATASET_COUNTS},
+        }
+        for (layout, dataset), counts in sorted(per_dataset.items())
+    ]
+
+
+def _table_entry(t: TableChange) -> dict[str, Any]:
+    return {"layout": t.layout, "organization": t.organization, "dataset": t.dataset, "table": t.table,
+            "version": t.version, "added": t.added, "removed": t.removed, "excluded": t.excluded,
+            "compacted": t.compacted, "error": t.error}
 
 
 _DATASET_COUNTS = (
