@@ -84,7 +84,7 @@ def _check(measured: float, goal: float, higher_is_better: bool) -> str:
 
 
 def render(bench: Bench) -> str:
-    from bench.workers import pstats_path
+    from bench.profiling import pstats_path
 
     m = bench.facts["machine"]
     by: dict[str, dict[str, list[Measurement]]] = {}
@@ -312,7 +312,7 @@ def _counts(counts: dict[str, int]) -> str:
 def profile_summary(title: str) -> str | None:
     import pstats
 
-    from bench.workers import focus_summary, pstats_path
+    from bench.profiling import focus_summary, pstats_path
 
     path = Path(pstats_path(str(PROFILE), title))
     try:
