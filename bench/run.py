@@ -16,31 +16,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import http.client
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
-import statistics
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.data import DATA, NOOP_DATASETS, OUT, RESULTS, History, SourceFile, history, large_files, small_files
+from bench.data import DATA, OUT, RESULTS, SourceFile, large_files, small_files
 from bench.measure import (
-    CEILING_TRIALS, FULL, LOGS, MB, PROFILE, PROJECT_ROOT, QUICK, TOOLS, Measurement, Processes, cpu_seconds,
+    CEILING_TRIALS, FULL, MB, PROFILE, QUICK, TOOLS, Measurement, Processes, cpu_seconds,
     machine_details, rss_mb,
 )
+from bench.noop import NoopWorkload
 from bench.report import _setup, profile_summary, render
+from bench.tools import Tools
 
 log = logging.getLogger("bench")
 
@@ -48,7 +45,11 @@ log = logging.getLogger("bench")
 # --- the benchmark -----------------------------------------------------------------------
 
 
-class Bench:
+class Bench(Tools, NoopWorkload):
+    """The benchmark: its servers, its measurements, the copy workloads (small and large files);
+    the tools it runs are :class:`~bench.tools.Tools`'s, the no-op workload
+    :class:`~bench.noop.NoopWorkload`'s."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.scale = QUICK if args.quick else FULL
@@ -119,154 +120,6 @@ class Bench:
         return cpu
 
     # the three tools
-
-    def bridge_env(self, bucket: str, endpoint: str, container: str) -> dict[str, str]:
-        from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
-
-        return {
-            "HALTIAN_S3_BUCKET": bucket,
-            "HALTIAN_S3_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": FAKE_AWS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": FAKE_AWS_SECRET,
-            "ADLS_CONNECTION_STRING": self.connection_string,
-            "ADLS_CONTAINER": container,
-            "ADLS_ROOT": "",
-            "BRIDGE_MAX_CONCURRENCY": str(self.concurrency),
-        }
-
-    def child_env(self) -> dict[str, str]:
-        from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
-
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        env.update(AWS_ACCESS_KEY_ID=FAKE_AWS_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_AWS_SECRET,
-                   PYTHONPATH=str(PROJECT_ROOT))
-        env.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
-        return env
-
-    def run_bridge(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                   profile_title: str | None = None, concurrency: int | None = None) -> Measurement:
-        config = {"env": self.bridge_env(bucket, endpoint, container)}
-        if concurrency:
-            config["env"]["BRIDGE_MAX_CONCURRENCY"] = str(concurrency)
-        if profile_title:
-            config.update(profile=str(PROFILE), title=profile_title)
-        before = self.server_cpu()
-        rc, out, usage, _ = self.procs.run(
-            [sys.executable, "-m", "bench.workers", "bridge", json.dumps(config)],
-            name=f"{workload}-bridge-r{rnd}{'-profile' if profile_title else ''}{f'-c{concurrency}' if concurrency else ''}",
-            capture=True,
-            env=self.child_env())
-        after = self.server_cpu()
-        if rc != 0 or not out.strip():
-            raise RuntimeError(f"the bridge child failed (exit {rc}); see {LOGS}/{workload}-bridge-r{rnd}.log")
-        if profile_title:
-            self.keep_profile_summary(profile_title)
-        data = json.loads(out.strip().splitlines()[-1])
-        if data["failed"] or data["table_errors"] or data["status"] != "complete":
-            self.note(workload, f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
-                                f"{data['table_errors']} table errors, {data['deferred']} deferred")
-        cpu = {k: after[k] - before[k] for k in after}
-        cpu["tool"] = usage.cpu_s
-        extra = {k: data[k] for k in ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
-                                      "listed_prefixes", "present", "quarantined", "tables_changed", "status",
-                                      "vm_hwm_mb", "copy_hwm_mb")}
-        return Measurement(workload, "bridge", rnd, data["wall_s"], data["files"], data["bytes"],
-                           usage.rss_mb, data["concurrency"], data["s3_requests"],
-                           data["azure_requests"], cpu, extra, container)
-
-    def rclone_conf(self, s3_endpoint: str) -> Path:
-        from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
-
-        path = OUT / f"rclone-{self.run_tag}.conf"
-        path.write_text(
-            "[s3src]\ntype = s3\nprovider = Other\n"
-            f"access_key_id = {FAKE_AWS_KEY_ID}\nsecret_access_key = {FAKE_AWS_SECRET}\n"
-            f"endpoint = {s3_endpoint}\nforce_path_style = true\nregion = eu-west-1\n\n"
-            "[azdst]\ntype = azureblob\nuse_emulator = true\n"
-            f"endpoint = {self.azurite.url}/devstoreaccount1\n"
-        )
-        return path
-
-    def run_rclone(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                   expect: tuple[int, int], noop: bool = False, census: bool = False) -> Measurement:
-        """One ``rclone copy``; with ``census``, an extra untimed run that dumps and counts its requests."""
-        conf = self.rclone_conf(endpoint)
-        n = str(self.concurrency)
-        name = f"{workload}-rclone-{'census' if census else f'r{rnd}'}"
-        cmd = ["env", "-u", "AWS_CA_BUNDLE", "rclone", "--config", str(conf), "copy",
-               f"s3src:{bucket}/parquet", f"azdst:{container}/parquet", "--transfers", n, "--checkers", n]
-        if noop:
-            cmd.append("--size-only")  # seeded blobs carry no rclone mtime; size is what both can compare
-        if census:
-            (LOGS / f"{name}-dump.log").unlink(missing_ok=True)  # rclone appends to a log file
-            cmd += ["--dump", "headers", "--log-file", str(LOGS / f"{name}-dump.log")]
-        before = self.server_cpu()
-        rc, _, usage, wall = self.procs.run(cmd, name=name, capture=False,
-                                            env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"})
-        after = self.server_cpu()
-        if rc != 0:
-            raise RuntimeError(f"rclone failed (exit {rc}); see {LOGS}/{name}.log")
-        cpu = {k: after[k] - before[k] for k in after}
-        cpu["tool"] = usage.cpu_s
-        files, size = expect
-        s3_requests: dict[str, int] = {}
-        azure_requests: dict[str, int] = {}
-        if census:
-            s3_port = int(endpoint.rsplit(":", 1)[1])
-            s3_requests, azure_requests = _rclone_requests(LOGS / f"{name}-dump.log", s3_port)
-        return Measurement(workload, "rclone", rnd, wall, files, size, usage.rss_mb,
-                           self.concurrency, s3_requests, azure_requests, cpu, {}, container)
-
-    def rclone_census(self, workload: str, bucket: str, endpoint: str, container: str | None,
-                      expect: tuple[int, int], noop: bool = False) -> None:
-        """Counts rclone's requests in one extra, untimed run (--dump headers slows it down)."""
-        if container is None:
-            self.fresh_azurite()
-            container = self.new_container(f"{workload}-rclone-census")
-        try:
-            m = self.run_rclone(workload, 0, bucket, endpoint, container, expect, noop=noop, census=True)
-        except (RuntimeError, OSError, ValueError) as err:
-            self.note(workload, f"rclone's requests could not be counted: {err}")
-            return
-        finally:
-            if not noop:
-                self.drop_container(container)
-        for x in self.measurements:
-            if x.workload == workload and x.tool == "rclone":
-                x.s3_requests, x.azure_requests = dict(m.s3_requests), dict(m.azure_requests)
-        self.facts.setdefault("rclone_census", {})[workload] = {"s3": m.s3_requests, "azure": m.azure_requests}
-        if noop and any(k.startswith("PUT") for k in m.azure_requests):
-            self.note(workload, f"rclone wrote to the lake in a no-op run: {m.azure_requests}")
-
-    def run_ceiling(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                    setup: tuple[int, str], noop_months: list[str] | None = None,
-                    profile_title: str | None = None) -> Measurement:
-        from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
-
-        concurrency, client = setup
-        config = {"endpoint": endpoint, "bucket": bucket, "key_id": FAKE_AWS_KEY_ID, "secret": FAKE_AWS_SECRET,
-                  "connection_string": self.connection_string, "container": container,
-                  "concurrency": concurrency, "client": client, "prefix": "parquet/",
-                  "mode": "noop" if noop_months else "copy", "months": noop_months or []}
-        if profile_title:
-            config.update(profile=str(PROFILE), title=profile_title)
-        before = self.server_cpu()
-        rc, out, usage, _ = self.procs.run(
-            [sys.executable, "-m", "bench.workers", "ceiling", json.dumps(config)],
-            name=f"{workload}-ceiling-r{rnd}-c{concurrency}-{client}"
-                 f"{'-profile' if profile_title else ''}", capture=True,
-            env=self.child_env())
-        after = self.server_cpu()
-        if rc != 0 or not out.strip():
-            raise RuntimeError(f"the ceiling child failed (exit {rc}); see {LOGS}")
-        if profile_title:
-            self.keep_profile_summary(profile_title)
-        data = json.loads(out.strip().splitlines()[-1])
-        cpu = {k: after[k] - before[k] for k in after}
-        cpu["tool"] = usage.cpu_s
-        return Measurement(workload, "ceiling", rnd, data["wall_s"], data["files"], data["bytes"],
-                           usage.rss_mb, concurrency, data["s3_requests"], data["azure_requests"],
-                           cpu, {"present": data["present"], "client": client}, container)
 
     def keep_profile_summary(self, title: str) -> None:
         """Keeps the CPU summary of a profiled child's run (from its .pstats), for the report."""
@@ -404,153 +257,6 @@ class Bench:
 
     # the no-op workload
 
-    def noop_workload(self) -> None:
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
-        from moto.server import ThreadedMotoServer
-
-        from shared.plan import window_months
-        from shared.paths import RECONCILE_STATE
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            self.moto_pid = None  # moto now runs inside this process
-            backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-            now = datetime.now(timezone.utc)
-            months = [f"{y:04d}/{m:02d}" for y, m in window_months(now, 1)]
-            sides: dict[int, tuple[str, str, History]] = {}
-            facts: dict[str, Any] = {"window_months": months, "datasets": len(NOOP_DATASETS), "histories": {}}
-            self.facts["noop"] = facts
-            for count in self.scale.histories:
-                h = history(count, now)
-                bucket, container = f"bench-noop-{count}-{self.run_tag}", self.new_container(f"noop-{count}")
-                begun = time.perf_counter()
-                backend.create_bucket(bucket, "eu-west-1")
-                for key, dataset in h.keys:
-                    backend.put_object(bucket, key, h.bodies[dataset])
-                s3_seed = time.perf_counter() - begun
-                lake_seed, rate = self.seed_lake(container, h)
-                self.write_reconcile(container, RECONCILE_STATE, now)
-                in_window = sum(1 for key, _ in h.keys if "/".join(key.split("/")[3:5]) in months)
-                facts["histories"][count] = {
-                    "s3_seed_s": s3_seed, "lake_seed_s": lake_seed, "lake_seed_per_s": rate,
-                    "months": len(h.months), "first_month": h.months[0], "last_month": h.months[-1],
-                    "in_window": in_window,
-                }
-                log.info("noop %d: seeded moto in %.1f s and the lake in %.1f s (%.0f blobs/s); %d keys in the window",
-                         count, s3_seed, lake_seed, rate, in_window)
-                sides[count] = (bucket, container, h)
-                # The first hourly run after seeding registers the window's files in Delta tables;
-                # measured separately, the later runs are the true no-ops.
-                warm = self.run_bridge(f"noop{count}", 0, bucket, endpoint, container)
-                facts["histories"][count]["warmup"] = {"wall_s": warm.wall_s, "files": warm.files,
-                                                        "tables_changed": warm.extra["tables_changed"],
-                                                        "mode": warm.extra["mode"]}
-                facts["histories"][count]["list_probe_s"] = self.list_probe(endpoint, bucket, container, h, months[-1])
-            best_ceiling: tuple[int, str] | None = None
-            for rnd in range(1, self.rounds + 1):
-                for count, (bucket, container, h) in sides.items():
-                    workload = f"noop{count}"
-                    expect = (facts["histories"][count]["in_window"], 0)
-                    for tool in TOOLS:
-                        if tool == "bridge":
-                            m = self.run_bridge(workload, rnd, bucket, endpoint, container)
-                            m.files = m.extra["present"]
-                            if m.extra["mode"] != "window" or m.files != expect[0]:
-                                self.note(workload, f"round {rnd}: bridge ran in {m.extra['mode']} mode and found "
-                                                    f"{m.files} files present (expected {expect[0]} in the window)")
-                        elif tool == "rclone":
-                            m = self.run_rclone(workload, rnd, bucket, endpoint, container, (count, 0), noop=True)
-                        elif best_ceiling is None:
-                            trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, "sdk"),
-                                                       noop_months=months) for c in (8, 16, 32)]
-                            m = min(trials, key=lambda t: t.wall_s)
-                            best_ceiling = (m.concurrency, "sdk")
-                            facts["ceiling_trials"] = {_setup(t): round(t.wall_s, 2) for t in trials}
-                        else:
-                            m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
-                                                 noop_months=months)
-                        self.measurements.append(m)
-                        log.info("%s r%d %-7s %6.2f s  files %d  S3 %s", workload, rnd, tool, m.wall_s, m.files,
-                                 m.s3_requests)
-            for count, (bucket, container, _) in sides.items():
-                self.rclone_census(f"noop{count}", bucket, endpoint, container, (count, 0), noop=True)
-            if self.args.profile:
-                for count, (bucket, container, _) in sides.items():
-                    self.run_bridge(f"noop{count}", 0, bucket, endpoint, container,
-                                    profile_title=f"== noop {count}: bridge no-op run under cProfile ==")
-            for _, container, _ in sides.values():
-                self.drop_container(container)
-        finally:
-            server.stop()
-            self.moto_pid = self.moto.process.pid
-
-    def seed_lake(self, container: str, h: History) -> tuple[float, float]:
-        """Writes every history key into the lake as the bridge would have left it (Put Blob + metadata).
-
-        Raw HTTP with a container SAS (no SDK overhead per request): Azurite is the limit.
-        """
-        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
-        from shared.demo.servers import AZURITE_ACCOUNT, AZURITE_KEY
-        from shared.sink.records import META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
-
-        sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
-                                     permission=ContainerSasPermissions(write=True, create=True),
-                                     expiry=datetime.now(timezone.utc) + timedelta(hours=6))
-        local = threading.local()
-        etags = {d: h.etag(d) for d in h.bodies}
-
-        def put(item: tuple[str, str]) -> None:
-            key, dataset = item
-            body = h.bodies[dataset]
-            connection = getattr(local, "connection", None)
-            if connection is None:
-                connection = local.connection = http.client.HTTPConnection("127.0.0.1", self.azurite.port, timeout=60)
-            headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06",
-                       "Content-Type": "application/vnd.apache.parquet", "Content-Length": str(len(body)),
-                       f"x-ms-meta-{META_SOURCE_ETAG}": etags[dataset],
-                       f"x-ms-meta-{META_SOURCE_SIZE}": str(len(body)),
-                       f"x-ms-meta-{META_SOURCE_KEY}": key, f"x-ms-meta-{META_RUN_ID}": "bench-seed"}
-            connection.request("PUT", f"/{AZURITE_ACCOUNT}/{container}/{key}?{sas}", body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 201:
-                raise RuntimeError(f"seeding {key}: HTTP {response.status}")
-
-        begun = time.perf_counter()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(put, h.keys))
-        seconds = time.perf_counter() - begun
-        return seconds, len(h.keys) / seconds
-
-    def write_reconcile(self, container: str, path: str, now: datetime) -> None:
-        blob = self.blob_service().get_blob_client(container, path)
-        blob.upload_blob(json.dumps({"completed_at": now.isoformat(), "run_id": "bench"}).encode(), overwrite=True)
-
-    def list_probe(self, endpoint: str, bucket: str, container: str, h: History, month: str) -> dict[str, float]:
-        """Median time of listing one window month folder of one dataset, on each side, alone.
-
-        The emulators' own cost per list call: it should not depend on how much history the
-        bucket or the container hold (it does not in S3 or Azure).
-        """
-        s3 = self.s3_client(endpoint)
-        blobs = self.blob_service().get_container_client(container)
-        prefix = "/".join(h.keys[0][0].split("/")[:3]) + f"/{month}/"
-        s3_times, blob_times = [], []
-        for _ in range(5):
-            begun = time.perf_counter()
-            s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-            s3_times.append(time.perf_counter() - begun)
-            begun = time.perf_counter()
-            list(blobs.list_blobs(name_starts_with=prefix, include=["metadata"]))
-            blob_times.append(time.perf_counter() - begun)
-        return {"s3": statistics.median(s3_times), "lake": statistics.median(blob_times)}
-
     def save(self, path: Path) -> None:
         data = {"args": vars(self.args), "rounds": self.rounds, "concurrency": self.concurrency,
                 "facts": self.facts, "notes": self.notes, "failures": self.failures,
@@ -603,43 +309,6 @@ class Bench:
         if not self.args.no_write:
             RESULTS.write_text(report)
             log.info("wrote %s", RESULTS)
-
-
-_DUMPED_REQUEST = re.compile(r" : (GET|PUT|HEAD|POST|DELETE|PATCH) (\S+) HTTP/1\.[01]$")
-
-
-def _rclone_requests(path: Path, s3_port: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Requests in an ``rclone --dump headers`` log: S3 ones by operation, Azure ones by method and comp.
-
-    Each dumped request is one log entry: the request line, then its headers (Host first), on
-    the lines after it; other goroutines' log lines never fall inside an entry.
-    """
-    from urllib.parse import parse_qs, urlsplit
-
-    s3: Counter[str] = Counter()
-    azure: Counter[str] = Counter()
-    lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(lines[:-1]):
-        match = _DUMPED_REQUEST.search(line)
-        host = lines[i + 1]
-        if match is None or not host.startswith("Host:"):
-            continue
-        method, target = match[1], urlsplit(match[2])
-        try:
-            port = int(host.rsplit(":", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        if port == s3_port:
-            object_level = target.path.strip("/").count("/") >= 1
-            kind = {("GET", False): "ListObjects", ("GET", True): "GetObject", ("HEAD", True): "HeadObject",
-                    ("HEAD", False): "HeadBucket", ("PUT", True): "PutObject"}.get((method, object_level), method)
-            s3[kind] += 1
-        else:
-            query = parse_qs(target.query)
-            comp = query.get("comp", [""])[0]
-            restype = query.get("restype", [""])[0]
-            azure[f"{method} {comp or restype or 'blob'}"] += 1
-    return dict(s3), dict(azure)
 
 
 # --- entry -------------------------------------------------------------------------------

@@ -76,18 +76,20 @@ def test_every_type_ignore_says_why() -> None:
     assert silent == [], "a type: ignore without an error code and a reason"
 
 
-def test_shared_has_no_module_over_400_lines_and_no_function_over_60() -> None:
-    """Units a newcomer can read whole (issue 19). bench/ is not held to it yet: bench/run.py and
-    bench/workers.py are still longer."""
+def test_no_module_over_400_lines_and_no_function_in_shared_over_60() -> None:
+    """Units a newcomer can read whole (issue 19). bench/'s functions are not held to 60 lines
+    yet (its report and its child processes' main functions are longer)."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     long_modules, long_functions = [], []
-    for path in sorted((root / "shared").rglob("*.py")):
+    for path in sorted([*(root / "shared").rglob("*.py"), *(root / "bench").rglob("*.py")]):
         text = path.read_text()
         if text.count("\n") > 400:
             long_modules.append(str(path.relative_to(root)))
+        if path.is_relative_to(root / "bench"):
+            continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None \
                     and node.end_lineno - node.lineno + 1 > 60:
