@@ -89,8 +89,8 @@ class Transport:
 
     def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
              body: bytes | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """The first answer the rules do not retry; raises TransportError when every attempt was
-        retried. An error status comes back with its body read (``response.data``).
+        """The first answer the rules do not retry; raises TransportError when every attempt got
+        one they would retry. An error status comes back with its body read (``response.data``).
 
         ``headers`` may be a function, called per attempt (signatures carry the time). With
         ``stream`` a success's body is left unread (the caller reads it and calls
@@ -118,12 +118,14 @@ class Transport:
                 error: BaseException | None = None
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 answer, error, problem = None, err, describe(err)
-            wait = self.rules.wait(attempt, answer, error) if attempt < self.rules.attempts else None
+            # Would the rules retry this? (Asked as of an attempt with one left, so that the last
+            # attempt's transient answer is reported as such, not handed back as final.)
+            wait = self.rules.wait(max(1, min(attempt, self.rules.attempts - 1)), answer, error)
             if wait is None and answer is not None:
                 return answer
             if answer is not None:
                 answer.release_conn()
-            if wait is None:
+            if wait is None or attempt >= self.rules.attempts:
                 status = None if answer is None else answer.status
                 raise TransportError(f"{method} {without_queries(url)}: {problem.rstrip()} (after {attempt} attempts)",
                                      status, None if answer is None else

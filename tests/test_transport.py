@@ -220,3 +220,47 @@ def test_lake_requests_are_retried_as_the_storage_sdk_retries() -> None:
     for answer in (_Answer(400), _Answer(403, "AuthorizationPermissionMismatch", "x-ms-error-code"), _Answer(404),
                    _Answer(409, "BlobAlreadyExists", "x-ms-error-code"), _Answer(412), _Answer(501), _Answer(505)):
         assert rules.wait(1, answer, None) is None, answer.status
+
+
+def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_status() -> None:
+    """A transient status every time (here 503 with S3's SlowDown): every attempt is made, then one
+    TransportError names the status, the service's code and the attempts; an answer the rules do
+    not retry (404) comes back to the caller at once."""
+    import http.server
+    import threading
+
+    calls: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            calls.append(self.path)
+            status = 404 if self.path.startswith("/gone") else 503
+            body = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code></Error>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Quick:
+        attempts = 3
+
+        def wait(self, attempt, answer, error):
+            return None if answer is not None and answer.status == 404 else 0.01
+
+    transport = Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
+    try:
+        with pytest.raises(TransportError) as raised:
+            transport.send("GET", f"http://127.0.0.1:{server.server_port}/bucket/key.parquet", headers={})
+        assert len(calls) == 3
+        assert raised.value.status == 503 and raised.value.code == "SlowDown"
+        assert "HTTP 503 SlowDown (after 3 attempts)" in str(raised.value)
+        answer = transport.send("GET", f"http://127.0.0.1:{server.server_port}/gone", headers={})
+        assert answer.status == 404 and len(calls) == 4
+    finally:
+        server.shutdown()
