@@ -169,8 +169,8 @@ def test_a_month_the_bridge_compacted_reads_in_spark(spark, stack, tmp_path, mon
     later = datetime.now(timezone.utc) + timedelta(days=62)
     make_publisher = Bridge.delta_publisher
 
-    def publisher_two_months_on(self, run_id: str):
-        publisher = make_publisher(self, run_id)
+    def publisher_two_months_on(self, run_id: str, **options):
+        publisher = make_publisher(self, run_id, **options)
         publisher.now = lambda: later
         return publisher
 
