@@ -25,8 +25,8 @@ def test_a_record_is_metadata_azure_accepts_and_reads_back_as_written() -> None:
     back = FileRecord.read(metadata)
     assert back.reason == "breaks its contract: column co2 is string, the contract says float second line ?"
     assert back == FileRecord(**{**record.__dict__, "reason": back.reason})
-    assert back.is_version("9b2cf535f27731c974343645a3985328", 4096)
-    assert not back.is_version("9b2cf535f27731c974343645a3985328", 4095)
+    assert FileRecord.names_version(metadata, "9b2cf535f27731c974343645a3985328", 4096)
+    assert not FileRecord.names_version(metadata, "9b2cf535f27731c974343645a3985328", 4095)
 
 
 def test_missing_and_malformed_fields_read_as_missing() -> None:

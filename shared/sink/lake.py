@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from azure.core import MatchConditions
@@ -46,14 +47,14 @@ class LakeEntry:
     metadata: dict[str, str]
     last_modified: datetime | None = None
 
-    @property
+    @cached_property
     def record(self) -> FileRecord:
-        """The file's ledger record, from its metadata."""
+        """The file's ledger record, from its metadata (read once)."""
         return FileRecord.read(self.metadata)
 
     def holds(self, source_etag: str, source_size: int) -> bool:
         """True when this blob is a verified copy of that exact source version."""
-        return self.record.is_version(source_etag, source_size)
+        return FileRecord.names_version(self.metadata, source_etag, source_size)
 
     def mirrors(self, source_etag: str, source_size: int) -> bool:
         """True when this blob at the mirrored path is that source version, whole: its metadata

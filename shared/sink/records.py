@@ -90,9 +90,11 @@ class FileRecord:
         }
         return {name: value for name, value in fields.items() if value is not None}
 
-    def is_version(self, source_etag: str, source_size: int) -> bool:
-        """True when the record names that exact source version."""
-        return self.source_etag == source_etag and self.source_size == source_size
+    @staticmethod
+    def names_version(metadata: Mapping[str, str], source_etag: str, source_size: int) -> bool:
+        """True when the record in ``metadata`` names that exact source version (read without the
+        rest of the record: the plan asks it of every listed blob)."""
+        return metadata.get(META_SOURCE_ETAG) == source_etag and _int(metadata.get(META_SOURCE_SIZE)) == source_size
 
     def same_write(self, other: FileRecord) -> bool:
         """True when both records come from one run's write of one source version."""
