@@ -113,11 +113,12 @@ class Transport:
                                          decode_content=False)
                 if answer.status < 400:
                     return answer
-                error_body = answer.data or b""  # an error's few bytes, read here so the rules can see its code
-                problem = f"HTTP {answer.status} {answer.headers.get('x-ms-error-code') or error_code(error_body) or ''}"
+                # An error's few bytes, read here so the rules (and the message) can see its code.
+                status, code = answer.status, answer.headers.get("x-ms-error-code") or error_code(answer.data or b"")
+                problem = f"HTTP {status} {code or ''}".rstrip()
                 error: BaseException | None = None
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                answer, error, problem = None, err, describe(err)
+                answer, error, problem, status, code = None, err, describe(err), None, None
             # Would the rules retry this? (Asked as of an attempt with one left, so that the last
             # attempt's transient answer is reported as such, not handed back as final.)
             wait = self.rules.wait(max(1, min(attempt, self.rules.attempts - 1)), answer, error)
@@ -126,10 +127,8 @@ class Transport:
             if answer is not None:
                 answer.release_conn()
             if wait is None or attempt >= self.rules.attempts:
-                status = None if answer is None else answer.status
-                raise TransportError(f"{method} {without_queries(url)}: {problem.rstrip()} (after {attempt} attempts)",
-                                     status, None if answer is None else
-                                     answer.headers.get('x-ms-error-code') or error_code(answer.data or b""))
+                raise TransportError(f"{method} {without_queries(url)}: {problem} (after {attempt} attempts)",
+                                     status, code)
             time.sleep(wait)
 
 
