@@ -14,10 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bench.data import NOOP_DATASETS, History, history
-from bench.measure import (
-    TOOLS,
-)
-from bench.report import _setup
+from bench.measure import TOOLS
+from bench.report import setup_label
 
 
 log = logging.getLogger("bench")
@@ -93,7 +91,7 @@ class NoopWorkload:
                                                        noop_months=months) for c in (8, 16, 32)]
                             m = min(trials, key=lambda t: t.wall_s)
                             best_ceiling = (m.concurrency, "sdk")
-                            facts["ceiling_trials"] = {_setup(t): round(t.wall_s, 2) for t in trials}
+                            facts["ceiling_trials"] = {setup_label(t): round(t.wall_s, 2) for t in trials}
                         else:
                             m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
                                                  noop_months=months)

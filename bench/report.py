@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from bench.run import Bench
 
 
-def _setup(m: Measurement) -> str:
+def setup_label(m: Measurement) -> str:
     if m.tool != "ceiling":
         return f"c{m.concurrency}"
     return f"c{m.concurrency} {m.extra.get('client', 'sdk')}"
@@ -135,7 +135,7 @@ def render(bench: Bench) -> str:
             vs_c = (ceiling.wall_s / r.wall_s) if (noop and ceiling) else (
                 r.files_per_s / ceiling.files_per_s if ceiling and ceiling.files_per_s else None)
             verify = "–" if r.verify_share is None else f"{r.verify_share * 100:.1f} % ({r.verify_s:.2f} s)"
-            tool_label = f"{tool} ({_setup(r.rounds[0])})" if tool == "ceiling" else tool
+            tool_label = f"{tool} ({setup_label(r.rounds[0])})" if tool == "ceiling" else tool
             out.append(
                 f"| {label} | {tool_label} | {r.wall_s:.2f} | {_rate(r.files_per_s)} | "
                 f"{'–' if noop else _f(r.mb_per_s)} | {_f(r.rss_mb, '.0f')} | "

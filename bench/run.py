@@ -36,7 +36,7 @@ from bench.measure import (
     machine_details, rss_mb,
 )
 from bench.noop import NoopWorkload
-from bench.report import _setup, profile_summary, render
+from bench.report import setup_label, profile_summary, render
 from bench.tools import Tools
 
 log = logging.getLogger("bench")
@@ -170,7 +170,7 @@ class Bench(Tools, NoopWorkload):
                               for setup in CEILING_TRIALS]
                     best = max(trials, key=lambda m: m.files_per_s)
                     best_ceiling = (best.concurrency, best.extra["client"])
-                    self.facts[workload]["ceiling_trials"] = {_setup(m): round(m.wall_s, 2) for m in trials}
+                    self.facts[workload]["ceiling_trials"] = {setup_label(m): round(m.wall_s, 2) for m in trials}
                     self.measurements.append(best)
                     continue
                 m = self._one_copy(workload, tool, rnd, bucket, endpoint, expect,
@@ -239,7 +239,7 @@ class Bench(Tools, NoopWorkload):
                 self.note(workload, f"round {rnd}: {tool} left {copied[0]} files / {copied[1]:,} bytes in the lake, "
                                     f"expected {expect[0]} / {expect[1]:,}")
             log.info("%s r%d %-7s %-9s %6.2f s  %7.1f files/s  %7.1f MB/s  rss %s", workload, rnd, tool,
-                     _setup(m), m.wall_s, m.files_per_s, m.mb_per_s,
+                     setup_label(m), m.wall_s, m.files_per_s, m.mb_per_s,
                      f"{m.rss_mb:.0f} MB" if m.rss_mb else "-")
             return m
         finally:

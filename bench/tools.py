@@ -10,12 +10,10 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench.data import OUT
-from bench.measure import (
-    LOGS, PROFILE, PROJECT_ROOT, Measurement,
-)
-
+from bench.measure import LOGS, PROFILE, PROJECT_ROOT, Measurement, Usage
 
 log = logging.getLogger("bench")
 
@@ -53,29 +51,33 @@ class Tools:
             config["env"]["BRIDGE_MAX_CONCURRENCY"] = str(concurrency)
         if profile_title:
             config.update(profile=str(PROFILE), title=profile_title)
-        before = self.server_cpu()
-        rc, out, usage, _ = self.procs.run(
-            [sys.executable, "-m", "bench.workers", "bridge", json.dumps(config)],
-            name=f"{workload}-bridge-r{rnd}{'-profile' if profile_title else ''}{f'-c{concurrency}' if concurrency else ''}",
-            capture=True,
-            env=self.child_env())
-        after = self.server_cpu()
-        if rc != 0 or not out.strip():
-            raise RuntimeError(f"the bridge child failed (exit {rc}); see {LOGS}/{workload}-bridge-r{rnd}.log")
-        if profile_title:
-            self.keep_profile_summary(profile_title)
-        data = json.loads(out.strip().splitlines()[-1])
+        name = f"{workload}-bridge-r{rnd}{'-profile' if profile_title else ''}{f'-c{concurrency}' if concurrency else ''}"
+        data, usage, cpu = self._child("bridge", config, name, profile_title)
         if data["failed"] or data["table_errors"] or data["status"] != "complete":
             self.note(workload, f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
                                 f"{data['table_errors']} table errors, {data['deferred']} deferred")
-        cpu = {k: after[k] - before[k] for k in after}
-        cpu["tool"] = usage.cpu_s
         extra = {k: data[k] for k in ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
                                       "listed_prefixes", "present", "quarantined", "tables_changed", "status",
                                       "vm_hwm_mb", "copy_hwm_mb")}
         return Measurement(workload, "bridge", rnd, data["wall_s"], data["files"], data["bytes"],
                            usage.rss_mb, data["concurrency"], data["s3_requests"],
                            data["azure_requests"], cpu, extra, container)
+
+    def _child(self, kind: str, config: dict[str, Any], name: str,
+               profile_title: str | None) -> tuple[dict[str, Any], Usage, dict[str, float]]:
+        """One ``bench.workers`` child: its JSON answer, its usage, and the CPU of every process
+        in the run (``tool``: the child's own; the servers' during it)."""
+        before = self.server_cpu()
+        rc, out, usage, _ = self.procs.run([sys.executable, "-m", "bench.workers", kind, json.dumps(config)],
+                                           name=name, capture=True, env=self.child_env())
+        after = self.server_cpu()
+        if rc != 0 or not out.strip():
+            raise RuntimeError(f"the {kind} child failed (exit {rc}); see {LOGS}/{name}.log")
+        if profile_title:
+            self.keep_profile_summary(profile_title)
+        cpu = {k: after[k] - before[k] for k in after}
+        cpu["tool"] = usage.cpu_s
+        return json.loads(out.strip().splitlines()[-1]), usage, cpu
 
     def rclone_conf(self, s3_endpoint: str) -> Path:
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
@@ -153,20 +155,8 @@ class Tools:
                   "mode": "noop" if noop_months else "copy", "months": noop_months or []}
         if profile_title:
             config.update(profile=str(PROFILE), title=profile_title)
-        before = self.server_cpu()
-        rc, out, usage, _ = self.procs.run(
-            [sys.executable, "-m", "bench.workers", "ceiling", json.dumps(config)],
-            name=f"{workload}-ceiling-r{rnd}-c{concurrency}-{client}"
-                 f"{'-profile' if profile_title else ''}", capture=True,
-            env=self.child_env())
-        after = self.server_cpu()
-        if rc != 0 or not out.strip():
-            raise RuntimeError(f"the ceiling child failed (exit {rc}); see {LOGS}")
-        if profile_title:
-            self.keep_profile_summary(profile_title)
-        data = json.loads(out.strip().splitlines()[-1])
-        cpu = {k: after[k] - before[k] for k in after}
-        cpu["tool"] = usage.cpu_s
+        name = f"{workload}-ceiling-r{rnd}-c{concurrency}-{client}{'-profile' if profile_title else ''}"
+        data, usage, cpu = self._child("ceiling", config, name, profile_title)
         return Measurement(workload, "ceiling", rnd, data["wall_s"], data["files"], data["bytes"],
                            usage.rss_mb, concurrency, data["s3_requests"], data["azure_requests"],
                            cpu, {"present": data["present"], "client": client}, container)
