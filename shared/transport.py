@@ -113,8 +113,10 @@ class Transport:
                                          decode_content=False)
                 if answer.status < 400:
                     return answer
-                # An error's few bytes, read here so the rules (and the message) can see its code.
-                status, code = answer.status, answer.headers.get("x-ms-error-code") or error_code(answer.data or b"")
+                # An error's few bytes, read here (a body cut off is no answer: retried) so that the
+                # rules and the message can see its code.
+                error_body = answer.data or b""
+                status, code = answer.status, answer.headers.get("x-ms-error-code") or error_code(error_body)
                 problem = f"HTTP {status} {code or ''}".rstrip()
                 error: BaseException | None = None
             except (urllib3.exceptions.HTTPError, OSError) as err:

@@ -225,7 +225,8 @@ def test_lake_requests_are_retried_as_the_storage_sdk_retries() -> None:
 def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_status() -> None:
     """A transient status every time (here 503 with S3's SlowDown): every attempt is made, then one
     TransportError names the status, the service's code and the attempts; an answer the rules do
-    not retry (404) comes back to the caller at once."""
+    not retry (404) comes back to the caller at once, its body read, and one whose body is cut
+    off is retried as no answer."""
     import http.server
     import threading
 
@@ -234,12 +235,15 @@ def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_sta
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the standard library's name
             calls.append(self.path)
-            status = 404 if self.path.startswith("/gone") else 503
+            status = 404 if self.path.startswith(("/gone", "/cut")) else 503
             body = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code></Error>"
             self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + (100 if self.path.startswith("/cut") else 0)))
+            if self.path.startswith("/cut"):
+                self.send_header("x-ms-error-code", "BlobNotFound")  # the code in a header, as Azure sends it
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body)  # under /cut, the connection closes short of the body's length
 
         def log_message(self, *args: object) -> None:
             pass
@@ -262,5 +266,11 @@ def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_sta
         assert "HTTP 503 SlowDown (after 3 attempts)" in str(raised.value)
         answer = transport.send("GET", f"http://127.0.0.1:{server.server_port}/gone", headers={})
         assert answer.status == 404 and len(calls) == 4
+        # An error whose body is cut off is no answer: retried like a reset, even when the service
+        # put its code in a header (streamed too, where the caller would read the body later).
+        for stream in (False, True):
+            with pytest.raises(TransportError, match=r"after 3 attempts"):
+                transport.send("GET", f"http://127.0.0.1:{server.server_port}/cut", headers={}, stream=stream)
+        assert len(calls) == 10
     finally:
         server.shutdown()
