@@ -3,7 +3,8 @@
 moto and Azurite answer on loopback in microseconds, so no other benchmark sees a run's
 sequential round trips. Here a proxy on each side (bench/latency_proxy.py) adds a fixed round
 trip to every request and a new connection, and counts the requests that cross it. Two
-workloads, on a bucket holding every dataset of Haltian's schema reference (legacy and v1):
+workloads, on a bucket holding every dataset of Haltian's schema reference (legacy and v1), with
+moto serving S3 over connections kept open, as S3 does (bench/s3_server.py):
 
 * **first run into an empty lake** (the backfill of the history): the bridge's
   ``python -m shared run`` and ``rclone copy`` alternate, each into a fresh container; files/s.
@@ -85,11 +86,13 @@ class LatencyBench:
     # servers and clients
 
     def start(self) -> None:
-        self.moto = self.procs.start_server(servers.moto_server())
+        port = servers.free_port()  # moto as S3 serves it: connections kept open (bench/s3_server.py)
+        self.moto = self.procs.start_server(servers.Server(
+            "moto S3 server (keep-alive)", [sys.executable, "-m", "bench.s3_server", str(port)], port,
+            probe_path="/moto-api/"))
         self.azurite = self.procs.start_server(servers.azurite())
-        port = lambda url: int(url.rsplit(":", 1)[1])  # noqa: E731
-        self.s3_proxy = LatencyProxy("s3", ("127.0.0.1", port(self.moto.url)), self.args.s3_ms)
-        self.lake_proxy = LatencyProxy("lake", ("127.0.0.1", port(self.azurite.url)), self.args.lake_ms)
+        self.s3_proxy = LatencyProxy("s3", ("127.0.0.1", self.moto.port), self.args.s3_ms)
+        self.lake_proxy = LatencyProxy("lake", ("127.0.0.1", self.azurite.port), self.args.lake_ms)
         self.connection_string = (
             f"DefaultEndpointsProtocol=http;AccountName={servers.AZURITE_ACCOUNT};AccountKey={servers.AZURITE_KEY};"
             f"BlobEndpoint={self.lake_proxy.url}/{servers.AZURITE_ACCOUNT};")
