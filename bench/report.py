@@ -300,7 +300,8 @@ def _rate(value: float) -> str:
 
 def _stage(name: str) -> str:
     return {"plan_run": "plan (list S3 and lake)", "_copy_all": "copy + verify",
-            "_sync_tables": "Delta tables", "_write_manifest": "manifest"}.get(name, name)
+            "_sync_tables": "Delta tables", "_finish_tables": "Delta tables after the last copy",
+            "_write_manifest": "manifest"}.get(name, name)
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -127,7 +127,7 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
 
     def timed(name: str, function: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if name == "_sync_tables":  # the peak of everything before the tables: planning and copying
+            if name == "_finish_tables":  # the peak of planning and copying (and the table syncs begun meanwhile)
                 copy_hwm.append(_usage()["vm_hwm_mb"])
             begun = time.perf_counter()
             try:
@@ -136,7 +136,7 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
                 stages[name] += time.perf_counter() - begun
         return wrapper
 
-    for name in ("plan_run", "_copy_all", "_sync_tables", "_write_manifest"):
+    for name in ("plan_run", "_copy_all", "_finish_tables", "_write_manifest"):
         setattr(run_module, name, timed(name, getattr(run_module, name)))
 
     profiler = ThreadProfiler() if config.get("profile") else None

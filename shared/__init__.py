@@ -32,9 +32,10 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     verify/accepted     contracts an operator accepted, kept in the lake
 
   publishing: the Delta tables in _tables/, derived from the mirror
+    tables/stage        the run's table stage: each table synced once its dataset's files are copied
     tables/delta        one table per layout and dataset: sync, create, overwrite, compact
     tables/ledger       the log as the bridge reads it: delivered source versions, appendability
-    tables/append       streamed appends and the bridge's own commits
+    tables/append       streamed appends and overwrites, and the bridge's own commits
     tables/rows         a file's rows in the table's one schema, with lineage columns
     tables/types, tables/evolution, tables/facts
                         Arrow to Delta types; which files can join; a file's facts from its footer

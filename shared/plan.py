@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from datetime import datetime, timezone
 from enum import Enum
 
+from shared.haltian.contracts import snapshots_first
 from shared.haltian.keys import parse_key
 from shared.model import FULL, PARTITION, WINDOW, Plan, WorkItem
 from shared.paths import quarantined as quarantine_path
@@ -121,7 +122,11 @@ def make_plan(
         kept = [item for item in plan.items if item.key.month_folder not in leased]
         plan.leased = len(plan.items) - len(kept)
         plan.items = kept
-    plan.items.sort(key=lambda item: (item.key.window_start, item.key.key))
+    # Oldest first (the lag of every dataset shrinks alike when the time budget ends a run); within
+    # a window, snapshot datasets first: a table syncs once its dataset's files are copied
+    # (shared.tables.stage), and theirs take longest.
+    plan.items.sort(key=lambda item: (item.key.window_start, *snapshots_first(item.key.layout, item.key.dataset),
+                                      item.key.key))
     return plan
 
 

@@ -22,12 +22,11 @@ from azure.core.exceptions import AzureError
 from shared import logs, telemetry
 from shared.copy import CopyContext, Guard, copy_file
 from shared.errors import TransientError, describe
-from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.manifest import index
 from shared.manifest.build import build_manifest
 from shared.manifest.recover import index_stopped, write_interrupted
 from shared.model import (
-    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, TableFile, WorkItem,
+    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, WorkItem,
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
@@ -44,7 +43,7 @@ from shared.sink.lock import (
 )
 from shared.source.s3 import S3Source, check_access, make_s3_client
 from shared.tables.delta import DeltaPublisher
-from shared.tables.sources import candidate
+from shared.tables.stage import TableStage
 from shared.verify.schema import SchemaJudge
 
 log = logging.getLogger(__name__)
@@ -165,12 +164,15 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
         publisher = bridge.delta_publisher(run_id, guard=lock.check)
         copying = CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, run_id), run_id, lock.check,
                               server_side=settings.copy_mode == "server")
-        _copy_all(bridge, plan.items, copying, deadline, result, progress)
-        if plan.mode == RELEASE:
-            lock.check()
-            _leave_quarantine(bridge.lake, plan, result)
-        _log_drift(result)
-        result.tables = _sync_tables(bridge, plan, result, publisher)
+        with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-delta",
+                                **_run_threads()) as syncing:
+            tables = TableStage(plan, publisher, syncing)
+            _copy_all(bridge, plan.items, copying, deadline, result, progress, tables)
+            if plan.mode == RELEASE:
+                lock.check()
+                _leave_quarantine(bridge.lake, plan, result)
+            _log_drift(result)
+            result.tables = _finish_tables(tables)
         result.finished_at = datetime.now(timezone.utc)
         _recover(bridge, plan, result, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
@@ -228,9 +230,10 @@ def _log_drift(result: RunResult) -> None:
 
 
 def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadline: float, result: RunResult,
-              progress: Progress | None) -> None:
-    """Copies the plan's files concurrently; a lost lock stops it (files in flight finish or are
-    abandoned at their guard, the rest never start) and is raised."""
+              progress: Progress | None, tables: TableStage) -> None:
+    """Copies the plan's files concurrently, telling ``tables`` of each one done (a dataset's table
+    syncs once its last file is); a lost lock stops it (files in flight finish or are abandoned
+    at their guard, the rest never start) and is raised."""
     def task(item: WorkItem) -> FileOutcome | None:
         copying.guard()
         if time.monotonic() >= deadline:
@@ -252,6 +255,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadl
                 raise
             if outcome is None:
                 result.deferred[(item.key.layout, item.key.dataset)] += 1
+                tables.copied(item, None)
                 continue
             if outcome.content is not None:
                 if outcome.action == PUBLISHED and kept + len(outcome.content) <= TABLE_BYTES_KEPT:
@@ -259,6 +263,7 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadl
                 else:
                     outcome.content = None
             result.outcomes.append(outcome)
+            tables.copied(item, outcome)
             done_files += 1
             done_bytes += item.source.size
             if progress is not None:
@@ -266,34 +271,9 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadl
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _sync_tables(bridge: Bridge, plan: Plan, result: RunResult, publisher: DeltaPublisher) -> list[TableChange]:
-    """Delivers to every dataset's table the source versions mirrored in the lake that it has not
-    been given: the verified copies the plan listed (which finishes the work of a run that
-    crashed between publishing and committing) and the files this run published.
-    """
-    candidates: dict[str, TableFile] = {}
-    for path, entry in plan.mirrored.items():
-        if (listed := candidate(entry)) is not None:
-            candidates[path] = listed
-    for outcome in result.outcomes:
-        if outcome.action == PUBLISHED:
-            key = outcome.item.key
-            candidates[key.key] = TableFile(key, outcome.bytes, outcome.item.source.etag, None, outcome.table,
-                                            outcome.content)
-            outcome.content = None
-    by_table: dict[tuple[str, str], list[TableFile]] = {}
-    for file in candidates.values():
-        by_table.setdefault((file.key.layout, file.key.dataset), []).append(file)
-    if not by_table:
-        return []
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-delta",
-                            **_run_threads()) as executor:
-        # Snapshot tables first: their overwrites go through delta-rs (many round trips each), so
-        # the measurement tables' quick appends fill the threads around them.
-        order = sorted(by_table, key=lambda name: (dataset_kind(*name) == MEASUREMENT, name))
-        changes = list(executor.map(publisher.sync, (by_table[name] for name in order)))
-    return sorted((change for change in changes if change.changed or change.excluded or change.error),
-                  key=lambda change: (change.layout, change.dataset))
+def _finish_tables(tables: TableStage) -> list[TableChange]:
+    """The table syncs still running when the last copy ended, waited for."""
+    return tables.finish()
 
 
 def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:

@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -23,6 +24,8 @@ from shared.sink.lake import ALWAYS, write_id
 from shared.sink.records import META_RUN_ID
 from shared.paths import LOCK_PATH
 from shared.sink.lock import LockLost, RunLock
+from shared.tables.delta import DeltaPublisher
+from shared.tables.stage import TableStage
 from shared.verify.schema import SchemaJudge
 from tests import crashcheck
 from tests.faultproxy import DELAY, PASS, FaultProxy
@@ -338,8 +341,6 @@ def _change(stack, key: str, rows: int) -> None:
 
 
 def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after_a_crash(stack, monkeypatch) -> None:
-    import shared.run as run_module
-
     keys = seed_hours(stack, 3)
     bridge = stack.bridge()
     run_once(bridge)
@@ -349,7 +350,7 @@ def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after
         raise Crash()
 
     with monkeypatch.context() as patched:
-        patched.setattr(run_module, "_sync_tables", crash)  # dies after publishing, before the table commit
+        patched.setattr(DeltaPublisher, "sync", crash)  # dies after publishing, before the table commit
         with pytest.raises(Crash):
             run_once(bridge)
     assert check_tables_match_blobs(stack) > 0
@@ -361,14 +362,16 @@ def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after
 
 
 def test_healing_from_a_listing_older_than_another_writers_commit_never_puts_an_old_size_back(stack) -> None:
-    from shared.run import _sync_tables
-
     keys = seed_hours(stack, 3)
     bridge = stack.bridge()
     slow = run_once(bridge)  # a slow run published these files; its table commit comes late ...
     _change(stack, keys[1], 300)
     run_once(bridge)  # ... after another run replaced one of them and committed its table
-    _sync_tables(bridge, slow.plan, slow, bridge.delta_publisher(slow.run_id))  # the slow run's commit
+    with ThreadPoolExecutor(2) as pool:  # the slow run's commit, from what it listed and copied
+        tables = TableStage(slow.plan, bridge.delta_publisher(slow.run_id), pool)
+        for outcome in slow.outcomes:
+            tables.copied(outcome.item, outcome)
+        tables.finish()
     assert check_tables_match_blobs(stack) > 0
     check_promise(stack)
 

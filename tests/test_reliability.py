@@ -58,7 +58,7 @@ def run_killed_before_tables(stack, monkeypatch, **overrides: str) -> None:
         raise HostKilled()
 
     with monkeypatch.context() as patched, pytest.raises(HostKilled):
-        patched.setattr("shared.run._sync_tables", crash)
+        patched.setattr("shared.tables.delta.DeltaPublisher.sync", crash)
         run_once(stack.bridge(**overrides))
 
 

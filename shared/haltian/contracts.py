@@ -104,6 +104,12 @@ def dataset_kind(layout: str, dataset: str) -> str:
     return RELATIONSHIP if dataset.endswith("Devices") else ENTITY
 
 
+def snapshots_first(layout: str, dataset: str) -> tuple[bool, str, str]:
+    """A sort key: entity and relationship datasets (full snapshots) before measurements. A
+    snapshot table's sync takes longest (its overwrite goes through delta-rs), so it starts first."""
+    return dataset_kind(layout, dataset) == MEASUREMENT, layout, dataset
+
+
 #: Time zone names that all mean UTC; Arrow writers spell it each of these ways.
 UTC_NAMES = frozenset({"utc", "etc/utc", "etc/uct", "uct", "zulu", "etc/zulu", "z", "+00:00", "-00:00", "+0000",
                        "gmt", "etc/gmt", "+00"})
