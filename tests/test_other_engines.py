@@ -114,6 +114,46 @@ def test_rows_another_engine_deleted_stay_deleted(spark, stack, written, tmp_pat
     mirror_is_whole(stack, objects, 2)
 
 
+def deliver_snapshot(stack, hours_after_seed: int, seed: int) -> tuple[str, bytes]:
+    """Haltian delivers a new ``device`` snapshot (after the seeded ones and the fixture's hours)."""
+    at = BucketSpec().end + timedelta(hours=hours_after_seed)
+    key = legacy_key(ORG, "device", at)
+    data = parquet_bytes(make_table(legacy_schema("device"), 4, at, random.Random(seed)))
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
+    return key, data
+
+
+def test_a_snapshot_the_bridge_overwrote_itself_reads_in_spark_and_survives_sparks_rewrite(
+        spark, stack, written, tmp_path) -> None:
+    """The bridge commits an hourly snapshot's overwrite itself (it removes the old snapshot's
+    file); Spark reads the new snapshot and time-travels to the old one. After Spark rewrites the
+    file (a DELETE: its statistics cut the key to 32 characters, so the log no longer shows whose
+    rows the file holds), the next snapshot goes through delta-rs and still replaces it whole."""
+    objects, _ = written
+    before = table(stack, "legacy_device")
+    key, data = deliver_snapshot(stack, 20, seed=41)
+    assert run_once(stack.bridge()).exit_code == 0
+    after = table(stack, "legacy_device")
+    assert after.version() == before.version() + 1
+    assert after.history(1)[0].get("engineInfo") == "haltian-azure-bridge"  # the bridge's own commit
+    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path), file_rows(data, key))
+    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path,
+                                version=before.version()), table_rows(before))
+
+    gone = min(pq.read_table(io.BytesIO(data)).column("id").to_pylist())
+    spark_on_lake(spark, stack.container, f"{TABLES}/legacy_device",
+                  "DELETE FROM {table} WHERE id = '%s'" % gone, tmp_path=tmp_path)
+    assert len(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path)) == len(file_rows(data, key)) - 1
+    newer, newer_data = deliver_snapshot(stack, 21, seed=42)
+    result = run_once(stack.bridge(), full=True)
+    assert result.exit_code == 0
+    assert table(stack, "legacy_device").history(1)[0].get("engineInfo", "").startswith("delta-rs")
+    assert same_rows(table_rows(table(stack, "legacy_device")), file_rows(newer_data, newer))
+    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path),
+                     file_rows(newer_data, newer))
+    mirror_is_whole(stack, objects, 2)
+
+
 def test_vacuum_at_zero_retention_removes_nothing_the_bridge_needs(spark, stack, written, tmp_path) -> None:
     objects, co2 = written
     run = spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}", "OPTIMIZE {table}",

@@ -499,6 +499,90 @@ def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_f
     assert all(not t.changed for t in run_once(bridge).tables)
 
 
+def test_an_hourly_snapshot_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
+    """A new snapshot for a table that exists, in a lake of one organization: no delta-rs load or
+    scan of the old rows (about forty round trips at a cloud's latency). One listing of the log,
+    its files read at once, one data file, one commit that removes the old snapshot's file and
+    adds the new one. delta-rs, DuckDB and a plain replay of the log all read the new snapshot's
+    rows only, and the old ones by time travel."""
+    stack.seed(BucketSpec(**SPEC, bad_files=False))
+    bridge = stack.bridge()
+    run_once(bridge)
+    before = table(stack, "legacy_device")
+    rows_before = table_rows(before)
+    key, data = put_this_hour(stack, "device", 4, seed=11)
+    requests: Counter = Counter()
+    reads: list[str] = []
+
+    def rule(method: str, path: str) -> str:
+        if "legacy_device/" in unquote(path):
+            requests["list" if list_prefix(method, path) is not None else method] += 1
+            if method == "GET" and list_prefix(method, path) is None:
+                reads.append(unquote(path))
+        return PASS
+
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
+    try:
+        result = run_once(bridge_for(proxied_env(stack, None, proxy)))
+    finally:
+        proxy.close()
+    change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "device")
+    assert change.error is None and change.added == [key] and change.version == before.version() + 1
+    assert requests["list"] == 1 and requests["PUT"] == 2, requests  # the data file, the commit
+    assert reads and all("/_delta_log/" in path for path in reads), reads  # the log only: no data file read
+    assert set(requests) <= {"list", "GET", "PUT"}, requests
+    previous = sorted({row["_source_key"] for row in rows_before})
+    assert len(previous) == 1 and change.removed == previous
+
+    after = table(stack, "legacy_device")
+    assert after.version() == change.version
+    assert same_rows(table_rows(after), file_rows(data, key))
+    local = download_table(stack, "legacy_device", tmp_path / "legacy_device")
+    by_duckdb = duckdb_connection().execute(
+        "SELECT _source_key, count(*) FROM delta_scan(?) GROUP BY _source_key", [str(local)]).fetchall()
+    assert by_duckdb == [(key, pq.read_metadata(io.BytesIO(data)).num_rows)]
+    actions, live = log_replay(stack, "legacy_device")
+    commit = [a for a in actions if "txn" in a and key in a["txn"]["appId"]]
+    assert len(commit) == 1 and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    assert sorted(live) == sorted(p.split("legacy_device/", 1)[1] for p in after.file_uris())
+    assert not orphans(stack, "legacy_device")
+    after.load_as_version(before.version())
+    assert same_rows(table_rows(after), rows_before)
+    assert all(not t.changed for t in run_once(bridge).tables)
+
+
+def test_a_snapshot_table_whose_files_mix_organizations_is_overwritten_by_delta_rs() -> None:
+    """The bridge's own overwrite removes whole files, so only files whose statistics bound every
+    ``_source_key`` within one organization's folder (truncated bounds too: every string between
+    two with a common prefix has it), and count no null key, let it; anything else goes through
+    delta-rs's writer, which reads the rows and keeps the other organizations'."""
+    ours, other = "0b7f3c1e-2d4a-4c5b-8e9f-1a2b3c4d5e6f", "5c9d7e1f-3a2b-4c4d-9e8f-7a6b5c4d3e2f"
+
+    def add(low: str | None, high: str | None, nulls: int = 0, path: str = "part-1.parquet") -> dict:
+        stats = {"numRecords": 3, "nullCount": {"_source_key": nulls}, "minValues": {}, "maxValues": {}}
+        if low is not None:
+            stats["minValues"]["_source_key"], stats["maxValues"]["_source_key"] = low, high
+        return {"path": path, "size": 10, "partitionValues": {}, "stats": json.dumps(stats)}
+
+    def removed(*adds: dict) -> list[dict] | None:
+        log = TableLog(3, {"minReaderVersion": 1, "minWriterVersion": 2}, {"partitionColumns": []}, {},
+                       Delivered(3, {}), {a["path"]: a for a in adds})
+        return log.replaced_by([ours])
+
+    key = f"parquet/{ours}/device/2026/11/2026_11_02_05_device.parquet"
+    truncated = (f"parquet/{ours}/device/2026/11/2026", f"parquet/{ours}/device/2026/11/2027")  # delta-rs's bounds
+    assert removed(add(key, key)) == [add(key, key)]
+    assert removed(add(*truncated)) == [add(*truncated)]
+    assert removed(add(key, key), add(*truncated, path="part-2.parquet")) is not None
+    assert removed(add(f"parquet/{ours}/device/x", f"parquet/{other}/device/x")) is None  # two organizations
+    assert removed(add(key, key), add(f"parquet/{other}/d", f"parquet/{other}/d", path="p2")) is None
+    assert removed(add(f"parquet/{ours[:20]}", f"parquet/{ours[:20]}~")) is None  # bounds cut inside the name
+    assert removed(add(key, key, nulls=1)) is None  # rows without a key do not match the predicate
+    assert removed(add(None, None)) is None  # no bounds
+    assert removed({"path": "p", "size": 1, "partitionValues": {}}) is None  # no statistics
+    assert removed() == []
+
+
 def test_a_commit_whose_answer_is_lost_is_known_as_its_own(stack) -> None:
     """The bridge's Put Blob of a commit lands, but the connection drops before its answer: the
     retry finds the version taken, reads it, recognises its own commit, and keeps its data file

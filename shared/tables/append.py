@@ -16,6 +16,9 @@ files itself, as delta-rs would name and lay them out:
   (:func:`append_streamed`), or, when the table's log asks nothing more of a writer, by the bridge
   itself (:func:`commit_append`: the hourly case, with no delta-rs load of the table).
 
+A snapshot table's hourly overwrite is written the same way when its log shows which files hold
+the rows it replaces (:func:`commit_overwrite`): one data file, one commit removing those files.
+
 A file uploaded by a write whose commit fails is deleted; one left by a crash is in no commit,
 so no reader sees it (a VACUUM removes it).
 """
@@ -65,12 +68,15 @@ class DataFile:
 
     path: str
     local: Path
-    month: str
+    month: str | None  # its month partition; None in an unpartitioned (snapshot) table
     stats: str
 
+    @property
+    def partition_values(self) -> dict[str, str]:
+        return {} if self.month is None else {SOURCE_MONTH: self.month}
+
     def add_action(self, modified_ms: int) -> AddAction:
-        return AddAction(self.path, self.local.stat().st_size, {SOURCE_MONTH: self.month}, modified_ms, True,
-                         self.stats)
+        return AddAction(self.path, self.local.stat().st_size, self.partition_values, modified_ms, True, self.stats)
 
 
 class FileStats:
@@ -143,9 +149,10 @@ def streamable(table: DeltaTable) -> bool:
                    for field in table.schema().fields)
 
 
-def write_month_files(batches: Iterator[tuple[str, pa.RecordBatch]], schema: pa.Schema,
+def write_month_files(batches: Iterator[tuple[str | None, pa.RecordBatch]], schema: pa.Schema,
                       scratch: Path) -> list[DataFile]:
-    """Writes ``(month, batch)`` pairs (grouped by month, in order) into one data file per month."""
+    """Writes ``(month, batch)`` pairs (grouped by month, in order) into one data file per month
+    (month None: one file outside any partition)."""
     files: list[DataFile] = []
     writer: _MonthWriter | None = None
     for month, batch in batches:
@@ -159,18 +166,19 @@ def write_month_files(batches: Iterator[tuple[str, pa.RecordBatch]], schema: pa.
     return files
 
 
-def data_file_schema(schema: pa.Schema) -> pa.Schema:
-    """The columns of a data file of a table of ``schema``: all but the partition column (its value
-    is in the add action, as Delta lays partitions out), the lineage columns as dictionaries."""
+def data_file_schema(schema: pa.Schema, partitioned: bool = True) -> pa.Schema:
+    """The columns of a data file of a table of ``schema``: all but the partition column of a
+    partitioned table (its value is in the add action, as Delta lays partitions out), the lineage
+    columns as dictionaries."""
     return pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=True)
-                      if f.name in LINEAGE else f for f in schema if f.name != SOURCE_MONTH])
+                      if f.name in LINEAGE else f for f in schema if not (partitioned and f.name == SOURCE_MONTH)])
 
 
 class _MonthWriter:
-    def __init__(self, month: str, schema: pa.Schema, scratch: Path) -> None:
+    def __init__(self, month: str | None, schema: pa.Schema, scratch: Path) -> None:
         self.month = month
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        self.path = f"{SOURCE_MONTH}={month}/{name}"
+        self.path = name if month is None else f"{SOURCE_MONTH}={month}/{name}"
         self.local = scratch / name
         self.schema = schema
         self.stats = FileStats(schema)
@@ -253,49 +261,85 @@ def commit_append(lake: Lake, guard: Callable[[], None], folder: str, version: i
     """
     with tempfile.TemporaryDirectory(prefix="haltian-append-") as scratch:
         files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch))
-        modified = now_ms()
-        body = commit_body(files, transactions, run_id, modified)
+        body = commit_body(files, transactions, run_id, now_ms())
+    commit_own(lake, guard, folder, version, body, uploaded)
+    return [f.month for f in files if f.month is not None]
+
+
+def commit_overwrite(lake: Lake, guard: Callable[[], None], folder: str, version: int,
+                     local: list[tuple[TableFile, Path]], schema: pa.Schema, transactions: list[tuple[str, int]],
+                     run_id: str, predicate: str, removed: list[dict[str, Any]]) -> None:
+    """A snapshot table's overwrite committed by the bridge itself, as :func:`commit_append`: the
+    rows of ``local`` in one data file (the table is not partitioned), and one commit that adds it
+    and removes ``removed`` (live add actions whose rows all match ``predicate``). For a table whose
+    log :meth:`~shared.tables.ledger.TableLog.overwritable` allows it and shows what to remove
+    (:meth:`~shared.tables.ledger.TableLog.replaced_by`).
+
+    Raises:
+        CommitConflict: another writer committed ``version`` first (the file is deleted).
+    """
+    with tempfile.TemporaryDirectory(prefix="haltian-overwrite-") as scratch:
+        files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch), partitioned=False)
+        body = commit_body(files, transactions, run_id, now_ms(), overwrite=(predicate, removed))
+    commit_own(lake, guard, folder, version, body, uploaded)
+
+
+def commit_own(lake: Lake, guard: Callable[[], None], folder: str, version: int, body: bytes,
+               uploaded: list[str]) -> None:
+    """Puts the log's commit ``version`` (``body``) only while there is none (``If-None-Match: *``,
+    the mutual exclusion every Delta writer on Azure relies on). The data files in ``uploaded``
+    are deleted when it cannot land; after any other error it may have landed, so they stay.
+
+    Raises:
+        CommitConflict: another writer committed ``version`` first.
+    """
     name = f"{folder}{DELTA_LOG}{version:020d}.json"
     try:
         guard()
         lake.put(name, body, metadata={}, condition=IF_MISSING)
     except PublishConflict as err:
         if lake.read_bytes(name) == body:  # this very commit, retried after a lost answer
-            return [f.month for f in files]
+            return
         _delete_quietly(lake, uploaded)
         raise CommitConflict(f"another writer committed version {version} first") from err
-    except LockLost:  # nothing committed; after any other error the commit may have landed, so the files stay
+    except LockLost:  # nothing committed
         _delete_quietly(lake, uploaded)
         raise
-    return [f.month for f in files]
 
 
 class CommitConflict(TransientError):
     """Another writer committed the table's next version first: read the log again, try again."""
 
 
-def commit_body(files: list[DataFile], transactions: list[tuple[str, int]], run_id: str, modified_ms: int) -> bytes:
-    """A Delta commit (newline-delimited JSON actions) adding ``files`` with these app transactions."""
+def commit_body(files: list[DataFile], transactions: list[tuple[str, int]], run_id: str, modified_ms: int,
+                overwrite: tuple[str, list[dict[str, Any]]] | None = None) -> bytes:
+    """A Delta commit (newline-delimited JSON actions) adding ``files`` with these app transactions;
+    with ``overwrite`` (a predicate, and the live add actions of the files whose rows all match
+    it), an overwrite that removes those files."""
+    mode: dict[str, str] = {"mode": "Append"} if overwrite is None else {"mode": "Overwrite", "predicate": overwrite[0]}
     actions: list[dict[str, Any]] = [{"commitInfo": {
-        "timestamp": modified_ms, "operation": "WRITE", "operationParameters": {"mode": "Append"},
-        "isBlindAppend": True, "engineInfo": "haltian-azure-bridge", "haltian_run_id": run_id}}]
+        "timestamp": modified_ms, "operation": "WRITE", "operationParameters": mode,
+        "isBlindAppend": overwrite is None, "engineInfo": "haltian-azure-bridge", "haltian_run_id": run_id}}]
     actions += [{"txn": {"appId": app_id, "version": number, "lastUpdated": modified_ms}}
                 for app_id, number in transactions]
-    actions += [{"add": {"path": f.path, "partitionValues": {SOURCE_MONTH: f.month}, "size": f.local.stat().st_size,
+    actions += [{"remove": {"path": add["path"], "deletionTimestamp": modified_ms, "dataChange": True,
+                            "extendedFileMetadata": True, "partitionValues": add.get("partitionValues") or {},
+                            "size": add["size"]}} for add in (overwrite[1] if overwrite else [])]
+    actions += [{"add": {"path": f.path, "partitionValues": f.partition_values, "size": f.local.stat().st_size,
                          "modificationTime": modified_ms, "dataChange": True, "stats": f.stats}} for f in files]
     return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
 
 
 def _write_and_upload(lake: Lake, guard: Callable[[], None], folder: str, local: list[tuple[TableFile, Path]],
-                      schema: pa.Schema, scratch: Path) -> tuple[list[DataFile], list[str]]:
-    """The month files of ``local``'s rows, written to ``scratch`` and uploaded into ``folder``
-    (``guard`` called before each upload and after the last); on any failure the uploaded ones
-    are deleted."""
-    streamed = data_file_schema(schema)
+                      schema: pa.Schema, scratch: Path, partitioned: bool = True) -> tuple[list[DataFile], list[str]]:
+    """The month files of ``local``'s rows (one file when not ``partitioned``), written to
+    ``scratch`` and uploaded into ``folder`` (``guard`` called before each upload and after the
+    last); on any failure the uploaded ones are deleted."""
+    streamed = data_file_schema(schema, partitioned)
     ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
     uploaded: list[str] = []
-    files = write_month_files(((month_of(f.key), batch) for f, batch in file_batches(ordered, streamed)),
-                              streamed, scratch)
+    files = write_month_files(((month_of(f.key) if partitioned else None, batch)
+                               for f, batch in file_batches(ordered, streamed)), streamed, scratch)
     try:
         for data_file in files:
             guard()

@@ -18,8 +18,10 @@ rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
   snapshot older than the table's never replaces it.
 
 A plain append (no replaced file, no new column, nothing a writer must enforce) is streamed by
-the bridge itself (:mod:`shared.tables.append`) and holds a row group at a time; everything else
-goes through delta-rs's writer, which holds its input until it commits.
+the bridge itself (:mod:`shared.tables.append`) and holds a row group at a time; so is a snapshot's
+overwrite whose log shows which files hold the rows it replaces. The hourly ones are committed by
+the bridge too, without delta-rs loading the table. Everything else goes through delta-rs's
+writer, which holds its input until it commits.
 
 At most one data commit per table per run (a backfill of more than :data:`DELIVERY_BYTES` of
 source files commits in parts, to bound memory; compaction may add one); checkpoints every
@@ -52,11 +54,11 @@ from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.append import (
-    GROUP_BYTES, CommitConflict, append_streamed, commit_append, streamable,
+    GROUP_BYTES, CommitConflict, append_streamed, commit_append, commit_overwrite, streamable,
 )
 from shared.tables import delta_rs, sources
 from shared.tables.budget import WriteBudget
-from shared.tables.evolution import columns_of, incompatibility
+from shared.tables.evolution import columns_of
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
 from shared.tables.ledger import (
     APP_ID, Delivered, LogUnreadable, TableLog, read_delivered, read_log, source_app_id,
@@ -163,7 +165,8 @@ class DeltaPublisher:
         found = read_log(self.lake, folder)  # the bridge's own read: one round trip for the whole log
         delivered = found.delivered if found is not None else Delivered(0, {})
         wanted = sources.wanted(files, delivered, measurement)
-        if measurement and found is not None and found.appendable() and self._append(folder, found, wanted, change):
+        if found is not None and (found.appendable() if measurement else found.overwritable()) \
+                and self._commit_own(folder, found, wanted, change, measurement):
             return change
         uri = self.uri(folder)
         table = self._load(uri)
@@ -181,18 +184,23 @@ class DeltaPublisher:
         change.version = None if table is None else table.version()
         return change
 
-    def _append(self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange) -> bool:
+    def _commit_own(self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange,
+                    measurement: bool) -> bool:
         """The hourly case without delta-rs loading the table: the new files' rows in one commit
-        the bridge writes itself (:func:`~shared.tables.append.commit_append`). False, with
-        nothing done, when the append needs delta-rs's writer: a replaced file, a new column, a
-        backfill's parts, or a commit that is due to write a checkpoint."""
+        the bridge writes itself, a measurement table's append
+        (:func:`~shared.tables.append.commit_append`) or a snapshot table's overwrite
+        (:func:`~shared.tables.append.commit_overwrite`). False, with nothing done, when it needs
+        delta-rs's writer: a replaced file, a new column, a backfill's parts, a commit that is due
+        to write a checkpoint, or a snapshot whose rows to replace the log cannot show."""
         columns = found.columns()
         if columns is None or found.checkpoint_due(found.version + 1) \
                 or sum(f.size for f in wanted) > STREAMED_PART_BYTES \
-                or any(f.key.key in found.delivered.versions for f in wanted):
+                or (measurement and any(f.key.key in found.delivered.versions for f in wanted)):
             return False
-        accepted, excluded, new_columns = self._accept(wanted, columns)
-        if new_columns:
+        accepted, excluded, new_columns = sources.accept(self.lake, self.guard, wanted, columns, self.types_from_newest)
+        organizations = sorted({f.key.organization for f in accepted})
+        removed = found.replaced_by(organizations) if accepted and not measurement else []
+        if new_columns or removed is None:
             return False
         change.excluded.extend(excluded)
         number = found.delivered.number
@@ -209,40 +217,25 @@ class DeltaPublisher:
                                                          for f, _ in local]
                     with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
                         try:
-                            written = commit_append(self.lake, self.guard, folder, version + 1, local, schema,
-                                                    transactions, self.run_id)
+                            if measurement:
+                                for month in commit_append(self.lake, self.guard, folder, version + 1, local, schema,
+                                                           transactions, self.run_id):
+                                    months[month] = months.get(month, 0) + 1
+                            else:
+                                commit_overwrite(self.lake, self.guard, folder, version + 1, local, schema,
+                                                 transactions, self.run_id, delta_rs.organizations_rows(organizations),
+                                                 removed)
+                                change.removed.extend(current_snapshots(found.delivered, organizations))
                         except CommitConflict as err:
                             raise _Conflict(str(err)) from err
                     version += 1
-                    for month in written:
-                        months[month] = months.get(month, 0) + 1
                     change.added.extend(f.key.key for f, _ in local)
         change.version = version
-        if self._due(months):
+        if measurement and self._due(months):
             table = self._load(self.uri(folder))
             if table is not None:
                 change.version = self._compact(table, change, number + 1).version()
         return True
-
-    def _accept(self, wanted: list[TableFile], columns: dict[str, str]
-                ) -> tuple[list[TableFile], list[dict[str, str]], dict[str, str]]:
-        """The files among ``wanted`` that may join a table of ``columns`` (in key order), those
-        kept out and why, and the columns the accepted ones bring that the table lacks."""
-        new_columns: dict[str, str] = {}
-        accepted: list[TableFile] = []
-        excluded: list[dict[str, str]] = []
-        for candidate in (list(reversed(wanted)) if self.types_from_newest else wanted):
-            facts = candidate.facts or sources.read_facts(self.lake, self.guard, candidate)
-            problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
-            if problem is not None:
-                excluded.append({"source_key": candidate.key.key, "reason": problem})
-                continue
-            for name, delta in (facts.columns or {}).items():
-                if name not in columns:
-                    new_columns.setdefault(name, delta)
-            accepted.append(candidate)
-        accepted.sort(key=lambda f: f.key.key)
-        return accepted, excluded, new_columns
 
     def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
                  measurement: bool, change: TableChange) -> tuple[DeltaTable | None, int]:
@@ -250,7 +243,7 @@ class DeltaPublisher:
         backfill one commit per part (see :func:`_part_bytes`). Returns the table and the number
         of commits."""
         columns = columns_of(table)
-        accepted, excluded, new_columns = self._accept(wanted, columns)
+        accepted, excluded, new_columns = sources.accept(self.lake, self.guard, wanted, columns, self.types_from_newest)
         change.excluded.extend(excluded)
         if not accepted:
             return table, 0
@@ -305,8 +298,7 @@ class DeltaPublisher:
                 options["mode"] = "append"
             else:
                 # One commit swaps each organization's snapshot; other organizations' rows stay.
-                options.update(mode="overwrite", predicate=" OR ".join(
-                    f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations))
+                options.update(mode="overwrite", predicate=delta_rs.organizations_rows(organizations))
         with self.budget.hold(sum(f.size for f, _ in local)):
             self.guard()
             if table is None:

@@ -12,7 +12,7 @@ from deltalake.transaction import PostCommitHookProperties
 
 from shared.model import TableFile
 from shared.tables.append import ROW_GROUP_ROWS
-from shared.tables.rows import SOURCE_MONTH, file_batches
+from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches
 
 
 def batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -30,6 +30,11 @@ def hooks() -> PostCommitHookProperties:
 def is_in(column: str, values: list[str]) -> str:
     quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(set(values)))
     return f"{column} IN ({quoted})"
+
+
+def organizations_rows(organizations: list[str]) -> str:
+    """The predicate of an overwrite that swaps these organizations' snapshots (others' rows stay)."""
+    return " OR ".join(f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations)
 
 
 def files_per_month(table: DeltaTable) -> dict[str, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 from shared.errors import TransientError
 from shared.sink.lake import Lake
 from shared.paths import DELTA_LOG
-from shared.tables.rows import LINEAGE, SOURCE_MONTH
+from shared.tables.rows import LINEAGE, SOURCE_KEY, SOURCE_MONTH
 
 APP_ID = "haltian-azure-bridge"
 _SOURCE_PREFIX = APP_ID + ":"
@@ -73,6 +74,8 @@ class TableLog:
     metadata: dict[str, Any]
     months: dict[str, int]  # live data files per month partition
     delivered: Delivered
+    #: The live data files' add actions, by path (decoded).
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def columns(self) -> dict[str, str] | None:
         """The data columns (lineage apart) and their Delta types; None when one is not a plain
@@ -83,23 +86,63 @@ class TableLog:
         return {f["name"]: f["type"] for f in fields if f["name"] not in LINEAGE}
 
     def appendable(self) -> bool:
-        """Whether the table asks of a writer only that it add files: writer version 2 at most (no
-        CHECK constraints, generated or identity columns, column mapping, or features another
-        engine turned on), no column invariant, partitioned by month as the bridge made it."""
+        """Whether the table asks of a writer only that it add files (:meth:`_plain`), partitioned
+        by month as the bridge made a measurement table."""
+        return self._plain() and list(self.metadata.get("partitionColumns") or []) == [SOURCE_MONTH]
+
+    def overwritable(self) -> bool:
+        """Whether the table asks of a writer only that it add and remove whole files
+        (:meth:`_plain`), unpartitioned as the bridge made a snapshot table."""
+        return self._plain() and not self.metadata.get("partitionColumns")
+
+    def _plain(self) -> bool:
+        """Writer version 2 at most (no CHECK constraints, generated or identity columns, column
+        mapping, deletion vectors or other features another engine turned on), reader version 1,
+        no column invariant, and the bridge's deliveries kept by every checkpoint."""
         protocol = self.protocol
         fields = json.loads(self.metadata.get("schemaString") or "{}").get("fields", [])
         return (int(protocol.get("minWriterVersion", 99)) <= 2 and int(protocol.get("minReaderVersion", 99)) <= 1
                 and not protocol.get("writerFeatures") and not protocol.get("readerFeatures")
                 and not any("delta.invariants" in (f.get("metadata") or {}) for f in fields)
                 and all(f.get("nullable", True) for f in fields)  # NOT NULL is an invariant at writer 2
-                and not forgets_deliveries(self.metadata.get("configuration") or {})
-                and list(self.metadata.get("partitionColumns") or []) == [SOURCE_MONTH])
+                and not forgets_deliveries(self.metadata.get("configuration") or {}))
+
+    def replaced_by(self, organizations: Iterable[str]) -> list[dict[str, Any]] | None:
+        """The live files an overwrite of these organizations' snapshots removes: the files whose
+        rows all match ``_source_key LIKE '%/{organization}/%'`` (the predicate delta-rs's
+        overwrite takes) for one of them. None when the log cannot show that of every live file:
+        a file's statistics must bound its ``_source_key`` values between two strings that share a
+        prefix holding ``/{organization}/`` (every string between two such strings begins with it,
+        truncated bounds included), and count no null key. Another engine's file of several
+        organizations, or one without statistics, makes it None: delta-rs's writer then reads the
+        files and rewrites what it must."""
+        marks = [f"/{organization}/" for organization in organizations]
+        removed = []
+        for add in self.files.values():
+            stats = _stats(add)
+            low, high = (stats.get(bound, {}).get(SOURCE_KEY) for bound in ("minValues", "maxValues"))
+            if not (isinstance(low, str) and isinstance(high, str)) or stats.get("nullCount", {}).get(SOURCE_KEY) != 0:
+                return None
+            shared = os.path.commonprefix([low, high])
+            if not any(mark in shared for mark in marks):
+                return None
+            removed.append(add)
+        return removed
 
     def checkpoint_due(self, version: int) -> bool:
         """Whether delta-rs writes a checkpoint with commit ``version`` (it does with every
         ``delta.checkpointInterval``-th commit: versions 9, 19, ... at an interval of 10)."""
         interval = int((self.metadata.get("configuration") or {}).get("delta.checkpointInterval", 100))
         return (version + 1) % interval == 0
+
+
+def _stats(add: dict[str, Any]) -> dict[str, Any]:
+    """An add action's statistics (a JSON string in the log); empty when it has none or they are unreadable."""
+    try:
+        stats = json.loads(add.get("stats") or "{}")
+    except ValueError:
+        return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def forgets_deliveries(configuration: dict[str, str]) -> bool:
@@ -159,7 +202,7 @@ class _Replay:
     def __init__(self) -> None:
         self.protocol: dict[str, Any] = {}
         self.metadata: dict[str, Any] = {}
-        self.files: dict[str, str | None] = {}
+        self.files: dict[str, dict[str, Any]] = {}
         self.transactions: dict[str, int] = {}
 
     def checkpoint(self, body: bytes) -> None:
@@ -176,7 +219,7 @@ class _Replay:
         if (txn := action.get("txn")) is not None:
             self.transactions[txn["appId"]] = txn["version"]
         elif (add := action.get("add")) is not None:
-            self.files[unquote(add["path"])] = (add.get("partitionValues") or {}).get(SOURCE_MONTH)
+            self.files[unquote(add["path"])] = add
         elif (remove := action.get("remove")) is not None:
             self.files.pop(unquote(remove["path"]), None)
         elif (protocol := action.get("protocol")) is not None:
@@ -195,10 +238,10 @@ class _Replay:
         delivered = Delivered(self.transactions.get(APP_ID, 0), {key: etag for key, (_, etag) in newest.items()},
                               {key: number for key, (number, _) in newest.items()})
         months: dict[str, int] = {}
-        for month in self.files.values():
-            if month is not None:
+        for add in self.files.values():
+            if (month := (add.get("partitionValues") or {}).get(SOURCE_MONTH)) is not None:
                 months[month] = months.get(month, 0) + 1
-        return TableLog(version, self.protocol, self.metadata, months, delivered)
+        return TableLog(version, self.protocol, self.metadata, months, delivered, self.files)
 
 
 def _newest_checkpoint(names: Iterable[str], version: int) -> tuple[int, list[str]]:

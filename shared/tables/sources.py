@@ -12,6 +12,7 @@ from shared.haltian.keys import parse_key
 from shared.model import TableFile
 from shared.sink.lake import Lake, LakeEntry, PublishConflict
 from shared.sink.records import FileRecord
+from shared.tables.evolution import incompatibility
 from shared.tables.facts import TableFacts, table_facts
 from shared.tables.ledger import Delivered
 from shared.tables.snapshots import newest_snapshots
@@ -75,6 +76,28 @@ def download(lake: Lake, guard: Callable[[], None], files: list[TableFile],
             continue
         local.append((candidate, path))
     return local
+
+
+def accept(lake: Lake, guard: Callable[[], None], wanted: list[TableFile], columns: dict[str, str],
+           newest_first: bool = False) -> tuple[list[TableFile], list[dict[str, str]], dict[str, str]]:
+    """The files among ``wanted`` that may join a table of ``columns`` (in key order), those kept
+    out and why, and the columns the accepted ones bring that the table lacks (their types from
+    the oldest file that has them; the newest with ``newest_first``)."""
+    new_columns: dict[str, str] = {}
+    accepted: list[TableFile] = []
+    excluded: list[dict[str, str]] = []
+    for candidate in (list(reversed(wanted)) if newest_first else wanted):
+        facts = candidate.facts or read_facts(lake, guard, candidate)
+        problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
+        if problem is not None:
+            excluded.append({"source_key": candidate.key.key, "reason": problem})
+            continue
+        for name, delta in (facts.columns or {}).items():
+            if name not in columns:
+                new_columns.setdefault(name, delta)
+        accepted.append(candidate)
+    accepted.sort(key=lambda f: f.key.key)
+    return accepted, excluded, new_columns
 
 
 def read_facts(lake: Lake, guard: Callable[[], None], candidate: TableFile) -> TableFacts:
