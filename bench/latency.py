@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.data import ORG, OUT, report
 from bench.latency_proxy import LatencyProxy
-from bench.measure import LOGS, Processes
+from bench.measure import LOGS, Processes, machine_details
 from shared.demo import reference, servers
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
 from shared.haltian.keys import LEGACY, V1
@@ -173,6 +173,7 @@ class LatencyBench:
 
     def run(self) -> str:
         args = self.args
+        load_before = os.getloadavg()
         datasets = documented_datasets(args.rows)
         now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
         end = now - timedelta(hours=args.rounds + 2)  # the normal hours' new files still lie in the past
@@ -211,7 +212,7 @@ class LatencyBench:
             self.bridge("hour-bridge-profile", kept, profile=OUT / "latency-hour.collapsed")
         (OUT / "latency-last-run.json").write_text(json.dumps(
             {"args": vars(args), "datasets": len(datasets), "history": len(history), "rows": self.rows}, indent=1))
-        return render(self.rows, args, len(datasets), len(history))
+        return render(self.rows, args, len(datasets), len(history), load_before, machine_details()["bridge code"])
 
 
 def _median(rows: list[dict[str, Any]], tool: str, value: Any) -> float:
@@ -229,7 +230,8 @@ def _verdict(measured: float, goal: float, higher_is_better: bool) -> str:
     return "**PASS**" if ok else "**MISS**"
 
 
-def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, datasets: int, history: int) -> str:
+def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, datasets: int, history: int,
+           load_before: tuple[float, float, float], code: str) -> str:
     first, hour = rows["first"], rows["hour"]
     rate = lambda tool: _median(first, tool, lambda r: r["files"] / r["wall_s"])  # noqa: E731
     first_ratio = rate("bridge") / rate("rclone")
@@ -239,10 +241,11 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, data
         "",
         "## At cloud latency (`python -m bench.latency`)",
         "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {args.rounds} alternating rounds, "
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} ({code}); {args.rounds} alternating rounds, "
         f"medians; a proxy adds {args.s3_ms:g} ms to every round trip to S3 (moto) and {args.lake_ms:g} ms to the "
         f"lake (Azurite), and one round trip to each new connection; BRIDGE_MAX_CONCURRENCY = {args.concurrency}; "
-        f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
+        f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, after: "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         "",
         f"Bucket: every dataset of Haltian's schema reference ({datasets}: legacy and v1), one real Parquet file "
         f"of {args.rows} rows every {args.every_hours} h for {args.days} days = {history:,} keys. The window "
