@@ -131,14 +131,18 @@ def test_a_refused_token_brings_one_refresh_and_one_retry(entra) -> None:
 
 def test_a_long_lived_worker_and_a_long_run_outlive_their_tokens(entra) -> None:
     """One bridge (as one worker process keeps it) runs again, and every token it holds expires in
-    the middle of that run: each client fetches a new one before it is refused."""
+    the middle of that run: each client fetches a new one before it is refused. A dataset new in
+    that run has its table created by delta-rs after the tokens expired (the hourly commits are
+    the bridge's own, so delta-rs is asked only for what they cannot do)."""
     identity = entra.rig.identity
     entra.seed(BucketSpec(**SMALL, bad_files=False))
     bridge = entra.bridge(BRIDGE_MAX_CONCURRENCY="1")
     first = run_once(bridge)
     assert first.exit_code == 0 and first.count(PUBLISHED)
 
-    entra.seed(BucketSpec(**{**SMALL, "end": BucketSpec().end - timedelta(hours=12)}, bad_files=False))
+    entra.seed(BucketSpec(**{**SMALL, "end": BucketSpec().end - timedelta(hours=12),
+                             "legacy_measurements": ["measurementCO2", "measurementAmbientTemperature"]},
+                          bad_files=False))
     before = len(identity.tokens_for(STORAGE))
 
     puts = Counter()
@@ -154,6 +158,7 @@ def test_a_long_lived_worker_and_a_long_run_outlive_their_tokens(entra) -> None:
     second = run_once(bridge, full=True)
     assert second.exit_code == 0 and second.count(PUBLISHED) > 2 and puts["PUT"] > 2, second.summary()
     assert any(t.added for t in second.tables) and not any(t.error for t in second.tables)
+    assert any(t.dataset == "measurementAmbientTemperature" and t.added for t in second.tables)
     asked = callers(identity, before)
     assert asked["azure-identity"] >= 1 and asked["delta-rs"] >= 1, asked
     assert not identity.refused
