@@ -381,9 +381,24 @@ def _metadata(credentials: dict[str, Any]) -> dict[str, str]:
 
 
 def _refreshing_session(refresh: Any, settings: Settings, method: str) -> boto3.session.Session:
+    """A session whose only credential provider hands out credentials that ``refresh`` renews
+    before they expire (botocore's own refreshable credentials)."""
     refreshable = botocore.credentials.RefreshableCredentials.create_from_metadata(
         metadata=refresh(), refresh_using=refresh, method=method
     )
     core = botocore.session.get_session()
-    core._credentials = refreshable  # botocore has no public setter for refreshable credentials
+    core.register_component("credential_provider", botocore.credentials.CredentialResolver(
+        [_Provided(method, refreshable)]))
     return boto3.session.Session(botocore_session=core, region_name=settings.s3_region)
+
+
+class _Provided(botocore.credentials.CredentialProvider):  # type: ignore[misc]  # botocore ships no type information
+    """A credential provider that answers with credentials made elsewhere."""
+
+    def __init__(self, method: str, credentials: botocore.credentials.Credentials) -> None:
+        super().__init__()
+        self.METHOD = method
+        self._credentials = credentials
+
+    def load(self) -> botocore.credentials.Credentials:
+        return self._credentials
