@@ -105,7 +105,8 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
     from shared.settings import Settings
     from shared.sink.lake import Lake
     from shared.sink.blob_writer import azure_transport
-    from shared.source.s3 import S3Source, make_s3_client, s3_transport
+    from shared.source.s3 import S3Source, s3_transport
+    from shared.source.sessions import make_s3_client
 
     logs.configure(logging.INFO, logging.StreamHandler(sys.stderr))
     settings = Settings.from_mapping(config["env"])

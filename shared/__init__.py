@@ -14,6 +14,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     haltian/keys        Haltian's key layouts
     haltian/contracts   the dataset contracts (shipped as data) and the schema check
     source/s3           the bucket: listing, GETs of one object version, access checks
+    source/sessions     the S3 client and its credentials: keys, an assumed role, keyless by Entra
 
   sink: the customer's lake
     sink/connect        the Entra credential, the storage SDK's clients, delta-rs's options

@@ -41,7 +41,8 @@ from shared.sink.records import new_run_id
 from shared.sink.lock import (
     LockLost, RunLock, RunLocked, Scope,
 )
-from shared.source.s3 import S3Source, check_access, make_s3_client
+from shared.source.s3 import S3Source, check_access
+from shared.source.sessions import make_s3_client
 from shared.tables.delta import DeltaPublisher
 from shared.tables.stage import TableStage
 from shared.verify.schema import SchemaJudge
