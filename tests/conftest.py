@@ -13,18 +13,15 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import boto3
 import botocore.config
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 
 from shared.demo import servers
-from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
-from shared.run import Bridge
-from shared.settings import Settings
 from tests.awsauth import AWS_KEY
+from tests.stacks import Stack
 from tests.rig import entra, rig  # noqa: F401 - the Entra rig's fixtures, once for the session
 from tests.spark import spark  # noqa: F401 - one Spark with Delta Lake for the session
 
@@ -80,59 +77,6 @@ def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-@dataclass
-class Stack:
-    """One test's bucket and container on the shared servers, and settings that name them."""
-
-    moto: servers.Server
-    azurite: servers.Server
-    bucket: str
-    container_name: str
-    s3: object
-    container: ContainerClient
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        values = {
-            "HALTIAN_S3_BUCKET": self.bucket,
-            "HALTIAN_S3_ENDPOINT_URL": self.moto.url,
-            "ADLS_CONNECTION_STRING": servers.azurite_connection_string(self.azurite),
-            "ADLS_CONTAINER": self.container_name,
-            "ADLS_ROOT": "haltian/raw",
-            "BRIDGE_MAX_CONCURRENCY": "4",
-        }
-        values.update(overrides)
-        return values
-
-    def settings(self, **overrides: str) -> Settings:
-        return Settings.from_mapping(self.env(**overrides))
-
-    def bridge(self, **overrides: str) -> Bridge:
-        return Bridge.from_settings(self.settings(**overrides))
-
-    def seed(self, spec: BucketSpec) -> list[tuple[Written, bytes]]:
-        objects = build_bucket(spec)
-        upload(self.s3, self.bucket, objects)
-        return objects
-
-    def reseed(self, objects: list[tuple[Written, bytes]]) -> None:
-        """Puts the same objects again (after a moto restart lost them): same bytes, same ETags."""
-        try:
-            self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        except self.s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        upload(self.s3, self.bucket, objects)
-
-    def lake_bytes(self, key: str, root: str = "haltian/raw") -> bytes:
-        return self.container.get_blob_client(f"{root}/{key}").download_blob().readall()
-
-    def lake_names(self, prefix: str = "") -> list[str]:
-        return [b.name for b in self.container.list_blobs(name_starts_with=prefix or None)]
-
-    def data_files(self, root: str = "haltian/raw") -> list[str]:
-        """The mirrored Parquet files (not the Delta logs beside them)."""
-        return [n for n in self.lake_names(f"{root}/parquet/") if "/_delta_log/" not in n]
-
-
 def _new_stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     n = next(_names)
     bucket = f"haltian-test-{os.getpid()}-{n}"
@@ -144,7 +88,7 @@ def _new_stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     service = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite))
     container = service.create_container(container_name)
-    return Stack(moto, azurite, bucket, container_name, s3, container)
+    return Stack(moto=moto, bucket=bucket, container_name=container_name, s3=s3, container=container, azurite=azurite)
 
 
 @pytest.fixture

@@ -21,13 +21,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 
 from shared.demo import servers
-from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
 from shared.demo.identity import IdentityEndpoint
-from shared.run import Bridge, build_bridge
-from shared.settings import Settings
+from tests.stacks import EntraStack
 
 #: Every variable that could name a CA bundle or a proxy; the rig sets the ones it means.
 TLS_AND_PROXY_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE",
@@ -79,60 +77,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     blob.kill()
 
 
-@dataclass
-class EntraStack:
-    """One test's bucket (on the shared moto) and container (on the rig), and the bridge's environment."""
-
-    rig: Rig
-    moto: servers.Server
-    bucket: str
-    container_name: str
-    s3: object
-    container: ContainerClient
-    monkeypatch: pytest.MonkeyPatch
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        values = {
-            "HALTIAN_S3_BUCKET": self.bucket,
-            "HALTIAN_S3_ENDPOINT_URL": self.moto.url,
-            "ADLS_ACCOUNT_URL": self.rig.account_url,
-            "ADLS_CONTAINER": self.container_name,
-            "ADLS_ROOT": "haltian/raw",
-            "BRIDGE_MAX_CONCURRENCY": "4",
-            "BRIDGE_BACKFILL_QUEUE": f"backfill-{self.container_name}"[:63],
-            "BridgeQueue__queueServiceUri": self.rig.queue_url,
-            **self.rig.identity.environ(),
-        }
-        values.update(overrides)
-        return values
-
-    def apply(self, **overrides: str) -> dict[str, str]:
-        """Puts the bridge's settings and the host's identity variables into the process environment
-        (where the Functions host puts them), and returns them."""
-        values = self.env(**overrides)
-        for name, value in values.items():
-            self.monkeypatch.setenv(name, value)
-        return values
-
-    def settings(self, **overrides: str) -> Settings:
-        return Settings.from_mapping(self.apply(**overrides))
-
-    def bridge(self, **overrides: str) -> Bridge:
-        """A fresh bridge (not the per-process cache), built as the worker builds it."""
-        return build_bridge(self.settings(**overrides))
-
-    def seed(self, spec: BucketSpec) -> list[tuple[Written, bytes]]:
-        objects = build_bucket(spec)
-        upload(self.s3, self.bucket, objects)
-        return objects
-
-    def lake_names(self, prefix: str = "") -> list[str]:
-        return [b.name for b in self.container.list_blobs(name_starts_with=prefix or None)]
-
-    def data_files(self, root: str = "haltian/raw") -> list[str]:
-        return [n for n in self.lake_names(f"{root}/parquet/") if "/_delta_log/" not in n]
-
-
 @pytest.fixture
 def entra(rig: Rig, moto: servers.Server, monkeypatch: pytest.MonkeyPatch) -> EntraStack:
     for name in TLS_AND_PROXY_VARIABLES + OTHER_CREDENTIALS:
@@ -147,4 +91,5 @@ def entra(rig: Rig, moto: servers.Server, monkeypatch: pytest.MonkeyPatch) -> En
                       aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     container = rig.admin().create_container(container_name)
-    return EntraStack(rig, moto, bucket, container_name, s3, container, monkeypatch)
+    return EntraStack(moto=moto, bucket=bucket, container_name=container_name, s3=s3, container=container, rig=rig,
+                      monkeypatch=monkeypatch)

@@ -25,9 +25,8 @@ from shared.demo import servers
 from shared.demo.bucket import BucketSpec, build_bucket, legacy_key, legacy_schema, make_table, parquet_bytes, upload
 from shared.run import run_once
 from tests.awsauth import allow_unsigned
-from tests.conftest import Stack
 from tests.promise import check_promise
-from tests.rig import EntraStack
+from tests.stacks import EntraStack, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +104,7 @@ def lake_stack(aws: Aws, azurite: servers.Server, bucket: str) -> Stack:
     name = f"iam-{bucket[12:]}"
     container = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite)) \
         .create_container(name)
-    return Stack(aws.server, azurite, bucket, name, aws.s3, container)
+    return Stack(moto=aws.server, bucket=bucket, container_name=name, s3=aws.s3, container=container, azurite=azurite)
 
 
 def use_key(monkeypatch: pytest.MonkeyPatch, key: dict[str, str]) -> None:
@@ -178,7 +177,8 @@ def test_keyless_through_assume_role_with_web_identity_and_the_managed_identity(
         monkeypatch.delenv(name)  # no AWS secret anywhere
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(rig.certificates.ca))
     container = rig.admin().create_container(f"keyless-{bucket[12:]}")
-    stack = EntraStack(rig, aws.server, bucket, container.container_name, aws.s3, container, monkeypatch)
+    stack = EntraStack(moto=aws.server, bucket=bucket, container_name=container.container_name, s3=aws.s3,
+                       container=container, rig=rig, monkeypatch=monkeypatch)
 
     audience = "api://AzureADTokenExchange"
     before = len(rig.identity.tokens_for(audience))
