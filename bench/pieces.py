@@ -39,6 +39,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.core.pipeline.transport import HttpRequest
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from botocore.awsrequest import AWSResponse
+from botocore.credentials import Credentials
 
 from bench.data import report
 from shared.demo import servers
@@ -86,14 +87,14 @@ def pieces() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
         request = HttpRequest("PUT", URL, headers=_put_headers())
         sdk_bearer.on_request(PipelineRequest(request, PipelineContext(None)))
 
-    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
-                          aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    key_id, secret = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id=key_id, aws_secret_access_key=secret)
 
     def stop(request: Any, **_: Any) -> AWSResponse:
         return AWSResponse(request.url, 200, {}, None)
 
     client.meta.events.register("before-send.s3.GetObject", stop)
-    source = S3Source(client, "haltian-export")
+    source = S3Source(client, "haltian-export", Credentials(key_id, secret))
     obj = SourceObject("v1/co2/2026/12/co2-2026-12-04T10.parquet", 4096, "9b2cf535f27731c974343645a3985328")
     url = f"{source._base}{obj.key}"
 

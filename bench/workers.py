@@ -106,19 +106,21 @@ def bridge(config: dict[str, Any]) -> dict[str, Any]:
     from shared.sink.lake import Lake
     from shared.sink.blob_writer import azure_transport
     from shared.source.s3 import S3Source, s3_transport
-    from shared.source.sessions import make_s3_client
+    from shared.source.sessions import make_s3
 
     logs.configure(logging.INFO, logging.StreamHandler(sys.stderr))
     settings = Settings.from_mapping(config["env"])
     s3_counts, azure_counts = Counts(), Counts()
-    client = make_s3_client(settings)
+    access = make_s3(settings)
+    client = access.client
     client.meta.events.register("before-send.s3", s3_counts.s3_hook)  # listing (boto3)
     service = BlobServiceClient.from_connection_string(
         settings.adls_connection_string, **_azure_options(settings.max_concurrency, azure_counts.azure_hook))
     # The copy path's requests go through shared.transport: counted by its hook, as build_bridge builds it.
     lake = Lake(service.get_container_client(settings.adls_container), settings.adls_root,
                 azure_transport(settings.connection_pool_size, hook=azure_counts.azure_transport_hook))
-    source = S3Source(client, settings.s3_bucket, s3_transport(client, hook=s3_counts.s3_transport_hook))
+    source = S3Source(client, settings.s3_bucket, access.credentials,
+                      s3_transport(client, hook=s3_counts.s3_transport_hook))
     bridge = Bridge(settings, source, lake, None)
 
     # Stage timers: wrappers around the module-level steps run_once calls (no code changed).
@@ -231,9 +233,12 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
 
         if raw:  # the bridge's own GET (signed by botocore's signer) and Blob requests, nothing around them
             from shared.sink.blob_writer import BlobWriter, azure_transport
+            from botocore.credentials import Credentials
+
             from shared.source.s3 import S3Source, SourceObject, s3_transport
 
-            source = S3Source(s3, bucket, s3_transport(s3, hook=s3_counts.s3_transport_hook))
+            source = S3Source(s3, bucket, Credentials(config["key_id"], config["secret"]),
+                              s3_transport(s3, hook=s3_counts.s3_transport_hook))
             writer = BlobWriter(container, azure_transport(concurrency * 2 + 4,
                                                           hook=azure_counts.azure_transport_hook))
 

@@ -42,7 +42,7 @@ from shared.sink.lock import (
     LockLost, RunLock, RunLocked, Scope,
 )
 from shared.source.s3 import S3Source, check_access
-from shared.source.sessions import make_s3_client
+from shared.source.sessions import make_s3
 from shared.tables.delta import DeltaPublisher
 from shared.tables.stage import TableStage
 from shared.verify.schema import SchemaJudge
@@ -83,9 +83,9 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     """Clients for a run. The Entra credential (the app's managed identity by default) signs
     in to the lake and, for a keyless S3 role, to AWS STS."""
     credential = entra_credential or make_credential(settings)
-    client = make_s3_client(settings, credential)
-    check_access(client, settings)
-    source = S3Source(client, settings.s3_bucket)
+    s3 = make_s3(settings, credential)
+    check_access(s3.client, settings)
+    source = S3Source(s3.client, settings.s3_bucket, s3.credentials)
     lake = Lake(make_container_client(settings, credential), settings.adls_root,
                 azure_transport(settings.connection_pool_size))
     return Bridge(settings, source, lake, credential)

@@ -8,11 +8,13 @@ the bridge's settings that name them, and the helpers every test uses to seed an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 from azure.storage.blob import ContainerClient
+from botocore.credentials import Credentials
 
 from shared.demo import servers
 from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
     from tests.rig import Rig
 
 ROOT = "haltian/raw"
+
+
+def aws_credentials() -> Credentials:
+    """The keys the tests' S3 clients sign with (put in the environment for the session), as the
+    botocore credentials :class:`shared.source.s3.S3Source` signs its GETs with."""
+    return Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 @dataclass

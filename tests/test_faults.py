@@ -143,8 +143,13 @@ def test_an_assumed_role_reads_the_bucket(stack) -> None:
     iam.put_role_policy(RoleName=role, PolicyName="read", PolicyDocument=json.dumps({"Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}))
     bridge = stack.bridge(HALTIAN_S3_ROLE_ARN=arn, HALTIAN_S3_EXTERNAL_ID="customer-external-id")
-    credentials = bridge.source.client._get_credentials().get_frozen_credentials()
+    credentials = bridge.source.credentials.get_frozen_credentials()  # what the lean GETs sign with
     assert credentials.access_key.startswith("ASIA") and credentials.token  # from STS, not the base keys
+    signed: list[str] = []  # and the client's listings sign with the very same
+    bridge.source.client.meta.events.register(
+        "before-send.s3", lambda request, **_: signed.append(request.headers["Authorization"].decode()))
+    bridge.source.client.list_objects_v2(Bucket=stack.bucket, MaxKeys=1)
+    assert f"Credential={credentials.access_key}/" in signed[0]
     assert run_once(bridge).count(PUBLISHED) == len(objects)
 
 

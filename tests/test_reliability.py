@@ -30,6 +30,7 @@ from shared.run import run_once
 from shared.sink.lock import LockLost, RunLocked
 from tests.faultproxy import DELAY, FAULTS, FORBIDDEN, PASS, THROTTLE, FaultProxy, list_prefix, random_faults
 from tests.promise import check_nothing_partial, check_promise
+from tests.stacks import aws_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +342,7 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
                                                            connection_timeout=1)
         lake = Lake(service.get_container_client(stack.container_name), settings.adls_root,
                     azure_transport(8, connect_timeout=1, read_timeout=1))
-        result = run_once(Bridge(settings, S3Source(s3, stack.bucket), lake, None))
+        result = run_once(Bridge(settings, S3Source(s3, stack.bucket, aws_credentials()), lake, None))
     finally:
         s3_proxy.close()
         lake_proxy.close()

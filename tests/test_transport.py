@@ -20,6 +20,7 @@ from shared.demo import servers
 from shared.sink.blob_writer import BlobWriter, LakeRetries, WriteConflict, _Bearer, azure_transport
 from shared.source.s3 import S3Retries, S3Source, SourceChanged, SourceObject
 from shared.transport import Transport, TransportError
+from tests.stacks import aws_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ def test_conditional_writes_report_conflicts(stack) -> None:
 
 
 def test_gets_go_where_botocore_sends_them_signed_by_botocores_signer(stack) -> None:
-    source = S3Source(stack.s3, stack.bucket)
+    source = S3Source(stack.s3, stack.bucket, aws_credentials())
     sent: list = []
 
     def capture(request, **_) -> None:
@@ -109,7 +110,7 @@ def test_gets_pin_the_version_and_read_ranges(stack) -> None:
     stack.s3.put_object(Bucket=stack.bucket, Key="dir with space/ö+=.parquet", Body=b"0123456789" * 10)
     head = stack.s3.head_object(Bucket=stack.bucket, Key="dir with space/ö+=.parquet")
     obj = SourceObject("dir with space/ö+=.parquet", 100, head["ETag"].strip('"'))
-    source = S3Source(stack.s3, stack.bucket)
+    source = S3Source(stack.s3, stack.bucket, aws_credentials())
     body = source.get(obj)
     assert body.data == b"0123456789" * 10 and body.etag_is_md5
     assert source.read_tail(obj, 15) == b"567890123456789"

@@ -59,15 +59,15 @@ class S3Source:
     botocore's own SigV4 signer: a fraction of a boto3 call's CPU.
     """
 
-    def __init__(self, client: Any, bucket: str, transport: Transport | None = None) -> None:
+    def __init__(self, client: Any, bucket: str, credentials: Any, transport: Transport | None = None) -> None:
+        """``credentials``: botocore credentials (those ``client`` signs with: see
+        :func:`shared.source.sessions.make_s3`), or None for a public bucket's unsigned GETs."""
         self.client = client
         self.bucket = bucket
         self.transport = transport or s3_transport(client)
         self._base = object_url_base(client, bucket)
         self._region = client.meta.region_name
-        # The very credentials object the client signs with (refreshed by botocore when it expires);
-        # botocore has no public accessor for it.
-        self._credentials = client._get_credentials()
+        self.credentials = credentials
 
     def list_folders(self, prefix: str) -> list[str]:
         """The immediate sub-folders (common prefixes) of ``prefix``."""
@@ -148,10 +148,10 @@ class S3Source:
 
     def _signed(self, url: str, headers: dict[str, str]) -> dict[str, str]:
         """Headers signed with SigV4 by botocore's S3 signer, as the client would sign them."""
-        if self._credentials is None:  # an anonymous client (a public bucket)
+        if self.credentials is None:  # an anonymous client (a public bucket)
             return headers
         request = AWSRequest("GET", url, headers=headers)
-        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
         return dict(request.headers.items())
 
 

@@ -4,6 +4,7 @@ token of the function's managed identity."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -18,7 +19,17 @@ from shared.source.s3 import refused
 from shared.transport import s3_ca_bundle
 
 
-def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> Any:
+@dataclass(frozen=True)
+class S3Access:
+    """An S3 client for Haltian's bucket, and the credentials it signs with: the session's own
+    object (botocore refreshes an assumed role's before they expire), which the copy path's
+    lean GETs are signed with too."""
+
+    client: Any
+    credentials: Any
+
+
+def make_s3(settings: Settings, entra_credential: Any | None = None) -> S3Access:
     """An S3 client for Haltian's bucket: standard AWS credentials, an assumed role, or (keyless)
     a role assumed with an Entra token of the function's managed identity."""
     config = botocore.config.Config(
@@ -36,7 +47,8 @@ def make_s3_client(settings: Settings, entra_credential: Any | None = None) -> A
         session = _web_identity_session(settings, entra_credential)
     elif settings.s3_role_arn:
         session = _assumed_role_session(session, settings)
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, verify=s3_ca_bundle())
+    client = session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, verify=s3_ca_bundle())
+    return S3Access(client, session.get_credentials())
 
 
 def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> boto3.session.Session:
