@@ -66,7 +66,7 @@ class AzuriteHostedSource(S3Source):
     copies of the same objects: the one thing Azurite cannot do is fetch from moto."""
 
     def __init__(self, real: S3Source, stack) -> None:
-        super().__init__(real.client, real.bucket)
+        super().__init__(real.client, real.bucket, real.credentials)
         self.stack = stack
         self.presigned: list[str] = []
 
