@@ -455,22 +455,25 @@ def test_every_table_log_stays_within_what_synapse_and_fabric_read(stack) -> Non
             assert len(stack.container.get_blob_client(blob).download_blob().readall()) <= 200
 
 
-def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
-    """The normal hour: a new file for a table that exists is appended without delta-rs loading
-    the table (about twenty round trips at a cloud's latency): one listing of the log, its files
-    read at once, one data file, one commit, each request once. delta-rs, DuckDB and a plain
-    replay of the log all read the commit the bridge wrote itself."""
+def one_hour_counted(stack, name: str, dataset: str, rows: int, seed: int) -> tuple:
+    """The seeded bucket's first run, then a new file of ``dataset`` this hour and a run through a
+    proxy that counts the requests to table ``name``'s folder: (bridge, the table before, its rows,
+    the new key, its bytes, the run's result, requests by kind, the paths of the blob GETs)."""
     stack.seed(BucketSpec(**SPEC, bad_files=False))
     bridge = stack.bridge()
     run_once(bridge)
-    before = table(stack, "legacy_measurementCO2")
+    before = table(stack, name)
     rows_before = table_rows(before)
-    key, data = put_this_hour(stack, "measurementCO2", 5, seed=5)
+    key, data = put_this_hour(stack, dataset, rows, seed=seed)
     requests: Counter = Counter()
+    reads: list[str] = []
 
     def rule(method: str, path: str) -> str:
-        if "legacy_measurementCO2" in unquote(path):
-            requests["list" if list_prefix(method, path) is not None else method] += 1
+        if f"{name}/" in unquote(path):
+            listing = list_prefix(method, path) is not None
+            requests["list" if listing else method] += 1
+            if method == "GET" and not listing:
+                reads.append(unquote(path))
         return PASS
 
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
@@ -478,6 +481,16 @@ def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_f
         result = run_once(bridge_for(proxied_env(stack, None, proxy)))
     finally:
         proxy.close()
+    return bridge, before, rows_before, key, data, result, requests, reads
+
+
+def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
+    """The normal hour: a new file for a table that exists is appended without delta-rs loading
+    the table (about twenty round trips at a cloud's latency): one listing of the log, its files
+    read at once, one data file, one commit, each request once. delta-rs, DuckDB and a plain
+    replay of the log all read the commit the bridge wrote itself."""
+    bridge, before, rows_before, key, data, result, requests, _ = one_hour_counted(
+        stack, "legacy_measurementCO2", "measurementCO2", rows=5, seed=5)
     change = co2_change(result)
     assert change.error is None and change.added == [key] and change.version == before.version() + 1
     log_reads = len([n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
@@ -505,27 +518,8 @@ def test_an_hourly_snapshot_is_one_read_of_the_log_and_one_commit_that_readers_f
     its files read at once, one data file, one commit that removes the old snapshot's file and
     adds the new one. delta-rs, DuckDB and a plain replay of the log all read the new snapshot's
     rows only, and the old ones by time travel."""
-    stack.seed(BucketSpec(**SPEC, bad_files=False))
-    bridge = stack.bridge()
-    run_once(bridge)
-    before = table(stack, "legacy_device")
-    rows_before = table_rows(before)
-    key, data = put_this_hour(stack, "device", 4, seed=11)
-    requests: Counter = Counter()
-    reads: list[str] = []
-
-    def rule(method: str, path: str) -> str:
-        if "legacy_device/" in unquote(path):
-            requests["list" if list_prefix(method, path) is not None else method] += 1
-            if method == "GET" and list_prefix(method, path) is None:
-                reads.append(unquote(path))
-        return PASS
-
-    proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
-    try:
-        result = run_once(bridge_for(proxied_env(stack, None, proxy)))
-    finally:
-        proxy.close()
+    bridge, before, rows_before, key, data, result, requests, reads = one_hour_counted(
+        stack, "legacy_device", "device", rows=4, seed=11)
     change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "device")
     assert change.error is None and change.added == [key] and change.version == before.version() + 1
     assert requests["list"] == 1 and requests["PUT"] == 2, requests  # the data file, the commit

@@ -106,7 +106,8 @@ def dataset_kind(layout: str, dataset: str) -> str:
 
 def snapshots_first(layout: str, dataset: str) -> tuple[bool, str, str]:
     """A sort key: entity and relationship datasets (full snapshots) before measurements. A
-    snapshot table's sync takes longest (its overwrite goes through delta-rs), so it starts first."""
+    snapshot table's sync takes longest (its overwrite replaces files, through delta-rs whenever
+    the log cannot show which), so it starts first."""
     return dataset_kind(layout, dataset) == MEASUREMENT, layout, dataset
 
 
