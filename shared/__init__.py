@@ -60,5 +60,6 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
                         metrics to Application Insights, and their names
     report, status      what people read: a run, a plan, the lake at a glance
     cli, admin          ``python -m shared``: runs, schema, quarantine and table commands
+    admin_tables        the table commands: a table rebuilt from the mirror, legacy logs dropped
     demo/               the local stand-ins and the Haltian-shaped bucket (not deployed)
 """

@@ -42,6 +42,13 @@ EXIT_LOCK_LOST = 4
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_commands(commands)
+    _add_admin_commands(commands)
+    return parser
+
+
+def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """run, plan, sql, backfill, status: one parser each."""
     for name, text in (("run", "copy every new Haltian file into the lake now"),
                        ("plan", "show what a run would copy; writes nothing"),
                        ("sql", "print Synapse serverless SQL views over the Delta tables"),
@@ -58,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
             command.add_argument("--wait", action="store_true", help="show progress until the queue is drained")
         _settings_argument(command)
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """schema, quarantine, tables: a group each, with its actions."""
     for name, text, actions in (
         ("schema", "show a dataset's contract and newest schema, or accept that schema as its contract",
          (("show", "the contract in force, the newest schema seen, and how they differ", True),
@@ -78,7 +89,6 @@ def _parser() -> argparse.ArgumentParser:
                                      help="for example legacy/measurementCO2" + ("" if required else "; default: all"))
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
             _settings_argument(command)
-    return parser
 
 
 def _settings_argument(command: argparse.ArgumentParser) -> None:
@@ -135,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = plan_run(bridge, full=args.all)
         print(json.dumps(plan_document(plan), indent=2) if args.json else format_plan(plan))
         return EXIT_OK
+    return _run(bridge, args)
 
+
+def _run(bridge: Bridge, args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and not args.json and "FUNCTIONS_WORKER_RUNTIME" not in os.environ
     progress = TerminalProgress() if show_progress else None
     try:
@@ -163,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
-    from shared import admin
+    from shared import admin, admin_tables
 
     try:
         if args.command == "schema" and args.action == "show":
@@ -173,31 +186,17 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
             document = admin.accept_schema(bridge, args.dataset)
             text = format_accepted(document)
         elif args.command == "tables" and args.action == "drop-legacy":
-            document = admin.drop_legacy_tables(bridge)
+            document = admin_tables.drop_legacy_tables(bridge)
             text = "\n".join([f"removed {path}" for path in document["removed"]]
                              + [f"kept {path}: the dataset has no table in _tables/ yet (a full reconcile writes it)"
                                 for path in document["kept_until_the_new_table_exists"]]) or "no old tables in the mirror"
         elif args.command == "tables":
-            change = admin.rebuild_table(bridge, args.dataset)
-            document = {"table": change.table, "version": change.version, "sources": len(change.added),
-                        "excluded": change.excluded, "error": change.error}
-            print(json.dumps(document, indent=2) if args.json else
-                  f"table {change.table}: version {change.version}, rows of {len(change.added)} source files"
-                  + "".join(f"\n{e['source_key']} {e['reason']}" for e in change.excluded))
-            if change.error:
-                print(f"table not rebuilt: {change.error}", file=sys.stderr)
-                return EXIT_FAILED_FILES
-            return EXIT_OK
+            return _rebuild(bridge, args)
         elif args.action == "list":
             document = admin.list_quarantine(bridge, args.dataset)
             text = format_quarantine(document)
         else:
-            result = admin.release_quarantine(bridge, args.dataset)
-            manifest = build_manifest(result)
-            print(json.dumps(manifest, indent=2) if args.json else format_manifest(manifest))
-            if result.exit_code:
-                print(f"{result.failed} files failed and stay in quarantine for the next release", file=sys.stderr)
-            return result.exit_code
+            return _release(bridge, args)
     except admin.AdminError as err:
         print(err, file=sys.stderr)
         return EXIT_SETTINGS
@@ -206,6 +205,34 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     print(json.dumps(document, indent=2, default=str) if args.json else text)
     return EXIT_OK
+
+
+def _rebuild(bridge: Bridge, args: argparse.Namespace) -> int:
+    """``tables rebuild``; its AdminError and RunLocked are left to :func:`_admin`."""
+    from shared import admin_tables
+
+    change = admin_tables.rebuild_table(bridge, args.dataset)
+    document = {"table": change.table, "version": change.version, "sources": len(change.added),
+                "excluded": change.excluded, "error": change.error}
+    print(json.dumps(document, indent=2) if args.json else
+          f"table {change.table}: version {change.version}, rows of {len(change.added)} source files"
+          + "".join(f"\n{e['source_key']} {e['reason']}" for e in change.excluded))
+    if change.error:
+        print(f"table not rebuilt: {change.error}", file=sys.stderr)
+        return EXIT_FAILED_FILES
+    return EXIT_OK
+
+
+def _release(bridge: Bridge, args: argparse.Namespace) -> int:
+    """``quarantine release``; its AdminError and RunLocked are left to :func:`_admin`."""
+    from shared import admin
+
+    result = admin.release_quarantine(bridge, args.dataset)
+    manifest = build_manifest(result)
+    print(json.dumps(manifest, indent=2) if args.json else format_manifest(manifest))
+    if result.exit_code:
+        print(f"{result.failed} files failed and stay in quarantine for the next release", file=sys.stderr)
+    return result.exit_code
 
 
 def _backfill(bridge: Bridge, args: argparse.Namespace) -> int:
