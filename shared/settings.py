@@ -1,6 +1,6 @@
 """Settings: each declared once (:data:`SETTINGS`), validated before any I/O.
 
-A declaration gives the name, the field it fills, its check (``shared.settings_parse``), its
+A declaration (``shared.settings_parse.Setting``) gives the name, the field it fills, its check, its
 default, what it means, and whether Azure sets it. Everything else derives from it: parsing
 (``Settings.from_mapping`` collects every problem and raises one ``SettingsError`` that names
 them all, so an operator fixes a deployment in one pass), the manifest's view
@@ -10,13 +10,13 @@ them all, so an operator fixes a deployment in one pass), the manifest's view
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared import settings_parse as checks
 from shared.errors import TerminalError
+from shared.settings_parse import LOCAL, Setting
 
 HALTIAN_S3_BUCKET = "HALTIAN_S3_BUCKET"
 HALTIAN_S3_PREFIX = "HALTIAN_S3_PREFIX"
@@ -52,38 +52,6 @@ AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
 #: Backfill partitions one worker process may run at once: host.json's queues batchSize (4)
 #: plus newBatchThreshold (2). Connection pools are sized for that many runs sharing clients.
 RUNS_PER_WORKER = 6
-
-_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
-
-
-#: Where a setting is set: by the Bicep in Azure, or on a developer's machine only (an emulator,
-#: temporary AWS credentials; Azure must not set them).
-AZURE = "azure"
-LOCAL = "local"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting, declared once. Parsing, the one error that lists every problem, the README's
-    table, the local sample's and the Bicep's names are all derived from these declarations."""
-
-    name: str
-    #: The :class:`Settings` field it fills; None for what an SDK reads itself (checked only).
-    field: str | None
-    parse: checks.Parser
-    meaning: str
-    #: What an unset setting means to the run.
-    default: str | int | None = None
-    #: The README's default column where it is not the default itself: "(required)", "(AWS)".
-    shown: str | None = None
-    where: str = AZURE
-    #: Safe to log and to put in a manifest (:meth:`Settings.describe`).
-    logged: bool = False
-
-    def readme_row(self) -> str:
-        shown = self.shown if self.shown is not None else "" if self.default is None else f"`{self.default}`"
-        return f"| `{self.name}` |{' ' + shown if shown else ''} | {self.meaning} |"
-
 
 #: Every setting the bridge reads, in the order the README's table documents them.
 SETTINGS: tuple[Setting, ...] = (
@@ -224,7 +192,7 @@ class Settings:
         problems: list[str] = []
         values: dict[str, Any] = {}
         for setting in SETTINGS:
-            value = setting.parse(_read(env, setting.name, problems), setting, problems)
+            value = setting.parse(checks.read(env, setting.name, problems), setting, problems)
             if setting.field is not None:
                 values[setting.field] = value
         problems += _combinations(values)
@@ -249,21 +217,6 @@ class Settings:
         described: dict[str, object] = {s.name: getattr(self, s.field) for s in SETTINGS if s.logged and s.field}
         described[ADLS_ACCOUNT_URL] = self.adls_account_url or "(emulator connection string)"
         return described
-
-
-def _read(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
-    """A setting's value, stripped; None when unset, blank, or a Key Vault reference that did not
-    resolve (then a problem says so)."""
-    value = env.get(name)
-    if value is None or not value.strip():
-        return None
-    if _KEY_VAULT_REFERENCE.match(value):
-        problems.append(
-            f"{name} is an unresolved Key Vault reference: check the app's identity "
-            "has 'Key Vault Secrets User' on the vault and that the secret exists"
-        )
-        return None
-    return value.strip()
 
 
 def _combinations(values: dict[str, Any]) -> list[str]:

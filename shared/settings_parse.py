@@ -1,13 +1,14 @@
-"""How a setting's text becomes what a run uses: the checks the declarations in
-``shared.settings`` name. A problem is appended to the run's list, never raised, so one error
-names every problem."""
+"""How a setting's text becomes what a run uses: the shape of a declaration (:class:`Setting`),
+reading a value from the environment, and the checks the declarations in ``shared.settings``
+name. A problem is appended to the run's list, never raised, so one error names every problem."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _ROOT_SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 NAME_RULE = "3-63 lowercase letters, digits and single hyphens"
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 
 
 class Declared(Protocol):
@@ -37,6 +39,51 @@ class Declared(Protocol):
 #: A setting's parser: (its value, stripped, or None when unset; the setting; the problems so far)
 #: -> what the run uses. A problem is appended, never raised, so one error names them all.
 Parser = Callable[[str | None, Declared, list[str]], Any]
+
+
+#: Where a setting is set: by the Bicep in Azure, or on a developer's machine only (an emulator,
+#: temporary AWS credentials; Azure must not set them).
+AZURE = "azure"
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once. Parsing, the one error that lists every problem, the README's
+    table, the local sample's and the Bicep's names are all derived from these declarations."""
+
+    name: str
+    #: The :class:`~shared.settings.Settings` field it fills; None for what an SDK reads itself
+    #: (checked only).
+    field: str | None
+    parse: Parser
+    meaning: str
+    #: What an unset setting means to the run.
+    default: str | int | None = None
+    #: The README's default column where it is not the default itself: "(required)", "(AWS)".
+    shown: str | None = None
+    where: str = AZURE
+    #: Safe to log and to put in a manifest (:meth:`~shared.settings.Settings.describe`).
+    logged: bool = False
+
+    def readme_row(self) -> str:
+        shown = self.shown if self.shown is not None else "" if self.default is None else f"`{self.default}`"
+        return f"| `{self.name}` |{' ' + shown if shown else ''} | {self.meaning} |"
+
+
+def read(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
+    """A setting's value, stripped; None when unset, blank, or a Key Vault reference that did not
+    resolve (then a problem says so)."""
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    if _KEY_VAULT_REFERENCE.match(value):
+        problems.append(
+            f"{name} is an unresolved Key Vault reference: check the app's identity "
+            "has 'Key Vault Secrets User' on the vault and that the secret exists"
+        )
+        return None
+    return value.strip()
 
 
 def text(value: str | None, setting: Declared, problems: list[str]) -> str | None:
