@@ -37,6 +37,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     tables/delta        one table per layout and dataset: sync, create, overwrite, compact
     tables/ledger       the log as the bridge reads it: delivered source versions, appendability
     tables/append       streamed appends and overwrites, and the bridge's own commits
+    tables/data_files   a table's data files: month files in row groups, their stats, the upload
     tables/rows         a file's rows in the table's one schema, with lineage columns
     tables/types, tables/evolution, tables/facts
                         Arrow to Delta types; which files can join; a file's facts from its footer

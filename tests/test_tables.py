@@ -32,7 +32,7 @@ from shared.haltian.keys import parse_key
 from shared.model import FULL, PUBLISHED, TableChange, TableFile
 from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.connect import delta_storage_options
-from shared.tables.append import FileStats
+from shared.tables.data_files import FileStats
 from shared.tables.budget import WriteBudget
 from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
 from shared.tables.ledger import Delivered, TableLog

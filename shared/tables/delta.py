@@ -53,9 +53,8 @@ from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake, PublishConflict
 from shared.sink.lock import LockLost
-from shared.tables.append import (
-    GROUP_BYTES, CommitConflict, append_streamed, commit_append, commit_overwrite, streamable,
-)
+from shared.tables.append import CommitConflict, append_streamed, commit_append, commit_overwrite, streamable
+from shared.tables.data_files import GROUP_BYTES
 from shared.tables import delta_rs, sources
 from shared.tables.budget import WriteBudget
 from shared.tables.evolution import columns_of

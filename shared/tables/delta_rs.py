@@ -11,7 +11,7 @@ from deltalake import DeltaTable, WriterProperties
 from deltalake.transaction import PostCommitHookProperties
 
 from shared.model import TableFile
-from shared.tables.append import ROW_GROUP_ROWS
+from shared.tables.data_files import ROW_GROUP_ROWS
 from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches
 
 
