@@ -19,6 +19,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
   sink: the customer's lake
     sink/connect        the Entra credential, the storage SDK's clients, delta-rs's options
     sink/lake           reads and writes below the root: publish, preserve, JSON documents
+    sink/lake_root      the container (checked before a run) and its root: blob names, leases, deletes
     sink/blob_writer    the lean Put Blob / Put Block / Put Block List / Get Blob
     sink/lock           one run at a time: a blob lease
     sink/records        the ledger record each mirrored file carries in its blob metadata

@@ -27,7 +27,7 @@ from shared.report import (
 )
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
-from shared.sink.lake import LakeUnavailable
+from shared.sink.lake_root import LakeUnavailable
 from shared.sink.lock import LockLost, RunLocked
 from shared.status import format_status, status
 from shared.tables.sql import find_tables, synapse_sql

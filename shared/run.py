@@ -36,7 +36,8 @@ from shared.sink.connect import delta_storage_options, make_container_client, ma
 from shared.paths import (
     LATEST_MANIFEST, LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, manifest_path, partition_lock_path, partition_of_lock,
 )
-from shared.sink.lake import IF_MISSING, Lake, LakeUnavailable
+from shared.sink.lake import IF_MISSING, Lake
+from shared.sink.lake_root import LakeUnavailable
 from shared.sink.records import new_run_id
 from shared.sink.lock import (
     LockLost, RunLock, RunLocked, Scope,

@@ -23,13 +23,12 @@ from functools import cached_property
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from shared.errors import CONFLICT_ATTEMPTS, Contention, TerminalError, TransientError
+from shared.errors import CONFLICT_ATTEMPTS, Contention, TransientError
 from shared.sink.blob_writer import BlobMissing, BlobWriter, WriteConflict, azure_transport
+from shared.sink.lake_root import LakeRoot
 from shared.sink.records import FileRecord
 from shared.transport import Transport
 
@@ -92,54 +91,18 @@ def if_unchanged(etag: str) -> Condition:
     return Condition(etag=etag)
 
 
-class LakeUnavailable(TerminalError):
-    """The container is missing or the identity cannot see it: a deployment problem, not a run's."""
-
-
 class PublishConflict(TransientError):
     """Another writer published or replaced the blob first."""
 
 
-class Lake:
-    """One container and root folder; paths given to its methods are relative to the root."""
+class Lake(LakeRoot):
+    """One container and root folder; paths given to its methods are relative to the root (the
+    container's check, blob names, leases and deletes: :class:`~shared.sink.lake_root.LakeRoot`)."""
 
     def __init__(self, container: ContainerClient, root: str = "", transport: Transport | None = None) -> None:
-        self.container = container
-        self.root = root.strip("/")
+        super().__init__(container, root)
         # Publishing (the copy path's requests) goes through the lean writer; the rest through the SDK.
         self.writer = BlobWriter(container, transport or azure_transport(pool_size=32))
-
-    def require_container(self) -> None:
-        """Checks that the container exists and this identity may read it (one request).
-
-        Raises:
-            LakeUnavailable: with the account, the container and what to do.
-        """
-        where = f"container {self.container.container_name!r} in storage account {self.container.account_name!r}"
-        try:
-            self.container.get_container_properties()
-        except ResourceNotFoundError as err:
-            raise LakeUnavailable(
-                f"{where} does not exist: the deployment creates it (infra/, azd up); the bridge's role is "
-                "scoped to that container and cannot create it. Check ADLS_CONTAINER, or deploy again") from err
-        except HttpResponseError as err:
-            if err.status_code not in (401, 403):
-                raise
-            raise LakeUnavailable(
-                f"this identity may not read {where} ({err.status_code} {getattr(err, 'error_code', '') or ''}): give the "
-                "function app's identity 'Storage Blob Data Contributor' on that container (the deployment "
-                "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")) from err
-
-    def path(self, relative: str) -> str:
-        """The blob name for a path below the root; refuses anything that could escape it."""
-        segments = relative.split("/")
-        if not relative or relative.startswith("/") or any(s in ("", ".", "..") for s in segments[:-1]) \
-                or segments[-1] in (".", ".."):
-            raise ValueError(f"refusing lake path {relative!r}")
-        return f"{self.root}/{relative}" if self.root else relative
-
-    def relative(self, name: str) -> str:
-        return name[len(self.root) + 1:] if self.root else name
 
     def list_entries(self, prefix: str) -> Iterator[LakeEntry]:
         """Blobs below a relative folder prefix (ending in '/'), with their metadata.
@@ -152,11 +115,6 @@ class Lake:
             if metadata.get("hdi_isfolder") == "true":
                 continue
             yield LakeEntry(self.relative(blob.name), blob.size, blob.etag, metadata, blob.last_modified)
-
-    def leased(self, prefix: str) -> list[str]:
-        """Relative names of the blobs below ``prefix`` that hold an active lease."""
-        return [self.relative(blob.name) for blob in self.container.list_blobs(name_starts_with=self.path(prefix))
-                if blob.lease.state == "leased"]
 
     def list_folders(self, prefix: str) -> list[str]:
         """The immediate sub-folders of a relative folder prefix, relative to the root."""
@@ -342,20 +300,6 @@ class Lake:
         except (ResourceExistsError, ResourceModifiedError):
             return False
         return True
-
-    def delete(self, relative: str, *, etag: str | None = None) -> bool:
-        """Deletes a blob (only that version, with ``etag``); False when it was gone or changed."""
-        blob = self.container.get_blob_client(self.path(relative))
-        conditions: dict[str, Any] = {} if etag is None else {"etag": etag,
-                                                              "match_condition": MatchConditions.IfNotModified}
-        try:
-            blob.delete_blob(**conditions)
-        except (ResourceNotFoundError, ResourceModifiedError):
-            return False
-        return True
-
-    def blob_client(self, relative: str) -> Any:
-        return self.container.get_blob_client(self.path(relative))
 
 
 def write_id(run_id: str, version: str) -> str:
