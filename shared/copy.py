@@ -12,7 +12,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import urllib3
@@ -28,8 +29,8 @@ from shared.sink.lake import (
     ALWAYS, IF_MISSING, Condition, Lake, PublishConflict, if_unchanged, write_id,
 )
 from shared.sink.lock import LockLost
-from shared.source.s3 import S3Source, SourceBody, SourceChanged
-from shared.tables.facts import table_facts
+from shared.source.s3 import S3Source, SourceChanged
+from shared.tables.facts import TableFacts, table_facts
 from shared.transport import TransportError
 from shared.verify.parquet import FOOTER_GUESS_BYTES, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer
 from shared.verify.schema import SchemaJudge, SchemaOutcome
@@ -85,59 +86,91 @@ def copy_file(item: WorkItem, ctx: CopyContext) -> FileOutcome:
         LockLost: from the context's guard; nothing was published.
     """
     started = time.monotonic()
-    outcome = FileOutcome(FAILED, item)
+    steps = _Steps()
     if item.replaces is not None and item.replaces.mirrors(item.source.etag, item.source.size):
         # Already mirrored at this version (a release of a file published since it was quarantined).
-        outcome.action, outcome.reason = PRESENT, "already in the lake at this source version"
-        return outcome
+        return _outcome(item, PRESENT, "already in the lake at this source version", steps, 0.0)
     try:
         if ctx.server_side and item.source.size > FOOTER_GUESS_BYTES:
-            _copy_server_side(item, ctx, outcome)
+            _copy_server_side(item, ctx, steps)
         elif item.source.size <= SINGLE_PUT_MAX_BYTES:
-            _copy_whole(item, ctx, outcome)
+            _copy_whole(item, ctx, steps)
         else:
-            _copy_in_blocks(item, ctx, outcome)
+            _copy_in_blocks(item, ctx, steps)
+        action, reason = (PUBLISHED, None) if steps.quarantine_reason is None else (QUARANTINED, steps.quarantine_reason)
     except PublishConflict as err:
         current = ctx.lake.get_entry(item.key.key)
         if current is not None and current.holds(item.source.etag, item.source.size):
-            outcome.action, outcome.reason = PRESENT, "published meanwhile by another run"
+            action, reason = PRESENT, "published meanwhile by another run"
         else:
-            outcome.action, outcome.reason = FAILED, str(err)
+            action, reason = FAILED, str(err)
     except (SourceChanged, Corrupted) as err:
-        outcome.action, outcome.reason = FAILED, str(err)
+        action, reason = FAILED, str(err)
     except (BotoCoreError, ClientError, AzureError, TransportError, urllib3.exceptions.HTTPError, OSError) as err:
-        outcome.action, outcome.reason = FAILED, describe(err)
+        action, reason = FAILED, describe(err)
     except LockLost:
         raise
     except Exception as err:  # noqa: BLE001 - one file's bug must not end the run
         log.exception("unexpected error copying %s", item.key.key)
-        outcome.action, outcome.reason = FAILED, f"unexpected error: {describe(err)}"
-    outcome.seconds = time.monotonic() - started
-    if outcome.action == FAILED:
-        log.warning("left for the next run: %s: %s", item.key.key, outcome.reason)
-    return outcome
+        action, reason = FAILED, f"unexpected error: {describe(err)}"
+    if action == FAILED:
+        log.warning("left for the next run: %s: %s", item.key.key, reason)
+    return _outcome(item, action, reason, steps, time.monotonic() - started)
 
 
-def _copy_whole(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
+@dataclass
+class _Steps:
+    """What one file's copy has learned and done so far (a failed copy reports as far as it got).
+
+    The copy paths fill it in as they go; :func:`_outcome` alone turns it into the file's outcome.
+    """
+
+    facts: ParquetFacts | None = None
+    schema: SchemaOutcome | None = None
+    quarantine_reason: str | None = None
+    fingerprint: str | None = None
+    verify_seconds: float = 0.0
+    verify_cpu_seconds: float = 0.0
+    table: TableFacts | None = None
+    replaced_copy: str | None = None
+    integrity: list[str] = field(default_factory=list)
+    destination: str | None = None
+    lake_modified: datetime | None = None
+    content: bytes | None = None
+
+
+def _outcome(item: WorkItem, action: str, reason: str | None, steps: _Steps, seconds: float) -> FileOutcome:
+    """The one place a file's outcome is built."""
+    written = action in (PUBLISHED, QUARANTINED)
+    return FileOutcome(
+        action, item,
+        destination=steps.destination,
+        bytes=item.source.size if written else 0,
+        rows=None if steps.facts is None else steps.facts.rows,
+        schema_fingerprint=steps.fingerprint, schema=steps.schema, reason=reason,
+        integrity=steps.integrity, seconds=seconds,
+        verify_seconds=steps.verify_seconds, verify_cpu_seconds=steps.verify_cpu_seconds,
+        table=steps.table, lake_modified=steps.lake_modified, replaced_copy=steps.replaced_copy,
+        content=steps.content if written else None,
+    )
+
+
+def _copy_whole(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
     body = ctx.source.get(item.source)
     data = body.data
-    _check_bytes(item, body, len(data), hashlib.md5(data) if body.etag_is_md5 else None, outcome)
-    verdict = _judge(item, ctx.judge, lambda: inspect_parquet(data, len(data)), outcome)
-    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
-    if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, ctx, outcome)
+    _check_bytes(item, len(data), hashlib.md5(data) if body.etag_is_md5 else None, steps.integrity)
+    _judge(item, ctx.judge, lambda: inspect_parquet(data, len(data)), steps)
+    destination, metadata, condition = _make_way(item, ctx, steps)
     ctx.guard()
-    outcome.lake_modified = ctx.lake.put(destination, data, metadata=metadata, condition=condition)
-    outcome.integrity.append("content-md5")
-    outcome.content = data  # its table's rows are read from these very bytes (unless the run drops them)
-    _done(outcome, verdict, destination)
+    steps.lake_modified = ctx.lake.put(destination, data, metadata=metadata, condition=condition)
+    steps.integrity.append("content-md5")
+    steps.destination = destination
+    steps.content = data  # its table's rows are read from these very bytes (unless the run drops them)
 
 
-def _copy_in_blocks(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
-    verdict = _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source), outcome)
-    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
-    if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, ctx, outcome)
+def _copy_in_blocks(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
+    _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source), steps)
+    destination, metadata, condition = _make_way(item, ctx, steps)
     body = ctx.source.get(item.source, stream=True)
     write = write_id(ctx.run_id, item.source.etag)
     # Each block is hashed once, for its Content-MD5. The whole file is hashed too only when its
@@ -153,15 +186,15 @@ def _copy_in_blocks(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> N
             block_ids.append(ctx.lake.stage(destination, len(block_ids), block, write))
     finally:
         body.close()
-    _check_bytes(item, body, total, md5, outcome)
+    _check_bytes(item, total, md5, steps.integrity)
     ctx.guard()
-    outcome.lake_modified = ctx.lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
-                                        metadata=metadata, condition=condition)
-    outcome.integrity.append("content-md5")
-    _done(outcome, verdict, destination)
+    steps.lake_modified = ctx.lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
+                                          metadata=metadata, condition=condition)
+    steps.integrity.append("content-md5")
+    steps.destination = destination
 
 
-def _copy_server_side(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
+def _copy_server_side(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
     """The lake pulls the body from a presigned URL; the function moves only the footer.
 
     The footer is read first (one ranged GET) and verified; the body is staged from the URL
@@ -170,11 +203,9 @@ def _copy_server_side(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) ->
     the commit: if the object was replaced during the copy, nothing is committed.
     """
     tails: list[bytes] = []
-    verdict = _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source, tails), outcome)
+    _judge(item, ctx.judge, lambda: _footer_facts(item, ctx.source, tails), steps)
     tail = tails[-1]
-    destination, metadata, condition = _destination(item, verdict, outcome, ctx.run_id)
-    if item.replaces is not None and destination == item.key.key:
-        condition = _make_way(item, ctx, outcome)
+    destination, metadata, condition = _make_way(item, ctx, steps)
     url = ctx.source.presign(item.source)
     write = write_id(ctx.run_id, item.source.etag)
     body_end = item.source.size - len(tail)
@@ -186,9 +217,9 @@ def _copy_server_side(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) ->
     if ctx.source.etag_now(item.source) != item.source.etag:
         raise SourceChanged("object replaced while the lake copied it; nothing was committed")
     ctx.guard()
-    outcome.lake_modified = ctx.lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
-    outcome.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
-    _done(outcome, verdict, destination)
+    steps.lake_modified = ctx.lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
+    steps.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
+    steps.destination = destination
 
 
 def _footer_facts(item: WorkItem, source: S3Source, tails: list[bytes] | None = None) -> ParquetFacts:
@@ -202,54 +233,54 @@ def _footer_facts(item: WorkItem, source: S3Source, tails: list[bytes] | None = 
     return read_footer(read_tail, item.source.size)
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    facts: ParquetFacts | None
-    schema: SchemaOutcome | None
-    quarantine_reason: str | None
-
-
-def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
+def _judge(item: WorkItem, judge: SchemaJudge, read_facts: Callable[[], Any], steps: _Steps) -> None:
+    """The file's verification: its Parquet facts, its schema against the contract, and whether it
+    goes to quarantine; then (not a check) the statistics its Delta add action carries."""
     started, started_cpu = time.monotonic(), time.thread_time()
     try:
-        verdict = _verdict(item, judge, read_facts, outcome)
+        _verify(item, judge, read_facts, steps)
     finally:
-        outcome.verify_seconds = time.monotonic() - started
-        outcome.verify_cpu_seconds = time.thread_time() - started_cpu
-    if verdict.facts is not None and verdict.quarantine_reason is None:
-        # Not a check: the statistics the file's Delta add action carries, read from the same footer.
-        outcome.table = table_facts(verdict.facts.metadata)
-    return verdict
+        steps.verify_seconds = time.monotonic() - started
+        steps.verify_cpu_seconds = time.thread_time() - started_cpu
+    if steps.facts is not None and steps.quarantine_reason is None:
+        steps.table = table_facts(steps.facts.metadata)
 
 
-def _verdict(item: WorkItem, judge: SchemaJudge, read_facts: Any, outcome: FileOutcome) -> _Verdict:
+def _verify(item: WorkItem, judge: SchemaJudge, read_facts: Callable[[], Any], steps: _Steps) -> None:
     try:
-        facts = read_facts()
+        steps.facts = facts = read_facts()
     except UnreadableParquet as err:
-        return _Verdict(None, None, f"not readable Parquet: {err}")
-    outcome.rows = facts.rows
-    outcome.schema_fingerprint = fingerprint(facts.columns)
-    schema = judge.judge(item.key, facts.columns)
-    outcome.schema = schema
-    return _Verdict(facts, schema, schema.reason if schema.quarantine else None)
+        steps.quarantine_reason = f"not readable Parquet: {err}"
+        return
+    steps.fingerprint = fingerprint(facts.columns)
+    steps.schema = judge.judge(item.key, facts.columns)
+    steps.quarantine_reason = steps.schema.reason if steps.schema.quarantine else None
 
 
-def _destination(item: WorkItem, verdict: _Verdict, outcome: FileOutcome,
-                 run_id: str) -> tuple[str, dict[str, str], Condition]:
-    facts = verdict.facts
+def _make_way(item: WorkItem, ctx: CopyContext, steps: _Steps) -> tuple[str, dict[str, str], Condition]:
+    """Where the judged file goes, with the metadata and the condition its write must meet.
+
+    A changed file overwritten at its mirrored path first makes way: its old version is kept in
+    quarantine and the blob is marked as being replaced (no table sync reads it meanwhile). A
+    crash anywhere in between leaves the old bytes marked; the next run does it again (the file
+    is still changed at the source).
+    """
+    facts = steps.facts
     record = FileRecord(
-        source_key=item.key.key, source_etag=item.source.etag, source_size=item.source.size, run_id=run_id,
-        rows=None if facts is None else facts.rows,
-        schema_fingerprint=None if facts is None else outcome.schema_fingerprint or fingerprint(facts.columns),
-        contract=None if verdict.schema is None else verdict.schema.contract or "none",
-        reason=verdict.quarantine_reason,
+        source_key=item.key.key, source_etag=item.source.etag, source_size=item.source.size, run_id=ctx.run_id,
+        rows=None if facts is None else facts.rows, schema_fingerprint=steps.fingerprint,
+        contract=None if steps.schema is None else steps.schema.contract or "none",
+        reason=steps.quarantine_reason,
     )
-    if verdict.quarantine_reason is not None:
-        outcome.reason = verdict.quarantine_reason
+    if steps.quarantine_reason is not None:
         return quarantined(item.key.key), record.metadata(), ALWAYS
-    if item.replaces is not None:
-        return item.key.key, record.metadata(), if_unchanged(item.replaces.etag)
-    return item.key.key, record.metadata(), IF_MISSING
+    if item.replaces is None:
+        return item.key.key, record.metadata(), IF_MISSING
+    ctx.guard()
+    steps.replaced_copy = _keep_replaced_version(item, ctx)
+    ctx.guard()
+    etag = ctx.lake.mark_replacing(item.key.key, item.replaces, ctx.run_id)
+    return item.key.key, record.metadata(), if_unchanged(etag)
 
 
 def replaced_path(item: WorkItem) -> str:
@@ -258,22 +289,9 @@ def replaced_path(item: WorkItem) -> str:
     return replaced(item.key.key, old_etag)
 
 
-def _make_way(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> Condition:
-    """Before a changed file is overwritten at its mirrored path: its old version is kept in
-    quarantine and the blob is marked as being replaced (no table sync reads it meanwhile).
-    Returns the condition the new version's write must meet. A crash anywhere in between leaves
-    the old bytes marked; the next run does it again (the file is still changed at the source).
-    """
-    assert item.replaces is not None
-    ctx.guard()
-    _keep_replaced_version(item, ctx, outcome)
-    ctx.guard()
-    etag = ctx.lake.mark_replacing(item.key.key, item.replaces, ctx.run_id)
-    return if_unchanged(etag)
-
-
-def _keep_replaced_version(item: WorkItem, ctx: CopyContext, outcome: FileOutcome) -> None:
-    """Before a changed file is republished, its old version goes to a versioned quarantine path."""
+def _keep_replaced_version(item: WorkItem, ctx: CopyContext) -> str:
+    """Before a changed file is republished, its old version goes to a versioned quarantine path
+    (returned)."""
     assert item.replaces is not None
     record = replace(
         item.replaces.record, replacing=None,
@@ -281,23 +299,18 @@ def _keep_replaced_version(item: WorkItem, ctx: CopyContext, outcome: FileOutcom
         reason=f"replaced at the mirrored path by source ETag {item.source.etag} in run {ctx.run_id}: "
                "Haltian delivered a new version of an already copied file")
     ctx.lake.preserve(item.key.key, item.replaces.etag, replaced_path(item), record.metadata())
-    outcome.replaced_copy = replaced_path(item)
+    return replaced_path(item)
 
 
-def _check_bytes(item: WorkItem, body: SourceBody, length: int, md5: Any, outcome: FileOutcome) -> None:
+def _check_bytes(item: WorkItem, length: int, md5: Any, integrity: list[str]) -> None:
+    """Adds each integrity check the bytes read pass (``size``, then ``etag-md5`` when the ETag is an MD5)."""
     if length != item.source.size:
         raise Corrupted(f"read {length} bytes, the listing says {item.source.size}")
-    outcome.integrity.append("size")
+    integrity.append("size")
     if md5 is not None:
         if md5.hexdigest() != item.source.etag:
             raise Corrupted("the bytes read do not match the object's MD5 ETag")
-        outcome.integrity.append("etag-md5")
-
-
-def _done(outcome: FileOutcome, verdict: _Verdict, destination: str) -> None:
-    outcome.destination = destination
-    outcome.bytes = outcome.item.source.size
-    outcome.action = QUARANTINED if verdict.quarantine_reason is not None else PUBLISHED
+        integrity.append("etag-md5")
 
 
 def _read_exactly(stream: Any, size: int) -> bytes:
