@@ -39,6 +39,8 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     tables/ledger       the log as the bridge reads it: delivered source versions, appendability
     tables/append       streamed appends and overwrites, and the bridge's own commits
     tables/data_files   a table's data files: month files in row groups, their stats, the upload
+    tables/hourly       the hourly case: new rows in one commit the bridge writes, no delta-rs load
+    tables/writes       what goes through delta-rs's writer: a delivery's commit, a table's creation
     tables/rows         a file's rows in the table's one schema, with lineage columns
     tables/types, tables/evolution, tables/facts
                         Arrow to Delta types; which files can join; a file's facts from its footer
@@ -53,6 +55,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
   the run and its record
     run                 one run: lock, plan, copy within the time budget, tables, manifest
     manifest/build      the manifest: one JSON document per run, written last
+    manifest/publish    writing a run's manifest, its index entry, latest.json and the reconcile state
     manifest/index      the manifests in the order they were written
     manifest/recover    accounting for a run that stopped before its manifest
     backfill/           partitions, the queue and its workers; the HTTP trigger

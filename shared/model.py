@@ -162,6 +162,8 @@ class RunResult:
     recovery_error: str | None = None
     full_reconcile_completed: bool = False
     manifest_path: str | None = None
+    #: Seconds each stage of the run took (plan, copy, tables, recovery; manifest once written).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def count(self, action: str) -> int:
         return sum(1 for o in self.outcomes if o.action == action)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -20,13 +21,12 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from shared import logs, telemetry
-from shared.copy import CopyContext, Guard, copy_file
+from shared.copy import CopyContext, copy_file
 from shared.errors import TransientError, describe
-from shared.manifest import index
-from shared.manifest.build import build_manifest
-from shared.manifest.recover import index_stopped, write_interrupted
+from shared.manifest.publish import write_manifest
+from shared.manifest.recover import account_for_stopped_runs
 from shared.model import (
-    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, TableChange, WorkItem,
+    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, WorkItem,
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
@@ -34,9 +34,9 @@ from shared.settings import Settings, SettingsError
 from shared.sink.blob_writer import azure_transport
 from shared.sink.connect import delta_storage_options, make_container_client, make_credential
 from shared.paths import (
-    LATEST_MANIFEST, LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, manifest_path, partition_lock_path, partition_of_lock,
+    LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, partition_lock_path, partition_of_lock,
 )
-from shared.sink.lake import IF_MISSING, Lake
+from shared.sink.lake import Lake
 from shared.sink.lake_root import LakeUnavailable
 from shared.sink.records import new_run_id
 from shared.sink.lock import (
@@ -155,13 +155,15 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
          progress: Progress | None, partition: str | None, release: Callable[[Bridge], Plan] | None) -> RunResult:
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
+    stages: dict[str, float] = {}
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
-        plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
-                                                                      partition=partition)
+        with _stage(stages, "plan"):
+            plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
+                                                                          partition=partition)
         log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
                  plan.listed_objects)
         lock.note_scope(Scope(plan.mode, None if plan.months is None else tuple(plan.months), plan.partition))
-        result = RunResult(run_id, started, started, plan, settings.describe())
+        result = RunResult(run_id, started, started, plan, settings.describe(), stage_seconds=stages)
         deadline = clock_start + settings.time_budget_seconds
         publisher = bridge.delta_publisher(run_id, guard=lock.check)
         copying = CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, run_id), run_id, lock.check,
@@ -169,38 +171,33 @@ def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, ful
         with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-delta",
                                 **_run_threads()) as syncing:
             tables = TableStage(plan, publisher, syncing)
-            _copy_all(bridge, plan.items, copying, deadline, result, progress, tables)
-            if plan.mode == RELEASE:
-                lock.check()
-                _leave_quarantine(bridge.lake, plan, result)
+            with _stage(stages, "copy"):
+                _copy_all(bridge, plan.items, copying, deadline, result, progress, tables)
+                if plan.mode == RELEASE:
+                    lock.check()
+                    _leave_quarantine(bridge.lake, plan, result)
             _log_drift(result)
-            result.tables = _finish_tables(tables)
+            with _stage(stages, "tables"):  # the table syncs still running when the last copy ended
+                result.tables = tables.finish()
         result.finished_at = datetime.now(timezone.utc)
-        _recover(bridge, plan, result, lock.check)
+        with _stage(stages, "recovery"):
+            account_for_stopped_runs(bridge.lake, plan, result, settings.lock_seconds, lock.check)
         result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
-        _write_manifest(bridge.lake, result, lock.check)
+        with _stage(stages, "manifest"):
+            write_manifest(bridge.lake, result, lock.check)
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
 
 
-def _recover(bridge: Bridge, plan: Plan, result: RunResult, guard: Guard) -> None:
-    """Writes manifests for the runs the plan shows stopped before writing their own, and
-    indexes the manifests of runs that stopped before their index entry.
-
-    Not this run's own work: when the lake fails it, the run still writes its manifest, ends
-    ``incomplete`` (a full reconcile is then not done, so the next run is one), and the next
-    run accounts for those runs. A lost lock still stops the run.
-    """
+@contextmanager
+def _stage(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the seconds the block takes to ``stages[name]`` (the run's stage times, in its manifest)."""
+    begun = time.perf_counter()
     try:
-        result.recovered_runs = write_interrupted(bridge.lake, plan, result.run_id, result.finished_at,
-                                                  bridge.settings.lock_seconds, guard)
-        result.indexed_runs = index_stopped(bridge.lake, datetime.now(timezone.utc), bridge.settings.lock_seconds,
-                                            guard)
-    except AzureError as err:
-        result.recovery_error = describe(err)
-        log.warning("runs that stopped before writing their manifest are left for the next run to account "
-                    "for: %s", result.recovery_error)
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - begun
 
 
 def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
@@ -273,42 +270,12 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadl
     result.outcomes.sort(key=lambda o: o.item.key.key)
 
 
-def _finish_tables(tables: TableStage) -> list[TableChange]:
-    """The table syncs still running when the last copy ended, waited for."""
-    return tables.finish()
-
-
 def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
     state = bridge.lake.read_json(RECONCILE_STATE)
     if not state or "completed_at" not in state:
         return True
     completed = datetime.fromisoformat(state["completed_at"])
     return now - completed >= timedelta(hours=bridge.settings.full_reconcile_hours)
-
-
-def _write_manifest(lake: Lake, result: RunResult, guard: Guard) -> None:
-    """The manifest (If-None-Match), its index entry, then ``latest.json`` and the reconcile
-    state, which only ever move forward (conditional writes: a slower run cannot move them back).
-
-    Raises:
-        LockLost: another run found this one without its lock and wrote its manifest for it.
-    """
-    document = build_manifest(result)
-    path = manifest_path(result.run_id, result.started_at)
-    guard()
-    if not lake.write_json(path, document, condition=IF_MISSING):
-        raise LockLost(f"run {result.run_id} found its manifest written for it by another run (it had lost its "
-                       "lock); that manifest reports its files", datetime.now(timezone.utc), result.run_id)
-    result.manifest_path = lake.path(path)
-    guard()
-    index.append(lake, path, document)
-    if result.plan.partition is None:
-        guard()
-        lake.write_json_forward(LATEST_MANIFEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
-    if result.full_reconcile_completed:
-        guard()
-        lake.write_json_forward(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
-                                                  "run_id": result.run_id}, order=lambda d: datetime.fromisoformat(d["completed_at"]))
 
 
 class RunFailed(TransientError):

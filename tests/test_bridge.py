@@ -59,6 +59,14 @@ def test_first_run_copies_every_file_verified_and_byte_identical(stack) -> None:
     assert "etag-md5" in published[good[0][0].key].integrity
     assert "content-md5" in published[good[0][0].key].integrity
 
+    # Where the run's time went, in its manifest: every stage before the manifest itself; the first
+    # three end by finished_at (the recovery comes after it).
+    stages = manifest_of(stack, result)["stage_seconds"]
+    assert set(stages) == {"plan", "copy", "tables", "recovery"}
+    duration = (result.finished_at - result.started_at).total_seconds()
+    assert stages["copy"] > 0 and stages["plan"] + stages["copy"] + stages["tables"] <= duration + 0.01
+    assert set(result.stage_seconds) == {*stages, "manifest"}
+
 
 def test_bad_files_are_quarantined_with_reasons_and_odd_keys_are_counted(stack) -> None:
     objects = stack.seed(BucketSpec(**SMALL))

@@ -269,7 +269,8 @@ def test_the_reconcile_state_never_moves_back(stack) -> None:
 def test_latest_json_never_moves_back(stack) -> None:
     from dataclasses import replace
 
-    from shared.run import _write_manifest, new_run_id
+    from shared.manifest.publish import write_manifest
+    from shared.run import new_run_id
 
     seed_hours(stack, 2)
     bridge = stack.bridge()
@@ -284,10 +285,10 @@ def test_latest_json_never_moves_back(stack) -> None:
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
     try:
         slow = bridge_for(proxied_env(stack, None, proxy))
-        writer = threading.Thread(target=_write_manifest, args=(slow.lake, first, lambda: None))
+        writer = threading.Thread(target=write_manifest, args=(slow.lake, first, lambda: None))
         writer.start()
         time.sleep(1.5)  # the first run's manifest landed; its latest.json is on its way
-        _write_manifest(bridge.lake, second, lambda: None)
+        write_manifest(bridge.lake, second, lambda: None)
         writer.join(timeout=30)
     finally:
         proxy.close()

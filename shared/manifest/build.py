@@ -42,6 +42,8 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "duration_seconds": round((result.finished_at - result.started_at).total_seconds(), 3),
+        **({"stage_seconds": {name: round(seconds, 3) for name, seconds in result.stage_seconds.items()}}
+           if result.stage_seconds else {}),
         "status": "interrupted" if recovered_by else result.status,
         "mode": plan.mode,
         "months": plan.months,

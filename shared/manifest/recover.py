@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
+from shared.errors import describe
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.manifest import index
 from shared.manifest.build import build_manifest
@@ -220,3 +223,22 @@ def _holds_a_lock(lake: Lake, manifest: dict[str, Any]) -> bool:
         if record.run_id == manifest["run_id"] and state == "leased":
             return True
     return False
+
+
+def account_for_stopped_runs(lake: Lake, plan: Plan, result: RunResult, lease_seconds: float,
+                             guard: Callable[[], None]) -> None:
+    """Writes manifests for the runs the plan shows stopped before writing their own, and
+    indexes the manifests of runs that stopped before their index entry.
+
+    Not this run's own work: when the lake fails it, the run still writes its manifest, ends
+    ``incomplete`` (a full reconcile is then not done, so the next run is one), and the next
+    run accounts for those runs. A lost lock still stops the run.
+    """
+    try:
+        result.recovered_runs = write_interrupted(lake, plan, result.run_id, result.finished_at, lease_seconds,
+                                                  guard)
+        result.indexed_runs = index_stopped(lake, datetime.now(timezone.utc), lease_seconds, guard)
+    except AzureError as err:
+        result.recovery_error = describe(err)
+        log.warning("runs that stopped before writing their manifest are left for the next run to account "
+                    "for: %s", result.recovery_error)
