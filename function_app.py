@@ -21,7 +21,7 @@ def haltian_bridge(timer: func.TimerRequest) -> None:
     the invocation shows as failed and an alert can fire.
     """
     from shared import telemetry
-    from shared.run import run_for_timer
+    from shared.timer import run_for_timer
 
     with telemetry.flushed():  # the worker may be frozen as soon as the invocation returns
         run_for_timer(os.environ, past_due=timer.past_due)

@@ -54,6 +54,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
 
   the run and its record
     run                 one run: lock, plan, copy within the time budget, tables, manifest
+    timer               what the timer trigger does: a run from the app settings, failures in one line
     manifest/build      the manifest: one JSON document per run, written last
     manifest/publish    writing a run's manifest, its index entry, latest.json and the reconcile state
     manifest/index      the manifests in the order they were written

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,17 +30,16 @@ from shared.model import (
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.sink.blob_writer import azure_transport
 from shared.sink.connect import delta_storage_options, make_container_client, make_credential
 from shared.paths import (
     LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, partition_lock_path, partition_of_lock,
 )
 from shared.sink.lake import Lake
-from shared.sink.lake_root import LakeUnavailable
 from shared.sink.records import new_run_id
 from shared.sink.lock import (
-    LockLost, RunLock, RunLocked, Scope,
+    LockLost, RunLock, Scope,
 )
 from shared.source.s3 import S3Source, check_access
 from shared.source.sessions import make_s3
@@ -280,51 +279,3 @@ def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:
 
 class RunFailed(TransientError):
     """Some files or tables failed and are left for the next run; raised so the invocation shows failed."""
-
-
-def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunResult | None:
-    """What the timer trigger does: one run with settings from the environment.
-
-    Returns None when another run holds the lock (that is not a failure: the other run does
-    the work).
-
-    Raises:
-        SettingsError: the app settings are wrong; the message names each one.
-        RunFailed: the run finished, but some files or tables failed (the manifest lists them), or it lost
-            its lock and stopped (the next run accounts for its files).
-    """
-    logs.configure()
-    telemetry.configure(environ)
-    if past_due:
-        log.warning("timer is past due: the previous scheduled run was missed or late")
-    settings = Settings.from_mapping(environ)
-    try:
-        bridge = Bridge.from_settings(settings)
-        bridge.lake.require_container()
-        result = run_once(bridge)
-    except RunLocked as err:
-        log.warning("%s", err)
-        return None
-    except LakeUnavailable as err:
-        log.error("run not started: %s", err)
-        telemetry.record_failed_run()
-        raise
-    except SettingsError as err:  # S3 refused the key or role, or the region is wrong: one plain line
-        log.error("run not started: %s", err)
-        telemetry.record_failed_run()
-        raise
-    except LockLost as err:
-        logs.set_run_id(err.run_id)  # what the invocation logs from here on is that run's
-        log.error("%s", err)
-        telemetry.record_failed_run()
-        raise RunFailed(str(err)) from None
-    except Exception:
-        log.exception("run stopped before it could write its manifest; the next run starts over")
-        telemetry.record_failed_run()
-        raise
-    logs.set_run_id(result.run_id)  # what the invocation logs from here on is that run's
-    if result.exit_code:
-        log.error("%s; %s lists what failed, and the next run tries it again", result.summary(),
-                  result.manifest_path)
-        raise RunFailed(result.summary())
-    return result

@@ -20,7 +20,8 @@ from botocore.exceptions import EndpointConnectionError
 from shared.copy import CopyContext, copy_file
 from shared.demo.bucket import BucketSpec, legacy_schema, make_table, parquet_bytes
 from shared.model import FAILED, PRESENT, PUBLISHED, WorkItem
-from shared.run import Bridge, RunFailed, plan_run, run_for_timer, run_once
+from shared.run import Bridge, RunFailed, plan_run, run_once
+from shared.timer import run_for_timer
 from shared.sink.lake import IF_MISSING, PublishConflict
 from shared.verify.schema import SchemaJudge
 from tests.awsauth import AWS_KEY, aws_secrets

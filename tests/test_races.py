@@ -18,7 +18,8 @@ from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_by
 from shared.manifest import index
 from shared.model import FAILED, PUBLISHED
 from shared.copy import CopyContext, copy_file
-from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_for_timer, run_once
+from shared.run import RunFailed, build_bridge, new_run_id, plan_run, run_once
+from shared.timer import run_for_timer
 from shared.sink.connect import delta_storage_options
 from shared.sink.lake import ALWAYS, write_id
 from shared.sink.records import META_RUN_ID
