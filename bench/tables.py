@@ -101,11 +101,11 @@ def compact_child(connection: str, container_name: str) -> None:
     from shared.paths import table_folder
 
     publisher = _publisher(connection, container_name, datetime(2027, 1, 15, tzinfo=timezone.utc))
-    table = publisher._load(publisher.uri(table_folder("legacy", "measurementCO2")))
+    table = publisher.load(publisher.uri(table_folder("legacy", "measurementCO2")))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall = time.monotonic()
     change = TableChange("legacy", ORG, "measurementCO2", "bench")
-    publisher._compact(table, change, 10**6)
+    publisher.compact(table, change, 10**6)
     seconds = time.monotonic() - wall
     print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rss_before_mb": before / 1024, "compacted": change.compacted}))
@@ -158,7 +158,7 @@ def compact_month(connection: str, month_files: int, rows: int) -> dict:
     publisher = _publisher(connection, container.container_name, datetime(2026, 11, 1, tzinfo=timezone.utc))
     publisher.sync(files[:1])  # the table, created by the bridge
     uri = publisher.uri(table_folder("legacy", "measurementCO2"))
-    dt = publisher._load(uri)  # each further hour its own commit, in the bridge's own rows
+    dt = publisher.load(uri)  # each further hour its own commit, in the bridge's own rows
     schema = pa.schema(list(pa.schema(dt.schema().to_arrow())))
     for f in files[1:]:
         data = container.get_blob_client(f"{ROOT}/{f.key.key}").download_blob().readall()

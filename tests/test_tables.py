@@ -34,8 +34,9 @@ from shared.run import Bridge, RunFailed, run_for_timer, run_once
 from shared.sink.connect import delta_storage_options
 from shared.tables.data_files import FileStats
 from shared.tables.budget import WriteBudget
-from shared.tables.delta import CHECKPOINT_INTERVAL, DeltaPublisher
+from shared.tables.delta import DeltaPublisher
 from shared.tables.ledger import Delivered, TableLog
+from shared.tables.writes import CHECKPOINT_INTERVAL
 from tests.tables import (
     ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
 )

@@ -25,8 +25,10 @@ writer, which holds its input until it commits.
 
 At most one data commit per table per run (a backfill of more than :data:`DELIVERY_BYTES` of
 source files commits in parts, to bound memory; compaction may add one); checkpoints every
-:data:`CHECKPOINT_INTERVAL` commits, and log entries older than :data:`LOG_RETENTION` are
-removed at checkpoint time. Protocol reader 1 / writer 2: what Synapse serverless SQL reads.
+:data:`~shared.tables.writes.CHECKPOINT_INTERVAL` commits, and log entries older than
+:data:`~shared.tables.writes.LOG_RETENTION` are removed at checkpoint time (both set when
+:mod:`shared.tables.writes` creates the table). Protocol reader 1 / writer 2: what Synapse
+serverless SQL reads.
 """
 
 from __future__ import annotations
@@ -35,45 +37,36 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 from azure.core.exceptions import AzureError
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import CommitProperties, Transaction
 
-from shared.errors import TransientError, describe
+from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake, PublishConflict
 from shared.sink.lock import LockLost
-from shared.tables.append import CommitConflict, append_streamed, commit_append, commit_overwrite, streamable
-from shared.tables.data_files import GROUP_BYTES
+from shared.tables.append import CommitConflict, streamable
 from shared.tables import delta_rs, sources
 from shared.tables.budget import WriteBudget
 from shared.tables.evolution import columns_of
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
-from shared.tables.ledger import (
-    APP_ID, Delivered, LogUnreadable, TableLog, read_delivered, read_log, source_app_id,
-)
+from shared.tables.hourly import commit_hourly
+from shared.tables.ledger import Delivered, LogUnreadable, TableLog, read_delivered, read_log
 from shared.paths import table_folder
-from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, lineage_fields
-from shared.tables.snapshots import current_snapshots
-from shared.tables.types import arrow_for
+from shared.tables.rows import SOURCE_MONTH, lineage_fields
+from shared.tables.types import table_schema
+from shared.tables.writes import TARGET_FILE_BYTES, TableConflict, commit_properties, commit_rows
 from shared.transport import TransportError
 
 log = logging.getLogger(__name__)
 
-#: Readers replay at most this many JSON commits before a checkpoint.
-CHECKPOINT_INTERVAL = 10
-#: Delta's default: log entries older than this go at checkpoint time; time travel reaches this far.
-LOG_RETENTION = "interval 30 days"
 COMMIT_ATTEMPTS = 5
 #: The open month is compacted into one file whenever it holds more files than this (two days of
 #: hourly deliveries), so it never holds more than this many and one.
@@ -85,14 +78,6 @@ DELIVERY_BYTES = 128 << 20
 #: Source bytes of one streamed commit: its files and the data files written from them are on the
 #: scratch disk at once, never in memory.
 STREAMED_PART_BYTES = 2 << 30
-#: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
-TARGET_FILE_BYTES = 512 << 20
-_CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), "delta.logRetentionDuration": LOG_RETENTION}
-
-
-class _Conflict(TransientError):
-    """Another writer changed the table first: reload it and try again."""
-
 
 @dataclass
 class DeltaPublisher:
@@ -130,7 +115,7 @@ class DeltaPublisher:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 return self._sync_once(files, folder, change)
-            except (CommitFailedError, _Conflict, PublishConflict) as err:
+            except (CommitFailedError, TableConflict, PublishConflict) as err:
                 log.info("table %s: another writer committed first (%s), reloading (attempt %d)", change.table,
                          err, attempt)
                 change.reset()
@@ -168,7 +153,7 @@ class DeltaPublisher:
                 and self._commit_own(folder, found, wanted, change, measurement):
             return change
         uri = self.uri(folder)
-        table = self._load(uri)
+        table = self.load(uri)
         if table is not None:
             check_features(table, change)
             if found is None or table.version() != found.version:  # another writer committed meanwhile
@@ -179,14 +164,14 @@ class DeltaPublisher:
             table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
             number += commits
         if measurement and table is not None:
-            table = self._compact(table, change, number + 1)
+            table = self.compact(table, change, number + 1)
         change.version = None if table is None else table.version()
         return change
 
     def _commit_own(self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange,
                     measurement: bool) -> bool:
         """The hourly case without delta-rs loading the table: the new files' rows in one commit
-        the bridge writes itself, a measurement table's append
+        the bridge writes itself (:func:`~shared.tables.hourly.commit_hourly`), a measurement table's append
         (:func:`~shared.tables.append.commit_append`) or a snapshot table's overwrite
         (:func:`~shared.tables.append.commit_overwrite`). False, with nothing done, when it needs
         delta-rs's writer: a replaced file, a new column, a backfill's parts, a commit that is due
@@ -202,38 +187,15 @@ class DeltaPublisher:
         if new_columns or removed is None:
             return False
         change.excluded.extend(excluded)
-        number = found.delivered.number
-        months = dict(found.months)
-        version = found.version
-        if accepted:
-            schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True) for name, delta in columns.items()]
-                               + lineage_fields())
-            with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
-                local = sources.download(self.lake, self.guard, accepted, Path(scratch))
-                if local:
-                    number += 1
-                    transactions = [(APP_ID, number)] + [(source_app_id(f.key.key, f.source_etag), number)
-                                                         for f, _ in local]
-                    with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
-                        try:
-                            if measurement:
-                                for month in commit_append(self.lake, self.guard, folder, version + 1, local, schema,
-                                                           transactions, self.run_id):
-                                    months[month] = months.get(month, 0) + 1
-                            else:
-                                commit_overwrite(self.lake, self.guard, folder, version + 1, local, schema,
-                                                 transactions, self.run_id, delta_rs.organizations_rows(organizations),
-                                                 removed)
-                                change.removed.extend(current_snapshots(found.delivered, organizations))
-                        except CommitConflict as err:
-                            raise _Conflict(str(err)) from err
-                    version += 1
-                    change.added.extend(f.key.key for f, _ in local)
-        change.version = version
+        try:
+            number, months = commit_hourly(self, folder, found, accepted, columns, organizations, removed,
+                                           measurement, change)
+        except CommitConflict as err:
+            raise TableConflict(str(err)) from err
         if measurement and self._due(months):
-            table = self._load(self.uri(folder))
+            table = self.load(self.uri(folder))
             if table is not None:
-                change.version = self._compact(table, change, number + 1).version()
+                change.version = self.compact(table, change, number + 1).version()
         return True
 
     def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
@@ -246,8 +208,7 @@ class DeltaPublisher:
         change.excluded.extend(excluded)
         if not accepted:
             return table, 0
-        schema = pa.schema([pa.field(name, arrow_for(delta), nullable=True)
-                            for name, delta in {**columns, **new_columns}.items()] + lineage_fields())
+        schema = pa.schema([*table_schema({**columns, **new_columns}), *lineage_fields()])
         limit = _part_bytes(table, measurement, bool(new_columns), accepted, delivered)
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
             number = delivered.number
@@ -256,75 +217,13 @@ class DeltaPublisher:
                 if not local:
                     continue
                 number += 1
-                table = self._commit_rows(uri, table, local, schema, bool(new_columns), delivered, measurement,
-                                          number, change)
+                table = commit_rows(self, uri, table, local, schema, bool(new_columns), delivered, measurement,
+                                    number, change)
                 for _, path in local:
                     path.unlink()
         return table, number - delivered.number
 
-    def _commit_rows(self, uri: str, table: DeltaTable | None, local: list[tuple[TableFile, Path]],
-                     schema: pa.Schema, merge: bool, delivered: Delivered, measurement: bool, number: int,
-                     change: TableChange) -> DeltaTable | None:
-        """One commit: these files' rows, as delivery ``number``.
-
-        A measurement table's plain append (no replaced file, no new column) is streamed
-        (:mod:`shared.tables.append`); the rest goes through delta-rs's writer, which holds its
-        input in memory (a new measurement table is created empty first, so that its first rows
-        stream too)."""
-        properties = self._properties(number, [(f.key.key, f.source_etag) for f, _ in local])
-        replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
-        if measurement and table is None:
-            self.guard()
-            table = self._create_empty(uri, schema, local[0][0].key.dataset)
-            merge = False
-        if measurement and table is not None and not replaced and not merge and streamable(table):
-            with self.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
-                append_streamed(self.lake, self.guard, table, local, schema, properties, delta_rs.hooks())
-            change.added.extend(f.key.key for f, _ in local)
-            return table
-        reader = pa.RecordBatchReader.from_batches(schema, delta_rs.batches(local, schema))
-        options: dict[str, Any] = dict(
-            storage_options=self.storage_options, commit_properties=properties,
-            writer_properties=delta_rs.writer_properties(), target_file_size=TARGET_FILE_BYTES,
-            post_commithook_properties=delta_rs.hooks())
-        organizations = sorted({f.key.organization for f, _ in local})
-        if table is not None:
-            options["schema_mode"] = "merge" if merge else None
-            if measurement and replaced:
-                # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-                options.update(mode="overwrite", predicate=delta_rs.is_in(SOURCE_KEY, [f.key.key for f, _ in local]))
-            elif measurement:
-                options["mode"] = "append"
-            else:
-                # One commit swaps each organization's snapshot; other organizations' rows stay.
-                options.update(mode="overwrite", predicate=delta_rs.organizations_rows(organizations))
-        with self.budget.hold(sum(f.size for f, _ in local)):
-            self.guard()
-            if table is None:
-                self._create(uri, reader, measurement, options, local[0][0].key.dataset)
-                table = self._load(uri)
-            else:
-                write_deltalake(table, reader, **options)  # brings ``table`` to the version it committed
-                change.removed.extend(replaced if measurement else current_snapshots(delivered, organizations))
-        change.added.extend(f.key.key for f, _ in local)
-        return table
-
-    def _create(self, uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any],
-                dataset: str) -> None:
-        with _created_first():
-            write_deltalake(uri, reader, mode="error", name=dataset,
-                            partition_by=[SOURCE_MONTH] if measurement else None,
-                            configuration=_CONFIGURATION, **options)
-
-    def _create_empty(self, uri: str, schema: pa.Schema, dataset: str) -> DeltaTable:
-        """A new measurement table with no rows yet (version 0: its schema and settings only)."""
-        with _created_first():
-            return DeltaTable.create(uri, schema, mode="error", partition_by=[SOURCE_MONTH], name=dataset,
-                                     configuration=_CONFIGURATION, storage_options=self.storage_options,
-                                     commit_properties=CommitProperties(
-                                         custom_metadata={"haltian_run_id": self.run_id}, max_commit_retries=0))
-
-    def _compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
+    def compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
         """Compacts each closed month holding more than one file, and the open month once it holds
         more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``, as delivery ``number``."""
         due = self._due(delta_rs.files_per_month(table))
@@ -335,7 +234,8 @@ class DeltaPublisher:
             table.optimize.compact(
                 partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
                 writer_properties=delta_rs.writer_properties(), max_concurrent_tasks=1,
-                commit_properties=self._properties(number, []), post_commithook_properties=delta_rs.hooks())
+                commit_properties=commit_properties(self.run_id, number, []),
+                post_commithook_properties=delta_rs.hooks())
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return table  # compact() brought it to the version it committed
@@ -346,15 +246,9 @@ class DeltaPublisher:
         current = f"{self.now():%Y-%m}"
         return sorted(m for m, count in months.items() if (m < current and count > 1) or count > OPEN_MONTH_FILES)
 
-    def _properties(self, number: int, sources: list[tuple[str, str]]) -> CommitProperties:
-        return CommitProperties(
-            custom_metadata={"haltian_run_id": self.run_id},
-            app_transactions=[Transaction(APP_ID, number)]
-            + [Transaction(source_app_id(key, etag), number) for key, etag in sources],
-            max_commit_retries=0,
-        )
-
-    def _load(self, uri: str) -> DeltaTable | None:
+    def load(self, uri: str) -> DeltaTable | None:
+        """The table at ``uri`` (see :meth:`uri`) as delta-rs loads it at its newest version; None
+        while there is no table."""
         try:
             return DeltaTable(uri, storage_options=self.storage_options)
         except TableNotFoundError:
@@ -373,14 +267,3 @@ def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, 
     streamed = (table is None or (not new_columns and streamable(table))) \
         and not any(f.key.key in delivered.versions for f in files)
     return STREAMED_PART_BYTES if streamed else DELIVERY_BYTES
-
-
-@contextmanager
-def _created_first() -> Iterator[None]:
-    """Another writer's table creation that won the race is a conflict: load it and try again."""
-    try:
-        yield
-    except DeltaError as err:
-        if "already exists" not in str(err):
-            raise
-        raise _Conflict("another writer created the table first") from err
