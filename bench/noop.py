@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.data import NOOP_DATASETS, History, history
 from bench.measure import TOOLS
-from bench.report import setup_label
+from bench.summary import setup_label
 
 
 log = logging.getLogger("bench")

@@ -36,7 +36,8 @@ from bench.measure import (
     machine_details, rss_mb,
 )
 from bench.noop import NoopWorkload
-from bench.report import setup_label, profile_summary, render
+from bench.report import profile_summary, render
+from bench.summary import setup_label
 from bench.tools import Tools
 
 log = logging.getLogger("bench")
