@@ -30,7 +30,8 @@ from shared.demo.bucket import (
 )
 from shared.haltian.keys import parse_key
 from shared.model import FULL, PUBLISHED, TableChange, TableFile
-from shared.run import Bridge, RunFailed, run_for_timer, run_once
+from shared.run import Bridge, RunFailed, run_once
+from shared.timer import run_for_timer
 from shared.sink.connect import delta_storage_options
 from shared.tables.data_files import FileStats
 from shared.tables.budget import WriteBudget
