@@ -17,7 +17,8 @@ from azure.storage.blob import ContainerClient
 from botocore.credentials import Credentials
 
 from shared.demo import servers
-from shared.demo.bucket import BucketSpec, Written, build_bucket, upload
+from shared.demo.bucket import BucketSpec, Written, upload
+from shared.demo.export import build_bucket
 from shared.run import Bridge, build_bridge
 from shared.settings import Settings
 

@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 
 from shared import cli
 from shared.demo import servers
-from shared.demo.bucket import BucketSpec, build_bucket, legacy_key, legacy_schema, make_table, parquet_bytes, upload
+from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, upload
+from shared.demo.export import build_bucket
 from shared.run import run_once
 from tests.awsauth import allow_unsigned
 from tests.promise import check_promise

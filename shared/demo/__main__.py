@@ -28,7 +28,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared import logs
 from shared.demo import servers
-from shared.demo.bucket import BucketSpec, generate
+from shared.demo.bucket import BucketSpec
+from shared.demo.export import generate
 from shared.demo.identity import IdentityEndpoint
 from shared.report import format_manifest
 from shared.sink.connect import delta_storage_options
@@ -143,8 +144,9 @@ def _backfill(workers: int) -> None:
     print(f"\n  {handled['done']} partitions copied, {handled['retried']} retried, {handled['poisoned']} poisoned")
 
 
-def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0,
-          certificates: servers.Certificates | None = None) -> int:
+def _configure(moto: servers.Server, azurite: servers.Server,
+               certificates: servers.Certificates | None) -> BlobServiceClient:
+    """The bridge's settings for the stand-ins (in ``os.environ``), and the demo's own client of the lake."""
     os.environ.update({
         "AWS_ACCESS_KEY_ID": servers.FAKE_AWS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": servers.FAKE_AWS_SECRET,
@@ -163,6 +165,12 @@ def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_wor
     else:
         os.environ["ADLS_CONNECTION_STRING"] = servers.azurite_connection_string(azurite)
         lake = BlobServiceClient.from_connection_string(os.environ["ADLS_CONNECTION_STRING"])
+    return lake
+
+
+def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0,
+          certificates: servers.Certificates | None = None) -> int:
+    lake = _configure(moto, azurite, certificates)
     started = time.monotonic()
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
                       config=botocore.config.Config(max_pool_connections=32))

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BIN = PROJECT_ROOT / "dev" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -120,19 +121,32 @@ def make_certificates(folder: Path) -> Certificates:
     """A new private CA and a loopback server certificate signed by it, made with openssl."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
-    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    _make_ca(ca_key, ca)
+    _make_server_certificate(folder, ca_key, ca, key, csr, cert)
+    return Certificates(ca, cert, key)
+
+
+#: How openssl is run here: a failure raises, its output is not shown.
+_QUIET: dict[str, Any] = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+def _make_ca(ca_key: Path, ca: Path) -> None:
+    """The private CA: a self-signed certificate that may sign others, and its key."""
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(ca_key),
                     "-out", str(ca), "-subj", "/CN=haltian-bridge test CA",
                     "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-                   **quiet)
+                   **_QUIET)
+
+
+def _make_server_certificate(folder: Path, ca_key: Path, ca: Path, key: Path, csr: Path, cert: Path) -> None:
+    """A server key, and its certificate for 127.0.0.1 and localhost signed by the CA."""
     subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-                    "-subj", "/CN=127.0.0.1"], **quiet)
+                    "-subj", "/CN=127.0.0.1"], **_QUIET)
     extensions = folder / "server.ext"
     extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
                           "basicConstraints=CA:FALSE\n")
     subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                    "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions)], **quiet)
-    return Certificates(ca, cert, key)
+                    "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions)], **_QUIET)
 
 
 def _entra(certificates: Certificates | None) -> list[str]:
