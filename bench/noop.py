@@ -26,12 +26,7 @@ class NoopWorkload:
     each tool's run over it."""
 
     def noop_workload(self) -> None:
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
         from moto.server import ThreadedMotoServer
-
-        from shared.plan import window_months
-        from shared.paths import RECONCILE_STATE
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -40,64 +35,8 @@ class NoopWorkload:
             host, port = server.get_host_and_port()
             endpoint = f"http://{host}:{port}"
             self.moto_pid = None  # moto now runs inside this process
-            backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-            now = datetime.now(timezone.utc)
-            months = [f"{y:04d}/{m:02d}" for y, m in window_months(now, 1)]
-            sides: dict[int, tuple[str, str, History]] = {}
-            facts: dict[str, Any] = {"window_months": months, "datasets": len(NOOP_DATASETS), "histories": {}}
-            self.facts["noop"] = facts
-            for count in self.scale.histories:
-                h = history(count, now)
-                bucket, container = f"bench-noop-{count}-{self.run_tag}", self.new_container(f"noop-{count}")
-                begun = time.perf_counter()
-                backend.create_bucket(bucket, "eu-west-1")
-                for key, dataset in h.keys:
-                    backend.put_object(bucket, key, h.bodies[dataset])
-                s3_seed = time.perf_counter() - begun
-                lake_seed, rate = self.seed_lake(container, h)
-                self.write_reconcile(container, RECONCILE_STATE, now)
-                in_window = sum(1 for key, _ in h.keys if "/".join(key.split("/")[3:5]) in months)
-                facts["histories"][count] = {
-                    "s3_seed_s": s3_seed, "lake_seed_s": lake_seed, "lake_seed_per_s": rate,
-                    "months": len(h.months), "first_month": h.months[0], "last_month": h.months[-1],
-                    "in_window": in_window,
-                }
-                log.info("noop %d: seeded moto in %.1f s and the lake in %.1f s (%.0f blobs/s); %d keys in the window",
-                         count, s3_seed, lake_seed, rate, in_window)
-                sides[count] = (bucket, container, h)
-                # The first hourly run after seeding registers the window's files in Delta tables;
-                # measured separately, the later runs are the true no-ops.
-                warm = self.run_bridge(f"noop{count}", 0, bucket, endpoint, container)
-                facts["histories"][count]["warmup"] = {"wall_s": warm.wall_s, "files": warm.files,
-                                                        "tables_changed": warm.extra["tables_changed"],
-                                                        "mode": warm.extra["mode"]}
-                facts["histories"][count]["list_probe_s"] = self.list_probe(endpoint, bucket, container, h, months[-1])
-            best_ceiling: tuple[int, str] | None = None
-            for rnd in range(1, self.rounds + 1):
-                for count, (bucket, container, h) in sides.items():
-                    workload = f"noop{count}"
-                    expect = (facts["histories"][count]["in_window"], 0)
-                    for tool in TOOLS:
-                        if tool == "bridge":
-                            m = self.run_bridge(workload, rnd, bucket, endpoint, container)
-                            m.files = m.extra["present"]
-                            if m.extra["mode"] != "window" or m.files != expect[0]:
-                                self.note(workload, f"round {rnd}: bridge ran in {m.extra['mode']} mode and found "
-                                                    f"{m.files} files present (expected {expect[0]} in the window)")
-                        elif tool == "rclone":
-                            m = self.run_rclone(workload, rnd, bucket, endpoint, container, (count, 0), noop=True)
-                        elif best_ceiling is None:
-                            trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, "sdk"),
-                                                       noop_months=months) for c in (8, 16, 32)]
-                            m = min(trials, key=lambda t: t.wall_s)
-                            best_ceiling = (m.concurrency, "sdk")
-                            facts["ceiling_trials"] = {setup_label(t): round(t.wall_s, 2) for t in trials}
-                        else:
-                            m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
-                                                 noop_months=months)
-                        self.measurements.append(m)
-                        log.info("%s r%d %-7s %6.2f s  files %d  S3 %s", workload, rnd, tool, m.wall_s, m.files,
-                                 m.s3_requests)
+            sides, months = self._seed_histories(endpoint)
+            self._noop_rounds(endpoint, sides, months)
             for count, (bucket, container, _) in sides.items():
                 self.rclone_census(f"noop{count}", bucket, endpoint, container, (count, 0), noop=True)
             if self.args.profile:
@@ -109,6 +48,85 @@ class NoopWorkload:
         finally:
             server.stop()
             self.moto_pid = self.moto.process.pid
+
+    def _seed_histories(self, endpoint: str) -> tuple[dict[int, tuple[str, str, History]], list[str]]:
+        """Each history seeded on both sides: (bucket, container, history) by size; the window's months."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        from shared.plan import window_months
+
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        now = datetime.now(timezone.utc)
+        months = [f"{y:04d}/{m:02d}" for y, m in window_months(now, 1)]
+        sides: dict[int, tuple[str, str, History]] = {}
+        facts: dict[str, Any] = {"window_months": months, "datasets": len(NOOP_DATASETS), "histories": {}}
+        self.facts["noop"] = facts
+        for count in self.scale.histories:
+            sides[count] = self._seed_history(endpoint, backend, count, now, months)
+        return sides, months
+
+    def _seed_history(self, endpoint: str, backend: Any, count: int, now: datetime,
+                      months: list[str]) -> tuple[str, str, History]:
+        """One history in moto (through its backend) and in the lake, then the bridge's first run over it."""
+        from shared.paths import RECONCILE_STATE
+
+        facts = self.facts["noop"]
+        h = history(count, now)
+        bucket, container = f"bench-noop-{count}-{self.run_tag}", self.new_container(f"noop-{count}")
+        begun = time.perf_counter()
+        backend.create_bucket(bucket, "eu-west-1")
+        for key, dataset in h.keys:
+            backend.put_object(bucket, key, h.bodies[dataset])
+        s3_seed = time.perf_counter() - begun
+        lake_seed, rate = self.seed_lake(container, h)
+        self.write_reconcile(container, RECONCILE_STATE, now)
+        in_window = sum(1 for key, _ in h.keys if "/".join(key.split("/")[3:5]) in months)
+        facts["histories"][count] = {
+            "s3_seed_s": s3_seed, "lake_seed_s": lake_seed, "lake_seed_per_s": rate,
+            "months": len(h.months), "first_month": h.months[0], "last_month": h.months[-1],
+            "in_window": in_window,
+        }
+        log.info("noop %d: seeded moto in %.1f s and the lake in %.1f s (%.0f blobs/s); %d keys in the window",
+                 count, s3_seed, lake_seed, rate, in_window)
+        # The first hourly run after seeding registers the window's files in Delta tables;
+        # measured separately, the later runs are the true no-ops.
+        warm = self.run_bridge(f"noop{count}", 0, bucket, endpoint, container)
+        facts["histories"][count]["warmup"] = {"wall_s": warm.wall_s, "files": warm.files,
+                                                "tables_changed": warm.extra["tables_changed"],
+                                                "mode": warm.extra["mode"]}
+        facts["histories"][count]["list_probe_s"] = self.list_probe(endpoint, bucket, container, h, months[-1])
+        return bucket, container, h
+
+    def _noop_rounds(self, endpoint: str, sides: dict[int, tuple[str, str, History]], months: list[str]) -> None:
+        """The alternating rounds over both histories; round 1 tries the ceiling's thread counts."""
+        facts = self.facts["noop"]
+        best_ceiling: tuple[int, str] | None = None
+        for rnd in range(1, self.rounds + 1):
+            for count, (bucket, container, h) in sides.items():
+                workload = f"noop{count}"
+                expect = (facts["histories"][count]["in_window"], 0)
+                for tool in TOOLS:
+                    if tool == "bridge":
+                        m = self.run_bridge(workload, rnd, bucket, endpoint, container)
+                        m.files = m.extra["present"]
+                        if m.extra["mode"] != "window" or m.files != expect[0]:
+                            self.note(workload, f"round {rnd}: bridge ran in {m.extra['mode']} mode and found "
+                                                f"{m.files} files present (expected {expect[0]} in the window)")
+                    elif tool == "rclone":
+                        m = self.run_rclone(workload, rnd, bucket, endpoint, container, (count, 0), noop=True)
+                    elif best_ceiling is None:
+                        trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, "sdk"),
+                                                   noop_months=months) for c in (8, 16, 32)]
+                        m = min(trials, key=lambda t: t.wall_s)
+                        best_ceiling = (m.concurrency, "sdk")
+                        facts["ceiling_trials"] = {setup_label(t): round(t.wall_s, 2) for t in trials}
+                    else:
+                        m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
+                                             noop_months=months)
+                    self.measurements.append(m)
+                    log.info("%s r%d %-7s %6.2f s  files %d  S3 %s", workload, rnd, tool, m.wall_s, m.files,
+                             m.s3_requests)
 
     def seed_lake(self, container: str, h: History) -> tuple[float, float]:
         """Writes every history key into the lake as the bridge would have left it (Put Blob + metadata).

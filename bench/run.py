@@ -25,19 +25,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.data import DATA, OUT, RESULTS, SourceFile, large_files, small_files
-from bench.measure import (
-    CEILING_TRIALS, FULL, MB, PROFILE, QUICK, TOOLS, Measurement, Processes, cpu_seconds,
-    machine_details, rss_mb,
-)
+from bench.copies import CopyWorkloads
+from bench.data import DATA, OUT, RESULTS, large_files, small_files
+from bench.measure import FULL, PROFILE, QUICK, Measurement, Processes, cpu_seconds, machine_details
 from bench.noop import NoopWorkload
 from bench.report import profile_summary, render
-from bench.summary import setup_label
 from bench.tools import Tools
 
 log = logging.getLogger("bench")
@@ -46,10 +42,10 @@ log = logging.getLogger("bench")
 # --- the benchmark -----------------------------------------------------------------------
 
 
-class Bench(Tools, NoopWorkload):
-    """The benchmark: its servers, its measurements, the copy workloads (small and large files);
-    the tools it runs are :class:`~bench.tools.Tools`'s, the no-op workload
-    :class:`~bench.noop.NoopWorkload`'s."""
+class Bench(CopyWorkloads, Tools, NoopWorkload):
+    """The benchmark: its servers and its measurements; the copy workloads (small and large files)
+    are :class:`~bench.copies.CopyWorkloads`'s, the tools it runs :class:`~bench.tools.Tools`'s, the
+    no-op workload :class:`~bench.noop.NoopWorkload`'s."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -132,80 +128,7 @@ class Bench(Tools, NoopWorkload):
         log.warning("%s: %s", workload, text)
         self.notes.setdefault(workload, []).append(text)
 
-    # copy workloads
-
-    def seed_bucket(self, bucket: str, files: list[SourceFile]) -> float:
-        from boto3.s3.transfer import TransferConfig
-
-        s3 = self.s3_client(self.moto.url)
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        config = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                                max_concurrency=4)
-        begun = time.perf_counter()
-
-        def put(item: SourceFile) -> None:
-            if item.size > config.multipart_threshold:
-                s3.upload_file(str(item.path), bucket, item.key, Config=config)
-            else:
-                s3.put_object(Bucket=bucket, Key=item.key, Body=item.path.read_bytes())
-
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(put, files))
-        return time.perf_counter() - begun
-
-    def copy_workload(self, workload: str, files: list[SourceFile]) -> None:
-        bucket = f"bench-{workload}-{self.run_tag}"
-        seconds = self.seed_bucket(bucket, files)
-        expect = (len(files), sum(f.size for f in files))
-        self.facts[workload] = {"files": expect[0], "bytes": expect[1], "seed_s": seconds,
-                                "min_size": min(f.size for f in files), "max_size": max(f.size for f in files),
-                                "datasets": len({f.key.split("/")[2] for f in files}),
-                                "months": len({tuple(f.key.split("/")[3:5]) for f in files})}
-        log.info("%s: %d files, %.1f MB seeded into moto in %.1f s", workload, expect[0], expect[1] / MB, seconds)
-        endpoint = self.moto.url
-        best_ceiling: tuple[int, str] | None = None
-        for rnd in range(1, self.rounds + 1):
-            for tool in TOOLS:
-                if tool == "ceiling" and best_ceiling is None:
-                    trials = [self._one_copy(workload, tool, rnd, bucket, endpoint, expect, setup)
-                              for setup in CEILING_TRIALS]
-                    best = max(trials, key=lambda m: m.files_per_s)
-                    best_ceiling = (best.concurrency, best.extra["client"])
-                    self.facts[workload]["ceiling_trials"] = {setup_label(m): round(m.wall_s, 2) for m in trials}
-                    self.measurements.append(best)
-                    continue
-                m = self._one_copy(workload, tool, rnd, bucket, endpoint, expect,
-                                   best_ceiling or (self.concurrency, "sdk"))
-                self.measurements.append(m)
-        self.rclone_census(workload, bucket, endpoint, None, expect)
-        if best_ceiling and best_ceiling[0] != self.concurrency:
-            # What-if, not in the table: the bridge at the ceiling's best thread count.
-            self.fresh_azurite()
-            container = self.new_container(f"{workload}-bridge-c{best_ceiling[0]}")
-            try:
-                m = self.run_bridge(workload, 0, bucket, endpoint, container, concurrency=best_ceiling[0])
-                self.facts[workload]["bridge_what_if"] = {"concurrency": best_ceiling[0], "wall_s": m.wall_s,
-                                                          "files_per_s": m.files_per_s, "mb_per_s": m.mb_per_s,
-                                                          "rss_mb": m.rss_mb}
-            finally:
-                self.drop_container(container)
-        if self.args.profile:
-            self.fresh_azurite()
-            container = self.new_container(f"{workload}-profile")
-            try:
-                self.run_bridge(workload, 0, bucket, endpoint, container,
-                                profile_title=f"== {workload}: bridge run under cProfile ==")
-            finally:
-                self.drop_container(container)
-            if best_ceiling:
-                self.fresh_azurite()
-                container = self.new_container(f"{workload}-ceiling-profile")
-                try:
-                    self.run_ceiling(workload, 0, bucket, endpoint, container, best_ceiling,
-                                     profile_title=f"== {workload}-ceiling: ceiling run under cProfile, for comparison ==")
-                finally:
-                    self.drop_container(container)
-        self.delete_bucket(bucket)
+    # Azurite between runs
 
     def fresh_azurite(self) -> None:
         """Restarts Azurite (same port, empty) and warms it up, so every run meets the same server.
@@ -222,41 +145,7 @@ class Bench(Tools, NoopWorkload):
         list(warm.list_blobs())
         service.delete_container(warm.container_name)
 
-    def _one_copy(self, workload: str, tool: str, rnd: int, bucket: str, endpoint: str,
-                  expect: tuple[int, int], setup: tuple[int, str]) -> Measurement:
-        self.fresh_azurite()
-        container = self.new_container(f"{workload}-{tool}-r{rnd}")
-        try:
-            if tool == "bridge":
-                m = self.run_bridge(workload, rnd, bucket, endpoint, container)
-            elif tool == "rclone":
-                m = self.run_rclone(workload, rnd, bucket, endpoint, container, expect)
-            else:
-                m = self.run_ceiling(workload, rnd, bucket, endpoint, container, setup)
-            m.extra["azurite_rss_mb"] = rss_mb(self.azurite.process.pid)
-            m.extra["moto_rss_mb"] = rss_mb(self.moto.process.pid)
-            copied = self.count_copied(container)
-            if copied != expect:
-                self.note(workload, f"round {rnd}: {tool} left {copied[0]} files / {copied[1]:,} bytes in the lake, "
-                                    f"expected {expect[0]} / {expect[1]:,}")
-            log.info("%s r%d %-7s %-9s %6.2f s  %7.1f files/s  %7.1f MB/s  rss %s", workload, rnd, tool,
-                     setup_label(m), m.wall_s, m.files_per_s, m.mb_per_s,
-                     f"{m.rss_mb:.0f} MB" if m.rss_mb else "-")
-            return m
-        finally:
-            self.drop_container(container)
-
-    def delete_bucket(self, bucket: str) -> None:
-        s3 = self.s3_client(self.moto.url)
-        with contextlib.suppress(Exception):
-            paginator = s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
-                if keys:
-                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-            s3.delete_bucket(Bucket=bucket)
-
-    # the no-op workload
+    # saving and loading a run
 
     def save(self, path: Path) -> None:
         data = {"args": vars(self.args), "rounds": self.rounds, "concurrency": self.concurrency,
