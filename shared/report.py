@@ -10,6 +10,11 @@ from shared.paths import TABLES, table_name
 
 def format_manifest(manifest: dict[str, Any]) -> str:
     """A per-dataset table of a run, then quarantined and failed files with their reasons."""
+    return "\n".join(_dataset_lines(manifest) + _drift_and_file_lines(manifest) + _table_lines(manifest))
+
+
+def _dataset_lines(manifest: dict[str, Any]) -> list[str]:
+    """The run, then one row per dataset and the totals."""
     lines = [
         f"run {manifest['run_id']}  mode={manifest['mode']}  status={manifest['status']}  "
         f"{manifest['duration_seconds']:.1f} s",
@@ -27,6 +32,12 @@ def format_manifest(manifest: dict[str, Any]) -> str:
         f"{'total':42} {t['published']:>6} {t['bytes']:>13,} {t['rows']:>11,} {t['quarantined']:>5} "
         f"{t['failed']:>6} {t['deferred']:>8} {t['already_present'] + t['already_quarantined']:>8}"
     )
+    return lines
+
+
+def _drift_and_file_lines(manifest: dict[str, Any]) -> list[str]:
+    """Schema drift per dataset, released, quarantined and failed files, and keys fitting no layout."""
+    lines = []
     drift = manifest.get("schema_drift", [])
     breaking = {(d["layout"], d["dataset"]) for d in drift if d["verdict"] == "breaking"}
     for d in drift:
@@ -52,6 +63,12 @@ def format_manifest(manifest: dict[str, Any]) -> str:
     if unrecognized["count"]:
         lines.append(f"{unrecognized['count']} keys fit no Haltian layout and were not copied, e.g. "
                      + ", ".join(repr(k) for k in unrecognized["examples"][:5]))
+    return lines
+
+
+def _table_lines(manifest: dict[str, Any]) -> list[str]:
+    """What each table commit added, replaced, compacted or left out, and tables not committed."""
+    lines = []
     for t in manifest.get("tables", []):
         state = f"version {t['version']}" if t["version"] is not None else "no table yet"
         if t["added"] or t["removed"] or t.get("compacted"):
@@ -62,7 +79,7 @@ def format_manifest(manifest: dict[str, Any]) -> str:
             lines.append(f"table {t['table']}: {excluded['source_key']} {excluded['reason']}")
         if t["error"]:
             lines.append(f"table {t['table']}: NOT COMMITTED ({t['error']}); the next run retries")
-    return "\n".join(lines)
+    return lines
 
 
 def _columns(columns: list[dict[str, Any]]) -> list[str]:
