@@ -18,6 +18,12 @@ from bench.measure import LOGS, PROFILE, PROJECT_ROOT, Measurement, Usage
 log = logging.getLogger("bench")
 
 
+#: What a bridge measurement keeps of its child's answer besides the table's figures.
+_BRIDGE_EXTRA = ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
+                 "listed_prefixes", "present", "quarantined", "tables_changed", "status",
+                 "vm_hwm_mb", "copy_hwm_mb")
+
+
 class Tools:
     """Mixed into :class:`bench.run.Bench`: running each tool once and measuring it."""
 
@@ -56,9 +62,7 @@ class Tools:
         if data["failed"] or data["table_errors"] or data["status"] != "complete":
             self.note(workload, f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
                                 f"{data['table_errors']} table errors, {data['deferred']} deferred")
-        extra = {k: data[k] for k in ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
-                                      "listed_prefixes", "present", "quarantined", "tables_changed", "status",
-                                      "vm_hwm_mb", "copy_hwm_mb")}
+        extra = {k: data[k] for k in _BRIDGE_EXTRA}
         return Measurement(workload, "bridge", rnd, data["wall_s"], data["files"], data["bytes"],
                            usage.rss_mb, data["concurrency"], data["s3_requests"],
                            data["azure_requests"], cpu, extra, container)
@@ -95,16 +99,8 @@ class Tools:
     def run_rclone(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
                    expect: tuple[int, int], noop: bool = False, census: bool = False) -> Measurement:
         """One ``rclone copy``; with ``census``, an extra untimed run that dumps and counts its requests."""
-        conf = self.rclone_conf(endpoint)
-        n = str(self.concurrency)
         name = f"{workload}-rclone-{'census' if census else f'r{rnd}'}"
-        cmd = ["env", "-u", "AWS_CA_BUNDLE", "rclone", "--config", str(conf), "copy",
-               f"s3src:{bucket}/parquet", f"azdst:{container}/parquet", "--transfers", n, "--checkers", n]
-        if noop:
-            cmd.append("--size-only")  # seeded blobs carry no rclone mtime; size is what both can compare
-        if census:
-            (LOGS / f"{name}-dump.log").unlink(missing_ok=True)  # rclone appends to a log file
-            cmd += ["--dump", "headers", "--log-file", str(LOGS / f"{name}-dump.log")]
+        cmd = self._rclone_cmd(endpoint, bucket, container, name, noop, census)
         before = self.server_cpu()
         rc, _, usage, wall = self.procs.run(cmd, name=name, capture=False,
                                             env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"})
@@ -121,6 +117,20 @@ class Tools:
             s3_requests, azure_requests = _rclone_requests(LOGS / f"{name}-dump.log", s3_port)
         return Measurement(workload, "rclone", rnd, wall, files, size, usage.rss_mb,
                            self.concurrency, s3_requests, azure_requests, cpu, {}, container)
+
+    def _rclone_cmd(self, endpoint: str, bucket: str, container: str, name: str, noop: bool,
+                    census: bool) -> list[str]:
+        """The ``rclone copy`` command line; with ``census``, dumping its requests' headers to a log."""
+        conf = self.rclone_conf(endpoint)
+        n = str(self.concurrency)
+        cmd = ["env", "-u", "AWS_CA_BUNDLE", "rclone", "--config", str(conf), "copy",
+               f"s3src:{bucket}/parquet", f"azdst:{container}/parquet", "--transfers", n, "--checkers", n]
+        if noop:
+            cmd.append("--size-only")  # seeded blobs carry no rclone mtime; size is what both can compare
+        if census:
+            (LOGS / f"{name}-dump.log").unlink(missing_ok=True)  # rclone appends to a log file
+            cmd += ["--dump", "headers", "--log-file", str(LOGS / f"{name}-dump.log")]
+        return cmd
 
     def rclone_census(self, workload: str, bucket: str, endpoint: str, container: str | None,
                       expect: tuple[int, int], noop: bool = False) -> None:
