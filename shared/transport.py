@@ -21,7 +21,7 @@ import os
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 import certifi
@@ -31,6 +31,10 @@ from shared.errors import TransientError, describe, without_queries
 
 #: Called once per attempt with the method and URL (the benchmark counts requests with it).
 RequestHook = Callable[[str, str], None]
+
+
+#: A download's body is written to its target in chunks of this size.
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 class TransportError(TransientError):
@@ -88,14 +92,16 @@ class Transport:
         return self._via[proxy]
 
     def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
-             body: bytes | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
+             body: bytes | None = None, stream: bool = False, into: BinaryIO | None = None
+             ) -> urllib3.BaseHTTPResponse:
         """The first answer the rules do not retry; raises TransportError when every attempt got
         one they would retry. An error status comes back with its body read (``response.data``).
 
         ``headers`` may be a function, called per attempt (signatures carry the time). With
         ``stream`` a success's body is left unread (the caller reads it and calls
         ``release_conn``); otherwise it is read in full inside the retry loop, so a reset
-        mid-body is retried.
+        mid-body is retried. With ``into`` (a download), a success's body is written there in
+        chunks, inside the retry loop too (``into`` is emptied before each attempt).
         """
         manager = self._manager(url)
         attempt = 0
@@ -107,11 +113,13 @@ class Transport:
             try:
                 answer = manager.request(method, url, body=body,
                                          headers=headers() if callable(headers) else headers,
-                                         preload_content=not stream, redirect=False,
+                                         preload_content=not (stream or into), redirect=False,
                                          # The bytes as stored: an object saved with
                                          # Content-Encoding: gzip is copied, not unzipped.
                                          decode_content=False)
                 if answer.status < 400:
+                    if into is not None:
+                        _download(answer, into)
                     return answer
                 # An error's few bytes, read here (a body cut off is no answer: retried) so that the
                 # rules and the message can see its code.
@@ -120,6 +128,8 @@ class Transport:
                 problem = f"HTTP {status} {code or ''}".rstrip()
                 error: BaseException | None = None
             except (urllib3.exceptions.HTTPError, OSError) as err:
+                if answer is not None:  # a download cut off mid-body
+                    answer.release_conn()
                 answer, error, problem, status, code = None, err, describe(err), None, None
             # Would the rules retry this? (Asked as of an attempt with one left, so that the last
             # attempt's transient answer is reported as such, not handed back as final.)
@@ -132,6 +142,16 @@ class Transport:
                 raise TransportError(f"{method} {without_queries(url)}: {problem} (after {attempt} attempts)",
                                      status, code)
             time.sleep(wait)
+
+
+def _download(answer: urllib3.BaseHTTPResponse, into: BinaryIO) -> None:
+    into.seek(0)
+    into.truncate()
+    try:
+        for chunk in answer.stream(DOWNLOAD_CHUNK_BYTES, decode_content=False):
+            into.write(chunk)
+    finally:
+        answer.release_conn()
 
 
 class Proxies:

@@ -36,7 +36,7 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict[str, str]]] = []
 
-    def send(self, method: str, url: str, *, headers: Any, body: bytes | None = None, stream: bool = False) -> Any:
+    def send(self, method: str, url: str, *, headers: Any, body: bytes | None = None, into: Any = None) -> Any:
         self.sent.append((method, url, headers() if callable(headers) else headers))
 
         class Response:

@@ -275,3 +275,48 @@ def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_sta
         assert len(calls) == 10
     finally:
         server.shutdown()
+
+
+def test_a_download_cut_off_mid_body_is_read_again_whole_within_the_same_attempts() -> None:
+    """A body cut off after a 200 is retried by the one retry loop like a reset (no second loop
+    around it): the target holds the last attempt's bytes only, and a body cut every time is
+    reported after the rules' attempts."""
+    import http.server
+    import io
+    import threading
+
+    body = bytes(range(256)) * 64
+    calls: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            calls.append(self.path)
+            cut = self.path.startswith("/always") or len(calls) < 3
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if cut else body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Quick:
+        attempts = 3
+
+        def wait(self, attempt, answer, error):
+            return 0.01
+
+    transport = Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
+    try:
+        target = io.BytesIO()
+        answer = transport.send("GET", f"http://127.0.0.1:{server.server_port}/twice", headers={}, into=target)
+        assert answer.status == 200 and target.getvalue() == body and len(calls) == 3
+        with pytest.raises(TransportError, match=r"after 3 attempts"):
+            transport.send("GET", f"http://127.0.0.1:{server.server_port}/always", headers={}, into=io.BytesIO())
+        assert len(calls) == 6
+    finally:
+        server.shutdown()

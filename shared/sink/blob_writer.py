@@ -26,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 from azure.storage.blob import ExponentialRetry
@@ -37,14 +36,13 @@ from azure.storage.blob import ExponentialRetry
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from azure.storage.blob._shared.policies import is_retry
 
-from shared.errors import TransientError, describe
+from shared.errors import TransientError
 from shared.transport import RequestHook, Transport, TransportError, ca_bundle
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 #: Conflicts of a conditional write: the blob exists (If-None-Match) or is another version (If-Match).
 CONFLICT_STATUSES = (409, 412)
 _META = "x-ms-meta-"
-_READ_BYTES = 1 << 20
 
 
 class WriteConflict(TransientError):
@@ -141,26 +139,11 @@ class BlobWriter:
         condition = {} if etag is None else {"if-match": etag}
         if start is not None:
             condition["x-ms-range"] = f"bytes={start}-"
-        for attempt in range(1, self.transport.rules.attempts + 1):
-            response = self._send("GET", name, "", condition, None, stream=True)
-            try:
-                target.seek(0)
-                target.truncate()
-                for chunk in response.stream(_READ_BYTES, decode_content=False):
-                    target.write(chunk)
-                return {k.lower(): v for k, v in response.headers.items()}
-            except (urllib3.exceptions.HTTPError, OSError) as err:
-                wait = self.transport.rules.wait(attempt, None, err) if attempt < self.transport.rules.attempts \
-                    else None
-                if wait is None:
-                    raise TransportError(f"Azure GET {name}: {describe(err)} (after {attempt} attempts)") from err
-                time.sleep(wait)
-            finally:
-                response.release_conn()
-        raise AssertionError("unreachable")
+        response = self._send("GET", name, "", condition, None, into=target)
+        return {k.lower(): v for k, v in response.headers.items()}
 
     def _send(self, method: str, name: str, query: str, headers: dict[str, str], body: bytes | None,
-              stream: bool = False) -> Any:
+              into: Any = None) -> Any:
         path = f"/{quote(name, safe='~/')}"
         url = f"{self.base}{path}" + (f"?{query}" if query else "")
 
@@ -178,17 +161,17 @@ class BlobWriter:
             sent.append(signed())
             return sent[-1]
 
-        response = self.transport.send(method, url, headers=recorded, body=body, stream=stream)
+        response = self.transport.send(method, url, headers=recorded, body=body, into=into)
         if _token_refused(response) and isinstance(self._authorize, _Bearer):
             # Expired by the service's clock, or revoked: one new token, one more try.
-            if stream:
+            if into is not None:
                 response.drain_conn()
                 response.release_conn()
             self._authorize.refused(sent[-1]["authorization"])
-            response = self.transport.send(method, url, headers=signed, body=body, stream=stream)
+            response = self.transport.send(method, url, headers=signed, body=body, into=into)
         if response.status in (200, 201, 206):
             return response
-        if stream:
+        if into is not None:
             response.read()
             response.release_conn()
         if method == "GET" and response.status == 404:
