@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from typing import Any
 
 from bench.data import ORG, OUT, report
 from bench.latency_proxy import LatencyProxy
+from bench.latency_report import render
 from bench.measure import LOGS, Processes, machine_details
 from shared.demo import reference, servers
 from shared.demo.bucket import legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
@@ -183,6 +183,19 @@ class LatencyBench:
         begun = time.perf_counter()
         self.put(self.bucket, history)
         log.info("seeded %d keys over %d datasets in %.0f s", len(history), len(datasets), time.perf_counter() - begun)
+        kept = self._first_runs(len(history))
+        self._normal_hours(datasets, now, end, kept)
+        if args.profile:  # one more hour, untimed, under a wall-clock sampler
+            self.put(self.bucket, [(d.key(end + timedelta(hours=args.rounds + 1), 1), d.body) for d in datasets])
+            self.bridge("hour-bridge-profile", kept, profile=OUT / "latency-hour.collapsed")
+        (OUT / "latency-last-run.json").write_text(json.dumps(
+            {"args": vars(args), "datasets": len(datasets), "history": len(history), "rows": self.rows}, indent=1))
+        return render(self.rows, args, len(datasets), len(history), load_before, machine_details()["bridge code"])
+
+    def _first_runs(self, files: int) -> str | None:
+        """The first run into an empty lake, bridge and rclone alternating; the container the last
+        bridge round left (the normal hours run on it)."""
+        args = self.args
         service = self.blobs()
         kept = None
         for rnd in range(1, args.rounds + 1):
@@ -190,13 +203,18 @@ class LatencyBench:
                 container = f"first-{tool}-{rnd}-{self.tag}"
                 service.create_container(container)
                 m = getattr(self, tool)(f"first-{tool}-r{rnd}", container)
-                m.update(tool=tool, round=rnd, files=len(history))
+                m.update(tool=tool, round=rnd, files=files)
                 self.rows["first"].append(m)
                 log.info("first run, %s, round %d: %.1f s", tool, rnd, m["wall_s"])
                 if tool == "bridge" and rnd == args.rounds:
                     kept = container
                 else:
                     service.delete_container(container)
+        return kept
+
+    def _normal_hours(self, datasets: list[Dataset], now: datetime, end: datetime, kept: str | None) -> None:
+        """The normal hour, the loop and the bridge alternating, one new file per dataset each round."""
+        args = self.args
         months = sorted({(now - timedelta(days=d)).strftime("%Y/%m") for d in (0, 31)})
         for rnd in range(1, args.rounds + 1):
             at = end + timedelta(hours=rnd)
@@ -207,72 +225,6 @@ class LatencyBench:
                 m.update(tool=tool, round=rnd, files=len(datasets))
                 self.rows["hour"].append(m)
                 log.info("normal hour, %s, round %d: %.2f s", tool, rnd, m["wall_s"])
-        if args.profile:  # one more hour, untimed, under a wall-clock sampler
-            self.put(self.bucket, [(d.key(end + timedelta(hours=args.rounds + 1), 1), d.body) for d in datasets])
-            self.bridge("hour-bridge-profile", kept, profile=OUT / "latency-hour.collapsed")
-        (OUT / "latency-last-run.json").write_text(json.dumps(
-            {"args": vars(args), "datasets": len(datasets), "history": len(history), "rows": self.rows}, indent=1))
-        return render(self.rows, args, len(datasets), len(history), load_before, machine_details()["bridge code"])
-
-
-def _median(rows: list[dict[str, Any]], tool: str, value: Any) -> float:
-    return statistics.median(value(r) for r in rows if r["tool"] == tool)
-
-
-def _requests(counts: dict[str, int]) -> str:
-    kinds = {k: v for k, v in counts.items() if k != "connections"}
-    total = sum(kinds.values())
-    return f"{total} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))})"
-
-
-def _verdict(measured: float, goal: float, higher_is_better: bool) -> str:
-    ok = measured >= goal if higher_is_better else measured <= goal
-    return "**PASS**" if ok else "**MISS**"
-
-
-def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, datasets: int, history: int,
-           load_before: tuple[float, float, float], code: str) -> str:
-    first, hour = rows["first"], rows["hour"]
-    rate = lambda tool: _median(first, tool, lambda r: r["files"] / r["wall_s"])  # noqa: E731
-    first_ratio = rate("bridge") / rate("rclone")
-    hour_ratio = _median(hour, "bridge", lambda r: r["wall_s"]) / _median(hour, "loop", lambda r: r["wall_s"])
-    load = os.getloadavg()
-    lines = [
-        "",
-        "## At cloud latency (`python -m bench.latency`)",
-        "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} ({code}); {args.rounds} alternating rounds, "
-        f"medians; a proxy adds {args.s3_ms:g} ms to every round trip to S3 (moto) and {args.lake_ms:g} ms to the "
-        f"lake (Azurite), and one round trip to each new connection; BRIDGE_MAX_CONCURRENCY = {args.concurrency}; "
-        f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, after: "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
-        "",
-        f"Bucket: every dataset of Haltian's schema reference ({datasets}: legacy and v1), one real Parquet file "
-        f"of {args.rows} rows every {args.every_hours} h for {args.days} days = {history:,} keys. The window "
-        "(this month and the one before) is one listing page per dataset and month at this cadence, as it is "
-        "with hourly files (up to 744 keys a month, 1,000 a page).",
-        "",
-        "| workload | tool | round | wall s | CPU s | peak RSS MB | files | S3 requests | lake requests |",
-        "|---|---|--:|--:|--:|--:|--:|---|---|",
-    ]
-    for label, group in (("first run", first), ("normal hour", hour)):
-        for r in group:
-            lines.append(f"| {label} | {r['tool']} | {r['round']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                         f"{r['rss_mb'] or 0:.0f} | {r['files']:,} | {_requests(r['s3'])} | {_requests(r['lake'])} |")
-    lines += [
-        "",
-        "| target | measured | goal | result |",
-        "|---|--:|--:|---|",
-        f"| first run into an empty lake: bridge files/s vs rclone | {first_ratio:.2f}x | ≥ 1.50x | "
-        f"{_verdict(first_ratio, 1.5, True)} |",
-        f"| normal hour: bridge wall time vs the least such a run must do | {hour_ratio:.2f}x | ≤ 1.50x | "
-        f"{_verdict(hour_ratio, 1.5, False)} |",
-        "",
-        "Both tools' wall and CPU are whole processes (interpreter start-up and imports included). The requests are "
-        "counted by the proxies, so delta-rs's requests are in the bridge's figures.",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
