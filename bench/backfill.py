@@ -107,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    files, size, partitions, times = _measure(args)
+    report(_table(args, files, size, partitions, times), write=not args.no_write)
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> tuple[int, int, int, dict[int, list[float]]]:
+    """Seeds the history, then the alternating rounds: files, bytes, partitions and each worker
+    count's times."""
     moto, azurite, queue = servers.moto_server().start(), servers.azurite().start(), servers.azurite_queue().start()
     try:
         s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
@@ -123,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in (queue, azurite, moto):
             server.stop()
+    return files, size, partitions, times
+
+
+def _table(args: argparse.Namespace, files: int, size: int, partitions: int, times: dict[int, list[float]]) -> str:
+    """The section of RESULTS.md: the medians by worker count and the speed-up against one worker."""
     base = statistics.median(times[1])
     lines = [
         "",
@@ -145,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "machines give. In Azure each worker is a Functions instance with cores of its own, and the",
         "queue trigger's batchSize (4) and newBatchThreshold (2) put up to 6 partitions on each.",
     ]
-    report("\n".join(lines) + "\n", write=not args.no_write)
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
