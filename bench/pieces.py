@@ -96,10 +96,10 @@ def pieces() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     client.meta.events.register("before-send.s3.GetObject", stop)
     source = S3Source(client, "haltian-export", Credentials(key_id, secret))
     obj = SourceObject("v1/co2/2026/12/co2-2026-12-04T10.parquet", 4096, "9b2cf535f27731c974343645a3985328")
-    url = f"{source._base}{obj.key}"
+    url = source.url_of(obj.key)
 
     def sigv4_ours() -> None:
-        source._signed(url, {"If-Match": f'"{obj.etag}"'})
+        source.signed(url, {"If-Match": f'"{obj.etag}"'})
 
     def sigv4_sdk() -> None:
         try:

@@ -132,10 +132,14 @@ class S3Source:
                 return None
             raise
 
+    def url_of(self, key: str) -> str:
+        """Where a GET of the object ``key`` goes (as botocore would send it)."""
+        return f"{self._base}{quote(key, safe='/~')}"
+
     def _get(self, obj: SourceObject, headers: dict[str, str], *, stream: bool) -> Any:
-        url = f"{self._base}{quote(obj.key, safe='/~')}"
-        response = self.transport.send("GET", url, headers=lambda: self._signed(url, {"If-Match": f'"{obj.etag}"',
-                                                                                     **headers}), stream=stream)
+        url = self.url_of(obj.key)
+        response = self.transport.send("GET", url, headers=lambda: self.signed(url, {"If-Match": f'"{obj.etag}"',
+                                                                                    **headers}), stream=stream)
         if response.status in (200, 206):
             return response
         body = response.data if not stream else response.read(64 * 1024)
@@ -146,8 +150,9 @@ class S3Source:
         hint = " (is HALTIAN_S3_REGION the bucket's region?)" if response.status in (301, 307, 400) else ""
         raise TransportError(f"S3 GET {obj.key}: HTTP {response.status} {code}{hint}", response.status, code)
 
-    def _signed(self, url: str, headers: dict[str, str]) -> dict[str, str]:
-        """Headers signed with SigV4 by botocore's S3 signer, as the client would sign them."""
+    def signed(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """The headers of a GET of ``url``, signed with SigV4 by botocore's S3 signer, as the client
+        would sign them (now: the signature carries the time)."""
         if self.credentials is None:  # an anonymous client (a public bucket)
             return headers
         request = AWSRequest("GET", url, headers=headers)
