@@ -37,7 +37,9 @@ def main() -> int:
         signal.signal(signum, forward)
     _, status, usage = os.wait4(pid, 0)
     with open(usage_path, "w") as out:
-        json.dump({"maxrss_kib": usage.ru_maxrss, "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime}, out)
+        json.dump(
+            {"maxrss_kib": usage.ru_maxrss, "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime}, out
+        )
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
 

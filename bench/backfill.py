@@ -50,8 +50,9 @@ def seed(s3, bucket: str, months: int, per_month: int) -> tuple[int, int]:
     return files, size
 
 
-def one_round(workers: int, moto: servers.Server, queue: servers.Server, azurite: servers.Server,
-              bucket: str, tag: str) -> float:
+def one_round(
+    workers: int, moto: servers.Server, queue: servers.Server, azurite: servers.Server, bucket: str, tag: str
+) -> float:
     from azure.functions import QueueMessage
 
     import function_app
@@ -61,11 +62,16 @@ def one_round(workers: int, moto: servers.Server, queue: servers.Server, azurite
     from shared.settings import Settings
 
     container = f"backfill-{tag}"
-    BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite)).create_container(container)
+    BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite)).create_container(
+        container
+    )
     env = {
-        "HALTIAN_S3_BUCKET": bucket, "HALTIAN_S3_ENDPOINT_URL": moto.url,
-        "ADLS_CONNECTION_STRING": servers.azurite_connection_string(azurite), "ADLS_CONTAINER": container,
-        "BridgeQueue": servers.azurite_queue_connection_string(queue), "BRIDGE_BACKFILL_QUEUE": f"q-{tag}",
+        "HALTIAN_S3_BUCKET": bucket,
+        "HALTIAN_S3_ENDPOINT_URL": moto.url,
+        "ADLS_CONNECTION_STRING": servers.azurite_connection_string(azurite),
+        "ADLS_CONTAINER": container,
+        "BridgeQueue": servers.azurite_queue_connection_string(queue),
+        "BRIDGE_BACKFILL_QUEUE": f"q-{tag}",
     }
     os.environ.update(env)
     bridge = build_bridge(Settings.from_mapping(env))
@@ -73,8 +79,12 @@ def one_round(workers: int, moto: servers.Server, queue: servers.Server, azurite
     started = time.monotonic()
     enqueue_backfill(bridge)
     stop, handled = threading.Event(), Counter()
-    threads = [threading.Thread(target=serve, args=(bridge.settings, lambda c: handler(QueueMessage(body=c)),
-                                                    stop, handled)) for _ in range(workers)]
+    threads = [
+        threading.Thread(
+            target=serve, args=(bridge.settings, lambda c: handler(QueueMessage(body=c)), stop, handled)
+        )
+        for _ in range(workers)
+    ]
     for thread in threads:
         thread.start()
     finished = drain(bridge.settings, bridge.lake, stop, settle_seconds=0.5, timeout=1800)
@@ -115,10 +125,18 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(args: argparse.Namespace) -> tuple[int, int, int, dict[int, list[float]]]:
     """Seeds the history, then the alternating rounds: files, bytes, partitions and each worker
     count's times."""
-    moto, azurite, queue = servers.moto_server().start(), servers.azurite().start(), servers.azurite_queue().start()
+    moto, azurite, queue = (
+        servers.moto_server().start(),
+        servers.azurite().start(),
+        servers.azurite_queue().start(),
+    )
     try:
-        s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
-                          config=botocore.config.Config(max_pool_connections=32))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto.url,
+            region_name="eu-west-1",
+            config=botocore.config.Config(max_pool_connections=32),
+        )
         s3.create_bucket(Bucket="backfill", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         files, size = seed(s3, "backfill", args.months, args.per_month)
         partitions = args.months * len(DATASETS)
@@ -127,14 +145,18 @@ def _measure(args: argparse.Namespace) -> tuple[int, int, int, dict[int, list[fl
             for workers in WORKER_COUNTS:
                 elapsed = one_round(workers, moto, queue, azurite, "backfill", f"r{round_}w{workers}")
                 times[workers].append(elapsed)
-                print(f"round {round_ + 1}: {workers} workers {elapsed:6.2f} s  {files / elapsed:6.1f} files/s")
+                print(
+                    f"round {round_ + 1}: {workers} workers {elapsed:6.2f} s  {files / elapsed:6.1f} files/s"
+                )
     finally:
         for server in (queue, azurite, moto):
             server.stop()
     return files, size, partitions, times
 
 
-def _table(args: argparse.Namespace, files: int, size: int, partitions: int, times: dict[int, list[float]]) -> str:
+def _table(
+    args: argparse.Namespace, files: int, size: int, partitions: int, times: dict[int, list[float]]
+) -> str:
     """The section of RESULTS.md: the medians by worker count and the speed-up against one worker."""
     base = statistics.median(times[1])
     lines = [
@@ -149,8 +171,10 @@ def _table(args: argparse.Namespace, files: int, size: int, partitions: int, tim
     ]
     for workers in WORKER_COUNTS:
         median = statistics.median(times[workers])
-        lines.append(f"| {workers} | {median:.2f} | {files / median:.1f} | {size / 1e6 / median:.2f} | "
-                     f"{base / median:.2f}x |")
+        lines.append(
+            f"| {workers} | {median:.2f} | {files / median:.1f} | {size / 1e6 / median:.2f} | "
+            f"{base / median:.2f}x |"
+        )
     lines += [
         "",
         "Workers here are threads of one process on a 2-core machine: they share two cores and one",

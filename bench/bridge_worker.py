@@ -80,12 +80,17 @@ def _build(config: dict[str, Any]) -> tuple[Any, Counts, Counts]:
     client = access.client
     client.meta.events.register("before-send.s3", s3_counts.s3_hook)  # listing (boto3)
     service = BlobServiceClient.from_connection_string(
-        settings.adls_connection_string, **azure_options(settings.max_concurrency, azure_counts.azure_hook))
+        settings.adls_connection_string, **azure_options(settings.max_concurrency, azure_counts.azure_hook)
+    )
     # The copy path's requests go through shared.transport: counted by its hook, as build_bridge builds it.
-    lake = Lake(service.get_container_client(settings.adls_container), settings.adls_root,
-                azure_transport(settings.connection_pool_size, hook=azure_counts.azure_transport_hook))
-    source = S3Source(client, settings.s3_bucket, access.credentials,
-                      s3_transport(client, hook=s3_counts.s3_transport_hook))
+    lake = Lake(
+        service.get_container_client(settings.adls_container),
+        settings.adls_root,
+        azure_transport(settings.connection_pool_size, hook=azure_counts.azure_transport_hook),
+    )
+    source = S3Source(
+        client, settings.s3_bucket, access.credentials, s3_transport(client, hook=s3_counts.s3_transport_hook)
+    )
     return Bridge(settings, source, lake, None), s3_counts, azure_counts
 
 

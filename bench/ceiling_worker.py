@@ -28,7 +28,9 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
     paginator = s3.get_paginator("list_objects_v2")
 
     def list_keys(prefix: str) -> list[dict[str, Any]]:
-        return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", ())]
+        return [
+            o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", ())
+        ]
 
     profiler = ThreadProfiler() if config.get("profile") else None
     if profiler:
@@ -46,8 +48,14 @@ def ceiling(config: dict[str, Any]) -> dict[str, Any]:
         profiler.__exit__(None, None, None)
         profiler.write(config["profile"], config.get("title", "ceiling"))
     return {
-        "wall_s": wall, "files": files, "bytes": size, "present": present, "concurrency": concurrency,
-        "s3_requests": dict(s3_counts.counts), "azure_requests": dict(azure_counts.counts), **usage(),
+        "wall_s": wall,
+        "files": files,
+        "bytes": size,
+        "present": present,
+        "concurrency": concurrency,
+        "s3_requests": dict(s3_counts.counts),
+        "azure_requests": dict(azure_counts.counts),
+        **usage(),
     }
 
 
@@ -59,23 +67,33 @@ def _clients(config: dict[str, Any], s3_counts: Counts, azure_counts: Counts) ->
 
     concurrency = config["concurrency"]
     s3 = boto3.client(
-        "s3", endpoint_url=config["endpoint"], region_name="eu-west-1",
-        aws_access_key_id=config["key_id"], aws_secret_access_key=config["secret"],
-        config=botocore.config.Config(max_pool_connections=concurrency * 2 + 4, s3={"addressing_style": "path"},
-                                      retries={"mode": "standard", "max_attempts": 5}),
+        "s3",
+        endpoint_url=config["endpoint"],
+        region_name="eu-west-1",
+        aws_access_key_id=config["key_id"],
+        aws_secret_access_key=config["secret"],
+        config=botocore.config.Config(
+            max_pool_connections=concurrency * 2 + 4,
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 5},
+        ),
     )
     s3.meta.events.register("before-send.s3", s3_counts.s3_hook)
     service = BlobServiceClient.from_connection_string(
-        config["connection_string"], **azure_options(concurrency, azure_counts.azure_hook, 8 * 1024 * 1024))
+        config["connection_string"], **azure_options(concurrency, azure_counts.azure_hook, 8 * 1024 * 1024)
+    )
     return s3, service.get_container_client(config["container"])
 
 
-def _copy_objects(s3: Any, list_keys: Any, container: Any, config: dict[str, Any], s3_counts: Counts,
-                  azure_counts: Counts) -> tuple[int, int]:
+def _copy_objects(
+    s3: Any, list_keys: Any, container: Any, config: dict[str, Any], s3_counts: Counts, azure_counts: Counts
+) -> tuple[int, int]:
     """The copy mode: list, then GET and PUT each object from a thread pool; files and bytes copied."""
     bucket = config["bucket"]
     objects = list_keys(config["prefix"])
-    raw_copy = _raw_copier(s3, container, config, s3_counts, azure_counts) if config.get("client") == "raw" else None
+    raw_copy = (
+        _raw_copier(s3, container, config, s3_counts, azure_counts) if config.get("client") == "raw" else None
+    )
 
     def copy(obj: dict[str, Any]) -> int:
         if raw_copy:
@@ -94,8 +112,9 @@ def _copy_objects(s3: Any, list_keys: Any, container: Any, config: dict[str, Any
     return len(sizes), sum(sizes)
 
 
-def _raw_copier(s3: Any, container: Any, config: dict[str, Any], s3_counts: Counts,
-                azure_counts: Counts) -> Callable[[dict[str, Any]], int]:
+def _raw_copier(
+    s3: Any, container: Any, config: dict[str, Any], s3_counts: Counts, azure_counts: Counts
+) -> Callable[[dict[str, Any]], int]:
     """The copy of one object with the bridge's own GET (signed by botocore's signer) and Blob
     requests, nothing around them."""
     from shared.sink.blob_writer import BlobWriter, azure_transport
@@ -103,17 +122,24 @@ def _raw_copier(s3: Any, container: Any, config: dict[str, Any], s3_counts: Coun
 
     from shared.source.s3 import S3Source, SourceObject, s3_transport
 
-    source = S3Source(s3, config["bucket"], Credentials(config["key_id"], config["secret"]),
-                      s3_transport(s3, hook=s3_counts.s3_transport_hook))
-    writer = BlobWriter(container, azure_transport(config["concurrency"] * 2 + 4,
-                                                  hook=azure_counts.azure_transport_hook))
+    source = S3Source(
+        s3,
+        config["bucket"],
+        Credentials(config["key_id"], config["secret"]),
+        s3_transport(s3, hook=s3_counts.s3_transport_hook),
+    )
+    writer = BlobWriter(
+        container, azure_transport(config["concurrency"] * 2 + 4, hook=azure_counts.azure_transport_hook)
+    )
 
     def raw_copy(obj: dict[str, Any]) -> int:
         listed = SourceObject(obj["Key"], obj["Size"], obj["ETag"].strip('"'))
         block = 8 * 1024 * 1024
         if obj["Size"] <= block:
             data = source.get(listed).data
-            writer.put_blob(obj["Key"], data, content_type="application/octet-stream", metadata={}, condition={})
+            writer.put_blob(
+                obj["Key"], data, content_type="application/octet-stream", metadata={}, condition={}
+            )
             return len(data)
         body = source.get(listed, stream=True)
         ids, length = [], 0
@@ -122,15 +148,22 @@ def _raw_copier(s3: Any, container: Any, config: dict[str, Any], s3_counts: Coun
             writer.put_block(obj["Key"], ids[-1], chunk)
             length += len(chunk)
         body.close()
-        writer.put_block_list(obj["Key"], ids, content_type="application/octet-stream", content_md5=None,
-                              metadata={}, condition={})
+        writer.put_block_list(
+            obj["Key"],
+            ids,
+            content_type="application/octet-stream",
+            content_md5=None,
+            metadata={},
+            condition={},
+        )
         return length
 
     return raw_copy
 
 
-def _compare_window(s3: Any, list_keys: Any, container: Any, bucket: str,
-                    config: dict[str, Any]) -> tuple[int, int]:
+def _compare_window(
+    s3: Any, list_keys: Any, container: Any, bucket: str, config: dict[str, Any]
+) -> tuple[int, int]:
     """The noop mode: list the window's month folders on both sides and compare ETag and size;
     files listed and files found present."""
     files = present = 0
@@ -143,14 +176,17 @@ def _compare_window(s3: Any, list_keys: Any, container: Any, bucket: str,
         datasets = [d for found in pool.map(folders, roots) for d in found]
         prefixes = [f"{d}{month}/" for d in datasets for month in config["months"]]
         sources = pool.map(list_keys, prefixes)
-        blobs = pool.map(lambda p: list(container.list_blobs(name_starts_with=p, include=["metadata"])), prefixes)
+        blobs = pool.map(
+            lambda p: list(container.list_blobs(name_starts_with=p, include=["metadata"])), prefixes
+        )
         lake = {b.name: b for found in blobs for b in found}
         for obj in (o for found in sources for o in found):
             files += 1
             blob = lake.get(obj["Key"])
             meta = (blob.metadata or {}) if blob is not None else {}
-            if meta.get("haltian_source_etag") == obj["ETag"].strip('"') \
-                    and meta.get("haltian_source_size") == str(obj["Size"]):
+            if meta.get("haltian_source_etag") == obj["ETag"].strip('"') and meta.get(
+                "haltian_source_size"
+            ) == str(obj["Size"]):
                 present += 1
     return files, present
 
@@ -163,12 +199,17 @@ def _folders(s3: Any, bucket: str, under: str) -> list[str]:
 
 def _dataset_folders(s3: Any, bucket: str, prefix: str) -> list[str]:
     """The dataset folders below ``prefix``: organisation roots of both layouts, then their datasets."""
-    roots = [org for root in _folders(s3, bucket, prefix)
-             for org in (_folders(s3, bucket, root) if root.endswith("/v1/") else [root])]
+    roots = [
+        org
+        for root in _folders(s3, bucket, prefix)
+        for org in (_folders(s3, bucket, root) if root.endswith("/v1/") else [root])
+    ]
     return [d for root in roots for d in _folders(s3, bucket, root)]
 
 
-def _least_hour(s3: Any, list_keys: Any, container: Any, bucket: str, config: dict[str, Any]) -> tuple[int, int]:
+def _least_hour(
+    s3: Any, list_keys: Any, container: Any, bucket: str, config: dict[str, Any]
+) -> tuple[int, int]:
     """The least an hourly run must do: list the window on both sides, copy what is new, one
     conditional PUT per changed dataset (its table commit) and one manifest.
 
@@ -176,13 +217,25 @@ def _least_hour(s3: Any, list_keys: Any, container: Any, bucket: str, config: di
     """
     concurrency = config["concurrency"]
     with ThreadPoolExecutor(concurrency) as pool:
-        prefixes = [f"{d}{month}/" for d in _dataset_folders(s3, bucket, config["prefix"]) for month in config["months"]]
+        prefixes = [
+            f"{d}{month}/"
+            for d in _dataset_folders(s3, bucket, config["prefix"])
+            for month in config["months"]
+        ]
         sources = list(pool.map(list_keys, prefixes))
-        blobs = list(pool.map(lambda p: list(container.list_blobs(name_starts_with=p, include=["metadata"])), prefixes))
+        blobs = list(
+            pool.map(lambda p: list(container.list_blobs(name_starts_with=p, include=["metadata"])), prefixes)
+        )
         lake = {b.name: b for found in blobs for b in found}
-        new = [o for found in sources for o in found
-               if (lake.get(o["Key"]) is None
-                   or (lake[o["Key"]].metadata or {}).get("haltian_source_etag") != o["ETag"].strip('"'))]
+        new = [
+            o
+            for found in sources
+            for o in found
+            if (
+                lake.get(o["Key"]) is None
+                or (lake[o["Key"]].metadata or {}).get("haltian_source_etag") != o["ETag"].strip('"')
+            )
+        ]
 
         def copy(obj: dict[str, Any]) -> int:
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
@@ -192,7 +245,13 @@ def _least_hour(s3: Any, list_keys: Any, container: Any, bucket: str, config: di
         sizes = list(pool.map(copy, new))
         stamp = time.time_ns()
         changed = sorted({o["Key"].rsplit("/", 3)[0] for o in new})
-        list(pool.map(lambda d: container.upload_blob(f"loop/_commits/{d}/{stamp}.json", b"{}", overwrite=False),
-                      changed))
-    container.upload_blob(f"loop/_manifests/{stamp}.json", json.dumps({"files": len(new)}).encode(), overwrite=False)
+        list(
+            pool.map(
+                lambda d: container.upload_blob(f"loop/_commits/{d}/{stamp}.json", b"{}", overwrite=False),
+                changed,
+            )
+        )
+    container.upload_blob(
+        f"loop/_manifests/{stamp}.json", json.dumps({"files": len(new)}).encode(), overwrite=False
+    )
     return len(new), sum(sizes)

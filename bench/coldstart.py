@@ -46,8 +46,14 @@ RSS_GOAL_MB = 80
 
 def measure(imports: str) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(PROJECT_ROOT)}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(imports=imports)], cwd=PROJECT_ROOT, env=env,
-                         check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(imports=imports)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
@@ -62,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, imports in PROBES.items():
             results[name].append(measure(imports))
     after = os.getloadavg()
-    med = {name: (statistics.median(c for c, _ in runs), statistics.median(r for _, r in runs))
-           for name, runs in results.items()}
+    med = {
+        name: (statistics.median(c for c, _ in runs), statistics.median(r for _, r in runs))
+        for name, runs in results.items()
+    }
     app_cpu, app_rss = med["function_app (the host's import)"]
     peer_cpu, _ = med["azure.functions (the worker's own)"]
     lines = [
@@ -78,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|--:|--:|---|",
     ]
     for name, (cpu, rss) in med.items():
-        lines.append(f"| {name} | {cpu:.3f} | {rss:.0f} | {', '.join(f'{c:.3f}' for c, _ in results[name])} |")
+        lines.append(
+            f"| {name} | {cpu:.3f} | {rss:.0f} | {', '.join(f'{c:.3f}' for c, _ in results[name])} |"
+        )
     lines += [
         "",
         "| target | measured | goal | result |",

@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.demo.bucket import LEGACY_MEASUREMENTS, TS_MS, legacy_key, legacy_schema, make_table, parquet_bytes
+from shared.demo.bucket import (
+    LEGACY_MEASUREMENTS,
+    TS_MS,
+    legacy_key,
+    legacy_schema,
+    make_table,
+    parquet_bytes,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
@@ -58,8 +65,9 @@ def _hour(now: datetime) -> datetime:
 # --- small files -------------------------------------------------------------------------
 
 
-def small_files(count: int, seed: int = 11, min_bytes: int = 2 * KB, max_bytes: int = 200 * KB,
-                days: int = 90) -> list[SourceFile]:
+def small_files(
+    count: int, seed: int = 11, min_bytes: int = 2 * KB, max_bytes: int = 200 * KB, days: int = 90
+) -> list[SourceFile]:
     """``count`` Parquet files whose sizes are log-uniform between ``min_bytes`` and ``max_bytes``.
 
     Spread evenly over ``SMALL_DATASETS`` and over the ``days`` before a fixed end hour, so
@@ -104,12 +112,15 @@ def _large_table(rows: int, seed: int, start_ms: int) -> pa.Table:
     devices = pa.array([f"dev-{i:04d}" for i in range(997)], pa.string())
     picks = pc.floor(pc.multiply(pc.random(rows, initializer=seed), len(devices))).cast(pa.int32())
     temperatures = pc.add(pc.multiply(pc.random(rows, initializer=seed + 1000), 12.0), 15.0)
-    return pa.table({
-        "deviceId": pc.take(devices, picks),
-        "ts": pa.array(range(start_ms, start_ms + rows * 7, 7), pa.int64()).cast(TS_MS),
-        "organizationId": pa.nulls(rows, pa.string()),
-        "ambientTemperature": temperatures.cast(pa.float32()),
-    }, schema=legacy_schema(LARGE_DATASET))
+    return pa.table(
+        {
+            "deviceId": pc.take(devices, picks),
+            "ts": pa.array(range(start_ms, start_ms + rows * 7, 7), pa.int64()).cast(TS_MS),
+            "organizationId": pa.nulls(rows, pa.string()),
+            "ambientTemperature": temperatures.cast(pa.float32()),
+        },
+        schema=legacy_schema(LARGE_DATASET),
+    )
 
 
 def _write_large(path: Path, rows: int, seed: int, start_ms: int) -> int:

@@ -28,8 +28,11 @@ def request_area(target: str) -> str:
     path = parts.path.strip("/").split("/")
     prefix = parse_qs(parts.query).get("prefix")
     if prefix:  # a listing: where it looks
-        path = [path[0], *([path[1]] if path[0] == "devstoreaccount1" and len(path) > 1 else []),
-                *prefix[0].strip("/").split("/")]
+        path = [
+            path[0],
+            *([path[1]] if path[0] == "devstoreaccount1" and len(path) > 1 else []),
+            *prefix[0].strip("/").split("/"),
+        ]
     # S3 path style: /bucket/key; Azurite: /account/container/blob
     rest = path[2:] if len(path) > 2 and path[0] == "devstoreaccount1" else path[1:]
     if not rest:
@@ -73,10 +76,12 @@ class _RequestParser:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, data, self._buffer = self._buffer[:end], self._buffer[end + 4:], b""
+            head, data, self._buffer = self._buffer[:end], self._buffer[end + 4 :], b""
             lines = head.decode("latin-1").split("\r\n")
             method, target = lines[0].split(" ")[:2]
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+            }
             self._count(method, target)
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 self._chunked = True
@@ -89,7 +94,7 @@ class _RequestParser:
         if end < 0:
             return b""
         size = int(self._buffer[:end].split(b";")[0] or b"0", 16)
-        rest, self._buffer = self._buffer[end + 2:], b""
+        rest, self._buffer = self._buffer[end + 2 :], b""
         if size == 0:  # the last chunk; no trailers are sent by these clients
             self._chunked = False
             self._body_left = 2
@@ -163,7 +168,9 @@ class LatencyProxy:
             threading.Thread(target=self._read, args=(source, line, feed), daemon=True).start()
             threading.Thread(target=self._write, args=(target, line, pair), daemon=True).start()
 
-    def _read(self, source: socket.socket, line: queue.SimpleQueue, feed: Callable[[bytes], None] | None) -> None:
+    def _read(
+        self, source: socket.socket, line: queue.SimpleQueue, feed: Callable[[bytes], None] | None
+    ) -> None:
         try:
             while data := source.recv(_READ):
                 if feed is not None:

@@ -25,8 +25,14 @@ def _verdict(measured: float, goal: float, higher_is_better: bool) -> str:
     return "**PASS**" if ok else "**MISS**"
 
 
-def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, datasets: int, history: int,
-           load_before: tuple[float, float, float], code: str) -> str:
+def render(
+    rows: dict[str, list[dict[str, Any]]],
+    args: argparse.Namespace,
+    datasets: int,
+    history: int,
+    load_before: tuple[float, float, float],
+    code: str,
+) -> str:
     first, hour = rows["first"], rows["hour"]
     rate = lambda tool: _median(first, tool, lambda r: r["files"] / r["wall_s"])  # noqa: E731
     first_ratio = rate("bridge") / rate("rclone")
@@ -52,8 +58,10 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, data
     ]
     for label, group in (("first run", first), ("normal hour", hour)):
         for r in group:
-            lines.append(f"| {label} | {r['tool']} | {r['round']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                         f"{r['rss_mb'] or 0:.0f} | {r['files']:,} | {_requests(r['s3'])} | {_requests(r['lake'])} |")
+            lines.append(
+                f"| {label} | {r['tool']} | {r['round']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+                f"{r['rss_mb'] or 0:.0f} | {r['files']:,} | {_requests(r['s3'])} | {_requests(r['lake'])} |"
+            )
     lines += [
         "",
         "| target | measured | goal | result |",

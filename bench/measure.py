@@ -34,7 +34,6 @@ MB = 1_000_000
 CHILD_TIMEOUT_S = 3600
 
 
-
 # --- configuration -----------------------------------------------------------------------
 
 
@@ -47,8 +46,12 @@ class Scale:
     rounds: int
 
 
-FULL = Scale(small_files=2000, large_files=4, large_bytes=256 * 1024 * 1024, histories=(10_000, 100_000), rounds=3)
-QUICK = Scale(small_files=200, large_files=2, large_bytes=16 * 1024 * 1024, histories=(1_000, 5_000), rounds=1)
+FULL = Scale(
+    small_files=2000, large_files=4, large_bytes=256 * 1024 * 1024, histories=(10_000, 100_000), rounds=3
+)
+QUICK = Scale(
+    small_files=200, large_files=2, large_bytes=16 * 1024 * 1024, histories=(1_000, 5_000), rounds=1
+)
 
 
 @dataclass
@@ -104,8 +107,15 @@ class Processes:
         self.servers: list[Any] = []
         self._lock = threading.Lock()
 
-    def run(self, cmd: list[str], *, name: str, capture: bool, env: dict[str, str] | None = None,
-            timeout: float = CHILD_TIMEOUT_S) -> tuple[int, str, Usage, float]:
+    def run(
+        self,
+        cmd: list[str],
+        *,
+        name: str,
+        capture: bool,
+        env: dict[str, str] | None = None,
+        timeout: float = CHILD_TIMEOUT_S,
+    ) -> tuple[int, str, Usage, float]:
         """Runs a child to its end: (exit code, stdout, its own peak RSS and CPU, wall seconds).
 
         The child is started through bench/_spawn.py, which reads its rusage with wait4.
@@ -116,8 +126,14 @@ class Processes:
         wrapped = [sys.executable, "-S", str(BENCH_DIR / "_spawn.py"), str(usage_path), "--", *cmd]
         with open(LOGS / f"{name}.log", "w") as logfile:
             begun = time.perf_counter()
-            process = subprocess.Popen(wrapped, stdout=subprocess.PIPE if capture else logfile, stderr=logfile,
-                                       cwd=PROJECT_ROOT, env=env, start_new_session=True)
+            process = subprocess.Popen(
+                wrapped,
+                stdout=subprocess.PIPE if capture else logfile,
+                stderr=logfile,
+                cwd=PROJECT_ROOT,
+                env=env,
+                start_new_session=True,
+            )
             with self._lock:
                 self.children[process.pid] = process
             timer = threading.Timer(timeout, self._kill, (process,))
@@ -212,11 +228,16 @@ def machine_details() -> dict[str, str]:
         except (OSError, subprocess.SubprocessError, IndexError):
             return "not found"
 
-    azurite_bin = str(AZURITE_BIN) if AZURITE_BIN.exists() else (shutil.which("azurite-blob") or "azurite-blob")
+    azurite_bin = (
+        str(AZURITE_BIN) if AZURITE_BIN.exists() else (shutil.which("azurite-blob") or "azurite-blob")
+    )
     commit = version(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = version(["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "shared"])
+    dirty = version(
+        ["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "shared"]
+    )
     return {
-        "bridge code": f"git {commit}, shared/ " + ("with uncommitted changes" if dirty != "not found" else "clean"),
+        "bridge code": f"git {commit}, shared/ "
+        + ("with uncommitted changes" if dirty != "not found" else "clean"),
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
         "memory": memory,
@@ -226,6 +247,6 @@ def machine_details() -> dict[str, str]:
         "Azurite": version([azurite_bin, "--version"]) + " (in memory, --skipApiVersionCheck --loose)",
         "Node.js": version(["node", "--version"]),
         "libraries": f"moto {moto.__version__}, boto3 {boto3.__version__}, "
-                     f"azure-storage-blob {azure.storage.blob.__version__}, pyarrow {pyarrow.__version__}, "
-                     f"deltalake {deltalake.__version__}",
+        f"azure-storage-blob {azure.storage.blob.__version__}, pyarrow {pyarrow.__version__}, "
+        f"deltalake {deltalake.__version__}",
     }

@@ -41,8 +41,14 @@ class NoopWorkload:
                 self.rclone_census(f"noop{count}", bucket, endpoint, container, (count, 0), noop=True)
             if self.args.profile:
                 for count, (bucket, container, _) in sides.items():
-                    self.run_bridge(f"noop{count}", 0, bucket, endpoint, container,
-                                    profile_title=f"== noop {count}: bridge no-op run under cProfile ==")
+                    self.run_bridge(
+                        f"noop{count}",
+                        0,
+                        bucket,
+                        endpoint,
+                        container,
+                        profile_title=f"== noop {count}: bridge no-op run under cProfile ==",
+                    )
             for _, container, _ in sides.values():
                 self.drop_container(container)
         finally:
@@ -66,8 +72,9 @@ class NoopWorkload:
             sides[count] = self._seed_history(endpoint, backend, count, now, months)
         return sides, months
 
-    def _seed_history(self, endpoint: str, backend: Any, count: int, now: datetime,
-                      months: list[str]) -> tuple[str, str, History]:
+    def _seed_history(
+        self, endpoint: str, backend: Any, count: int, now: datetime, months: list[str]
+    ) -> tuple[str, str, History]:
         """One history in moto (through its backend) and in the lake, then the bridge's first run over it."""
         from shared.paths import RECONCILE_STATE
 
@@ -83,22 +90,39 @@ class NoopWorkload:
         self.write_reconcile(container, RECONCILE_STATE, now)
         in_window = sum(1 for key, _ in h.keys if "/".join(key.split("/")[3:5]) in months)
         facts["histories"][count] = {
-            "s3_seed_s": s3_seed, "lake_seed_s": lake_seed, "lake_seed_per_s": rate,
-            "months": len(h.months), "first_month": h.months[0], "last_month": h.months[-1],
+            "s3_seed_s": s3_seed,
+            "lake_seed_s": lake_seed,
+            "lake_seed_per_s": rate,
+            "months": len(h.months),
+            "first_month": h.months[0],
+            "last_month": h.months[-1],
             "in_window": in_window,
         }
-        log.info("noop %d: seeded moto in %.1f s and the lake in %.1f s (%.0f blobs/s); %d keys in the window",
-                 count, s3_seed, lake_seed, rate, in_window)
+        log.info(
+            "noop %d: seeded moto in %.1f s and the lake in %.1f s (%.0f blobs/s); %d keys in the window",
+            count,
+            s3_seed,
+            lake_seed,
+            rate,
+            in_window,
+        )
         # The first hourly run after seeding registers the window's files in Delta tables;
         # measured separately, the later runs are the true no-ops.
         warm = self.run_bridge(f"noop{count}", 0, bucket, endpoint, container)
-        facts["histories"][count]["warmup"] = {"wall_s": warm.wall_s, "files": warm.files,
-                                                "tables_changed": warm.extra["tables_changed"],
-                                                "mode": warm.extra["mode"]}
-        facts["histories"][count]["list_probe_s"] = self.list_probe(endpoint, bucket, container, h, months[-1])
+        facts["histories"][count]["warmup"] = {
+            "wall_s": warm.wall_s,
+            "files": warm.files,
+            "tables_changed": warm.extra["tables_changed"],
+            "mode": warm.extra["mode"],
+        }
+        facts["histories"][count]["list_probe_s"] = self.list_probe(
+            endpoint, bucket, container, h, months[-1]
+        )
         return bucket, container, h
 
-    def _noop_rounds(self, endpoint: str, sides: dict[int, tuple[str, str, History]], months: list[str]) -> None:
+    def _noop_rounds(
+        self, endpoint: str, sides: dict[int, tuple[str, str, History]], months: list[str]
+    ) -> None:
         """The alternating rounds over both histories; round 1 tries the ceiling's thread counts."""
         facts = self.facts["noop"]
         best_ceiling: tuple[int, str] | None = None
@@ -111,22 +135,37 @@ class NoopWorkload:
                         m = self.run_bridge(workload, rnd, bucket, endpoint, container)
                         m.files = m.extra["present"]
                         if m.extra["mode"] != "window" or m.files != expect[0]:
-                            self.note(workload, f"round {rnd}: bridge ran in {m.extra['mode']} mode and found "
-                                                f"{m.files} files present (expected {expect[0]} in the window)")
+                            self.note(
+                                workload,
+                                f"round {rnd}: bridge ran in {m.extra['mode']} mode and found "
+                                f"{m.files} files present (expected {expect[0]} in the window)",
+                            )
                     elif tool == "rclone":
                         m = self.run_rclone(workload, rnd, bucket, endpoint, container, (count, 0), noop=True)
                     elif best_ceiling is None:
-                        trials = [self.run_ceiling(workload, rnd, bucket, endpoint, container, (c, "sdk"),
-                                                   noop_months=months) for c in (8, 16, 32)]
+                        trials = [
+                            self.run_ceiling(
+                                workload, rnd, bucket, endpoint, container, (c, "sdk"), noop_months=months
+                            )
+                            for c in (8, 16, 32)
+                        ]
                         m = min(trials, key=lambda t: t.wall_s)
                         best_ceiling = (m.concurrency, "sdk")
                         facts["ceiling_trials"] = {setup_label(t): round(t.wall_s, 2) for t in trials}
                     else:
-                        m = self.run_ceiling(workload, rnd, bucket, endpoint, container, best_ceiling,
-                                             noop_months=months)
+                        m = self.run_ceiling(
+                            workload, rnd, bucket, endpoint, container, best_ceiling, noop_months=months
+                        )
                     self.measurements.append(m)
-                    log.info("%s r%d %-7s %6.2f s  files %d  S3 %s", workload, rnd, tool, m.wall_s, m.files,
-                             m.s3_requests)
+                    log.info(
+                        "%s r%d %-7s %6.2f s  files %d  S3 %s",
+                        workload,
+                        rnd,
+                        tool,
+                        m.wall_s,
+                        m.files,
+                        m.s3_requests,
+                    )
 
     def seed_lake(self, container: str, h: History) -> tuple[float, float]:
         """Writes every history key into the lake as the bridge would have left it (Put Blob + metadata).
@@ -138,9 +177,13 @@ class NoopWorkload:
         from shared.demo.servers import AZURITE_ACCOUNT, AZURITE_KEY
         from shared.sink.records import META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE
 
-        sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
-                                     permission=ContainerSasPermissions(write=True, create=True),
-                                     expiry=datetime.now(timezone.utc) + timedelta(hours=6))
+        sas = generate_container_sas(
+            AZURITE_ACCOUNT,
+            container,
+            account_key=AZURITE_KEY,
+            permission=ContainerSasPermissions(write=True, create=True),
+            expiry=datetime.now(timezone.utc) + timedelta(hours=6),
+        )
         local = threading.local()
         etags = {d: h.etag(d) for d in h.bodies}
 
@@ -149,13 +192,22 @@ class NoopWorkload:
             body = h.bodies[dataset]
             connection = getattr(local, "connection", None)
             if connection is None:
-                connection = local.connection = http.client.HTTPConnection("127.0.0.1", self.azurite.port, timeout=60)
-            headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06",
-                       "Content-Type": "application/vnd.apache.parquet", "Content-Length": str(len(body)),
-                       f"x-ms-meta-{META_SOURCE_ETAG}": etags[dataset],
-                       f"x-ms-meta-{META_SOURCE_SIZE}": str(len(body)),
-                       f"x-ms-meta-{META_SOURCE_KEY}": key, f"x-ms-meta-{META_RUN_ID}": "bench-seed"}
-            connection.request("PUT", f"/{AZURITE_ACCOUNT}/{container}/{key}?{sas}", body=body, headers=headers)
+                connection = local.connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.azurite.port, timeout=60
+                )
+            headers = {
+                "x-ms-blob-type": "BlockBlob",
+                "x-ms-version": "2021-08-06",
+                "Content-Type": "application/vnd.apache.parquet",
+                "Content-Length": str(len(body)),
+                f"x-ms-meta-{META_SOURCE_ETAG}": etags[dataset],
+                f"x-ms-meta-{META_SOURCE_SIZE}": str(len(body)),
+                f"x-ms-meta-{META_SOURCE_KEY}": key,
+                f"x-ms-meta-{META_RUN_ID}": "bench-seed",
+            }
+            connection.request(
+                "PUT", f"/{AZURITE_ACCOUNT}/{container}/{key}?{sas}", body=body, headers=headers
+            )
             response = connection.getresponse()
             response.read()
             if response.status != 201:
@@ -169,9 +221,13 @@ class NoopWorkload:
 
     def write_reconcile(self, container: str, path: str, now: datetime) -> None:
         blob = self.blob_service().get_blob_client(container, path)
-        blob.upload_blob(json.dumps({"completed_at": now.isoformat(), "run_id": "bench"}).encode(), overwrite=True)
+        blob.upload_blob(
+            json.dumps({"completed_at": now.isoformat(), "run_id": "bench"}).encode(), overwrite=True
+        )
 
-    def list_probe(self, endpoint: str, bucket: str, container: str, h: History, month: str) -> dict[str, float]:
+    def list_probe(
+        self, endpoint: str, bucket: str, container: str, h: History, month: str
+    ) -> dict[str, float]:
         """Median time of listing one window month folder of one dataset, on each side, alone.
 
         The emulators' own cost per list call: it should not depend on how much history the

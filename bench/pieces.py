@@ -52,12 +52,20 @@ SCOPE = "https://storage.azure.com/.default"
 
 
 def _put_headers() -> dict[str, str]:
-    return {"x-ms-blob-type": "BlockBlob", "content-type": "application/vnd.apache.parquet",
-            "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg==", "if-none-match": "*", "content-length": "4096",
-            "x-ms-meta-source_key": "v1/co2/2026/12/co2-2026-12-04T10.parquet",
-            "x-ms-meta-source_etag": "9b2cf535f27731c974343645a3985328", "x-ms-meta-source_version": "null",
-            "x-ms-meta-run_id": "20261204T100000Z-abc123", "x-ms-version": "2025-01-05",
-            "x-ms-date": "Fri, 04 Dec 2026 10:00:00 GMT", "x-ms-client-request-id": "6f1c-4d2e"}
+    return {
+        "x-ms-blob-type": "BlockBlob",
+        "content-type": "application/vnd.apache.parquet",
+        "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg==",
+        "if-none-match": "*",
+        "content-length": "4096",
+        "x-ms-meta-source_key": "v1/co2/2026/12/co2-2026-12-04T10.parquet",
+        "x-ms-meta-source_etag": "9b2cf535f27731c974343645a3985328",
+        "x-ms-meta-source_version": "null",
+        "x-ms-meta-run_id": "20261204T100000Z-abc123",
+        "x-ms-version": "2025-01-05",
+        "x-ms-date": "Fri, 04 Dec 2026 10:00:00 GMT",
+        "x-ms-client-request-id": "6f1c-4d2e",
+    }
 
 
 class _Credential:
@@ -88,7 +96,9 @@ def pieces() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
         sdk_bearer.on_request(PipelineRequest(request, PipelineContext(None)))
 
     key_id, secret = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id=key_id, aws_secret_access_key=secret)
+    client = boto3.client(
+        "s3", region_name="eu-west-1", aws_access_key_id=key_id, aws_secret_access_key=secret
+    )
 
     def stop(request: Any, **_: Any) -> AWSResponse:
         return AWSResponse(request.url, 200, {}, None)
@@ -107,9 +117,11 @@ def pieces() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
         except Exception:  # noqa: BLE001, S110 - the stopped request's empty answer does not parse
             pass
 
-    return {"Shared Key signature (Put Blob)": (shared_key_ours, shared_key_sdk),
-            "bearer header, cached token": (bearer_ours, bearer_sdk),
-            "SigV4 signature (S3 GET)": (sigv4_ours, sigv4_sdk)}
+    return {
+        "Shared Key signature (Put Blob)": (shared_key_ours, shared_key_sdk),
+        "bearer header, cached token": (bearer_ours, bearer_sdk),
+        "SigV4 signature (S3 GET)": (sigv4_ours, sigv4_sdk),
+    }
 
 
 def per_call_us(call: Callable[[], None], calls: int) -> float:

@@ -55,8 +55,10 @@ class ThreadProfiler:
             except (TypeError, ValueError):  # a thread still running
                 pass
         out = io.StringIO()
-        out.write(f"{title}\n\nCPU-time cProfile (time.thread_time) summed over {1 + len(self.profiles)} "
-                  "threads; waiting on sockets, locks and the GIL is not counted\n\n")
+        out.write(
+            f"{title}\n\nCPU-time cProfile (time.thread_time) summed over {1 + len(self.profiles)} "
+            "threads; waiting on sockets, locks and the GIL is not counted\n\n"
+        )
         stats.stream = out
         stats.dump_stats(pstats_path(path, title))
         out.write("== where the CPU goes: cumulative CPU of the main steps, share of all threads' CPU ==\n\n")
@@ -77,32 +79,56 @@ def _is(file_suffix: str, *names: str) -> Any:
 #: line above them; "any ..." lines cut across the steps.
 _FOCUS = (
     ("copy_file (one file, all of it)", _is("shared/copy.py", "copy_file")),
-    ("  S3 GET and read (S3Source.get / read_tail, SigV4 signing included)", _is("shared/source/s3.py", "get",
-                                                                             "read_tail")),
+    (
+        "  S3 GET and read (S3Source.get / read_tail, SigV4 signing included)",
+        _is("shared/source/s3.py", "get", "read_tail"),
+    ),
     ("  verification (_judge: Parquet checks, schema, table facts)", _is("shared/copy.py", "_judge")),
     ("    of which inspect_parquet", _is("shared/verify/parquet.py", "inspect_parquet")),
     ("    of which SchemaJudge.judge", _is("shared/verify/schema.py", "judge")),
     ("    of which table_facts (Delta stats)", _is("shared/tables/facts.py", "table_facts")),
     ("  publish (Lake.put / stage / commit)", _is("shared/sink/lake.py", "put", "stage", "commit")),
     ("ceiling: copy (GET + PUT of one file)", _is("bench/ceiling_worker.py", "copy")),
-    ("listing S3 (S3Source.list_objects / list_folders, in the plan's threads)",
-     _is("shared/source/s3.py", "list_objects", "list_folders")),
-    ("listing the lake (Lake.list_entries: List Blobs pages, XML)",
-     _is("shared/sink/lake.py", "list_entries", "list_folders")),
+    (
+        "listing S3 (S3Source.list_objects / list_folders, in the plan's threads)",
+        _is("shared/source/s3.py", "list_objects", "list_folders"),
+    ),
+    (
+        "listing the lake (Lake.list_entries: List Blobs pages, XML)",
+        _is("shared/sink/lake.py", "list_entries", "list_folders"),
+    ),
     ("Delta tables (DeltaPublisher.sync, in its threads)", _is("shared/tables/delta.py", "sync")),
     ("manifest (write_manifest)", _is("shared/manifest/publish.py", "write_manifest")),
-    ("any S3 request through boto3 (botocore _api_call)", lambda f, n: f.endswith("botocore/client.py") and n == "_api_call"),
+    (
+        "any S3 request through boto3 (botocore _api_call)",
+        lambda f, n: f.endswith("botocore/client.py") and n == "_api_call",
+    ),
     ("any request of the copy path (shared.transport Transport.send)", _is("shared/transport.py", "send")),
-    ("any blob write (the lean BlobWriter, or the SDK's upload_blob / stage_block / commit_block_list)",
-     lambda f, n: (f.endswith("shared/sink/blob_writer.py") and n == "_send") or (
-        f.endswith("blob/_blob_client.py") and n in ("upload_blob", "stage_block", "commit_block_list"))),
-    ("any Azure request: proxy lookup in os.environ (requests, per request)",
-     _is("requests/utils.py", "get_environ_proxies")),
-    ("any Azure request: Shared Key signing (the SDK's or the BlobWriter's)", lambda f, n: (
-        f.endswith("_shared/authentication.py") and n == "on_request") or (
-        f.endswith("shared/sink/blob_writer.py") and n == "__call__")),
-    ("any MD5 (hashlib: the bridge's checks, the SDK's Content-MD5)", lambda f, n: "openssl_md5" in n or (
-        "_hashlib.HASH" in n and "update" in n)),
+    (
+        "any blob write (the lean BlobWriter, or the SDK's upload_blob / stage_block / commit_block_list)",
+        lambda f, n: (
+            (f.endswith("shared/sink/blob_writer.py") and n == "_send")
+            or (
+                f.endswith("blob/_blob_client.py")
+                and n in ("upload_blob", "stage_block", "commit_block_list")
+            )
+        ),
+    ),
+    (
+        "any Azure request: proxy lookup in os.environ (requests, per request)",
+        _is("requests/utils.py", "get_environ_proxies"),
+    ),
+    (
+        "any Azure request: Shared Key signing (the SDK's or the BlobWriter's)",
+        lambda f, n: (
+            (f.endswith("_shared/authentication.py") and n == "on_request")
+            or (f.endswith("shared/sink/blob_writer.py") and n == "__call__")
+        ),
+    ),
+    (
+        "any MD5 (hashlib: the bridge's checks, the SDK's Content-MD5)",
+        lambda f, n: "openssl_md5" in n or ("_hashlib.HASH" in n and "update" in n),
+    ),
 )
 
 

@@ -81,21 +81,32 @@ def _results(rows: dict[str, dict[str, Row]]) -> list[str]:
             if r is None:
                 continue
             noop = workload.startswith("noop")
-            vs_r = (rclone.wall_s / r.wall_s) if (noop and rclone) else (r.files_per_s / rclone.files_per_s if rclone
-                                                                         and rclone.files_per_s else None)
-            vs_c = (ceiling.wall_s / r.wall_s) if (noop and ceiling) else (
-                r.files_per_s / ceiling.files_per_s if ceiling and ceiling.files_per_s else None)
+            vs_r = (
+                (rclone.wall_s / r.wall_s)
+                if (noop and rclone)
+                else (r.files_per_s / rclone.files_per_s if rclone and rclone.files_per_s else None)
+            )
+            vs_c = (
+                (ceiling.wall_s / r.wall_s)
+                if (noop and ceiling)
+                else (r.files_per_s / ceiling.files_per_s if ceiling and ceiling.files_per_s else None)
+            )
             verify = "–" if r.verify_share is None else f"{r.verify_share * 100:.1f} % ({r.verify_s:.2f} s)"
             tool_label = f"{tool} ({setup_label(r.rounds[0])})" if tool == "ceiling" else tool
             out.append(
                 f"| {label} | {tool_label} | {r.wall_s:.2f} | {rate(r.files_per_s)} | "
                 f"{'–' if noop else figure(r.mb_per_s)} | {figure(r.rss_mb, '.0f')} | "
                 f"{figure(r.s3_per_run, '.0f', ' /run') if noop else figure(r.s3_per_file, '.2f')} | "
-                f"{figure(r.azure_per_run, '.0f', ' /run') if noop else figure(r.azure_per_file, '.2f')} | {verify} | {figure(vs_r, '.2f', 'x')} | {figure(vs_c, '.2f', 'x')} |")
-    out += ["", "No-op rows: files/s counts the files found already copied in the window (the bridge, the "
-            "ceiling) or in the whole bucket (rclone, which has no notion of a window), and the request columns "
-            "give requests per run. rclone's requests are counted in one extra, untimed run with "
-            "`--dump headers`. The bridge's Azure count leaves out delta-rs's own requests (Delta tables).", ""]
+                f"{figure(r.azure_per_run, '.0f', ' /run') if noop else figure(r.azure_per_file, '.2f')} | {verify} | {figure(vs_r, '.2f', 'x')} | {figure(vs_c, '.2f', 'x')} |"
+            )
+    out += [
+        "",
+        "No-op rows: files/s counts the files found already copied in the window (the bridge, the "
+        "ceiling) or in the whole bucket (rclone, which has no notion of a window), and the request columns "
+        "give requests per run. rclone's requests are counted in one extra, untimed run with "
+        "`--dump headers`. The bridge's Azure count leaves out delta-rs's own requests (Delta tables).",
+        "",
+    ]
     return out
 
 
@@ -103,12 +114,16 @@ def _profiles(bench: Bench) -> list[str]:
     """The CPU summary of each profiled run."""
     from bench.profiling import pstats_path
 
-    out = ["## CPU profiles", "",
-           "One extra, untimed run per workload under a CPU-time cProfile over all threads "
-           "(`time.thread_time`: waiting on sockets, locks and the GIL is not counted; the profiler's own "
-           "overhead inflates Python-heavy code, so read the shares, not the seconds). Cumulative CPU of the "
-           "main steps (they nest); the full listings are in "
-           f"`{PROFILE.relative_to(PROJECT_ROOT)}`.", ""]
+    out = [
+        "## CPU profiles",
+        "",
+        "One extra, untimed run per workload under a CPU-time cProfile over all threads "
+        "(`time.thread_time`: waiting on sockets, locks and the GIL is not counted; the profiler's own "
+        "overhead inflates Python-heavy code, so read the shares, not the seconds). Cumulative CPU of the "
+        "main steps (they nest); the full listings are in "
+        f"`{PROFILE.relative_to(PROJECT_ROOT)}`.",
+        "",
+    ]
     for title, summary in bench.facts["profiles"].items():
         # Re-read from the raw profile when it is still this run's (the summary's layout may be newer).
         path = Path(pstats_path(str(PROFILE), title))

@@ -78,9 +78,14 @@ class Bench(CopyWorkloads, Tools, NoopWorkload):
 
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 
-        return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1",
-                            aws_access_key_id=FAKE_AWS_KEY_ID, aws_secret_access_key=FAKE_AWS_SECRET,
-                            config=botocore.config.Config(max_pool_connections=32, s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id=FAKE_AWS_KEY_ID,
+            aws_secret_access_key=FAKE_AWS_SECRET,
+            config=botocore.config.Config(max_pool_connections=32, s3={"addressing_style": "path"}),
+        )
 
     def blob_service(self) -> Any:
         from azure.storage.blob import BlobServiceClient
@@ -99,7 +104,9 @@ class Bench(CopyWorkloads, Tools, NoopWorkload):
     def count_copied(self, container: str) -> tuple[int, int]:
         """Files and bytes below parquet/ in a container (Delta logs left out)."""
         files = size = 0
-        for blob in self.blob_service().get_container_client(container).list_blobs(name_starts_with="parquet/"):
+        for blob in (
+            self.blob_service().get_container_client(container).list_blobs(name_starts_with="parquet/")
+        ):
             if "/_delta_log/" not in blob.name:
                 files += 1
                 size += blob.size
@@ -148,9 +155,15 @@ class Bench(CopyWorkloads, Tools, NoopWorkload):
     # saving and loading a run
 
     def save(self, path: Path) -> None:
-        data = {"args": vars(self.args), "rounds": self.rounds, "concurrency": self.concurrency,
-                "facts": self.facts, "notes": self.notes, "failures": self.failures,
-                "measurements": [dataclasses.asdict(m) for m in self.measurements]}
+        data = {
+            "args": vars(self.args),
+            "rounds": self.rounds,
+            "concurrency": self.concurrency,
+            "facts": self.facts,
+            "notes": self.notes,
+            "failures": self.failures,
+            "measurements": [dataclasses.asdict(m) for m in self.measurements],
+        }
         path.write_text(json.dumps(data, indent=1, default=str))
 
     def load(self, path: Path) -> None:
@@ -176,8 +189,12 @@ class Bench(CopyWorkloads, Tools, NoopWorkload):
         self.start_servers()
         workloads: list[tuple[str, Callable[[], None]]] = [
             ("small", lambda: self.copy_workload("small", small_files(self.scale.small_files))),
-            ("large", lambda: self.copy_workload("large", large_files(self.scale.large_files,
-                                                                      self.scale.large_bytes))),
+            (
+                "large",
+                lambda: self.copy_workload(
+                    "large", large_files(self.scale.large_files, self.scale.large_bytes)
+                ),
+            ),
             ("noop", self.noop_workload),
         ]
         for name, workload in workloads:
@@ -207,14 +224,23 @@ class Bench(CopyWorkloads, Tools, NoopWorkload):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small scale, about a minute (for development)")
-    parser.add_argument("--rounds", type=int, default=0, help="alternating rounds per workload (default 3; quick 1)")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="alternating rounds per workload (default 3; quick 1)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="BRIDGE_MAX_CONCURRENCY and rclone's N")
-    parser.add_argument("--profile", action="store_true",
-                        help=f"one extra cProfiled bridge run per workload, written to {PROFILE}")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"one extra cProfiled bridge run per workload, written to {PROFILE}",
+    )
     parser.add_argument("--only", default="", help="comma-separated subset of: small,large,noop")
     parser.add_argument("--no-write", action="store_true", help="print the table but leave RESULTS.md alone")
-    parser.add_argument("--render", default="", metavar="JSON",
-                        help="only print the report of an earlier run's bench/out/last-run.json")
+    parser.add_argument(
+        "--render",
+        default="",
+        metavar="JSON",
+        help="only print the report of an earlier run's bench/out/last-run.json",
+    )
     args = parser.parse_args(argv)
     if args.rounds and args.rounds < 1:
         parser.error("--rounds must be at least 1")

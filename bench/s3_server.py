@@ -21,8 +21,15 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("MOTO_PORT", str(port))
     application = DomainDispatcherApplication(create_backend_app)
     # 32 threads: rclone's transfers and checkers and the bridge's pools all fit without queueing.
-    waitress.serve(application, host="127.0.0.1", port=port, threads=32, connection_limit=256,
-                   channel_timeout=120, _quiet=True)
+    waitress.serve(
+        application,
+        host="127.0.0.1",
+        port=port,
+        threads=32,
+        connection_limit=256,
+        channel_timeout=120,
+        _quiet=True,
+    )
 
 
 if __name__ == "__main__":

@@ -60,11 +60,22 @@ def summarize(measurements: list[Measurement]) -> Row:
         verify = median([m.extra["verify_cpu_s"] for m in ms])
         share = median([m.extra["verify_cpu_s"] / m.wall_s for m in ms])
     cpu_keys = {k for m in ms for k in m.cpu}
-    return Row(ms[0].tool, median([m.wall_s for m in ms]), median([m.files_per_s for m in ms]),
-               median([m.mb_per_s for m in ms]), median([m.rss_mb for m in ms]), per_file("s3_requests"),
-               per_file("azure_requests"), per_run("s3_requests"), per_run("azure_requests"), share, verify,
-               ms[0].concurrency,
-               {k: median([m.cpu.get(k, 0.0) for m in ms]) for k in cpu_keys}, ms)
+    return Row(
+        ms[0].tool,
+        median([m.wall_s for m in ms]),
+        median([m.files_per_s for m in ms]),
+        median([m.mb_per_s for m in ms]),
+        median([m.rss_mb for m in ms]),
+        per_file("s3_requests"),
+        per_file("azure_requests"),
+        per_run("s3_requests"),
+        per_run("azure_requests"),
+        share,
+        verify,
+        ms[0].concurrency,
+        {k: median([m.cpu.get(k, 0.0) for m in ms]) for k in cpu_keys},
+        ms,
+    )
 
 
 def noop_histories(rows: dict[str, dict[str, Row]]) -> list[tuple[int, dict[str, Row]]]:

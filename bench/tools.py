@@ -19,9 +19,22 @@ log = logging.getLogger("bench")
 
 
 #: What a bridge measurement keeps of its child's answer besides the table's figures.
-_BRIDGE_EXTRA = ("verify_s", "verify_cpu_s", "file_s", "stages_s", "startup_s", "mode", "listed_objects",
-                 "listed_prefixes", "present", "quarantined", "tables_changed", "status",
-                 "vm_hwm_mb", "copy_hwm_mb")
+_BRIDGE_EXTRA = (
+    "verify_s",
+    "verify_cpu_s",
+    "file_s",
+    "stages_s",
+    "startup_s",
+    "mode",
+    "listed_objects",
+    "listed_prefixes",
+    "present",
+    "quarantined",
+    "tables_changed",
+    "status",
+    "vm_hwm_mb",
+    "copy_hwm_mb",
+)
 
 
 class Tools:
@@ -45,13 +58,24 @@ class Tools:
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        env.update(AWS_ACCESS_KEY_ID=FAKE_AWS_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_AWS_SECRET,
-                   PYTHONPATH=str(PROJECT_ROOT))
+        env.update(
+            AWS_ACCESS_KEY_ID=FAKE_AWS_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=FAKE_AWS_SECRET,
+            PYTHONPATH=str(PROJECT_ROOT),
+        )
         env.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
         return env
 
-    def run_bridge(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                   profile_title: str | None = None, concurrency: int | None = None) -> Measurement:
+    def run_bridge(
+        self,
+        workload: str,
+        rnd: int,
+        bucket: str,
+        endpoint: str,
+        container: str,
+        profile_title: str | None = None,
+        concurrency: int | None = None,
+    ) -> Measurement:
         config = {"env": self.bridge_env(bucket, endpoint, container)}
         if concurrency:
             config["env"]["BRIDGE_MAX_CONCURRENCY"] = str(concurrency)
@@ -60,20 +84,40 @@ class Tools:
         name = f"{workload}-bridge-r{rnd}{'-profile' if profile_title else ''}{f'-c{concurrency}' if concurrency else ''}"
         data, usage, cpu = self._child("bridge", config, name, profile_title)
         if data["failed"] or data["table_errors"] or data["status"] != "complete":
-            self.note(workload, f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
-                                f"{data['table_errors']} table errors, {data['deferred']} deferred")
+            self.note(
+                workload,
+                f"round {rnd}: bridge run {data['status']}: {data['failed']} failed, "
+                f"{data['table_errors']} table errors, {data['deferred']} deferred",
+            )
         extra = {k: data[k] for k in _BRIDGE_EXTRA}
-        return Measurement(workload, "bridge", rnd, data["wall_s"], data["files"], data["bytes"],
-                           usage.rss_mb, data["concurrency"], data["s3_requests"],
-                           data["azure_requests"], cpu, extra, container)
+        return Measurement(
+            workload,
+            "bridge",
+            rnd,
+            data["wall_s"],
+            data["files"],
+            data["bytes"],
+            usage.rss_mb,
+            data["concurrency"],
+            data["s3_requests"],
+            data["azure_requests"],
+            cpu,
+            extra,
+            container,
+        )
 
-    def _child(self, kind: str, config: dict[str, Any], name: str,
-               profile_title: str | None) -> tuple[dict[str, Any], Usage, dict[str, float]]:
+    def _child(
+        self, kind: str, config: dict[str, Any], name: str, profile_title: str | None
+    ) -> tuple[dict[str, Any], Usage, dict[str, float]]:
         """One ``bench.workers`` child: its JSON answer, its usage, and the CPU of every process
         in the run (``tool``: the child's own; the servers' during it)."""
         before = self.server_cpu()
-        rc, out, usage, _ = self.procs.run([sys.executable, "-m", "bench.workers", kind, json.dumps(config)],
-                                           name=name, capture=True, env=self.child_env())
+        rc, out, usage, _ = self.procs.run(
+            [sys.executable, "-m", "bench.workers", kind, json.dumps(config)],
+            name=name,
+            capture=True,
+            env=self.child_env(),
+        )
         after = self.server_cpu()
         if rc != 0 or not out.strip():
             raise RuntimeError(f"the {kind} child failed (exit {rc}); see {LOGS}/{name}.log")
@@ -96,14 +140,24 @@ class Tools:
         )
         return path
 
-    def run_rclone(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                   expect: tuple[int, int], noop: bool = False, census: bool = False) -> Measurement:
+    def run_rclone(
+        self,
+        workload: str,
+        rnd: int,
+        bucket: str,
+        endpoint: str,
+        container: str,
+        expect: tuple[int, int],
+        noop: bool = False,
+        census: bool = False,
+    ) -> Measurement:
         """One ``rclone copy``; with ``census``, an extra untimed run that dumps and counts its requests."""
         name = f"{workload}-rclone-{'census' if census else f'r{rnd}'}"
         cmd = self._rclone_cmd(endpoint, bucket, container, name, noop, census)
         before = self.server_cpu()
-        rc, _, usage, wall = self.procs.run(cmd, name=name, capture=False,
-                                            env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"})
+        rc, _, usage, wall = self.procs.run(
+            cmd, name=name, capture=False, env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        )
         after = self.server_cpu()
         if rc != 0:
             raise RuntimeError(f"rclone failed (exit {rc}); see {LOGS}/{name}.log")
@@ -115,16 +169,43 @@ class Tools:
         if census:
             s3_port = int(endpoint.rsplit(":", 1)[1])
             s3_requests, azure_requests = _rclone_requests(LOGS / f"{name}-dump.log", s3_port)
-        return Measurement(workload, "rclone", rnd, wall, files, size, usage.rss_mb,
-                           self.concurrency, s3_requests, azure_requests, cpu, {}, container)
+        return Measurement(
+            workload,
+            "rclone",
+            rnd,
+            wall,
+            files,
+            size,
+            usage.rss_mb,
+            self.concurrency,
+            s3_requests,
+            azure_requests,
+            cpu,
+            {},
+            container,
+        )
 
-    def _rclone_cmd(self, endpoint: str, bucket: str, container: str, name: str, noop: bool,
-                    census: bool) -> list[str]:
+    def _rclone_cmd(
+        self, endpoint: str, bucket: str, container: str, name: str, noop: bool, census: bool
+    ) -> list[str]:
         """The ``rclone copy`` command line; with ``census``, dumping its requests' headers to a log."""
         conf = self.rclone_conf(endpoint)
         n = str(self.concurrency)
-        cmd = ["env", "-u", "AWS_CA_BUNDLE", "rclone", "--config", str(conf), "copy",
-               f"s3src:{bucket}/parquet", f"azdst:{container}/parquet", "--transfers", n, "--checkers", n]
+        cmd = [
+            "env",
+            "-u",
+            "AWS_CA_BUNDLE",
+            "rclone",
+            "--config",
+            str(conf),
+            "copy",
+            f"s3src:{bucket}/parquet",
+            f"azdst:{container}/parquet",
+            "--transfers",
+            n,
+            "--checkers",
+            n,
+        ]
         if noop:
             cmd.append("--size-only")  # seeded blobs carry no rclone mtime; size is what both can compare
         if census:
@@ -132,8 +213,15 @@ class Tools:
             cmd += ["--dump", "headers", "--log-file", str(LOGS / f"{name}-dump.log")]
         return cmd
 
-    def rclone_census(self, workload: str, bucket: str, endpoint: str, container: str | None,
-                      expect: tuple[int, int], noop: bool = False) -> None:
+    def rclone_census(
+        self,
+        workload: str,
+        bucket: str,
+        endpoint: str,
+        container: str | None,
+        expect: tuple[int, int],
+        noop: bool = False,
+    ) -> None:
         """Counts rclone's requests in one extra, untimed run (--dump headers slows it down)."""
         if container is None:
             self.fresh_azurite()
@@ -149,27 +237,59 @@ class Tools:
         for x in self.measurements:
             if x.workload == workload and x.tool == "rclone":
                 x.s3_requests, x.azure_requests = dict(m.s3_requests), dict(m.azure_requests)
-        self.facts.setdefault("rclone_census", {})[workload] = {"s3": m.s3_requests, "azure": m.azure_requests}
+        self.facts.setdefault("rclone_census", {})[workload] = {
+            "s3": m.s3_requests,
+            "azure": m.azure_requests,
+        }
         if noop and any(k.startswith("PUT") for k in m.azure_requests):
             self.note(workload, f"rclone wrote to the lake in a no-op run: {m.azure_requests}")
 
-    def run_ceiling(self, workload: str, rnd: int, bucket: str, endpoint: str, container: str,
-                    setup: tuple[int, str], noop_months: list[str] | None = None,
-                    profile_title: str | None = None) -> Measurement:
+    def run_ceiling(
+        self,
+        workload: str,
+        rnd: int,
+        bucket: str,
+        endpoint: str,
+        container: str,
+        setup: tuple[int, str],
+        noop_months: list[str] | None = None,
+        profile_title: str | None = None,
+    ) -> Measurement:
         from shared.demo.servers import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 
         concurrency, client = setup
-        config = {"endpoint": endpoint, "bucket": bucket, "key_id": FAKE_AWS_KEY_ID, "secret": FAKE_AWS_SECRET,
-                  "connection_string": self.connection_string, "container": container,
-                  "concurrency": concurrency, "client": client, "prefix": "parquet/",
-                  "mode": "noop" if noop_months else "copy", "months": noop_months or []}
+        config = {
+            "endpoint": endpoint,
+            "bucket": bucket,
+            "key_id": FAKE_AWS_KEY_ID,
+            "secret": FAKE_AWS_SECRET,
+            "connection_string": self.connection_string,
+            "container": container,
+            "concurrency": concurrency,
+            "client": client,
+            "prefix": "parquet/",
+            "mode": "noop" if noop_months else "copy",
+            "months": noop_months or [],
+        }
         if profile_title:
             config.update(profile=str(PROFILE), title=profile_title)
         name = f"{workload}-ceiling-r{rnd}-c{concurrency}-{client}{'-profile' if profile_title else ''}"
         data, usage, cpu = self._child("ceiling", config, name, profile_title)
-        return Measurement(workload, "ceiling", rnd, data["wall_s"], data["files"], data["bytes"],
-                           usage.rss_mb, concurrency, data["s3_requests"], data["azure_requests"],
-                           cpu, {"present": data["present"], "client": client}, container)
+        return Measurement(
+            workload,
+            "ceiling",
+            rnd,
+            data["wall_s"],
+            data["files"],
+            data["bytes"],
+            usage.rss_mb,
+            concurrency,
+            data["s3_requests"],
+            data["azure_requests"],
+            cpu,
+            {"present": data["present"], "client": client},
+            container,
+        )
 
 
 _DUMPED_REQUEST = re.compile(r" : (GET|PUT|HEAD|POST|DELETE|PATCH) (\S+) HTTP/1\.[01]$")
@@ -198,8 +318,13 @@ def _rclone_requests(path: Path, s3_port: int) -> tuple[dict[str, int], dict[str
             continue
         if port == s3_port:
             object_level = target.path.strip("/").count("/") >= 1
-            kind = {("GET", False): "ListObjects", ("GET", True): "GetObject", ("HEAD", True): "HeadObject",
-                    ("HEAD", False): "HeadBucket", ("PUT", True): "PutObject"}.get((method, object_level), method)
+            kind = {
+                ("GET", False): "ListObjects",
+                ("GET", True): "GetObject",
+                ("HEAD", True): "HeadObject",
+                ("HEAD", False): "HeadBucket",
+                ("PUT", True): "PutObject",
+            }.get((method, object_level), method)
             s3[kind] += 1
         else:
             query = parse_qs(target.query)

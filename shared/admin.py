@@ -28,7 +28,13 @@ from typing import Any
 
 from shared.errors import TerminalError
 from shared.haltian.contracts import (
-    Column, Verdict, check_schema, columns_of, columns_to_json, contract_for, fingerprint,
+    Column,
+    Verdict,
+    check_schema,
+    columns_of,
+    columns_to_json,
+    contract_for,
+    fingerprint,
 )
 from shared.haltian.keys import LEGACY, V1, HaltianKey, parse_key
 from shared.model import RELEASE, Plan, RunResult, WorkItem
@@ -57,8 +63,10 @@ def parse_dataset(text: str) -> tuple[str, str]:
     """
     match = _DATASET.match(text or "")
     if match is None:
-        raise AdminError(f"{text!r} is not LAYOUT/DATASET: the layout is {LEGACY} or {V1}, "
-                         "for example legacy/measurementCO2")
+        raise AdminError(
+            f"{text!r} is not LAYOUT/DATASET: the layout is {LEGACY} or {V1}, "
+            "for example legacy/measurementCO2"
+        )
     return match[1], match[2]
 
 
@@ -83,8 +91,9 @@ class SeenSchema:
         }
 
 
-def quarantined_entries(lake: Lake, prefix: str, layout: str | None = None,
-                        dataset: str | None = None) -> list[tuple[HaltianKey | None, LakeEntry]]:
+def quarantined_entries(
+    lake: Lake, prefix: str, layout: str | None = None, dataset: str | None = None
+) -> list[tuple[HaltianKey | None, LakeEntry]]:
     """What is in quarantine below the source prefix, oldest first, with the key it holds.
 
     The key is None for an old version kept when a file changed at the source (those are kept
@@ -92,12 +101,17 @@ def quarantined_entries(lake: Lake, prefix: str, layout: str | None = None,
     """
     found = []
     for entry in lake.list_entries(quarantined(prefix)):
-        key = parse_key(entry.path[len(quarantined("")):])
+        key = parse_key(entry.path[len(quarantined("")) :])
         if (layout or dataset) and (key is None or key.layout != layout or key.dataset != dataset):
             continue
         found.append((key, entry))
-    found.sort(key=lambda item: (item[0].window_start, item[0].key) if item[0] else (datetime.min.replace(
-        tzinfo=timezone.utc), item[1].path))
+    found.sort(
+        key=lambda item: (
+            (item[0].window_start, item[0].key)
+            if item[0]
+            else (datetime.min.replace(tzinfo=timezone.utc), item[1].path)
+        )
+    )
     return found
 
 
@@ -105,17 +119,19 @@ def list_quarantine(bridge: Bridge, selection: str | None) -> dict[str, Any]:
     layout, dataset = parse_dataset(selection) if selection else (None, None)
     files = []
     for key, entry in quarantined_entries(bridge.lake, bridge.settings.s3_prefix, layout, dataset):
-        files.append({
-            "path": entry.path,
-            "source_key": key.key if key else None,
-            "layout": key.layout if key else None,
-            "dataset": key.dataset if key else None,
-            "kind": "file" if key else "replaced version",
-            "reason": entry.record.reason,
-            "schema_fingerprint": entry.record.schema_fingerprint,
-            "quarantined_at": entry.last_modified.isoformat() if entry.last_modified else None,
-            "bytes": entry.size,
-        })
+        files.append(
+            {
+                "path": entry.path,
+                "source_key": key.key if key else None,
+                "layout": key.layout if key else None,
+                "dataset": key.dataset if key else None,
+                "kind": "file" if key else "replaced version",
+                "reason": entry.record.reason,
+                "schema_fingerprint": entry.record.schema_fingerprint,
+                "quarantined_at": entry.last_modified.isoformat() if entry.last_modified else None,
+                "bytes": entry.size,
+            }
+        )
     return {"selection": selection, "count": len(files), "files": files}
 
 
@@ -139,9 +155,15 @@ def show_schema(bridge: Bridge, selection: str) -> dict[str, Any]:
     }
     if in_force is not None and in_force.origin == "accepted":
         shipped = contract_for(layout, dataset)
-        if shipped is not None and in_force.document and shipped.version != in_force.document.get("shipped_version"):
-            document["shipped_differs"] = (f"the package now ships contract {shipped.version}; the accepted "
-                                           f"{in_force.contract.version} stays in force")
+        if (
+            shipped is not None
+            and in_force.document
+            and shipped.version != in_force.document.get("shipped_version")
+        ):
+            document["shipped_differs"] = (
+                f"the package now ships contract {shipped.version}; the accepted "
+                f"{in_force.contract.version} stays in force"
+            )
     if seen is not None:
         document["difference"] = _difference(in_force, seen.columns)
     if pending is not None:
@@ -172,20 +194,27 @@ def _difference(in_force: ContractInForce | None, columns: tuple[Column, ...]) -
     return {"verdict": check.verdict.value, "problems": list(check.problems), "added": list(check.added)}
 
 
-def newest_seen(bridge: Bridge, layout: str, dataset: str, *, prefer_quarantined: bool = False) -> SeenSchema | None:
+def newest_seen(
+    bridge: Bridge, layout: str, dataset: str, *, prefer_quarantined: bool = False
+) -> SeenSchema | None:
     """The newest file of a dataset in the lake (by its time window) whose schema can be read.
 
     With ``prefer_quarantined``, the newest quarantined file with a schema comes first (what
     ``schema accept`` accepts), and the newest published one only when none is quarantined.
     """
     lake = bridge.lake
-    quarantined = [(k, e) for k, e in quarantined_entries(lake, bridge.settings.s3_prefix, layout, dataset)
-                   if k is not None and e.record.schema_fingerprint]
+    quarantined = [
+        (k, e)
+        for k, e in quarantined_entries(lake, bridge.settings.s3_prefix, layout, dataset)
+        if k is not None and e.record.schema_fingerprint
+    ]
     published = _newest_published(bridge, layout, dataset)
     candidates = [(k, e, True) for k, e in quarantined] + ([published + (False,)] if published else [])
     if prefer_quarantined and quarantined:
         candidates = [(k, e, True) for k, e in quarantined]
-    for key, entry, in_quarantine in sorted(candidates, key=lambda c: (c[0].window_start, c[0].key), reverse=True):
+    for key, entry, in_quarantine in sorted(
+        candidates, key=lambda c: (c[0].window_start, c[0].key), reverse=True
+    ):
         columns = _columns_in_lake(lake, entry)
         if columns is not None:
             return SeenSchema(key, entry.path, in_quarantine, columns, entry.record.reason)
@@ -201,13 +230,20 @@ def _newest_published(bridge: Bridge, layout: str, dataset: str) -> tuple[Haltia
         years = sorted(lake.list_folders(folder))
         for year in reversed(years):
             months = sorted(lake.list_folders(year))
-            entries = [e for month in reversed(months[-1:]) for e in lake.list_entries(month)
-                       if "/_delta_log/" not in e.path]
+            entries = [
+                e
+                for month in reversed(months[-1:])
+                for e in lake.list_entries(month)
+                if "/_delta_log/" not in e.path
+            ]
             parsed = [(parse_key(e.path), e) for e in entries]
             keys = [(k, e) for k, e in parsed if k is not None and k.layout == layout]
             if keys:
                 best = max(keys, key=lambda item: (item[0].window_start, item[0].key))
-                if newest is None or (best[0].window_start, best[0].key) > (newest[0].window_start, newest[0].key):
+                if newest is None or (best[0].window_start, best[0].key) > (
+                    newest[0].window_start,
+                    newest[0].key,
+                ):
                     newest = best
                 break
     return newest
@@ -245,19 +281,43 @@ def accept_schema(bridge: Bridge, selection: str) -> dict[str, Any]:
         in_force = book.in_force(layout, dataset)
         seen = newest_seen(bridge, layout, dataset, prefer_quarantined=True)
         if seen is None:
-            raise AdminError(f"the lake holds no readable file of {layout}/{dataset} yet: nothing to accept "
-                             "(a run copies the files first)")
+            raise AdminError(
+                f"the lake holds no readable file of {layout}/{dataset} yet: nothing to accept "
+                "(a run copies the files first)"
+            )
         before = _difference(in_force, seen.columns)
         if in_force is not None and before["verdict"] == Verdict.MATCH.value:
-            return {"dataset": f"{layout}/{dataset}", "changed": False, "contract": _contract_document(in_force),
-                    "based_on": seen.document(), "message": f"{seen.key.key} already matches contract "
-                    f"{in_force.contract.version}; nothing changed"}
-        document = accept(bridge.lake, layout, dataset, seen.columns, run_id=run_id, in_force=in_force,
-                          based_on={"source_key": seen.key.key, "path": seen.path, "quarantined": seen.quarantined,
-                                    "fingerprint": fingerprint(seen.columns)})
-    return {"dataset": f"{layout}/{dataset}", "changed": True, "version": document["version"],
-            "path": bridge.lake.path(contract_path(layout, dataset, document["number"])),
-            "replaces": document["replaces"], "difference_from_previous": before, "contract": document}
+            return {
+                "dataset": f"{layout}/{dataset}",
+                "changed": False,
+                "contract": _contract_document(in_force),
+                "based_on": seen.document(),
+                "message": f"{seen.key.key} already matches contract "
+                f"{in_force.contract.version}; nothing changed",
+            }
+        document = accept(
+            bridge.lake,
+            layout,
+            dataset,
+            seen.columns,
+            run_id=run_id,
+            in_force=in_force,
+            based_on={
+                "source_key": seen.key.key,
+                "path": seen.path,
+                "quarantined": seen.quarantined,
+                "fingerprint": fingerprint(seen.columns),
+            },
+        )
+    return {
+        "dataset": f"{layout}/{dataset}",
+        "changed": True,
+        "version": document["version"],
+        "path": bridge.lake.path(contract_path(layout, dataset, document["number"])),
+        "replaces": document["replaces"],
+        "difference_from_previous": before,
+        "contract": document,
+    }
 
 
 def release_plan(bridge: Bridge, selection: str | None) -> Plan:

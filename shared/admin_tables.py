@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 def mirrored_files(bridge: Bridge, layout: str, dataset: str) -> list[TableFile]:
     """Every verified copy of a dataset in the mirror (of every organization), as table candidates."""
-    candidates = (candidate(entry) for root in dataset_roots(bridge, layout)
-                  for entry in bridge.lake.list_entries(f"{root}{dataset}/"))
+    candidates = (
+        candidate(entry)
+        for root in dataset_roots(bridge, layout)
+        for entry in bridge.lake.list_entries(f"{root}{dataset}/")
+    )
     return [c for c in candidates if c is not None and c.key.layout == layout]
 
 
@@ -60,8 +63,13 @@ def rebuild_table(bridge: Bridge, selection: str) -> TableChange:
             bridge.lake.delete(path)
         publisher = bridge.delta_publisher(run_id, guard=lock.check, types_from_newest=True)
         change = publisher.sync(files)
-    log.info("table %s rebuilt from %d mirrored files: version %s%s", change.table, len(files), change.version,
-             f"; error: {change.error}" if change.error else "")
+    log.info(
+        "table %s rebuilt from %d mirrored files: version %s%s",
+        change.table,
+        len(files),
+        change.version,
+        f"; error: {change.error}" if change.error else "",
+    )
     return change
 
 
@@ -116,7 +124,9 @@ def _legacy_table_folders(lake: Lake, prefix: str) -> list[str]:
         children = lake.list_folders(folder)
         if folder + DELTA_LOG in children:
             found.append(folder)
-        depth = folder[len(prefix):].count("/")
+        depth = folder[len(prefix) :].count("/")
         if depth < 3:  # the export's own levels: parquet/, v1/, organizations, datasets
-            pending.extend(c for c in children if not c.endswith(DELTA_LOG) and not c[len(prefix):].startswith("_"))
+            pending.extend(
+                c for c in children if not c.endswith(DELTA_LOG) and not c[len(prefix) :].startswith("_")
+            )
     return sorted(found)

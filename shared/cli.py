@@ -23,7 +23,12 @@ from shared.errors import describe
 from shared.manifest.build import build_manifest
 from shared.progress import TerminalProgress
 from shared.report import (
-    format_accepted, format_manifest, format_plan, format_quarantine, format_schema, plan_document,
+    format_accepted,
+    format_manifest,
+    format_plan,
+    format_quarantine,
+    format_schema,
+    plan_document,
 )
 from shared.run import Bridge, plan_run, run_once
 from shared.settings import Settings, SettingsError
@@ -49,51 +54,100 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """run, plan, sql, backfill, status: one parser each."""
-    for name, text in (("run", "copy every new Haltian file into the lake now"),
-                       ("plan", "show what a run would copy; writes nothing"),
-                       ("sql", "print Synapse serverless SQL views over the Delta tables"),
-                       ("backfill", "queue one message per (dataset, month) partition still to copy"),
-                       ("status", "lag per dataset, quarantine, backfill partitions, last runs")):
+    for name, text in (
+        ("run", "copy every new Haltian file into the lake now"),
+        ("plan", "show what a run would copy; writes nothing"),
+        ("sql", "print Synapse serverless SQL views over the Delta tables"),
+        ("backfill", "queue one message per (dataset, month) partition still to copy"),
+        ("status", "lag per dataset, quarantine, backfill partitions, last runs"),
+    ):
         command = commands.add_parser(name, help=text, description=text)
         if name in ("run", "plan"):
-            command.add_argument("--all", action="store_true", help="reconcile every month, not just the recent ones")
+            command.add_argument(
+                "--all", action="store_true", help="reconcile every month, not just the recent ones"
+            )
         if name != "sql":
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
         if name == "backfill":
             command.add_argument("--from", dest="since", metavar="YYYY-MM", type=_month, help="first month")
             command.add_argument("--to", dest="until", metavar="YYYY-MM", type=_month, help="last month")
-            command.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
-            command.add_argument("--wait", action="store_true", help="show progress until the queue is drained")
+            command.add_argument(
+                "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+            )
+            command.add_argument(
+                "--wait", action="store_true", help="show progress until the queue is drained"
+            )
         _settings_argument(command)
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """schema, quarantine, tables: a group each, with its actions."""
     for name, text, actions in (
-        ("schema", "show a dataset's contract and newest schema, or accept that schema as its contract",
-         (("show", "the contract in force, the newest schema seen, and how they differ", True),
-          ("accept", "make the newest quarantined (or else newest seen) schema the dataset's contract", True))),
-        ("quarantine", "list the quarantined files, or release those that pass the contract in force now",
-         (("list", "what is in quarantine, and why", False),
-          ("release", "copy quarantined files again and publish those that pass the contract in force", False))),
-        ("tables", "the Delta tables in _tables/",
-         (("rebuild", "write a dataset's table anew from the mirror (never from S3), holding the lock", True),
-          ("drop-legacy", "remove the Delta logs earlier versions kept in the mirror folders (once the new "
-                          "tables exist)", None))),
+        (
+            "schema",
+            "show a dataset's contract and newest schema, or accept that schema as its contract",
+            (
+                ("show", "the contract in force, the newest schema seen, and how they differ", True),
+                (
+                    "accept",
+                    "make the newest quarantined (or else newest seen) schema the dataset's contract",
+                    True,
+                ),
+            ),
+        ),
+        (
+            "quarantine",
+            "list the quarantined files, or release those that pass the contract in force now",
+            (
+                ("list", "what is in quarantine, and why", False),
+                (
+                    "release",
+                    "copy quarantined files again and publish those that pass the contract in force",
+                    False,
+                ),
+            ),
+        ),
+        (
+            "tables",
+            "the Delta tables in _tables/",
+            (
+                (
+                    "rebuild",
+                    "write a dataset's table anew from the mirror (never from S3), holding the lock",
+                    True,
+                ),
+                (
+                    "drop-legacy",
+                    "remove the Delta logs earlier versions kept in the mirror folders (once the new "
+                    "tables exist)",
+                    None,
+                ),
+            ),
+        ),
     ):
-        group = commands.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True)
+        group = commands.add_parser(name, help=text, description=text).add_subparsers(
+            dest="action", required=True
+        )
         for action, action_text, required in actions:
             command = group.add_parser(action, help=action_text, description=action_text)
             if required is not None:
-                command.add_argument("dataset", metavar="LAYOUT/DATASET", nargs=None if required else "?",
-                                     help="for example legacy/measurementCO2" + ("" if required else "; default: all"))
+                command.add_argument(
+                    "dataset",
+                    metavar="LAYOUT/DATASET",
+                    nargs=None if required else "?",
+                    help="for example legacy/measurementCO2" + ("" if required else "; default: all"),
+                )
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
             _settings_argument(command)
 
 
 def _settings_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--settings", type=Path, metavar="FILE",
-                         help="a local.settings.json whose Values are used as settings")
+    command.add_argument(
+        "--settings",
+        type=Path,
+        metavar="FILE",
+        help="a local.settings.json whose Values are used as settings",
+    )
 
 
 def _month(text: str) -> str:
@@ -112,7 +166,9 @@ def load_environment(settings_file: Path | None, environ: Mapping[str, str]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    quiet = args.command in ("sql", "status") or args.json or getattr(args, "action", None) in ("show", "list")
+    quiet = (
+        args.command in ("sql", "status") or args.json or getattr(args, "action", None) in ("show", "list")
+    )
     logs.configure(logging.WARNING if quiet else logging.INFO, logging.StreamHandler(sys.stderr))
     try:
         settings = Settings.from_mapping(load_environment(args.settings, os.environ))
@@ -187,9 +243,16 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
             text = format_accepted(document)
         elif args.command == "tables" and args.action == "drop-legacy":
             document = admin_tables.drop_legacy_tables(bridge)
-            text = "\n".join([f"removed {path}" for path in document["removed"]]
-                             + [f"kept {path}: the dataset has no table in _tables/ yet (a full reconcile writes it)"
-                                for path in document["kept_until_the_new_table_exists"]]) or "no old tables in the mirror"
+            text = (
+                "\n".join(
+                    [f"removed {path}" for path in document["removed"]]
+                    + [
+                        f"kept {path}: the dataset has no table in _tables/ yet (a full reconcile writes it)"
+                        for path in document["kept_until_the_new_table_exists"]
+                    ]
+                )
+                or "no old tables in the mirror"
+            )
         elif args.command == "tables":
             return _rebuild(bridge, args)
         elif args.action == "list":
@@ -212,11 +275,19 @@ def _rebuild(bridge: Bridge, args: argparse.Namespace) -> int:
     from shared import admin_tables
 
     change = admin_tables.rebuild_table(bridge, args.dataset)
-    document = {"table": change.table, "version": change.version, "sources": len(change.added),
-                "excluded": change.excluded, "error": change.error}
-    print(json.dumps(document, indent=2) if args.json else
-          f"table {change.table}: version {change.version}, rows of {len(change.added)} source files"
-          + "".join(f"\n{e['source_key']} {e['reason']}" for e in change.excluded))
+    document = {
+        "table": change.table,
+        "version": change.version,
+        "sources": len(change.added),
+        "excluded": change.excluded,
+        "error": change.error,
+    }
+    print(
+        json.dumps(document, indent=2)
+        if args.json
+        else f"table {change.table}: version {change.version}, rows of {len(change.added)} source files"
+        + "".join(f"\n{e['source_key']} {e['reason']}" for e in change.excluded)
+    )
     if change.error:
         print(f"table not rebuilt: {change.error}", file=sys.stderr)
         return EXIT_FAILED_FILES
@@ -238,13 +309,16 @@ def _release(bridge: Bridge, args: argparse.Namespace) -> int:
 def _backfill(bridge: Bridge, args: argparse.Namespace) -> int:
     from shared.backfill.queue import enqueue_backfill, queue_client
 
-    enqueued = enqueue_backfill(bridge, since=args.since, until=args.until,
-                                datasets=set(args.dataset) if args.dataset else None)
+    enqueued = enqueue_backfill(
+        bridge, since=args.since, until=args.until, datasets=set(args.dataset) if args.dataset else None
+    )
     if args.json:
         print(json.dumps(enqueued.document(), indent=2))
     else:
-        print(f"{len(enqueued.partitions)} partitions queued on {bridge.settings.backfill_queue!r}, "
-              f"{enqueued.skipped_complete} already complete")
+        print(
+            f"{len(enqueued.partitions)} partitions queued on {bridge.settings.backfill_queue!r}, "
+            f"{enqueued.skipped_complete} already complete"
+        )
     if args.wait and enqueued.partitions:
         _wait(bridge, queue_client(bridge.settings, bridge.credential), len(enqueued.partitions), args.json)
     return EXIT_OK
@@ -261,8 +335,12 @@ def _wait(bridge: Bridge, queue: object, total: int, quiet: bool) -> None:
         running = len(bridge.lake.leased(PARTITION_LOCKS))
         done = max(0, total - queued - running)
         if not quiet:
-            print(f"\rpartitions: {done}/{total} done, {running} running, {queued} queued   ",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\rpartitions: {done}/{total} done, {running} running, {queued} queued   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         if queued == 0 and running == 0:
             break
         time.sleep(2)

@@ -26,13 +26,25 @@ from shared.model import FAILED, PRESENT, PUBLISHED, QUARANTINED, FileOutcome, W
 from shared.paths import quarantined, replaced
 from shared.sink.records import FileRecord
 from shared.sink.lake import (
-    ALWAYS, IF_MISSING, Condition, Lake, PublishConflict, if_unchanged, write_id,
+    ALWAYS,
+    IF_MISSING,
+    Condition,
+    Lake,
+    PublishConflict,
+    if_unchanged,
+    write_id,
 )
 from shared.sink.lock import LockLost
 from shared.source.s3 import S3Source, SourceChanged
 from shared.tables.facts import TableFacts, table_facts
 from shared.transport import TransportError
-from shared.verify.parquet import FOOTER_GUESS_BYTES, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer
+from shared.verify.parquet import (
+    FOOTER_GUESS_BYTES,
+    ParquetFacts,
+    UnreadableParquet,
+    inspect_parquet,
+    read_footer,
+)
 from shared.verify.schema import SchemaJudge, SchemaOutcome
 
 log = logging.getLogger(__name__)
@@ -97,7 +109,9 @@ def copy_file(item: WorkItem, ctx: CopyContext) -> FileOutcome:
             _copy_whole(item, ctx, steps)
         else:
             _copy_in_blocks(item, ctx, steps)
-        action, reason = (PUBLISHED, None) if steps.quarantine_reason is None else (QUARANTINED, steps.quarantine_reason)
+        action, reason = (
+            (PUBLISHED, None) if steps.quarantine_reason is None else (QUARANTINED, steps.quarantine_reason)
+        )
     except PublishConflict as err:
         current = ctx.lake.get_entry(item.key.key)
         if current is not None and current.holds(item.source.etag, item.source.size):
@@ -106,7 +120,14 @@ def copy_file(item: WorkItem, ctx: CopyContext) -> FileOutcome:
             action, reason = FAILED, str(err)
     except (SourceChanged, Corrupted) as err:
         action, reason = FAILED, str(err)
-    except (BotoCoreError, ClientError, AzureError, TransportError, urllib3.exceptions.HTTPError, OSError) as err:
+    except (
+        BotoCoreError,
+        ClientError,
+        AzureError,
+        TransportError,
+        urllib3.exceptions.HTTPError,
+        OSError,
+    ) as err:
         action, reason = FAILED, describe(err)
     except LockLost:
         raise
@@ -143,14 +164,21 @@ def _outcome(item: WorkItem, action: str, reason: str | None, steps: _Steps, sec
     """The one place a file's outcome is built."""
     written = action in (PUBLISHED, QUARANTINED)
     return FileOutcome(
-        action, item,
+        action,
+        item,
         destination=steps.destination,
         bytes=item.source.size if written else 0,
         rows=None if steps.facts is None else steps.facts.rows,
-        schema_fingerprint=steps.fingerprint, schema=steps.schema, reason=reason,
-        integrity=steps.integrity, seconds=seconds,
-        verify_seconds=steps.verify_seconds, verify_cpu_seconds=steps.verify_cpu_seconds,
-        table=steps.table, lake_modified=steps.lake_modified, replaced_copy=steps.replaced_copy,
+        schema_fingerprint=steps.fingerprint,
+        schema=steps.schema,
+        reason=reason,
+        integrity=steps.integrity,
+        seconds=seconds,
+        verify_seconds=steps.verify_seconds,
+        verify_cpu_seconds=steps.verify_cpu_seconds,
+        table=steps.table,
+        lake_modified=steps.lake_modified,
+        replaced_copy=steps.replaced_copy,
         content=steps.content if written else None,
     )
 
@@ -188,8 +216,9 @@ def _copy_in_blocks(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
         body.close()
     _check_bytes(item, total, md5, steps.integrity)
     ctx.guard()
-    steps.lake_modified = ctx.lake.commit(destination, block_ids, md5=md5.digest() if md5 else None,
-                                          metadata=metadata, condition=condition)
+    steps.lake_modified = ctx.lake.commit(
+        destination, block_ids, md5=md5.digest() if md5 else None, metadata=metadata, condition=condition
+    )
     steps.integrity.append("content-md5")
     steps.destination = destination
 
@@ -210,14 +239,18 @@ def _copy_server_side(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
     write = write_id(ctx.run_id, item.source.etag)
     body_end = item.source.size - len(tail)
     block_ids = [
-        ctx.lake.stage_from_url(destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset), write)
+        ctx.lake.stage_from_url(
+            destination, index, url, offset, min(SERVER_BLOCK_BYTES, body_end - offset), write
+        )
         for index, offset in enumerate(range(0, body_end, SERVER_BLOCK_BYTES))
     ]
     block_ids.append(ctx.lake.stage(destination, len(block_ids), tail, write))
     if ctx.source.etag_now(item.source) != item.source.etag:
         raise SourceChanged("object replaced while the lake copied it; nothing was committed")
     ctx.guard()
-    steps.lake_modified = ctx.lake.commit(destination, block_ids, md5=None, metadata=metadata, condition=condition)
+    steps.lake_modified = ctx.lake.commit(
+        destination, block_ids, md5=None, metadata=metadata, condition=condition
+    )
     steps.integrity += ["size", "footer-bytes", "etag-unchanged", "service-copy"]
     steps.destination = destination
 
@@ -225,11 +258,13 @@ def _copy_server_side(item: WorkItem, ctx: CopyContext, steps: _Steps) -> None:
 def _footer_facts(item: WorkItem, source: S3Source, tails: list[bytes] | None = None) -> ParquetFacts:
     """The source file's footer facts; each tail read is kept in ``tails`` (even when it turns
     out unreadable: a quarantined copy needs its bytes too)."""
+
     def read_tail(length: int) -> bytes:
         tail = source.read_tail(item.source, length)
         if tails is not None:
             tails.append(tail)
         return tail
+
     return read_footer(read_tail, item.source.size)
 
 
@@ -267,8 +302,12 @@ def _make_way(item: WorkItem, ctx: CopyContext, steps: _Steps) -> tuple[str, dic
     """
     facts = steps.facts
     record = FileRecord(
-        source_key=item.key.key, source_etag=item.source.etag, source_size=item.source.size, run_id=ctx.run_id,
-        rows=None if facts is None else facts.rows, schema_fingerprint=steps.fingerprint,
+        source_key=item.key.key,
+        source_etag=item.source.etag,
+        source_size=item.source.size,
+        run_id=ctx.run_id,
+        rows=None if facts is None else facts.rows,
+        schema_fingerprint=steps.fingerprint,
         contract=None if steps.schema is None else steps.schema.contract or "none",
         reason=steps.quarantine_reason,
     )
@@ -294,10 +333,12 @@ def _keep_replaced_version(item: WorkItem, ctx: CopyContext) -> str:
     (returned)."""
     assert item.replaces is not None
     record = replace(
-        item.replaces.record, replacing=None,
+        item.replaces.record,
+        replacing=None,
         run_id=ctx.run_id,  # the run that wrote this copy (the reason names it too)
         reason=f"replaced at the mirrored path by source ETag {item.source.etag} in run {ctx.run_id}: "
-               "Haltian delivered a new version of an already copied file")
+        "Haltian delivered a new version of an already copied file",
+    )
     ctx.lake.preserve(item.key.key, item.replaces.etag, replaced_path(item), record.metadata())
     return replaced_path(item)
 
@@ -323,4 +364,3 @@ def _read_exactly(stream: Any, size: int) -> bytes:
         chunks.append(chunk)
         wanted -= len(chunk)
     return b"".join(chunks)
-

@@ -178,10 +178,19 @@ class RunResult:
                 continue
             verdict = "breaking" if outcome.action == QUARANTINED else schema.verdict
             key = outcome.item.key
-            entry = found.setdefault((key.layout, key.dataset, verdict), {
-                "layout": key.layout, "dataset": key.dataset, "verdict": verdict, "against": schema.against,
-                "contract": schema.contract, "files": 0, "problems": [], "examples": [],
-            })
+            entry = found.setdefault(
+                (key.layout, key.dataset, verdict),
+                {
+                    "layout": key.layout,
+                    "dataset": key.dataset,
+                    "verdict": verdict,
+                    "against": schema.against,
+                    "contract": schema.contract,
+                    "files": 0,
+                    "problems": [],
+                    "examples": [],
+                },
+            )
             entry["files"] += 1
             entry["problems"] += [p for p in schema.drift if p not in entry["problems"]]
             if len(entry["examples"]) < 3:

@@ -68,7 +68,7 @@ def partition_lock_path(partition: str) -> str:
 
 
 def partition_of_lock(path: str) -> str:
-    return path[len(PARTITION_LOCKS):].removesuffix(".lock") + "/"
+    return path[len(PARTITION_LOCKS) :].removesuffix(".lock") + "/"
 
 
 def schema_path(layout: str, dataset: str) -> str:

@@ -71,11 +71,11 @@ def organization_roots(source: S3Source, prefix: str, organization: str | None) 
         return [f"{prefix}{organization}/", f"{prefix}v1/{organization}/"]
     roots: list[str] = []
     for folder in source.list_folders(prefix):
-        name = folder[len(prefix):-1]
+        name = folder[len(prefix) : -1]
         if _is_uuid(name):
             roots.append(folder)
         elif name == "v1":
-            roots.extend(f for f in source.list_folders(folder) if _is_uuid(f[len(folder):-1]))
+            roots.extend(f for f in source.list_folders(folder) if _is_uuid(f[len(folder) : -1]))
     return roots
 
 
@@ -125,17 +125,27 @@ def make_plan(
     # Oldest first (the lag of every dataset shrinks alike when the time budget ends a run); within
     # a window, snapshot datasets first: a table syncs once its dataset's files are copied
     # (shared.tables.stage), and theirs take longest.
-    plan.items.sort(key=lambda item: (item.key.window_start, *snapshots_first(item.key.layout, item.key.dataset),
-                                      item.key.key))
+    plan.items.sort(
+        key=lambda item: (
+            item.key.window_start,
+            *snapshots_first(item.key.layout, item.key.dataset),
+            item.key.key,
+        )
+    )
     return plan
 
 
 def _index(entries: Iterable[LakeEntry], strip: str) -> dict[str, LakeEntry]:
-    return {entry.path[len(strip):]: entry for entry in entries}
+    return {entry.path[len(strip) :]: entry for entry in entries}
 
 
-def _join(plan: Plan, objects: Iterable[SourceObject], mirrored: dict[str, LakeEntry],
-          quarantined: dict[str, LakeEntry], organization: str | None) -> None:
+def _join(
+    plan: Plan,
+    objects: Iterable[SourceObject],
+    mirrored: dict[str, LakeEntry],
+    quarantined: dict[str, LakeEntry],
+    organization: str | None,
+) -> None:
     for obj in objects:
         plan.listed_objects += 1
         key = parse_key(obj.key)
@@ -153,4 +163,3 @@ def _join(plan: Plan, objects: Iterable[SourceObject], mirrored: dict[str, LakeE
             plan.quarantined[name] += 1
         else:
             plan.items.append(WorkItem(obj, key, mirrored.get(obj.key)))
-

@@ -43,17 +43,26 @@ def _drift_and_file_lines(manifest: dict[str, Any]) -> list[str]:
     for d in drift:
         name = f"{d['layout']}/{d['dataset']}"
         if d["verdict"] == "breaking":
-            lines.append(f"BREAKING schema drift in {name} against the {d['against']} ({d['contract']}): "
-                         f"{d['files']} files quarantined: " + "; ".join(d["problems"])
-                         + f"; if Haltian changed the schema: python -m shared schema show {name}")
+            lines.append(
+                f"BREAKING schema drift in {name} against the {d['against']} ({d['contract']}): "
+                f"{d['files']} files quarantined: "
+                + "; ".join(d["problems"])
+                + f"; if Haltian changed the schema: python -m shared schema show {name}"
+            )
         else:
-            lines.append(f"{d['verdict']} schema drift in {name} against the {d['against']}: "
-                         f"{d['files']} files published: " + "; ".join(d["problems"]))
+            lines.append(
+                f"{d['verdict']} schema drift in {name} against the {d['against']}: "
+                f"{d['files']} files published: " + "; ".join(d["problems"])
+            )
     for f in manifest["files"]:
         if f.get("released_from"):
             lines.append(f"released {f['source_key']} from {f['released_from']}")
-        if f["action"] == "quarantined" and (f["layout"], f["dataset"]) in breaking \
-                and f["schema"] and f["schema"]["verdict"] == "breaking":
+        if (
+            f["action"] == "quarantined"
+            and (f["layout"], f["dataset"]) in breaking
+            and f["schema"]
+            and f["schema"]["verdict"] == "breaking"
+        ):
             continue  # reported once for its dataset above
         if f["action"] == "quarantined":
             lines.append(f"quarantined {f['source_key']}: {f['reason']}")
@@ -61,8 +70,10 @@ def _drift_and_file_lines(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"FAILED (left for the next run) {f['source_key']}: {f['reason']}")
     unrecognized = manifest["unrecognized"]
     if unrecognized["count"]:
-        lines.append(f"{unrecognized['count']} keys fit no Haltian layout and were not copied, e.g. "
-                     + ", ".join(repr(k) for k in unrecognized["examples"][:5]))
+        lines.append(
+            f"{unrecognized['count']} keys fit no Haltian layout and were not copied, e.g. "
+            + ", ".join(repr(k) for k in unrecognized["examples"][:5])
+        )
     return lines
 
 
@@ -72,9 +83,11 @@ def _table_lines(manifest: dict[str, Any]) -> list[str]:
     for t in manifest.get("tables", []):
         state = f"version {t['version']}" if t["version"] is not None else "no table yet"
         if t["added"] or t["removed"] or t.get("compacted"):
-            lines.append(f"table {t['table']}: {state}, rows of {len(t['added'])} source files added"
-                         + (f", of {len(t['removed'])} replaced" if t["removed"] else "")
-                         + (f", compacted {', '.join(t['compacted'])}" if t.get("compacted") else ""))
+            lines.append(
+                f"table {t['table']}: {state}, rows of {len(t['added'])} source files added"
+                + (f", of {len(t['removed'])} replaced" if t["removed"] else "")
+                + (f", compacted {', '.join(t['compacted'])}" if t.get("compacted") else "")
+            )
         for excluded in t["excluded"]:
             lines.append(f"table {t['table']}: {excluded['source_key']} {excluded['reason']}")
         if t["error"]:
@@ -83,8 +96,11 @@ def _table_lines(manifest: dict[str, Any]) -> list[str]:
 
 
 def _columns(columns: list[dict[str, Any]]) -> list[str]:
-    return [f"    {c['name']:28} {c['type']}{'' if c['nullable'] else '  not null'}"
-            + ("  (may be absent)" if c.get("may_be_absent") else "") for c in columns]
+    return [
+        f"    {c['name']:28} {c['type']}{'' if c['nullable'] else '  not null'}"
+        + ("  (may be absent)" if c.get("may_be_absent") else "")
+        for c in columns
+    ]
 
 
 def format_schema(document: dict[str, Any]) -> str:
@@ -92,13 +108,17 @@ def format_schema(document: dict[str, Any]) -> str:
     contract = document["contract"]
     lines = [f"{document['dataset']}"]
     if contract is None:
-        lines.append("  contract: none (a dataset Haltian had not documented: judged against its first-seen schema)")
+        lines.append(
+            "  contract: none (a dataset Haltian had not documented: judged against its first-seen schema)"
+        )
     else:
         extent = "complete" if contract["complete"] else "partial"
         lines.append(f"  contract in force: {contract['version']} ({contract['origin']}, {extent})")
         if contract.get("accepted_at"):
-            lines.append(f"    accepted {contract['accepted_at']} by {contract['accepted_by']}, "
-                         f"from {contract['based_on']['source_key']}")
+            lines.append(
+                f"    accepted {contract['accepted_at']} by {contract['accepted_by']}, "
+                f"from {contract['based_on']['source_key']}"
+            )
         lines += _columns(contract["columns"])
     if document.get("shipped_differs"):
         lines.append(f"  note: {document['shipped_differs']}")
@@ -107,23 +127,36 @@ def format_schema(document: dict[str, Any]) -> str:
         lines.append("  newest schema seen: none (no readable file of this dataset in the lake yet)")
     else:
         where = "in quarantine" if seen["quarantined"] else "published"
-        lines.append(f"  newest schema seen: {seen['source_key']} ({where}, fingerprint {seen['fingerprint']})")
+        lines.append(
+            f"  newest schema seen: {seen['source_key']} ({where}, fingerprint {seen['fingerprint']})"
+        )
         lines += _columns(seen["columns"])
         difference = document["difference"]
-        lines.append(f"  difference: {difference['verdict']}"
-                     + (": " + "; ".join(difference["problems"]) if difference["problems"] else "")
-                     + (f" (new nullable columns: {', '.join(difference['added'])})" if difference["added"] else ""))
+        lines.append(
+            f"  difference: {difference['verdict']}"
+            + (": " + "; ".join(difference["problems"]) if difference["problems"] else "")
+            + (f" (new nullable columns: {', '.join(difference['added'])})" if difference["added"] else "")
+        )
     pending = document.get("newest_quarantined")
     if pending is not None and (seen is None or pending["source_key"] != seen["source_key"]):
-        lines.append(f"  newest quarantined schema: {pending['source_key']} (fingerprint {pending['fingerprint']})")
+        lines.append(
+            f"  newest quarantined schema: {pending['source_key']} (fingerprint {pending['fingerprint']})"
+        )
         lines += _columns(pending["columns"])
         difference = document["quarantined_difference"]
-        lines.append(f"  difference: {difference['verdict']}"
-                     + (": " + "; ".join(difference["problems"]) if difference["problems"] else ""))
+        lines.append(
+            f"  difference: {difference['verdict']}"
+            + (": " + "; ".join(difference["problems"]) if difference["problems"] else "")
+        )
     lines.append(f"  quarantined files: {document['quarantined_files']}")
-    if any(d and d["verdict"] == "breaking" for d in (document["difference"], document.get("quarantined_difference"))):
-        lines.append(f"  to accept this schema: python -m shared schema accept {document['dataset']}, then "
-                     f"python -m shared quarantine release {document['dataset']}")
+    if any(
+        d and d["verdict"] == "breaking"
+        for d in (document["difference"], document.get("quarantined_difference"))
+    ):
+        lines.append(
+            f"  to accept this schema: python -m shared schema accept {document['dataset']}, then "
+            f"python -m shared quarantine release {document['dataset']}"
+        )
     return "\n".join(lines)
 
 
@@ -133,15 +166,21 @@ def format_accepted(document: dict[str, Any]) -> str:
     previous = document["replaces"]
     was = f"{previous['version']} ({previous['origin']})" if previous else "no contract"
     difference = document["difference_from_previous"]
-    changes = "; ".join(difference["problems"] + [f"new nullable column {name!r}" for name in difference["added"]])
-    return (f"{document['dataset']}: contract {document['version']} accepted from "
-            f"{document['contract']['based_on']['source_key']} (was {was}; {changes or 'no column changes'}); "
-            f"stored at {document['path']}. Next: python -m shared quarantine release {document['dataset']}")
+    changes = "; ".join(
+        difference["problems"] + [f"new nullable column {name!r}" for name in difference["added"]]
+    )
+    return (
+        f"{document['dataset']}: contract {document['version']} accepted from "
+        f"{document['contract']['based_on']['source_key']} (was {was}; {changes or 'no column changes'}); "
+        f"stored at {document['path']}. Next: python -m shared quarantine release {document['dataset']}"
+    )
 
 
 def format_quarantine(document: dict[str, Any]) -> str:
-    lines = [f"{document['count']} files in quarantine" + (f" for {document['selection']}" if document['selection']
-                                                            else "")]
+    lines = [
+        f"{document['count']} files in quarantine"
+        + (f" for {document['selection']}" if document["selection"] else "")
+    ]
     for f in document["files"]:
         lines.append(f"  {f['path']}  ({f['kind']}, {f['bytes']:,} bytes): {f['reason']}")
     return "\n".join(lines)
@@ -175,11 +214,13 @@ def plan_document(plan: Plan) -> dict[str, Any]:
 def format_plan(plan: Plan) -> str:
     doc = plan_document(plan)
     size = sum(i["size"] for i in doc["to_copy"])
-    lines = [f"{plan.mode} plan{' for ' + ', '.join(plan.months) if plan.months else ''}: "
-             f"{len(doc['to_copy']):,} files ({size:,} bytes) to copy, "
-             f"{doc['already_present']:,} already in the lake, "
-             f"{doc['already_quarantined']:,} already quarantined, "
-             f"{plan.unrecognized:,} unrecognised keys"]
+    lines = [
+        f"{plan.mode} plan{' for ' + ', '.join(plan.months) if plan.months else ''}: "
+        f"{len(doc['to_copy']):,} files ({size:,} bytes) to copy, "
+        f"{doc['already_present']:,} already in the lake, "
+        f"{doc['already_quarantined']:,} already quarantined, "
+        f"{plan.unrecognized:,} unrecognised keys"
+    ]
     lines += [f"  {i['reason']:7} {i['source_key']} ({i['size']:,} bytes)" for i in doc["to_copy"][:50]]
     if len(doc["to_copy"]) > 50:
         lines.append(f"  ... and {len(doc['to_copy']) - 50:,} more (use --json for the full list)")

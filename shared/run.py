@@ -26,7 +26,14 @@ from shared.errors import TransientError, describe
 from shared.manifest.publish import write_manifest
 from shared.manifest.recover import account_for_stopped_runs
 from shared.model import (
-    FULL, PRESENT, PUBLISHED, RELEASE, FileOutcome, Plan, RunResult, WorkItem,
+    FULL,
+    PRESENT,
+    PUBLISHED,
+    RELEASE,
+    FileOutcome,
+    Plan,
+    RunResult,
+    WorkItem,
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
@@ -34,12 +41,18 @@ from shared.settings import Settings
 from shared.sink.blob_writer import azure_transport
 from shared.sink.connect import delta_storage_options, make_container_client, make_credential
 from shared.paths import (
-    LOCK_PATH, PARTITION_LOCKS, RECONCILE_STATE, partition_lock_path, partition_of_lock,
+    LOCK_PATH,
+    PARTITION_LOCKS,
+    RECONCILE_STATE,
+    partition_lock_path,
+    partition_of_lock,
 )
 from shared.sink.lake import Lake
 from shared.sink.records import new_run_id
 from shared.sink.lock import (
-    LockLost, RunLock, Scope,
+    LockLost,
+    RunLock,
+    Scope,
 )
 from shared.source.s3 import S3Source, check_access
 from shared.source.sessions import make_s3
@@ -86,8 +99,11 @@ def build_bridge(settings: Settings, entra_credential: Any | None = None) -> Bri
     s3 = make_s3(settings, credential)
     check_access(s3.client, settings)
     source = S3Source(s3.client, settings.s3_bucket, s3.credentials)
-    lake = Lake(make_container_client(settings, credential), settings.adls_root,
-                azure_transport(settings.connection_pool_size))
+    lake = Lake(
+        make_container_client(settings, credential),
+        settings.adls_root,
+        azure_transport(settings.connection_pool_size),
+    )
     return Bridge(settings, source, lake, credential)
 
 
@@ -96,8 +112,9 @@ def _run_threads() -> dict[str, Any]:
     return {"initializer": logs.set_run_id, "initargs": (logs.run_id(),)}
 
 
-def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             partition: str | None = None) -> Plan:
+def plan_run(
+    bridge: Bridge, *, full: bool = False, now: datetime | None = None, partition: str | None = None
+) -> Plan:
     """What a run would copy now; reads the bucket and the lake, writes nothing.
 
     A run of the whole lake leaves the month folders that backfill workers hold to them.
@@ -105,10 +122,14 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
     now = now or datetime.now(timezone.utc)
     settings = bridge.settings
     full = partition is None and (full or _full_reconcile_due(bridge, now))
-    leased = frozenset() if partition else frozenset(
-        partition_of_lock(path) for path in bridge.lake.leased(PARTITION_LOCKS))
-    with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-list",
-                            **_run_threads()) as executor:
+    leased = (
+        frozenset()
+        if partition
+        else frozenset(partition_of_lock(path) for path in bridge.lake.leased(PARTITION_LOCKS))
+    )
+    with ThreadPoolExecutor(
+        settings.max_concurrency, thread_name_prefix="bridge-list", **_run_threads()
+    ) as executor:
         return make_plan(
             bridge.source,
             bridge.lake,
@@ -122,9 +143,15 @@ def plan_run(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         )
 
 
-def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
-             progress: Progress | None = None, partition: str | None = None,
-             release: Callable[[Bridge], Plan] | None = None) -> RunResult:
+def run_once(
+    bridge: Bridge,
+    *,
+    full: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    partition: str | None = None,
+    release: Callable[[Bridge], Plan] | None = None,
+) -> RunResult:
     """One run: everything the timer and ``python -m shared run`` do.
 
     With ``partition`` (a month folder), the run of one backfill worker: it holds that
@@ -150,25 +177,44 @@ def run_once(bridge: Bridge, *, full: bool = False, now: datetime | None = None,
         logs.reset_run_id(token)
 
 
-def _run(bridge: Bridge, run_id: str, started: datetime, clock_start: float, full: bool,
-         progress: Progress | None, partition: str | None, release: Callable[[Bridge], Plan] | None) -> RunResult:
+def _run(
+    bridge: Bridge,
+    run_id: str,
+    started: datetime,
+    clock_start: float,
+    full: bool,
+    progress: Progress | None,
+    partition: str | None,
+    release: Callable[[Bridge], Plan] | None,
+) -> RunResult:
     settings = bridge.settings
     lock_path = LOCK_PATH if partition is None else partition_lock_path(partition)
     stages: dict[str, float] = {}
     with RunLock(bridge.lake, run_id, settings.lock_seconds, lock_path) as lock:
         with _stage(stages, "plan"):
-            plan = release(bridge) if release is not None else plan_run(bridge, full=full, now=started,
-                                                                          partition=partition)
-        log.info("planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items),
-                 plan.listed_objects)
+            plan = (
+                release(bridge)
+                if release is not None
+                else plan_run(bridge, full=full, now=started, partition=partition)
+            )
+        log.info(
+            "planned %s run: %d files to copy of %d listed", plan.mode, len(plan.items), plan.listed_objects
+        )
         lock.note_scope(Scope(plan.mode, None if plan.months is None else tuple(plan.months), plan.partition))
         result = RunResult(run_id, started, started, plan, settings.describe(), stage_seconds=stages)
         deadline = clock_start + settings.time_budget_seconds
         publisher = bridge.delta_publisher(run_id, guard=lock.check)
-        copying = CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, run_id), run_id, lock.check,
-                              server_side=settings.copy_mode == "server")
-        with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-delta",
-                                **_run_threads()) as syncing:
+        copying = CopyContext(
+            bridge.source,
+            bridge.lake,
+            SchemaJudge(bridge.lake, run_id),
+            run_id,
+            lock.check,
+            server_side=settings.copy_mode == "server",
+        )
+        with ThreadPoolExecutor(
+            settings.max_concurrency, thread_name_prefix="bridge-delta", **_run_threads()
+        ) as syncing:
             tables = TableStage(plan, publisher, syncing)
             with _stage(stages, "copy"):
                 _copy_all(bridge, plan.items, copying, deadline, result, progress, tables)
@@ -209,8 +255,11 @@ def _leave_quarantine(lake: Lake, plan: Plan, result: RunResult) -> None:
         try:
             lake.delete(entry.path, etag=entry.etag)
         except AzureError as err:  # the file is published all the same; the next release removes the copy
-            log.warning("%s stays in quarantine although it is published: %s; the next quarantine release "
-                        "removes it", entry.path, describe(err))
+            log.warning(
+                "%s stays in quarantine although it is published: %s; the next quarantine release removes it",
+                entry.path,
+                describe(err),
+            )
 
 
 def _log_drift(result: RunResult) -> None:
@@ -218,20 +267,42 @@ def _log_drift(result: RunResult) -> None:
     for drift in result.schema_drift():
         name = f"{drift['layout']}/{drift['dataset']}"
         if drift["verdict"] == "breaking":
-            log.warning("breaking schema drift in %s against the %s (%s): %d files quarantined: %s; "
-                        "if Haltian changed the schema: python -m shared schema accept %s, then "
-                        "python -m shared quarantine release %s", name, drift["against"], drift["contract"],
-                        drift["files"], "; ".join(drift["problems"]), name, name)
+            log.warning(
+                "breaking schema drift in %s against the %s (%s): %d files quarantined: %s; "
+                "if Haltian changed the schema: python -m shared schema accept %s, then "
+                "python -m shared quarantine release %s",
+                name,
+                drift["against"],
+                drift["contract"],
+                drift["files"],
+                "; ".join(drift["problems"]),
+                name,
+                name,
+            )
         else:
-            log.info("%s schema drift in %s against the %s: %d files published: %s", drift["verdict"], name,
-                     drift["against"], drift["files"], "; ".join(drift["problems"]))
+            log.info(
+                "%s schema drift in %s against the %s: %d files published: %s",
+                drift["verdict"],
+                name,
+                drift["against"],
+                drift["files"],
+                "; ".join(drift["problems"]),
+            )
 
 
-def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadline: float, result: RunResult,
-              progress: Progress | None, tables: TableStage) -> None:
+def _copy_all(
+    bridge: Bridge,
+    items: list[WorkItem],
+    copying: CopyContext,
+    deadline: float,
+    result: RunResult,
+    progress: Progress | None,
+    tables: TableStage,
+) -> None:
     """Copies the plan's files concurrently, telling ``tables`` of each one done (a dataset's table
     syncs once its last file is); a lost lock stops it (files in flight finish or are abandoned
     at their guard, the rest never start) and is raised."""
+
     def task(item: WorkItem) -> FileOutcome | None:
         copying.guard()
         if time.monotonic() >= deadline:
@@ -241,8 +312,9 @@ def _copy_all(bridge: Bridge, items: list[WorkItem], copying: CopyContext, deadl
     done_files = done_bytes = kept = 0
     if progress is not None:
         progress.start(len(items), sum(item.source.size for item in items))
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-copy",
-                            **_run_threads()) as executor:
+    with ThreadPoolExecutor(
+        bridge.settings.max_concurrency, thread_name_prefix="bridge-copy", **_run_threads()
+    ) as executor:
         futures = {executor.submit(task, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]

@@ -97,17 +97,20 @@ def required(pattern: re.Pattern[str], missing: str, invalid: str) -> Parser:
         elif not pattern.match(value):
             problems.append(f"{setting.name} {value!r} {invalid}")
         return value
+
     return parse
 
 
 def matching(check: Callable[[str], bool], invalid: str) -> Parser:
     """An optional value (the setting's default when unset) that must pass ``check``; ``invalid``
     is a format string of ``name`` and ``value``."""
+
     def parse(value: str | None, setting: Declared, problems: list[str]) -> str | None:
         value = value or (None if setting.default is None else str(setting.default))
         if value is not None and not check(value):
             problems.append(invalid.format(name=setting.name, value=value))
         return value
+
     return parse
 
 
@@ -130,12 +133,15 @@ def number(low: int, high: int, kind: type[int] | type[float]) -> Parser:
         try:
             number = kind(value)
         except ValueError:
-            problems.append(f"{setting.name} {value!r} is not {'a whole number' if kind is int else 'a number'}")
+            problems.append(
+                f"{setting.name} {value!r} is not {'a whole number' if kind is int else 'a number'}"
+            )
             return default
         if not low <= number <= high:
             problems.append(f"{setting.name} {value!r} must be between {low} and {high}")
             return default
         return number
+
     return parse
 
 

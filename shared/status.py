@@ -43,9 +43,12 @@ def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
             {
                 "dataset": f"{layout}/{dataset}",
                 "newest_delivered": delivered[(layout, dataset)].isoformat(),
-                "newest_published": published[(layout, dataset)].isoformat() if (layout, dataset) in published else None,
+                "newest_published": published[(layout, dataset)].isoformat()
+                if (layout, dataset) in published
+                else None,
                 "lag_seconds": (delivered[(layout, dataset)] - published[(layout, dataset)]).total_seconds()
-                if (layout, dataset) in published else None,
+                if (layout, dataset) in published
+                else None,
                 "waiting": sum(1 for i in plan.items if (i.key.layout, i.key.dataset) == (layout, dataset)),
                 "published_24h": published_24h.get(f"{layout}/{dataset}", 0),
             }
@@ -57,9 +60,15 @@ def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
         ],
         "backfill": _backfill(bridge),
         "last_runs": [
-            {"run_id": m["run_id"], "finished_at": m["finished_at"], "mode": m["mode"], "status": m["status"],
-             "published": m["totals"]["published"], "failed": m["totals"]["failed"],
-             "manifest": bridge.lake.path(m["_path"])}
+            {
+                "run_id": m["run_id"],
+                "finished_at": m["finished_at"],
+                "mode": m["mode"],
+                "status": m["status"],
+                "published": m["totals"]["published"],
+                "failed": m["totals"]["failed"],
+                "manifest": bridge.lake.path(m["_path"]),
+            }
             for m in manifests[:RECENT_RUNS]
         ],
     }
@@ -104,18 +113,27 @@ def _partition_named(content: bytes | str) -> str:
 
 
 def format_status(document: dict[str, Any]) -> str:
-    lines = [f"status at {document['at']}",
-             f"{'dataset':42} {'newest delivered':26} {'newest published':26} {'waiting':>7} {'24h':>5}"]
+    lines = [
+        f"status at {document['at']}",
+        f"{'dataset':42} {'newest delivered':26} {'newest published':26} {'waiting':>7} {'24h':>5}",
+    ]
     for d in document["datasets"]:
-        lines.append(f"{d['dataset']:42} {d['newest_delivered'][:25]:26} {(d['newest_published'] or '-')[:25]:26} "
-                     f"{d['waiting']:>7} {d['published_24h']:>5}")
+        lines.append(
+            f"{d['dataset']:42} {d['newest_delivered'][:25]:26} {(d['newest_published'] or '-')[:25]:26} "
+            f"{d['waiting']:>7} {d['published_24h']:>5}"
+        )
     lines.append(f"quarantined: {len(document['quarantined'])}")
     lines += [f"  {q['path']}: {q['reason']}" for q in document["quarantined"][:20]]
     b = document["backfill"]
-    lines.append(f"backfill: {b['queued'] if b['queued'] is not None else '-'} queued, {len(b['running'])} running, "
-                 f"{len(b['failed'])} failed (poison queue)")
+    lines.append(
+        f"backfill: {b['queued'] if b['queued'] is not None else '-'} queued, {len(b['running'])} running, "
+        f"{len(b['failed'])} failed (poison queue)"
+    )
     lines += [f"  running {p}" for p in b["running"]] + [f"  FAILED {p}" for p in b["failed"]]
     lines.append("last runs:")
-    lines += [f"  {r['run_id']} {r['mode']:9} {r['status']:11} {r['published']:>6} published {r['failed']:>4} failed"
-              f"  {r['manifest']}" for r in document["last_runs"]]
+    lines += [
+        f"  {r['run_id']} {r['mode']:9} {r['status']:11} {r['published']:>6} published {r['failed']:>4} failed"
+        f"  {r['manifest']}"
+        for r in document["last_runs"]
+    ]
     return "\n".join(lines)

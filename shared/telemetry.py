@@ -49,8 +49,12 @@ def _configure(connection_string: str, authentication: str) -> bool:
     credential = None
     if fields.get("Authorization", "").upper() == "AAD":
         credential = ManagedIdentityCredential(client_id=fields.get("ClientId") or None)
-    configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="shared",
-                            enable_live_metrics=False)
+    configure_azure_monitor(
+        connection_string=connection_string,
+        credential=credential,
+        logger_name="shared",
+        enable_live_metrics=False,
+    )
     return True
 
 
@@ -83,23 +87,39 @@ class _Instruments:
     def __init__(self) -> None:
         meter = metrics.get_meter("haltian_bridge")
         self.runs = meter.create_counter(
-            names.RUNS, unit="1", description="bridge runs by status (complete, incomplete: deferred, failed) and mode")
+            names.RUNS,
+            unit="1",
+            description="bridge runs by status (complete, incomplete: deferred, failed) and mode",
+        )
         self.duration = meter.create_histogram(names.RUN_DURATION, unit="s", description="run duration")
         self.files = meter.create_counter(names.FILES_PUBLISHED, unit="1", description="files published")
         self.bytes = meter.create_counter(names.BYTES_PUBLISHED, unit="By", description="bytes published")
         self.rows = meter.create_counter(names.ROWS_PUBLISHED, unit="1", description="rows published")
-        self.quarantined = meter.create_counter(names.FILES_QUARANTINED, unit="1", description="files quarantined")
+        self.quarantined = meter.create_counter(
+            names.FILES_QUARANTINED, unit="1", description="files quarantined"
+        )
         self.drift = meter.create_counter(
-            names.SCHEMA_DRIFT, unit="1", description="datasets with schema drift in a run (once per dataset, not per file)")
-        self.failed = meter.create_counter(names.FILES_FAILED, unit="1", description="files failed, left for the next run")
-        self.deferred = meter.create_counter(names.FILES_DEFERRED, unit="1",
-                                             description="files deferred by the time budget")
+            names.SCHEMA_DRIFT,
+            unit="1",
+            description="datasets with schema drift in a run (once per dataset, not per file)",
+        )
+        self.failed = meter.create_counter(
+            names.FILES_FAILED, unit="1", description="files failed, left for the next run"
+        )
+        self.deferred = meter.create_counter(
+            names.FILES_DEFERRED, unit="1", description="files deferred by the time budget"
+        )
         self.table_errors = meter.create_counter(
-            names.TABLE_ERRORS, unit="1", description="tables a run could not update (the manifest says why)")
+            names.TABLE_ERRORS, unit="1", description="tables a run could not update (the manifest says why)"
+        )
         self.oldest_pending = meter.create_gauge(
-            names.LAG_OLDEST_PENDING, unit="s", description="age of the oldest delivered file not yet published")
+            names.LAG_OLDEST_PENDING,
+            unit="s",
+            description="age of the oldest delivered file not yet published",
+        )
         self.newest_published = meter.create_gauge(
-            names.LAG_NEWEST_PUBLISHED, unit="s", description="age of the newest file published")
+            names.LAG_NEWEST_PUBLISHED, unit="s", description="age of the newest file published"
+        )
 
 
 @cache
@@ -122,7 +142,9 @@ def record_run(result: RunResult, *, now: datetime | None = None) -> None:
         elif outcome.action == FAILED:
             instruments.failed.add(1, dims)
     for drift in result.schema_drift():
-        instruments.drift.add(1, {"layout": drift["layout"], "dataset": drift["dataset"], "verdict": drift["verdict"]})
+        instruments.drift.add(
+            1, {"layout": drift["layout"], "dataset": drift["dataset"], "verdict": drift["verdict"]}
+        )
     for (layout, dataset), count in result.deferred.items():
         instruments.deferred.add(count, {"layout": layout, "dataset": dataset})
     for table in result.tables:

@@ -59,7 +59,10 @@ def run_for_timer(environ: Mapping[str, str], *, past_due: bool = False) -> RunR
         raise
     logs.set_run_id(result.run_id)  # what the invocation logs from here on is that run's
     if result.exit_code:
-        log.error("%s; %s lists what failed, and the next run tries it again", result.summary(),
-                  result.manifest_path)
+        log.error(
+            "%s; %s lists what failed, and the next run tries it again",
+            result.summary(),
+            result.manifest_path,
+        )
         raise RunFailed(result.summary())
     return result

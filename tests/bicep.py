@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Bicep's built-in functions and decorators (namespace sys and az); a call to anything else
 #: must be a function declared in the file.
-BUILTIN_FUNCTIONS = frozenset("""
+BUILTIN_FUNCTIONS = frozenset(
+    """
     any array base64 base64ToJson base64ToString bool buildUri cidrHost cidrSubnet coalesce concat
     contains dataUri dataUriToString dateTimeAdd dateTimeFromEpoch dateTimeToEpoch deployer
     deployment empty endsWith environment extensionResourceId fail filter first flatten format
@@ -31,7 +32,8 @@ BUILTIN_FUNCTIONS = frozenset("""
     tryGet union uniqueString uri uriComponent uriComponentToString utcNow
     allowed batchSize description discriminator export metadata maxLength maxValue minLength
     minValue onlyIfNotExists sealed secure
-""".split())
+""".split()
+)
 NAMESPACES = frozenset({"az", "sys"})
 
 _PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
@@ -225,8 +227,9 @@ def params(bicep: Bicep) -> dict[str, Param]:
             continue
         parts = named(node)
         has_default = any(c.type == "=" for c in node.children)
-        found[declared_name(node)] = Param(declared_name(node), parts[-1] if has_default else None,
-                                            decorators(node))
+        found[declared_name(node)] = Param(
+            declared_name(node), parts[-1] if has_default else None, decorators(node)
+        )
     return found
 
 
@@ -278,15 +281,25 @@ def line_break_problems(bicep: Bicep) -> list[str]:
             if before.type in _COMMENTS or after.type in _COMMENTS:
                 continue
             if before.end_point[0] != after.start_point[0]:
-                problems.append(f"{bicep.name}:{after.start_point[0] + 1}: Bicep allows no line break "
-                                f"before {text(after)[:30]!r} in a {node.type.replace('_', ' ')}")
+                problems.append(
+                    f"{bicep.name}:{after.start_point[0] + 1}: Bicep allows no line break "
+                    f"before {text(after)[:30]!r} in a {node.type.replace('_', ' ')}"
+                )
                 break
     return problems
 
 
-_DECLARATIONS = ("parameter_declaration", "variable_declaration", "resource_declaration",
-                 "module_declaration", "output_declaration", "type_declaration",
-                 "metadata_declaration", "user_defined_function", "parameter")
+_DECLARATIONS = (
+    "parameter_declaration",
+    "variable_declaration",
+    "resource_declaration",
+    "module_declaration",
+    "output_declaration",
+    "type_declaration",
+    "metadata_declaration",
+    "user_defined_function",
+    "parameter",
+)
 
 
 def _lambda_parameters(node: tree_sitter.Node) -> list[tree_sitter.Node]:
@@ -313,8 +326,11 @@ def _declarations(bicep: Bicep) -> tuple[set[str], set[str], set[tuple[int, int]
 
     for node in walk(bicep.root):
         if node.type in _DECLARATIONS:
-            name = (node.child_by_field_name("name") if node.type == "user_defined_function"
-                    else next((c for c in named(node) if c.type == "identifier"), None))
+            name = (
+                node.child_by_field_name("name")
+                if node.type == "user_defined_function"
+                else next((c for c in named(node) if c.type == "identifier"), None)
+            )
             if name is not None:
                 declare(name, functions if node.type == "user_defined_function" else symbols)
         elif node.type == "import_functionality":
@@ -349,11 +365,15 @@ def undeclared_names(bicep: Bicep) -> list[str]:
             continue  # a type expression, not a value
         sibling = node.next_sibling
         # tree-sitter-bicep 1.1.0 reads a call that opens an array as a name and a parenthesis.
-        first_call_in_array = (parent.type == "array" and sibling is not None
-                               and sibling.type == "parenthesized_expression"
-                               and sibling.start_byte == node.end_byte)
-        if first_call_in_array or (parent.type == "call_expression"
-                                   and parent.child_by_field_name("function") == node):
+        first_call_in_array = (
+            parent.type == "array"
+            and sibling is not None
+            and sibling.type == "parenthesized_expression"
+            and sibling.start_byte == node.end_byte
+        )
+        if first_call_in_array or (
+            parent.type == "call_expression" and parent.child_by_field_name("function") == node
+        ):
             if text(node) not in BUILTIN_FUNCTIONS and text(node) not in functions:
                 problems.append(f"{where}: unknown function {text(node)}()")
             continue

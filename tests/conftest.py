@@ -31,11 +31,21 @@ _names = itertools.count()
 @pytest.fixture(scope="session")
 def moto() -> Iterator[servers.Server]:
     server = servers.moto_server(unauthenticated_actions=3).start()
-    setup = boto3.client("iam", endpoint_url=server.url, region_name="eu-west-1",
-                         aws_access_key_id=servers.FAKE_AWS_KEY_ID, aws_secret_access_key=servers.FAKE_AWS_SECRET)
+    setup = boto3.client(
+        "iam",
+        endpoint_url=server.url,
+        region_name="eu-west-1",
+        aws_access_key_id=servers.FAKE_AWS_KEY_ID,
+        aws_secret_access_key=servers.FAKE_AWS_SECRET,
+    )
     setup.create_user(UserName="admin")  # the three unauthenticated actions
-    setup.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    setup.put_user_policy(
+        UserName="admin",
+        PolicyName="all",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
     AWS_KEY.update(setup.create_access_key(UserName="admin")["AccessKey"])
     yield server
     server.kill()  # in memory; a graceful stop waits for idle keep-alive connections
@@ -81,14 +91,20 @@ def _new_stack(moto: servers.Server, azurite: servers.Server) -> Stack:
     n = next(_names)
     bucket = f"haltian-test-{os.getpid()}-{n}"
     container_name = f"lake-{os.getpid()}-{n}"
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
-                      config=botocore.config.Config(max_pool_connections=32),
-                      aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        region_name="eu-west-1",
+        config=botocore.config.Config(max_pool_connections=32),
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    )
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     service = BlobServiceClient.from_connection_string(servers.azurite_connection_string(azurite))
     container = service.create_container(container_name)
-    return Stack(moto=moto, bucket=bucket, container_name=container_name, s3=s3, container=container, azurite=azurite)
+    return Stack(
+        moto=moto, bucket=bucket, container_name=container_name, s3=s3, container=container, azurite=azurite
+    )
 
 
 @pytest.fixture

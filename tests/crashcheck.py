@@ -41,7 +41,10 @@ class Lake:
     container_name: str
 
     def names(self, prefix: str) -> list[str]:
-        return [b.name[len(self.root) + 1:] for b in self.container.list_blobs(name_starts_with=f"{self.root}/{prefix}")]
+        return [
+            b.name[len(self.root) + 1 :]
+            for b in self.container.list_blobs(name_starts_with=f"{self.root}/{prefix}")
+        ]
 
     def read(self, relative: str) -> bytes | None:
         blob = self.container.get_blob_client(f"{self.root}/{relative}")
@@ -63,15 +66,19 @@ class Forward:
     seen: dict[str, list[str]] = field(default_factory=dict)
 
     def check(self, lake: Lake) -> None:
-        for path, field_name in (("_manifests/latest.json", "finished_at"), ("_state/reconcile.json", "completed_at")):
+        for path, field_name in (
+            ("_manifests/latest.json", "finished_at"),
+            ("_state/reconcile.json", "completed_at"),
+        ):
             document = lake.json(path)
             if document is None:
                 assert not self.seen.get(path), f"{path} disappeared"
                 continue
             at = document[field_name]
             history = self.seen.setdefault(path, [])
-            assert not history or datetime.fromisoformat(at) >= datetime.fromisoformat(history[-1]), \
+            assert not history or datetime.fromisoformat(at) >= datetime.fromisoformat(history[-1]), (
                 f"{path} moved back from {history[-1]} to {at}"
+            )
             history.append(at)
 
 
@@ -101,8 +108,9 @@ def check_any_moment(lake: Lake, s3, bucket: str) -> None:
         assert etag, f"{name} is at a mirrored path without its source version: not a verified copy"
         data = blob.download_blob().readall()
         source = s3.get_object(Bucket=bucket, Key=name)
-        assert source["ETag"].strip('"') == etag and source["Body"].read() == data, \
+        assert source["ETag"].strip('"') == etag and source["Body"].read() == data, (
             f"{name}: the mirrored bytes are not the source version they name"
+        )
     entries = index_entries(lake)
     numbers = sorted(int(n.rsplit("/", 1)[1].removesuffix(".json")) for n in lake.names("_manifests/index/"))
     assert numbers == list(range(1, len(numbers) + 1)), f"the index has a gap: {numbers}"
@@ -134,14 +142,20 @@ def check_finished(lake: Lake, s3, bucket: str, quarantined: set[str], snapshots
     source: dict[str, tuple[str, bytes]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="parquet/"):
         for item in page.get("Contents", ()):
-            source[item["Key"]] = (item["ETag"].strip('"'),
-                                   s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            source[item["Key"]] = (
+                item["ETag"].strip('"'),
+                s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read(),
+            )
 
     entries = index_entries(lake)
     reached = [entry["manifest"] for entry in entries]
     assert len(set(reached)) == len(reached), "a manifest is in the index twice"
-    written = {n for n in lake.names("_manifests/") if re.fullmatch(r"_manifests/\d{4}/\d{2}/\d{2}/[^/]+\.json", n)}
-    assert written == set(reached), f"manifests the index does not reach: {sorted(written - set(reached))[:3]}"
+    written = {
+        n for n in lake.names("_manifests/") if re.fullmatch(r"_manifests/\d{4}/\d{2}/\d{2}/[^/]+\.json", n)
+    }
+    assert written == set(reached), (
+        f"manifests the index does not reach: {sorted(written - set(reached))[:3]}"
+    )
     reported = Counter()
     for path in reached:
         for file in lake.json(path)["files"]:
@@ -156,18 +170,24 @@ def check_finished(lake: Lake, s3, bucket: str, quarantined: set[str], snapshots
             held = lake.container.get_blob_client(f"{lake.root}/_quarantine/{key}")
             assert held.exists(), f"{key} is not in quarantine"
             assert held.get_blob_properties().metadata.get(SOURCE_ETAG) == etag
-            assert (key, etag, "quarantined") in reported, f"{key}: quarantined but in no manifest the index reaches"
+            assert (key, etag, "quarantined") in reported, (
+                f"{key}: quarantined but in no manifest the index reaches"
+            )
             continue
         assert lake.read(key) == data, f"{key}: not mirrored byte for byte"
         assert (key, etag, "published") in reported, f"{key}: published but in no manifest the index reaches"
         table = table_of(key)
         if table is not None:
-            rows_by_table.setdefault(table, Counter())[(key, etag)] = pq.read_metadata(io.BytesIO(data)).num_rows
+            rows_by_table.setdefault(table, Counter())[(key, etag)] = pq.read_metadata(
+                io.BytesIO(data)
+            ).num_rows
     for table, expected in rows_by_table.items():
         if table in snapshots:  # the newest snapshot's rows only (one organization here)
             newest = max(expected)
             expected = Counter({newest: expected[newest]})
         rows = lake.table(table).to_pyarrow_table(columns=["_source_key", "_source_version"]).to_pylist()
         actual = Counter((row["_source_key"], row["_source_version"]) for row in rows)
-        assert actual == expected, f"table {table}: rows per source version differ from the source's " \
-                                   f"({sorted(set(actual) ^ set(expected))[:2]})"
+        assert actual == expected, (
+            f"table {table}: rows per source version differ from the source's "
+            f"({sorted(set(actual) ^ set(expected))[:2]})"
+        )

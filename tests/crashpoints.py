@@ -87,17 +87,21 @@ class Scenario:
     index entry, ``latest.json``, reconcile state.
     """
 
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0,
-                                                                                     microsecond=0))
+    now: datetime = field(
+        default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    )
 
     def first(self) -> dict[str, bytes]:
         rng = random.Random(1)
         closed = self.now.replace(day=1) - timedelta(days=3)
         return {
             legacy_key(ORG, "measurementCO2", closed): self._co2(closed, rng),
-            legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=3)): self._co2(self.now - timedelta(hours=3), rng),
-            legacy_key(ORG, "device", self.now - timedelta(hours=3)):
-                parquet_bytes(make_table(legacy_schema("device"), 4, self.now - timedelta(hours=3), rng)),
+            legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=3)): self._co2(
+                self.now - timedelta(hours=3), rng
+            ),
+            legacy_key(ORG, "device", self.now - timedelta(hours=3)): parquet_bytes(
+                make_table(legacy_schema("device"), 4, self.now - timedelta(hours=3), rng)
+            ),
         }
 
     def second(self) -> dict[str, bytes]:
@@ -110,12 +114,16 @@ class Scenario:
         return {
             self.breaking(): parquet_bytes(make_table(breaking, 4, self.now - timedelta(hours=5), rng)),
             legacy_key(ORG, "measurementCO2", closed): self._co2(closed, rng),  # late: the closed month
-            legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=2)): self._co2(self.now - timedelta(hours=2), rng),
+            legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=2)): self._co2(
+                self.now - timedelta(hours=2), rng
+            ),
             legacy_key(ORG, "measurementCO2", self.now - timedelta(hours=1)): parquet_bytes(drifted),
-            legacy_key(ORG, "device", self.now - timedelta(hours=1)):
-                parquet_bytes(make_table(legacy_schema("device"), 5, self.now - timedelta(hours=1), rng)),
-            v1_key(ORG, "measurementCO2", v1_start, v1_start + timedelta(hours=1)):
-                parquet_bytes(make_table(v1_schema("measurementCO2"), 6, v1_start, rng)),
+            legacy_key(ORG, "device", self.now - timedelta(hours=1)): parquet_bytes(
+                make_table(legacy_schema("device"), 5, self.now - timedelta(hours=1), rng)
+            ),
+            v1_key(ORG, "measurementCO2", v1_start, v1_start + timedelta(hours=1)): parquet_bytes(
+                make_table(v1_schema("measurementCO2"), 6, v1_start, rng)
+            ),
             self.broken(): b"not a parquet file, cut off by the exporter",
         }
 
@@ -166,8 +174,12 @@ class Operation:
 OPERATIONS = {
     "run": Operation(("run", "--all")),
     "tables rebuild": Operation(("tables", "rebuild", "legacy/measurementCO2"), copied_first=True),
-    "quarantine release": Operation(("quarantine", "release", "legacy/measurementCO2"), copied_first=True,
-                                    accepted_first=True, released=True),
+    "quarantine release": Operation(
+        ("quarantine", "release", "legacy/measurementCO2"),
+        copied_first=True,
+        accepted_first=True,
+        released=True,
+    ),
 }
 
 
@@ -240,10 +252,17 @@ class Harness:
         lake = self.lake(stack)
         if self.operation.command[0] != "run":
             env = {**os.environ, **stack.env(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS))}
-            again = subprocess.run([sys.executable, "-m", "shared", *self.operation.command], cwd=PROJECT, env=env,
-                                   capture_output=True, timeout=180)
-            assert again.returncode == 0, f"{' '.join(self.operation.command)} run again failed: " \
-                                          f"{again.stderr.decode(errors='replace').strip()[-500:]}"
+            again = subprocess.run(
+                [sys.executable, "-m", "shared", *self.operation.command],
+                cwd=PROJECT,
+                env=env,
+                capture_output=True,
+                timeout=180,
+            )
+            assert again.returncode == 0, (
+                f"{' '.join(self.operation.command)} run again failed: "
+                f"{again.stderr.decode(errors='replace').strip()[-500:]}"
+            )
             crashcheck.check_any_moment(lake, stack.s3, stack.bucket)
         for full in (False, True):
             run_once(stack.bridge(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS)), full=full)
@@ -274,8 +293,13 @@ class Harness:
         env = {**os.environ, **stack.env(BRIDGE_LOCK_SECONDS=str(LEASE_SECONDS), BRIDGE_MAX_CONCURRENCY="1")}
         env["ADLS_CONNECTION_STRING"] = env["ADLS_CONNECTION_STRING"].replace(stack.azurite.url, proxy.url)
         try:
-            run = subprocess.Popen([sys.executable, "-m", "shared", *self.operation.command], cwd=PROJECT, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            run = subprocess.Popen(
+                [sys.executable, "-m", "shared", *self.operation.command],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             if process is not None:
                 process["run"] = run
             _, stderr = run.communicate(timeout=180)
@@ -289,10 +313,15 @@ class Harness:
 def sample(kinds: list[str]) -> list[Point]:
     """The first write of each kind, before and after it (``make test``)."""
     first = {kind: index for index, kind in reversed(list(enumerate(kinds, start=1)))}
-    return [Point(index, kind, when) for kind, index in sorted(first.items(), key=lambda item: item[1])
-            for when in ("before", "after")]
+    return [
+        Point(index, kind, when)
+        for kind, index in sorted(first.items(), key=lambda item: item[1])
+        for when in ("before", "after")
+    ]
 
 
 def every(kinds: list[str]) -> list[Point]:
     """Every write, before and after (``make soak``)."""
-    return [Point(index, kind, when) for index, kind in enumerate(kinds, start=1) for when in ("before", "after")]
+    return [
+        Point(index, kind, when) for index, kind in enumerate(kinds, start=1) for when in ("before", "after")
+    ]

@@ -30,18 +30,37 @@ FAULTS = (THROTTLE, SERVER_ERROR, RESET_MID_BODY)
 
 Rule = Callable[[str, str], str]  # (method, path) -> action
 
-_S3_SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                b"<Message>Please reduce your request rate.</Message></Error>")
-_AZURE_BUSY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
-               b"<Message>The server is busy.</Message></Error>")
-_DENIED = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
-           b"<Message>This request is not authorized to perform this operation using this permission."
-           b"</Message></Error>")
-_INTERNAL = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>boom</Message></Error>'
+_S3_SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+_AZURE_BUSY = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
+    b"<Message>The server is busy.</Message></Error>"
+)
+_DENIED = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
+    b"<Message>This request is not authorized to perform this operation using this permission."
+    b"</Message></Error>"
+)
+_INTERNAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>boom</Message></Error>'
+)
 #: The faults the proxy answers itself: status, Azure error code, body.
-_ANSWERS = {THROTTLE: (503, "ServerBusy", _AZURE_BUSY), SERVER_ERROR: (500, "InternalError", _INTERNAL),
-            FORBIDDEN: (403, "AuthorizationPermissionMismatch", _DENIED)}
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+_ANSWERS = {
+    THROTTLE: (503, "ServerBusy", _AZURE_BUSY),
+    SERVER_ERROR: (500, "InternalError", _INTERNAL),
+    FORBIDDEN: (403, "AuthorizationPermissionMismatch", _DENIED),
+}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
 
 
 def list_prefix(method: str, path: str) -> str | None:
@@ -52,7 +71,9 @@ def list_prefix(method: str, path: str) -> str | None:
     return query.get("prefix", [""])[0]
 
 
-def random_faults(seed: int, rate: float, methods: tuple[str, ...] = ("GET", "PUT", "HEAD", "DELETE")) -> Rule:
+def random_faults(
+    seed: int, rate: float, methods: tuple[str, ...] = ("GET", "PUT", "HEAD", "DELETE")
+) -> Rule:
     """Each request faults with probability ``rate``, the kind drawn from a seeded generator."""
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -94,7 +115,7 @@ class FaultProxy:
                 proxy.counts[action] += 1
                 proxy.requests[(self.command, self.path.split("?")[0])] += 1
                 if action.startswith(DELAY):
-                    time.sleep(float(action[len(DELAY):]))
+                    time.sleep(float(action[len(DELAY) :]))
                     action = PASS
                 if action == CRASH_BEFORE:
                     proxy.crash()

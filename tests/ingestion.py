@@ -85,7 +85,9 @@ class Ingestion:
                     return self._reply(404, {"error": "no such path"})
                 items = json.loads(body)
                 now = time.time()
-                ingestion.received.extend(Received(i, self.headers.get("Authorization", ""), now) for i in items)
+                ingestion.received.extend(
+                    Received(i, self.headers.get("Authorization", ""), now) for i in items
+                )
                 self._reply(200, {"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
 
             def _reply(self, status: int, document: dict) -> None:

@@ -22,12 +22,24 @@ from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
 
-from shared.haltian.contracts import MEASUREMENT, Verdict, check_schema, columns_of, contract_for, dataset_kind
+from shared.haltian.contracts import (
+    MEASUREMENT,
+    Verdict,
+    check_schema,
+    columns_of,
+    contract_for,
+    dataset_kind,
+)
 from shared.haltian.keys import parse_key
 from deltalake.exceptions import DeltaProtocolError, TableNotFoundError
 
 from shared.sink.records import (
-    META_REASON, META_ROWS, META_RUN_ID, META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SIZE,
+    META_REASON,
+    META_ROWS,
+    META_RUN_ID,
+    META_SOURCE_ETAG,
+    META_SOURCE_KEY,
+    META_SOURCE_SIZE,
 )
 from tests.tables import file_rows, same_rows, table, table_rows
 
@@ -69,7 +81,9 @@ def check_nothing_partial(stack, root: str = "haltian/raw") -> int:
             assert md5.hex() == etag, f"{blob.name}: bytes differ from the source version it names"
         else:
             expected = _source_version(stack, metadata[META_SOURCE_KEY], etag)
-            assert expected is None or data == expected, f"{blob.name}: bytes differ from the source version it names"
+            assert expected is None or data == expected, (
+                f"{blob.name}: bytes differ from the source version it names"
+            )
         checked += 1
     check_tables_match_blobs(stack, root)
     return checked
@@ -89,12 +103,20 @@ def _source_version(stack, key: str, etag: str) -> bytes:
 def manifests(stack, root: str = "haltian/raw") -> list[dict]:
     """Every run manifest in the lake (not latest.json's copy, not the index entries)."""
     names = [b.name for b in stack.container.list_blobs(name_starts_with=f"{root}/_manifests/")]
-    return [json.loads(stack.container.get_blob_client(name).download_blob().readall()) for name in sorted(names)
-            if name != f"{root}/_manifests/latest.json" and not name.startswith(f"{root}/_manifests/index/")]
+    return [
+        json.loads(stack.container.get_blob_client(name).download_blob().readall())
+        for name in sorted(names)
+        if name != f"{root}/_manifests/latest.json" and not name.startswith(f"{root}/_manifests/index/")
+    ]
 
 
-def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", organization: str | None = None,
-                  reported_once: bool = True) -> None:
+def check_promise(
+    stack,
+    root: str = "haltian/raw",
+    prefix: str = "parquet/",
+    organization: str | None = None,
+    reported_once: bool = True,
+) -> None:
     """The whole promise, after a clean run. Raises AssertionError naming the first breach.
 
     With ``organization``, another organization's files must be nowhere in the lake.
@@ -110,10 +132,14 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
             source[item["Key"]] = stack.s3.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read()
             etags[item["Key"]] = item["ETag"].strip('"')
 
-    blobs = {b.name[len(root) + 1:]: b for b in stack.container.list_blobs(name_starts_with=f"{root}/",
-                                                                           include=["metadata"])}
-    assert all(name.startswith(("parquet/", "_quarantine/", "_manifests/", "_state/", "_schemas/", "_tables/"))
-               for name in blobs), "a blob outside the bridge's folders"
+    blobs = {
+        b.name[len(root) + 1 :]: b
+        for b in stack.container.list_blobs(name_starts_with=f"{root}/", include=["metadata"])
+    }
+    assert all(
+        name.startswith(("parquet/", "_quarantine/", "_manifests/", "_state/", "_schemas/", "_tables/"))
+        for name in blobs
+    ), "a blob outside the bridge's folders"
 
     published: set[str] = set()
     quarantined: set[str] = set()
@@ -125,7 +151,9 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
     for key, data in source.items():
         parsed = parse_key(key)
         if parsed is None or (organization is not None and parsed.organization != organization):
-            assert key not in blobs and f"_quarantine/{key}" not in blobs, f"{key!r} should not have been copied"
+            assert key not in blobs and f"_quarantine/{key}" not in blobs, (
+                f"{key!r} should not have been copied"
+            )
             continue
         etag = etags[key]
         fate = _expected_fate(data, parsed.layout, parsed.dataset)
@@ -141,8 +169,9 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
             q = blobs.get(f"_quarantine/{key}")
             assert q is not None and q.metadata.get(META_SOURCE_ETAG) == etag, f"{key} is not in quarantine"
             assert q.metadata.get(META_REASON), f"{key}: quarantined without a reason"
-            assert key not in blobs or blobs[key].metadata.get(META_SOURCE_ETAG) != etag, \
+            assert key not in blobs or blobs[key].metadata.get(META_SOURCE_ETAG) != etag, (
                 f"{key}: a bad version is at the mirrored path"
+            )
             assert key in quarantined, f"{key}: quarantined but in no manifest"
 
     for (layout, dataset), keys in mirrored_by_table.items():
@@ -154,16 +183,22 @@ def check_promise(stack, root: str = "haltian/raw", prefix: str = "parquet/", or
 
 def check_reported_once(stack, root: str = "haltian/raw") -> None:
     """Every file version published or quarantined is reported by exactly one manifest."""
-    counts = Counter((f["action"], f["source_key"], f["source_etag"]) for manifest in manifests(stack, root)
-                     for f in manifest["files"] if f["action"] in ("published", "quarantined"))
+    counts = Counter(
+        (f["action"], f["source_key"], f["source_etag"])
+        for manifest in manifests(stack, root)
+        for f in manifest["files"]
+        if f["action"] in ("published", "quarantined")
+    )
     twice = sorted(k for k, n in counts.items() if n > 1)
     assert not twice, f"reported by more than one manifest: {twice[:3]}"
     for blob in stack.container.list_blobs(name_starts_with=f"{root}/parquet/", include=["metadata"]):
         metadata = blob.metadata or {}
         if "/_delta_log/" in blob.name or not metadata.get(META_SOURCE_ETAG):
             continue
-        key = blob.name[len(root) + 1:]
-        assert ("published", key, metadata[META_SOURCE_ETAG]) in counts, f"{key}: its version is in no manifest"
+        key = blob.name[len(root) + 1 :]
+        assert ("published", key, metadata[META_SOURCE_ETAG]) in counts, (
+            f"{key}: its version is in no manifest"
+        )
 
 
 def _table_rows(stack, root: str, name: str) -> list[dict] | None:
@@ -179,20 +214,24 @@ def check_tables_match_blobs(stack, root: str = "haltian/raw") -> int:
     """No table holds two versions of one source key, nor more rows of a version than its file
     has (as the mirrored copy's row count says while the mirror holds that version); holds at
     every moment. Returns the source keys checked."""
-    mirrored = {b.name[len(root) + 1:]: b.metadata or {} for b in stack.container.list_blobs(
-        name_starts_with=f"{root}/parquet/", include=["metadata"])}
+    mirrored = {
+        b.name[len(root) + 1 :]: b.metadata or {}
+        for b in stack.container.list_blobs(name_starts_with=f"{root}/parquet/", include=["metadata"])
+    }
     checked = 0
-    for name in sorted({n[len(root) + 9:].split("/")[0] for n in stack.lake_names(f"{root}/_tables/")}):
+    for name in sorted({n[len(root) + 9 :].split("/")[0] for n in stack.lake_names(f"{root}/_tables/")}):
         rows = _table_rows(stack, root, name) or []
         versions: dict[str, Counter] = defaultdict(Counter)
         for row in rows:
             versions[row["_source_key"]][row["_source_version"]] += 1
         for key, counts in versions.items():
             assert len(counts) == 1, f"table {name}: {key} has rows of several versions {sorted(counts)}"
-            (version, count), = counts.items()
+            ((version, count),) = counts.items()
             metadata = mirrored.get(key, {})
             if metadata.get(META_SOURCE_ETAG) == version and metadata.get(META_ROWS):
-                assert count <= int(metadata[META_ROWS]), f"table {name}: {key} has {count} rows, its file fewer"
+                assert count <= int(metadata[META_ROWS]), (
+                    f"table {name}: {key} has {count} rows, its file fewer"
+                )
             checked += 1
     return checked
 
@@ -209,12 +248,15 @@ class LatestWatch:
             return
         latest = json.loads(blob.download_blob().readall())
         at = (datetime.fromisoformat(latest["finished_at"]), latest["run_id"])
-        assert not self.seen or at[0] >= self.seen[-1][0], f"latest.json moved back from {self.seen[-1]} to {at}"
+        assert not self.seen or at[0] >= self.seen[-1][0], (
+            f"latest.json moved back from {self.seen[-1]} to {at}"
+        )
         self.seen.append(at)
 
 
-def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str = "haltian/raw",
-                                   in_flight_seconds: float = 0) -> int:
+def check_no_write_after_lock_loss(
+    stack, losses: dict[str, datetime], root: str = "haltian/raw", in_flight_seconds: float = 0
+) -> int:
     """No blob carries the id of a run that lost its lock with a time after the loss (blob
     times have whole seconds: a write in the same second cannot show). ``in_flight_seconds``:
     how long a publish request sent just before the run learnt of the loss may take to land
@@ -224,13 +266,16 @@ def check_no_write_after_lock_loss(stack, losses: dict[str, datetime], root: str
         run_id = (blob.metadata or {}).get(META_RUN_ID)
         if run_id in losses:
             limit = losses[run_id].replace(microsecond=0) + timedelta(seconds=in_flight_seconds)
-            assert blob.last_modified <= limit, \
+            assert blob.last_modified <= limit, (
                 f"{blob.name} was written by run {run_id} after it lost its lock"
+            )
             checked += 1
     return checked
 
 
-def _check_table(stack, root: str, layout: str, dataset: str, keys: list[str], source: dict[str, bytes]) -> None:
+def _check_table(
+    stack, root: str, layout: str, dataset: str, keys: list[str], source: dict[str, bytes]
+) -> None:
     """The table holds exactly the rows of its source versions: every mirrored file's for a
     measurement table, the newest snapshot's for a snapshot table."""
     in_table = [k for k in keys if not _kept_out(source[k])]
@@ -242,8 +287,9 @@ def _check_table(stack, root: str, layout: str, dataset: str, keys: list[str], s
     if rows is None:
         assert not expected, f"table {layout}_{dataset} is missing"
         return
-    assert same_rows(rows, expected), \
+    assert same_rows(rows, expected), (
         f"table {layout}_{dataset}: rows differ from its sources' ({len(rows)} rows, {len(expected)} expected)"
+    )
 
 
 def _kept_out(data: bytes) -> bool:

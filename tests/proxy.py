@@ -58,20 +58,29 @@ class AuthProxy:
                 head, _, rest = head.partition(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                }
                 authorized = headers.get("proxy-authorization") == expected
                 proxy.seen.append(Seen(target, authorized, headers))
                 if method != "CONNECT":
-                    client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    client.sendall(
+                        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                     return
                 if not authorized:
-                    client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                                   b"Proxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 0\r\n"
-                                   b"Connection: close\r\n\r\n")
+                    client.sendall(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                        b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n'
+                        b"Connection: close\r\n\r\n"
+                    )
                     return
                 host, port = target.rsplit(":", 1)
                 if host not in ("127.0.0.1", "localhost"):
-                    client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    client.sendall(
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                     return
                 upstream = socket.create_connection(("127.0.0.1", int(port)))
                 client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")

@@ -19,8 +19,13 @@ from shared.settings import Settings
 def main() -> None:
     logs.configure()
     bridge = Bridge.from_settings(Settings.from_mapping(os.environ))
-    serve(bridge.settings, lambda content: process_message(bridge, content.decode()), threading.Event(), Counter(),
-          int(os.environ.get("RACE_VISIBILITY", "4")))
+    serve(
+        bridge.settings,
+        lambda content: process_message(bridge, content.decode()),
+        threading.Event(),
+        Counter(),
+        int(os.environ.get("RACE_VISIBILITY", "4")),
+    )
 
 
 if __name__ == "__main__":

@@ -28,13 +28,34 @@ from shared.demo.identity import IdentityEndpoint
 from tests.stacks import EntraStack
 
 #: Every variable that could name a CA bundle or a proxy; the rig sets the ones it means.
-TLS_AND_PROXY_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE",
-                           "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
-                           "ALL_PROXY", "all_proxy")
+TLS_AND_PROXY_VARIABLES = (
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "AWS_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 #: Variables through which some other credential than the managed identity could sign in.
-OTHER_CREDENTIALS = ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME",
-                     "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
-                     "AZURE_POD_IDENTITY_AUTHORITY_HOST", "ADLS_CONNECTION_STRING")
+OTHER_CREDENTIALS = (
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "ADLS_CONNECTION_STRING",
+)
 
 _names = itertools.count()
 #: Rigs this session started (the secrets scan reads their lakes and tokens).
@@ -58,9 +79,11 @@ class Rig:
 
     def admin(self) -> BlobServiceClient:
         """The emulator's account key over HTTPS, for test setup and reading back."""
-        return BlobServiceClient(self.account_url, credential={"account_name": servers.AZURITE_ACCOUNT,
-                                                               "account_key": servers.AZURITE_KEY},
-                                 connection_verify=str(self.certificates.ca))
+        return BlobServiceClient(
+            self.account_url,
+            credential={"account_name": servers.AZURITE_ACCOUNT, "account_key": servers.AZURITE_KEY},
+            connection_verify=str(self.certificates.ca),
+        )
 
 
 @pytest.fixture(scope="session")
@@ -86,10 +109,21 @@ def entra(rig: Rig, moto: servers.Server, monkeypatch: pytest.MonkeyPatch) -> En
     n = next(_names)
     bucket = f"haltian-entra-{os.getpid()}-{n}"
     container_name = f"entra-{os.getpid()}-{n}"
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",  # keys given: the default
-                      aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],  # session keeps the first it saw
-                      aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        region_name="eu-west-1",  # keys given: the default
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],  # session keeps the first it saw
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    )
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     container = rig.admin().create_container(container_name)
-    return EntraStack(moto=moto, bucket=bucket, container_name=container_name, s3=s3, container=container, rig=rig,
-                      monkeypatch=monkeypatch)
+    return EntraStack(
+        moto=moto,
+        bucket=bucket,
+        container_name=container_name,
+        s3=s3,
+        container=container,
+        rig=rig,
+        monkeypatch=monkeypatch,
+    )

@@ -68,15 +68,18 @@ def missing_for_spark() -> str | None:
     """Why a Spark with Delta cannot start here (None when it can), naming what to install."""
     java_home = os.environ.get("JAVA_HOME")
     if not (java_home and Path(java_home, "bin", "java").is_file()) and shutil.which("java") is None:
-        return ("Spark needs Java: no java on PATH nor in JAVA_HOME "
-                "(make setup installs openjdk-17-jre-headless)")
+        return (
+            "Spark needs Java: no java on PATH nor in JAVA_HOME (make setup installs openjdk-17-jre-headless)"
+        )
     try:
         import pyspark
     except ImportError:
         return f"pyspark is not installed (requirements-dev.txt pins pyspark=={SPARK_VERSION}; make setup)"
     if pyspark.__version__ != SPARK_VERSION:
-        return (f"pyspark {pyspark.__version__} is installed, Delta {DELTA_VERSION} needs {SPARK_VERSION} "
-                "(make setup)")
+        return (
+            f"pyspark {pyspark.__version__} is installed, Delta {DELTA_VERSION} needs {SPARK_VERSION} "
+            "(make setup)"
+        )
     missing = [name for name in DELTA_JARS if not (SPARK_JARS_DIR / name).is_file()]
     if missing:
         return f"Delta Lake's jars are missing from {SPARK_JARS_DIR}: {', '.join(missing)} (run make setup)"
@@ -107,11 +110,14 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     log4j.write_text(_LOG4J2)
     # C1 only: the tests' queries are tiny and each compiled once, so the JIT's second tier costs more than
     # it saves (a tenth or so of the rig test's time here).
-    java_options = (f"-Dlog4j2.configurationFile={log4j.as_uri()} -Dderby.system.home={home / 'derby'}"
-                    " -XX:TieredStopAtLevel=1")
+    java_options = (
+        f"-Dlog4j2.configurationFile={log4j.as_uri()} -Dderby.system.home={home / 'derby'}"
+        " -XX:TieredStopAtLevel=1"
+    )
     jars = ",".join(str(SPARK_JARS_DIR / name) for name in DELTA_JARS)
     builder = (
-        SparkSession.builder.master("local[2]").appName("haltian-bridge-tests")
+        SparkSession.builder.master("local[2]")
+        .appName("haltian-bridge-tests")
         .config("spark.jars", jars)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -198,7 +204,7 @@ def download_table(container_client, table_path: str, local_dir: Path | str) -> 
     local_dir.mkdir(parents=True, exist_ok=True)
     prefix = _prefix(table_path)
     for blob in container_client.list_blobs(name_starts_with=prefix):
-        target = local_dir / blob.name[len(prefix):]
+        target = local_dir / blob.name[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as out:
             container_client.download_blob(blob.name).readinto(out)
@@ -222,13 +228,14 @@ def _upload_order(relative: str) -> tuple[int, str]:
     name = relative.rsplit("/", 1)[-1]
     if name == "_last_checkpoint":
         return 3, relative
-    if name.endswith(".json") and "/" not in relative[len("_delta_log/"):]:
+    if name.endswith(".json") and "/" not in relative[len("_delta_log/") :]:
         return 1, relative
     return 2, relative
 
 
-def upload_changes(container_client, table_path: str, local_dir: Path | str,
-                   before: dict[str, str]) -> Changes:
+def upload_changes(
+    container_client, table_path: str, local_dir: Path | str, before: dict[str, str]
+) -> Changes:
     """Mirrors what was done to ``local_dir`` since :func:`download_table` returned ``before``.
 
     Uploads new files if absent (a blob that appeared meanwhile raises ``ResourceExistsError``, as a
@@ -275,8 +282,9 @@ class SparkRun:
     local_dir: Path
 
 
-def spark_on_lake(spark, container_client, table_path: str, *sql_statements: str,
-                  tmp_path: Path | str) -> SparkRun:
+def spark_on_lake(
+    spark, container_client, table_path: str, *sql_statements: str, tmp_path: Path | str
+) -> SparkRun:
     """Spark as another writer of the table at ``table_path`` in the container.
 
     Downloads the table, runs each statement with ``{table}`` replaced by the local copy
@@ -309,8 +317,9 @@ def rows_of(frame) -> list[dict]:
     return rows
 
 
-def spark_rows(spark, container_client, table_path: str, tmp_path: Path | str,
-               version: int | None = None) -> list[dict]:
+def spark_rows(
+    spark, container_client, table_path: str, tmp_path: Path | str, version: int | None = None
+) -> list[dict]:
     """The table's rows as Spark reads them (at ``version``, or the latest), as plain dicts (see rows_of)."""
     local_dir = _local_copy(tmp_path)
     download_table(container_client, table_path, local_dir)

@@ -70,7 +70,9 @@ class BaseStack:
     def reseed(self, objects: list[tuple[Written, bytes]]) -> None:
         """Puts the same objects again (after a moto restart lost them): same bytes, same ETags."""
         try:
-            self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+            self.s3.create_bucket(
+                Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+            )
         except self.s3.exceptions.BucketAlreadyOwnedByYou:
             pass
         upload(self.s3, self.bucket, objects)

@@ -22,7 +22,9 @@ from shared.sink.connect import delta_storage_options
 ROOT = "haltian/raw"
 TABLES = f"{ROOT}/_tables"
 LINEAGE = ("_source_key", "_source_version", "_source_month")
-DELTA_EXTENSION = next(Path(duckdb_extension_delta.__file__).parent.glob("extensions/*/delta.duckdb_extension"))
+DELTA_EXTENSION = next(
+    Path(duckdb_extension_delta.__file__).parent.glob("extensions/*/delta.duckdb_extension")
+)
 
 
 def table(stack, name: str, root: str = ROOT) -> DeltaTable:
@@ -39,7 +41,7 @@ def download_table(stack, name: str, local: Path, root: str = ROOT) -> Path:
     """A copy of the table folder, for readers that cannot read Azurite (DuckDB, Spark)."""
     prefix = f"{root}/_tables/{name}/"
     for blob in stack.lake_names(prefix):
-        target = local / blob[len(prefix):]
+        target = local / blob[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(stack.container.get_blob_client(blob).download_blob().readall())
     return local
@@ -77,6 +79,7 @@ def same_rows(actual: list[dict], expected: list[dict]) -> bool:
 
     def norm(rows: list[dict]) -> list[tuple]:
         return sorted(tuple(repr(_plain(row.get(c))) for c in columns) for row in rows)
+
     return norm(actual) == norm(expected)
 
 

@@ -39,9 +39,12 @@ def queue_server():
 
 @pytest.fixture
 def env(stack, queue_server, monkeypatch) -> dict[str, str]:
-    values = stack.env(BridgeQueue=servers.azurite_queue_connection_string(queue_server),
-                       BRIDGE_BACKFILL_QUEUE=f"backfill-{stack.container_name}"[:63],
-                       BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2")
+    values = stack.env(
+        BridgeQueue=servers.azurite_queue_connection_string(queue_server),
+        BRIDGE_BACKFILL_QUEUE=f"backfill-{stack.container_name}"[:63],
+        BRIDGE_LOCK_SECONDS="15",
+        BRIDGE_MAX_CONCURRENCY="2",
+    )
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -55,8 +58,11 @@ def seed_history(stack, months: int = 4, per_month: int = 6) -> None:
         for i in range(per_month):
             at = first + timedelta(days=i, hours=i)
             for dataset in ("measurementCO2", "measurementTVOC"):
-                stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(ORG, dataset, at),
-                                    Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(0, 20), at, rng)))
+                stack.s3.put_object(
+                    Bucket=stack.bucket,
+                    Key=legacy_key(ORG, dataset, at),
+                    Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(0, 20), at, rng)),
+                )
 
 
 def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(stack, env, capsys) -> None:
@@ -83,9 +89,15 @@ def test_four_workers_one_killed_leave_the_lake_exact_and_copy_nothing_twice(sta
 
     stop = threading.Event()
     handled = Counter()
-    workers = [threading.Thread(target=serve, args=(settings, lambda c: process_message(killed_bridge, c.decode()),
-                                                     stop, handled, VISIBILITY))]
-    workers += [threading.Thread(target=serve, args=(settings, real, stop, handled, VISIBILITY)) for _ in range(3)]
+    workers = [
+        threading.Thread(
+            target=serve,
+            args=(settings, lambda c: process_message(killed_bridge, c.decode()), stop, handled, VISIBILITY),
+        )
+    ]
+    workers += [
+        threading.Thread(target=serve, args=(settings, real, stop, handled, VISIBILITY)) for _ in range(3)
+    ]
     for worker in workers:
         worker.start()
     assert drain(settings, killed_bridge.lake, stop, settle_seconds=VISIBILITY + 1, timeout=180)
@@ -116,7 +128,9 @@ def test_http_trigger_validates_and_queues(stack, env) -> None:
     assert json.loads(response.get_body())["queued"] == [f"parquet/{ORG}/measurementCO2/{now:%Y/%m}/"]
 
 
-def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_reports_it(stack, env, capsys) -> None:
+def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_reports_it(
+    stack, env, capsys
+) -> None:
     seed_history(stack, months=1, per_month=2)
     settings = build_bridge(stack.settings(**env)).settings
     assert cli.main(["backfill"]) == cli.EXIT_OK
@@ -129,8 +143,10 @@ def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_repo
     broken.source.transport.hook = refuse  # called before each GET is sent
     stop = threading.Event()
     handled = Counter()
-    worker = threading.Thread(target=serve, args=(settings, lambda c: process_message(broken, c.decode()),
-                                                  stop, handled, VISIBILITY))
+    worker = threading.Thread(
+        target=serve,
+        args=(settings, lambda c: process_message(broken, c.decode()), stop, handled, VISIBILITY),
+    )
     worker.start()
     poison = queue_client(settings, poison=True)
     deadline = time.monotonic() + 120
@@ -147,7 +163,9 @@ def test_a_partition_that_keeps_failing_ends_in_the_poison_queue_and_status_repo
     assert cli.main(["status", "--json"]) == cli.EXIT_OK
     document = json.loads(capsys.readouterr().out)
     assert sorted(document["backfill"]["failed"]) == sorted(
-        f"parquet/{ORG}/{d}/{datetime.now(timezone.utc):%Y/%m}/" for d in ("measurementCO2", "measurementTVOC"))
+        f"parquet/{ORG}/{d}/{datetime.now(timezone.utc):%Y/%m}/"
+        for d in ("measurementCO2", "measurementTVOC")
+    )
     assert {d["dataset"] for d in document["datasets"]} >= {"legacy/measurementCO2"}
 
 
@@ -178,15 +196,26 @@ def test_a_partition_out_of_time_budget_is_queued_again(stack, env, capsys) -> N
     body = _take(settings, "measurementCO2")
 
     def slow(method: str, path: str) -> str:
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
-                and "/_state/" not in path:
+        if (
+            method == "PUT"
+            and "/parquet/" in path
+            and "comp=" not in path
+            and "_delta_log" not in path
+            and "/_state/" not in path
+        ):
             return f"{DELAY}1.0"
         return PASS
 
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=slow)
     try:
-        hurried = bridge_for(proxied_env(stack, None, proxy, **{**env, "BRIDGE_TIME_BUDGET_SECONDS": "3",
-                                                                "BRIDGE_MAX_CONCURRENCY": "1"}))
+        hurried = bridge_for(
+            proxied_env(
+                stack,
+                None,
+                proxy,
+                **{**env, "BRIDGE_TIME_BUDGET_SECONDS": "3", "BRIDGE_MAX_CONCURRENCY": "1"},
+            )
+        )
         result = process_message(hurried, body)
     finally:
         proxy.close()
@@ -198,7 +227,9 @@ def test_a_partition_out_of_time_budget_is_queued_again(stack, env, capsys) -> N
     check_promise(stack)
 
 
-def test_a_partition_whose_table_commit_keeps_conflicting_is_not_failed(stack, env, capsys, monkeypatch) -> None:
+def test_a_partition_whose_table_commit_keeps_conflicting_is_not_failed(
+    stack, env, capsys, monkeypatch
+) -> None:
     from deltalake.exceptions import CommitFailedError
 
     from shared.tables import delta

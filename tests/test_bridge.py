@@ -15,20 +15,40 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.demo.bucket import (
-    GOOD, QUARANTINE, UNRECOGNIZED, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
+    GOOD,
+    QUARANTINE,
+    UNRECOGNIZED,
+    BucketSpec,
+    legacy_key,
+    legacy_schema,
+    make_table,
+    parquet_bytes,
 )
 from shared.manifest.build import manifest_schema
 from shared.paths import LATEST_MANIFEST as LATEST
 from shared.model import PUBLISHED, QUARANTINED, RunResult
 from shared.run import plan_run, run_once
-from shared.sink.records import META_CONTRACT, META_REASON, META_ROWS, META_SCHEMA, META_SOURCE_ETAG, META_SOURCE_KEY
+from shared.sink.records import (
+    META_CONTRACT,
+    META_REASON,
+    META_ROWS,
+    META_SCHEMA,
+    META_SOURCE_ETAG,
+    META_SOURCE_KEY,
+)
 from shared.sink.lock import RunLock, RunLocked
 
 pytestmark = pytest.mark.integration
 
 ROOT = "haltian/raw"
-SMALL = dict(legacy_hours=6, v1_hours=4, legacy_measurements=["measurementCO2", "measurementTVOC"],
-             v1_measurements=["measurementCO2"], legacy_snapshots=["device"], v1_snapshots=["devices"])
+SMALL = dict(
+    legacy_hours=6,
+    v1_hours=4,
+    legacy_measurements=["measurementCO2", "measurementTVOC"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+)
 
 
 def manifest_of(stack, result: RunResult) -> dict:
@@ -103,7 +123,12 @@ def test_drift_and_new_datasets_are_published_and_flagged(stack) -> None:
 
     noise = next(f for f in files.values() if f["dataset"] == "measurementNoiseLevel")
     assert noise["action"] == PUBLISHED
-    assert noise["schema"] == {"verdict": "recorded", "against": "first-seen schema", "contract": None, "drift": []}
+    assert noise["schema"] == {
+        "verdict": "recorded",
+        "against": "first-seen schema",
+        "contract": None,
+        "drift": [],
+    }
     recorded = stack.container.get_blob_client(f"{ROOT}/_schemas/v1/measurementNoiseLevel.json")
     assert b"noiseLevel" in recorded.download_blob().readall()
     metadata = stack.container.get_blob_client(f"{ROOT}/{noise['source_key']}").get_blob_properties().metadata
@@ -116,11 +141,19 @@ def test_drift_from_a_first_seen_schema_is_reported_not_quarantined(stack) -> No
     # A later v1 file of the never-published dataset drops a column it had.
     org = BucketSpec().organization
     at = datetime(2026, 11, 2, 5, tzinfo=timezone.utc)
-    key = (f"parquet/v1/{org}/measurementNoiseLevel/2026/11/"
-           f"{at:%Y_%m_%d_%H%M}_{at + timedelta(hours=1):%Y_%m_%d_%H%M}_measurementNoiseLevel.parquet")
-    schema = pa.schema([pa.field("deviceId", pa.string(), False),
-                        pa.field("measuredAt", pa.timestamp("us", tz="UTC"), False)])
-    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(make_table(schema, 3, at, random.Random(2))))
+    key = (
+        f"parquet/v1/{org}/measurementNoiseLevel/2026/11/"
+        f"{at:%Y_%m_%d_%H%M}_{at + timedelta(hours=1):%Y_%m_%d_%H%M}_measurementNoiseLevel.parquet"
+    )
+    schema = pa.schema(
+        [
+            pa.field("deviceId", pa.string(), False),
+            pa.field("measuredAt", pa.timestamp("us", tz="UTC"), False),
+        ]
+    )
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key=key, Body=parquet_bytes(make_table(schema, 3, at, random.Random(2)))
+    )
     result = run_once(stack.bridge(), full=True)
     entry = next(f for f in manifest_of(stack, result)["files"] if f["source_key"] == key)
     assert entry["action"] == PUBLISHED
@@ -169,8 +202,11 @@ def test_a_changed_source_file_is_published_again_and_the_manifest_says_so(stack
     stack.seed(BucketSpec(**SMALL, bad_files=False))
     bridge = stack.bridge()
     run_once(bridge)
-    key = next(k for k in (o["Key"] for o in stack.s3.list_objects_v2(Bucket=stack.bucket)["Contents"])
-               if "measurementCO2" in k and "/v1/" not in k)
+    key = next(
+        k
+        for k in (o["Key"] for o in stack.s3.list_objects_v2(Bucket=stack.bucket)["Contents"])
+        if "measurementCO2" in k and "/v1/" not in k
+    )
     old_etag = stack.s3.head_object(Bucket=stack.bucket, Key=key)["ETag"].strip('"')
     at = datetime(2026, 11, 1, tzinfo=timezone.utc)
     data = parquet_bytes(make_table(legacy_schema("measurementCO2"), 11, at, random.Random(4)))
@@ -260,7 +296,7 @@ def test_nothing_is_written_outside_the_root_folder(stack) -> None:
     run_once(stack.bridge())
     names = stack.lake_names()
     assert names and all(name.startswith(f"{ROOT}/") for name in names)
-    tops = {name[len(ROOT) + 1:].split("/")[0] for name in names}
+    tops = {name[len(ROOT) + 1 :].split("/")[0] for name in names}
     assert tops == {"parquet", "_tables", "_quarantine", "_manifests", "_state", "_schemas"}
 
 

@@ -71,14 +71,19 @@ def test_contracts_agree_with_the_reference_column_by_column_except_the_listed_d
                 if have["type"] != expected_type:
                     differences.append(f"{name}: type {have['type']!r}, reference says {expected_type!r}")
                 if have["nullable"] != want["nullable"]:
-                    differences.append(f"{name}: nullable {have['nullable']}, reference says {want['nullable']}")
+                    differences.append(
+                        f"{name}: nullable {have['nullable']}, reference says {want['nullable']}"
+                    )
                 if have.get("may_be_absent", False) != deviation.get("may_be_absent", False):
                     differences.append(f"{name}: may_be_absent not as listed in deviations.json")
     assert differences == []
     # Every listed deviation is one that exists: the list never outlives what it explains.
     assert used_rules == set(rules)
     assert used_columns == set(columns)
-    assert all(entry.get("reason") for entry in DEVIATIONS["type_rules"] + DEVIATIONS["columns"] + DEVIATIONS["partial"])
+    assert all(
+        entry.get("reason")
+        for entry in DEVIATIONS["type_rules"] + DEVIATIONS["columns"] + DEVIATIONS["partial"]
+    )
 
 
 def test_the_device_dates_are_timestamps_as_haltian_documents() -> None:
@@ -98,7 +103,10 @@ def test_every_documented_schema_matches_its_contract(layout: str) -> None:
             check = check_schema(contract.columns, columns_of(schema), complete=contract.complete)
             assert check.verdict is Verdict.MATCH, (dataset, unit, check.problems)
         early = reference.schema(layout, dataset, without=reference.later_columns(layout, dataset))
-        assert check_schema(contract.columns, columns_of(early), complete=contract.complete).verdict is Verdict.MATCH
+        assert (
+            check_schema(contract.columns, columns_of(early), complete=contract.complete).verdict
+            is Verdict.MATCH
+        )
 
 
 SPELLINGS = [
@@ -127,15 +135,25 @@ def test_binary_spellings_and_v1_units_and_wide_decimals_match() -> None:
     assert check_schema(contract.columns, columns_of(wide), complete=False).verdict is Verdict.MATCH
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda s: s.remove(3), "missing column 'co2'"),
-    (lambda s: s.set(3, pa.field("co2", pa.float64(), False)), "is double, expected float"),
-    (lambda s: s.set(1, pa.field("ts", pa.timestamp("us", tz="UTC"), False)), "expected timestamp[ms, tz=UTC]"),
-    (lambda s: s.set(1, pa.field("ts", pa.timestamp("ms", tz="Europe/Helsinki"), False)), "Europe/Helsinki"),
-    (lambda s: s.append(pa.field("co2Raw", pa.int32(), False)), "new column 'co2Raw' is not nullable"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda s: s.remove(3), "missing column 'co2'"),
+        (lambda s: s.set(3, pa.field("co2", pa.float64(), False)), "is double, expected float"),
+        (
+            lambda s: s.set(1, pa.field("ts", pa.timestamp("us", tz="UTC"), False)),
+            "expected timestamp[ms, tz=UTC]",
+        ),
+        (
+            lambda s: s.set(1, pa.field("ts", pa.timestamp("ms", tz="Europe/Helsinki"), False)),
+            "Europe/Helsinki",
+        ),
+        (lambda s: s.append(pa.field("co2Raw", pa.int32(), False)), "new column 'co2Raw' is not nullable"),
+    ],
+)
 def test_what_is_breaking_stays_breaking(change, problem: str) -> None:
     contract = contract_for("legacy", "measurementCO2")
-    check = check_schema(contract.columns, columns_of(change(reference.schema("legacy", "measurementCO2"))),
-                         complete=True)
+    check = check_schema(
+        contract.columns, columns_of(change(reference.schema("legacy", "measurementCO2"))), complete=True
+    )
     assert check.verdict is Verdict.BREAKING and any(problem in p for p in check.problems), check.problems

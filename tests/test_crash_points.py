@@ -22,15 +22,27 @@ pytestmark = pytest.mark.integration
 
 #: The kinds of write each operation must make (so the scenario cannot quietly shrink).
 EXPECTED = {
-    "run": {"mirror", "quarantine", "manifest", "index entry", "latest.json", "reconcile.json", "table log",
-            "table data", "run.lock", "schemas"},
+    "run": {
+        "mirror",
+        "quarantine",
+        "manifest",
+        "index entry",
+        "latest.json",
+        "reconcile.json",
+        "table log",
+        "table data",
+        "run.lock",
+        "schemas",
+    },
     "tables rebuild": {"run.lock", "table data", "table log"},
     "quarantine release": {"run.lock", "mirror", "table data", "table log", "manifest", "index entry"},
 }
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-def test_every_crash_point_leaves_a_lake_the_next_runs_finish(operation, make_stack, moto, azurite, capsys) -> None:
+def test_every_crash_point_leaves_a_lake_the_next_runs_finish(
+    operation, make_stack, moto, azurite, capsys
+) -> None:
     harness = Harness(make_stack, moto, azurite, operation)
     kinds = harness.record()
     if os.environ.get("CRASH_POINTS") == "all":
@@ -59,8 +71,10 @@ def test_every_crash_point_leaves_a_lake_the_next_runs_finish(operation, make_st
             failed.append(f"{outcome.point}: a next run raised: {_last_line()}")
     with capsys.disabled():
         scope = "every write" if len(points) == 2 * len(kinds) else "a sample of the writes"
-        print(f"\ncrash points of {operation}: {len(points)} ran ({scope} of its {len(kinds)}, killed before and after), "
-              f"{len(failed)} failed")
+        print(
+            f"\ncrash points of {operation}: {len(points)} ran ({scope} of its {len(kinds)}, killed before and after), "
+            f"{len(failed)} failed"
+        )
         for line in failed:
             print(f"  FAILED {line}")
     assert not failed, f"{len(failed)} of {len(points)} crash points failed; the first: {failed[0]}"

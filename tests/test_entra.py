@@ -28,14 +28,22 @@ from tests.promise import check_promise
 pytestmark = pytest.mark.integration
 
 STORAGE = "https://storage.azure.com"
-SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-             legacy_snapshots=["device"], v1_snapshots=["devices"])
+SMALL = dict(
+    legacy_hours=3,
+    v1_hours=2,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+)
 
 
 def callers(identity, since: int = 0) -> Counter:
     """Who asked the identity endpoint for storage tokens: the Python SDK or delta-rs (Rust)."""
-    return Counter("delta-rs" if "object_store" in i.caller else "azure-identity" if "identity" in i.caller
-                   else i.caller for i in identity.tokens_for(STORAGE)[since:])
+    return Counter(
+        "delta-rs" if "object_store" in i.caller else "azure-identity" if "identity" in i.caller else i.caller
+        for i in identity.tokens_for(STORAGE)[since:]
+    )
 
 
 def test_the_timer_run_publishes_files_blocks_and_tables_on_entra_tokens(entra) -> None:
@@ -50,12 +58,15 @@ def test_the_timer_run_publishes_files_blocks_and_tables_on_entra_tokens(entra) 
     settings = entra.settings()
     options = delta_storage_options(settings, None)
     assert "account_key" not in options and "bearer_token" not in options  # delta-rs asks the identity itself
-    manifest = json.loads(entra.container.get_blob_client("haltian/raw/_manifests/latest.json")
-                          .download_blob().readall())
+    manifest = json.loads(
+        entra.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall()
+    )
     assert manifest["status"] == "complete" and manifest["totals"]["failed"] == 0
     assert manifest["tables"] and not any(t["error"] for t in manifest["tables"])
     for entry in (t for t in manifest["tables"] if t["version"] is not None):  # not the all-excluded ones
-        table = DeltaTable(f"az://{entra.container_name}/{entry['table'].rstrip('/')}", storage_options=options)
+        table = DeltaTable(
+            f"az://{entra.container_name}/{entry['table'].rstrip('/')}", storage_options=options
+        )
         assert table.version() == entry["version"]
         assert table.to_pyarrow_table().num_rows > 0
     big = [f for f in manifest["files"] if f["action"] == PUBLISHED and f["bytes"] > 8 * 1024 * 1024]
@@ -86,8 +97,9 @@ def test_backfill_queue_status_and_the_queue_and_http_functions_on_entra_tokens(
     bridge = Bridge.from_settings(entra.settings())
     handler = function_app.backfill_partition.build().get_user_function()
     stop, handled = threading.Event(), Counter()
-    worker = threading.Thread(target=serve, args=(bridge.settings, lambda c: handler(func.QueueMessage(body=c)),
-                                                  stop, handled, 5))
+    worker = threading.Thread(
+        target=serve, args=(bridge.settings, lambda c: handler(func.QueueMessage(body=c)), stop, handled, 5)
+    )
     worker.start()
     assert drain(bridge.settings, bridge.lake, stop, settle_seconds=1, timeout=120)
     worker.join(timeout=30)
@@ -116,7 +128,9 @@ def test_a_refused_token_brings_one_refresh_and_one_retry(entra) -> None:
     issued = len(identity.issued)
     bridge.lake.put("probe/one.parquet", b"PAR1", metadata={}, condition=ALWAYS)
     assert puts["PUT"] == 2 and len(identity.issued) - issued == 2
-    assert entra.container.get_blob_client("haltian/raw/probe/one.parquet").download_blob().readall() == b"PAR1"
+    assert (
+        entra.container.get_blob_client("haltian/raw/probe/one.parquet").download_blob().readall() == b"PAR1"
+    )
 
     bridge = entra.bridge()
     puts.clear()
@@ -140,9 +154,16 @@ def test_a_long_lived_worker_and_a_long_run_outlive_their_tokens(entra) -> None:
     first = run_once(bridge)
     assert first.exit_code == 0 and first.count(PUBLISHED)
 
-    entra.seed(BucketSpec(**{**SMALL, "end": BucketSpec().end - timedelta(hours=12),
-                             "legacy_measurements": ["measurementCO2", "measurementAmbientTemperature"]},
-                          bad_files=False))
+    entra.seed(
+        BucketSpec(
+            **{
+                **SMALL,
+                "end": BucketSpec().end - timedelta(hours=12),
+                "legacy_measurements": ["measurementCO2", "measurementAmbientTemperature"],
+            },
+            bad_files=False,
+        )
+    )
     before = len(identity.tokens_for(STORAGE))
 
     puts = Counter()

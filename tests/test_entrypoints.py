@@ -24,8 +24,14 @@ from shared.sink.lock import RunLock
 
 pytestmark = pytest.mark.integration
 
-SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-             legacy_snapshots=["device"], v1_snapshots=["devices"])
+SMALL = dict(
+    legacy_hours=3,
+    v1_hours=2,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +50,27 @@ def timer_function(functions):
 def test_the_host_s_import_of_the_app_loads_no_client_library() -> None:
     """The host imports function_app on every cold start: the clients, pyarrow, delta-rs and
     OpenTelemetry wait for the first invocation (what it costs is measured by make bench)."""
-    heavy = ["boto3", "botocore", "urllib3", "pyarrow", "deltalake", "azure.storage.blob", "azure.storage.queue",
-             "azure.identity", "azure.monitor.opentelemetry", "opentelemetry", "shared.run"]
+    heavy = [
+        "boto3",
+        "botocore",
+        "urllib3",
+        "pyarrow",
+        "deltalake",
+        "azure.storage.blob",
+        "azure.storage.queue",
+        "azure.identity",
+        "azure.monitor.opentelemetry",
+        "opentelemetry",
+        "shared.run",
+    ]
     probe = f"import sys, function_app; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert out.strip() == "[]", f"imported at cold start: {out.strip()}"
 
 
@@ -58,7 +80,9 @@ def test_the_deployment_package_holds_only_what_azure_runs(tmp_path) -> None:
     of the package import from it alone."""
     project = Path(__file__).resolve().parents[1]
     ignore = pathspec.GitIgnoreSpec.from_lines((project / ".funcignore").read_text().splitlines())
-    tracked = subprocess.run(["git", "ls-files"], cwd=project, check=True, capture_output=True, text=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=project, check=True, capture_output=True, text=True
+    ).stdout.split()
     shipped = sorted(name for name in tracked if not ignore.match_file(name))
     package = tmp_path / "package"
     for name in shipped:
@@ -66,17 +90,28 @@ def test_the_deployment_package_holds_only_what_azure_runs(tmp_path) -> None:
         (package / name).write_bytes((project / name).read_bytes())
 
     assert {"function_app.py", "host.json", "requirements.txt", "shared/run.py"} <= set(shipped)
-    unwanted = [n for n in shipped if n.startswith(("tests/", "bench/", "dev/", "infra/", "shared/demo/", ".ci/"))
-                or n == "shared/backfill/local.py"]
+    unwanted = [
+        n
+        for n in shipped
+        if n.startswith(("tests/", "bench/", "dev/", "infra/", "shared/demo/", ".ci/"))
+        or n == "shared/backfill/local.py"
+    ]
     assert not unwanted, f"shipped to Azure but not run there: {unwanted}"
-    probe = ("import importlib, pkgutil, sys, function_app, shared; "
-             "functions = sorted(f.get_function_name() for f in function_app.app.get_functions()); "
-             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(shared.__path__, 'shared.') "
-             "if not m.name.endswith('__main__')]; "
-             "print(functions, all(m.__file__.startswith(sys.argv[1]) for m in list(sys.modules.values()) "
-             "if m.__name__.split('.')[0] in ('shared', 'function_app')))")
-    loaded = subprocess.run([sys.executable, "-c", probe, str(package)], cwd=package, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": ""})
+    probe = (
+        "import importlib, pkgutil, sys, function_app, shared; "
+        "functions = sorted(f.get_function_name() for f in function_app.app.get_functions()); "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(shared.__path__, 'shared.') "
+        "if not m.name.endswith('__main__')]; "
+        "print(functions, all(m.__file__.startswith(sys.argv[1]) for m in list(sys.modules.values()) "
+        "if m.__name__.split('.')[0] in ('shared', 'function_app')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, str(package)],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip() == "['backfill', 'backfill_partition', 'haltian_bridge'] True", loaded.stdout
 
@@ -89,17 +124,23 @@ def test_timer_binding_is_what_the_host_reads(timer_function) -> None:
     assert binding["runOnStartup"] is False
 
 
-def test_the_timer_runs_the_bridge_and_logs_a_past_due_run(timer_function, stack, monkeypatch, caplog) -> None:
+def test_the_timer_runs_the_bridge_and_logs_a_past_due_run(
+    timer_function, stack, monkeypatch, caplog
+) -> None:
     stack.seed(BucketSpec(**SMALL))
     for name, value in stack.env().items():
         monkeypatch.setenv(name, value)
     with caplog.at_level(logging.INFO, logger="shared"):
         timer_function.get_user_function()(TimerRequest(past_due=True))
     assert "timer is past due" in caplog.text
-    summary = [r for r in caplog.records if r.getMessage().startswith("run ") and "published" in r.getMessage()]
+    summary = [
+        r for r in caplog.records if r.getMessage().startswith("run ") and "published" in r.getMessage()
+    ]
     assert len(summary) == 1 and " complete: " in summary[0].getMessage()
     assert all(r.run_id != "-" for r in summary)
-    latest = json.loads(stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall())
+    latest = json.loads(
+        stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall()
+    )
     assert latest["totals"]["published"] > 0
 
 
@@ -114,7 +155,10 @@ def test_cli_plan_and_run_as_json(stack, monkeypatch, capsys) -> None:
     assert cli.main(["run", "--json"]) == cli.EXIT_OK
     manifest = json.loads(capsys.readouterr().out)
     jsonschema.validate(manifest, manifest_schema())
-    assert manifest["totals"]["published"] == len([f for f in plan["to_copy"]]) - manifest["totals"]["quarantined"]
+    assert (
+        manifest["totals"]["published"]
+        == len([f for f in plan["to_copy"]]) - manifest["totals"]["quarantined"]
+    )
 
     assert cli.main(["run"]) == cli.EXIT_OK
     out = capsys.readouterr().out
@@ -174,7 +218,9 @@ def test_host_json_queue_settings_match_what_the_code_assumes(functions) -> None
     from shared.backfill.queue import MAX_DEQUEUE_COUNT
     from shared.settings import RUNS_PER_WORKER
 
-    queues = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["extensions"]["queues"]
+    queues = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["extensions"][
+        "queues"
+    ]
     assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT
     assert queues["batchSize"] + queues["newBatchThreshold"] == RUNS_PER_WORKER
     assert queues["messageEncoding"] == "base64"  # what shared.backfill.queue sends

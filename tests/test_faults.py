@@ -30,8 +30,15 @@ from tests.faultproxy import PASS, RESET_MID_BODY, FaultProxy
 pytestmark = pytest.mark.integration
 
 ROOT = "haltian/raw"
-SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-             legacy_snapshots=["device"], v1_snapshots=["devices"], bad_files=False)
+SMALL = dict(
+    legacy_hours=3,
+    v1_hours=2,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+    bad_files=False,
+)
 
 
 def test_a_body_that_dies_mid_copy_leaves_nothing_visible_and_the_next_run_finishes(stack) -> None:
@@ -59,7 +66,9 @@ def test_a_body_that_dies_mid_copy_leaves_nothing_visible_and_the_next_run_finis
     assert len(blob.get_block_list("uncommitted")[1]) == 1  # one block staged before the reset ...
     with pytest.raises(ResourceNotFoundError):
         blob.get_blob_properties()  # ... and invisible: no partial file at the mirrored path
-    manifest = json.loads(stack.container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall())
+    manifest = json.loads(
+        stack.container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall()
+    )
     assert [f["source_key"] for f in manifest["files"] if f["action"] == FAILED] == [large.key]
     assert not result.full_reconcile_completed
 
@@ -85,8 +94,10 @@ def test_the_timer_raises_after_finishing_the_other_files(stack, monkeypatch, ca
     bridge.source.transport.hook = refuse
     with caplog.at_level(logging.INFO, logger="shared"), pytest.raises(RunFailed, match="1 failed"):
         run_for_timer(stack.env())
-    assert any(r.levelno == logging.ERROR and "lists what failed, and the next run tries it again" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "lists what failed, and the next run tries it again" in r.getMessage()
+        for r in caplog.records
+    )
     assert len(stack.data_files()) == len(objects) - 1
 
     bridge.source.transport.hook = None
@@ -97,8 +108,11 @@ def test_the_timer_raises_after_finishing_the_other_files(stack, monkeypatch, ca
 def test_a_file_replaced_while_the_run_copies_it_is_left_for_the_next_run(stack) -> None:
     objects = stack.seed(BucketSpec(**SMALL))
     key = objects[0][0].key
-    newer = parquet_bytes(make_table(legacy_schema("measurementCO2"), 13, datetime(2026, 11, 1, tzinfo=timezone.utc),
-                                     random.Random(5)))
+    newer = parquet_bytes(
+        make_table(
+            legacy_schema("measurementCO2"), 13, datetime(2026, 11, 1, tzinfo=timezone.utc), random.Random(5)
+        )
+    )
 
     class ReplaceWhenCopyStarts:
         def start(self, files: int, size: int) -> None:
@@ -123,7 +137,9 @@ def test_a_concurrent_writer_never_makes_a_file_land_twice(stack) -> None:
     judge = SchemaJudge(bridge.lake, "run-a")
     assert copy_file(item, CopyContext(bridge.source, bridge.lake, judge, "run-a")).action == PUBLISHED
     # A second writer that planned the same file before the first one published it:
-    again = copy_file(item, CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, "run-b"), "run-b"))
+    again = copy_file(
+        item, CopyContext(bridge.source, bridge.lake, SchemaJudge(bridge.lake, "run-b"), "run-b")
+    )
     assert again.action == PRESENT and again.reason == "published meanwhile by another run"
     metadata = bridge.lake.get_entry(item.key.key).metadata
     assert metadata["haltian_run_id"] == "run-a"
@@ -134,21 +150,45 @@ def test_a_concurrent_writer_never_makes_a_file_land_twice(stack) -> None:
 def test_an_assumed_role_reads_the_bucket(stack) -> None:
     objects = stack.seed(BucketSpec(**SMALL))
     # moto checks the trust policy (principal and external id) and the role's own policy.
-    iam = boto3.client("iam", endpoint_url=stack.moto.url, region_name="eu-west-1",
-                       aws_access_key_id=AWS_KEY["AccessKeyId"], aws_secret_access_key=AWS_KEY["SecretAccessKey"])
+    iam = boto3.client(
+        "iam",
+        endpoint_url=stack.moto.url,
+        region_name="eu-west-1",
+        aws_access_key_id=AWS_KEY["AccessKeyId"],
+        aws_secret_access_key=AWS_KEY["SecretAccessKey"],
+    )
     role = f"haltian-reader-{stack.bucket}"[:64]
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/admin"}, "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"sts:ExternalId": "customer-external-id"}}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:user/admin"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": "customer-external-id"}},
+            }
+        ],
+    }
     arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    iam.put_role_policy(RoleName=role, PolicyName="read", PolicyDocument=json.dumps({"Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="read",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}
+                ],
+            }
+        ),
+    )
     bridge = stack.bridge(HALTIAN_S3_ROLE_ARN=arn, HALTIAN_S3_EXTERNAL_ID="customer-external-id")
     credentials = bridge.source.credentials.get_frozen_credentials()  # what the lean GETs sign with
     assert credentials.access_key.startswith("ASIA") and credentials.token  # from STS, not the base keys
     signed: list[str] = []  # and the client's listings sign with the very same
     bridge.source.client.meta.events.register(
-        "before-send.s3", lambda request, **_: signed.append(request.headers["Authorization"].decode()))
+        "before-send.s3", lambda request, **_: signed.append(request.headers["Authorization"].decode())
+    )
     bridge.source.client.list_objects_v2(Bucket=stack.bucket, MaxKeys=1)
     assert f"Credential={credentials.access_key}/" in signed[0]
     assert run_once(bridge).count(PUBLISHED) == len(objects)

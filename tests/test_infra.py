@@ -23,9 +23,28 @@ import tree_sitter
 
 from shared import settings, telemetry_names
 from tests.bicep import (
-    Resource, GUID, arguments, declared_name, decorators, line_break_problems, literal, modules,
-    named, object_props, outputs, params, parse, parse_text, prop, resource_by_symbol,
-    resources, syntax_problems, text, undeclared_names, variables, walk,
+    Resource,
+    GUID,
+    arguments,
+    declared_name,
+    decorators,
+    line_break_problems,
+    literal,
+    modules,
+    named,
+    object_props,
+    outputs,
+    params,
+    parse,
+    parse_text,
+    prop,
+    resource_by_symbol,
+    resources,
+    syntax_problems,
+    text,
+    undeclared_names,
+    variables,
+    walk,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,29 +61,36 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 #: Read by the bridge only on a developer's machine (emulators, temporary AWS credentials).
 #: Azure must not set them: the lake is reached by identity, the AWS key is long-lived.
 LOCAL_ONLY_SETTINGS = settings.LOCAL_ONLY
-assert LOCAL_ONLY_SETTINGS == {settings.ADLS_CONNECTION_STRING, settings.AWS_SESSION_TOKEN,
-                               settings.BRIDGE_QUEUE_CONNECTION}, "only an emulator's and temporary credentials"
+assert LOCAL_ONLY_SETTINGS == {
+    settings.ADLS_CONNECTION_STRING,
+    settings.AWS_SESSION_TOKEN,
+    settings.BRIDGE_QUEUE_CONNECTION,
+}, "only an emulator's and temporary credentials"
 
 #: Read by the Functions platform, not by the bridge: identity-based host storage and
 #: Entra ID-authenticated Application Insights.
-PLATFORM_SETTINGS = frozenset({
-    "AzureWebJobsStorage__accountName",
-    "AzureWebJobsStorage__credential",
-    "AzureWebJobsStorage__clientId",
-    "BridgeQueue__credential",
-    "BridgeQueue__clientId",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-})
+PLATFORM_SETTINGS = frozenset(
+    {
+        "AzureWebJobsStorage__accountName",
+        "AzureWebJobsStorage__credential",
+        "AzureWebJobsStorage__clientId",
+        "BridgeQueue__credential",
+        "BridgeQueue__clientId",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    }
+)
 
 #: Settings that would mean a key or a connection string, or that Flex Consumption does not use.
-FORBIDDEN_SETTINGS = frozenset({
-    "AzureWebJobsStorage",
-    "FUNCTIONS_WORKER_RUNTIME",
-    "FUNCTIONS_EXTENSION_VERSION",
-    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-    "APPINSIGHTS_INSTRUMENTATIONKEY",
-})
+FORBIDDEN_SETTINGS = frozenset(
+    {
+        "AzureWebJobsStorage",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "APPINSIGHTS_INSTRUMENTATIONKEY",
+    }
+)
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
@@ -83,6 +109,7 @@ ROLE_SCOPES = {
     # The backfill queue, on the host's storage account (no bridge data there).
     STORAGE_QUEUE_DATA_CONTRIBUTOR: "Microsoft.Storage/storageAccounts",
 }
+
 
 def resources_of_type(type_: str) -> list[Resource]:
     return [r for path in BICEP_FILES for r in resources(parse(path)) if r.type == type_]
@@ -119,14 +146,13 @@ def test_the_checks_themselves_catch_typos_and_syntax_errors() -> None:
         "snippet.bicep:9: acount is not declared",
         "snippet.bicep:10: unknown function fist()",
     ]
-    broken = parse_text("param location string\n"
-                        "resource a 'Microsoft.Foo/bars@2023-01-01' = {\n"
-                        "  name: 'x'\n")
+    broken = parse_text(
+        "param location string\nresource a 'Microsoft.Foo/bars@2023-01-01' = {\n  name: 'x'\n"
+    )
     assert syntax_problems(broken) != []
-    multiline = parse_text("param a bool\n"
-                           "var b = a\n  ? 'x'\n  : 'y'\n"
-                           "var c = concat('x',\n  'y')\n"
-                           "var d = [\n  'z'\n]\n")
+    multiline = parse_text(
+        "param a bool\nvar b = a\n  ? 'x'\n  : 'y'\nvar c = concat('x',\n  'y')\nvar d = [\n  'z'\n]\n"
+    )
     assert syntax_problems(multiline) == []
     assert [p.split(":")[1] for p in line_break_problems(multiline)] == ["3", "6"]
 
@@ -150,13 +176,17 @@ def test_module_outputs_used_exist() -> None:
         targets = {symbol: target for symbol, target, _ in modules(bicep)}
         for node in walk(bicep.root):
             obj = node.child_by_field_name("object") if node.type == "member_expression" else None
-            if (obj is not None and obj.type == "member_expression"
-                    and text(obj.child_by_field_name("property")) == "outputs"):
+            if (
+                obj is not None
+                and obj.type == "member_expression"
+                and text(obj.child_by_field_name("property")) == "outputs"
+            ):
                 module = text(obj.child_by_field_name("object"))
                 output = text(node.child_by_field_name("property"))
                 assert module in targets, f"{bicep.name}: {module}.outputs but {module} is not a module"
                 assert output in outputs(parse(targets[module])), (
-                    f"{bicep.name}:{node.start_point[0] + 1}: {module} has no output {output}")
+                    f"{bicep.name}:{node.start_point[0] + 1}: {module} has no output {output}"
+                )
 
 
 def test_imports_name_exported_variables() -> None:
@@ -167,8 +197,11 @@ def test_imports_name_exported_variables() -> None:
                 continue
             source = bicep.path.parent / next(literal(c) for c in named(node) if c.type == "string")
             assert source.is_file(), f"{bicep.name}: imports from missing {source}"
-            exported = {declared_name(n) for n in named(parse(source).root)
-                        if n.type == "variable_declaration" and "export" in decorators(n)}
+            exported = {
+                declared_name(n)
+                for n in named(parse(source).root)
+                if n.type == "variable_declaration" and "export" in decorators(n)
+            }
             for name in (text(c) for c in named(node) if c.type == "identifier"):
                 assert name in exported, f"{bicep.name}: {name} is not exported by {source.name}"
 
@@ -210,7 +243,9 @@ def azd_parameters() -> dict[str, tuple[str, str | None]]:
 def test_parameters_file_maps_every_parameter_of_main_bicep() -> None:
     mapped = azd_parameters()
     main_params = params(parse(MAIN))
-    assert set(mapped) | set(NOT_FROM_AZD) == set(main_params), set(main_params) ^ (set(mapped) | set(NOT_FROM_AZD))
+    assert set(mapped) | set(NOT_FROM_AZD) == set(main_params), set(main_params) ^ (
+        set(mapped) | set(NOT_FROM_AZD)
+    )
     variables = [variable for variable, _ in mapped.values()]
     assert len(variables) == len(set(variables)), variables
     for name, (variable, default) in mapped.items():
@@ -221,9 +256,13 @@ def test_parameters_file_maps_every_parameter_of_main_bicep() -> None:
         # An unset variable must leave Bicep's default (azd passes "" for ${NAME} without one).
         assert default is not None, f"{name}: ${{{variable}}} needs ={text(param.default).strip(chr(39))}"
         assert default == text(param.default).strip("'"), (name, default, text(param.default))
-    settings_named = {"haltianS3Region": "HALTIAN_S3_REGION", "adlsRoot": "ADLS_ROOT", "lakeContainerName": "ADLS_CONTAINER",
-                      "haltianS3WebIdentityAudience": "HALTIAN_S3_WEB_IDENTITY_AUDIENCE",
-                      "backfillQueueName": "BRIDGE_BACKFILL_QUEUE"}
+    settings_named = {
+        "haltianS3Region": "HALTIAN_S3_REGION",
+        "adlsRoot": "ADLS_ROOT",
+        "lakeContainerName": "ADLS_CONTAINER",
+        "haltianS3WebIdentityAudience": "HALTIAN_S3_WEB_IDENTITY_AUDIENCE",
+        "backfillQueueName": "BRIDGE_BACKFILL_QUEUE",
+    }
     for name, variable in settings_named.items():  # spelled as the app setting it becomes
         assert mapped[name][0] == variable and variable in settings.SETTING_NAMES
 
@@ -246,7 +285,9 @@ def readme_blocks(path: Path, marker: str) -> list[str]:
 
 def test_every_variable_the_deploy_sections_set_reaches_bicep() -> None:
     mapped = {variable for variable, _ in azd_parameters().values()}
-    blocks = readme_blocks(ROOT / "README.md", "azd env set") + readme_blocks(INFRA / "README.md", "azd env set")
+    blocks = readme_blocks(ROOT / "README.md", "azd env set") + readme_blocks(
+        INFRA / "README.md", "azd env set"
+    )
     assert len(blocks) >= 3  # the key route in both READMEs and the keyless route
     keyless = [b for b in blocks if "HALTIAN_S3_WEB_IDENTITY_AUDIENCE" in b]
     assert keyless, "the keyless route's commands are in a README"
@@ -269,13 +310,19 @@ def test_flex_consumption_values_are_in_microsofts_documented_ranges() -> None:
         count = bicep_params["maximumInstanceCount"]
         assert 1 <= literal(count.default) <= 1000
     source = MAIN.read_text()
-    assert "flex-consumption-plan#instance-memory" in source and "event-driven-scaling#limit-scale-out" in source
+    assert (
+        "flex-consumption-plan#instance-memory" in source and "event-driven-scaling#limit-scale-out" in source
+    )
 
 
 def test_main_outputs_are_upper_snake_for_azd() -> None:
     names = outputs(parse(MAIN))
-    assert {"AZURE_FUNCTION_APP_NAME", "AZURE_LAKE_ACCOUNT_NAME", "AZURE_LAKE_CONTAINER",
-            "APPLICATIONINSIGHTS_NAME"} <= names
+    assert {
+        "AZURE_FUNCTION_APP_NAME",
+        "AZURE_LAKE_ACCOUNT_NAME",
+        "AZURE_LAKE_CONTAINER",
+        "APPLICATIONINSIGHTS_NAME",
+    } <= names
     assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in names), names
 
 
@@ -402,8 +449,11 @@ def test_role_assignments_are_least_privilege_and_idempotent() -> None:
         assert name.type == "call_expression" and text(name.child_by_field_name("function")) == "guid", where
         args = [text(a) for a in arguments(name)]
         properties = assignment.prop("properties")
-        assert args == [f"{text(scope)}.id", text(prop(properties, "principalId")),
-                        text(prop(properties, "roleDefinitionId"))], f"{where}: name is guid({args})"
+        assert args == [
+            f"{text(scope)}.id",
+            text(prop(properties, "principalId")),
+            text(prop(properties, "roleDefinitionId")),
+        ], f"{where}: name is guid({args})"
         assert literal(prop(properties, "principalType")) == "ServicePrincipal", where
         granted.append(role)
         if role == STORAGE_BLOB_DATA_OWNER:
@@ -421,8 +471,11 @@ def _function_site() -> Resource:
 
 
 def _app_settings() -> dict[str, tree_sitter.Node]:
-    (config,) = [r for r in resources(parse(FUNCTION))
-                 if r.type == "Microsoft.Web/sites/config" and literal(r.prop("name")) == "appsettings"]
+    (config,) = [
+        r
+        for r in resources(parse(FUNCTION))
+        if r.type == "Microsoft.Web/sites/config" and literal(r.prop("name")) == "appsettings"
+    ]
     return object_props(config.prop("properties"))
 
 
@@ -471,9 +524,12 @@ def test_function_app_runs_on_flex_consumption() -> None:
 
 
 def test_azure_yaml_deploys_the_repository_as_function_service_bridge() -> None:
-    lines = [line.rstrip() for line in (ROOT / "azure.yaml").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
-    service = lines[lines.index("  bridge:") + 1:]
+    lines = [
+        line.rstrip()
+        for line in (ROOT / "azure.yaml").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    service = lines[lines.index("  bridge:") + 1 :]
     assert {"    project: .", "    language: python", "    host: function"} <= set(service[:3])
     assert "  path: infra" in lines and "  provider: bicep" in lines
 
@@ -539,8 +595,14 @@ TYPES_CHECK = ROOT.parent / "shared" / "tools" / "bicep-types-check" / "check.py
 
 
 def _types_check(infra: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TYPES_CHECK)], cwd=ROOT, env={**os.environ, "INFRA": str(infra)},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(TYPES_CHECK)],
+        cwd=ROOT,
+        env={**os.environ, "INFRA": str(infra)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_resource_matches_the_official_azure_resource_types(tmp_path: Path) -> None:

@@ -38,26 +38,29 @@ def test_v1_key_with_window_start_and_end() -> None:
     assert parsed.window_end == utc(2026, 4, 1, 0, 0)
 
 
-@pytest.mark.parametrize("key", [
-    f"parquet/{ORG}/measurementCO2/2026/11/_SUCCESS",
-    f"parquet/{ORG}/measurementCO2/2026/11/",
-    f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.csv",
-    f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementTVOC.parquet",  # dataset differs from folder
-    f"parquet/{ORG}/measurementCO2/2026/11/2026_10_01_00_measurementCO2.parquet",  # month differs from folder
-    f"parquet/{ORG}/measurementCO2/2026/02/2026_02_30_00_measurementCO2.parquet",  # no such day
-    f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_24_measurementCO2.parquet",  # no such hour
-    "parquet/6F1C1F7E-3C5A-4A53-9F4E-2B7D9A1C0E11/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
-    "parquet/not-a-uuid/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
-    f"parquet/{ORG}/year=2026/11/2026_11_01_00_year=2026.parquet",
-    f"parquet/{ORG}/measurementCO2/2026/11/../11/2026_11_01_00_measurementCO2.parquet",
-    f"parquet/{ORG}//measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
-    f"parquet/{ORG}/measurement CO2/2026/11/2026_11_01_00_measurement CO2.parquet",
-    f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet.tmp",
-    f"other/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
-    f"parquet/v1/{ORG}/measurementCO2/2026/03/2026_03_31_2345_2026_03_31_2300_measurementCO2.parquet",  # ends first
-    f"parquet/v1/{ORG}/measurementCO2/2026/03/2026_03_31_23_measurementCO2.parquet",  # legacy name below v1/
-    "",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"parquet/{ORG}/measurementCO2/2026/11/_SUCCESS",
+        f"parquet/{ORG}/measurementCO2/2026/11/",
+        f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.csv",
+        f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementTVOC.parquet",  # dataset differs from folder
+        f"parquet/{ORG}/measurementCO2/2026/11/2026_10_01_00_measurementCO2.parquet",  # month differs from folder
+        f"parquet/{ORG}/measurementCO2/2026/02/2026_02_30_00_measurementCO2.parquet",  # no such day
+        f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_24_measurementCO2.parquet",  # no such hour
+        "parquet/6F1C1F7E-3C5A-4A53-9F4E-2B7D9A1C0E11/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+        "parquet/not-a-uuid/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+        f"parquet/{ORG}/year=2026/11/2026_11_01_00_year=2026.parquet",
+        f"parquet/{ORG}/measurementCO2/2026/11/../11/2026_11_01_00_measurementCO2.parquet",
+        f"parquet/{ORG}//measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+        f"parquet/{ORG}/measurement CO2/2026/11/2026_11_01_00_measurement CO2.parquet",
+        f"parquet/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet.tmp",
+        f"other/{ORG}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+        f"parquet/v1/{ORG}/measurementCO2/2026/03/2026_03_31_2345_2026_03_31_2300_measurementCO2.parquet",  # ends first
+        f"parquet/v1/{ORG}/measurementCO2/2026/03/2026_03_31_23_measurementCO2.parquet",  # legacy name below v1/
+        "",
+    ],
+)
 def test_keys_that_fit_no_layout_are_not_parsed(key: str) -> None:
     assert parse_key(key) is None
 

@@ -15,12 +15,21 @@ from shared.manifest.recover import interrupted_manifest, interrupted_runs
 from shared.run import plan_run, run_once
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("shared.run", "shared.manifest", "shared.telemetry", "shared.copy", "shared.plan", "shared.tables.delta")
+STAGES = (
+    "shared.run",
+    "shared.manifest",
+    "shared.telemetry",
+    "shared.copy",
+    "shared.plan",
+    "shared.tables.delta",
+)
 
 
 def _modules_after_import(module: str) -> set[str]:
     code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 
@@ -36,8 +45,16 @@ def test_reports_do_not_import_the_run(module: str) -> None:
 
 @pytest.mark.integration
 def test_a_recovered_manifest_entry_says_what_the_lost_one_said(stack) -> None:
-    stack.seed(BucketSpec(legacy_hours=2, v1_hours=1, legacy_measurements=["measurementCO2"],
-                          v1_measurements=[], legacy_snapshots=[], v1_snapshots=[]))
+    stack.seed(
+        BucketSpec(
+            legacy_hours=2,
+            v1_hours=1,
+            legacy_measurements=["measurementCO2"],
+            v1_measurements=[],
+            legacy_snapshots=[],
+            v1_snapshots=[],
+        )
+    )
     bridge = stack.bridge()
     first = run_once(bridge)
     lost = json.loads(stack.container.get_blob_client(first.manifest_path).download_blob().readall())
@@ -45,12 +62,28 @@ def test_a_recovered_manifest_entry_says_what_the_lost_one_said(stack) -> None:
 
     plan = plan_run(bridge, full=True)
     ((_, files),) = interrupted_runs(bridge.lake, plan, lease_seconds=0).values()
-    recovered = interrupted_manifest(first.run_id, files, "20991231T000000Z-000000", datetime.now(timezone.utc))
+    recovered = interrupted_manifest(
+        first.run_id, files, "20991231T000000Z-000000", datetime.now(timezone.utc)
+    )
     assert recovered["status"] == "interrupted"
     assert recovered["totals"]["published"] == lost["totals"]["published"] > 0
     assert recovered["totals"]["quarantined"] == lost["totals"]["quarantined"]
-    said = ("action", "source_key", "source_etag", "source_size", "destination", "organization", "layout",
-            "dataset", "window_start", "window_end", "bytes", "rows", "schema_fingerprint", "reason")
+    said = (
+        "action",
+        "source_key",
+        "source_etag",
+        "source_size",
+        "destination",
+        "organization",
+        "layout",
+        "dataset",
+        "window_start",
+        "window_end",
+        "bytes",
+        "rows",
+        "schema_fingerprint",
+        "reason",
+    )
     for before, after in zip(lost["files"], recovered["files"], strict=True):
         assert after.keys() == before.keys()
         assert {k: after[k] for k in said} == {k: before[k] for k in said}

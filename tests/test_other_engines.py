@@ -27,8 +27,16 @@ pytestmark = pytest.mark.integration
 ORG = BucketSpec().organization
 CO2 = "legacy_measurementCO2"
 CO2_FOLDER = f"parquet/{ORG}/measurementCO2/"
-SPEC = dict(legacy_hours=30, v1_hours=6, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-            legacy_snapshots=["device"], v1_snapshots=["devices"], snapshot_every_hours=12, bad_files=False)
+SPEC = dict(
+    legacy_hours=30,
+    v1_hours=6,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+    snapshot_every_hours=12,
+    bad_files=False,
+)
 
 
 def deliver(stack, hours: int, seed: int) -> list[dict]:
@@ -71,8 +79,9 @@ def test_every_table_reads_in_spark_with_the_source_rows(spark, stack, written, 
     device_folder = f"parquet/{ORG}/device/"
     newest = max((w for w, _ in objects if w.key.startswith(device_folder)), key=lambda w: w.key)
     data = next(d for w, d in objects if w is newest)
-    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path),
-                     file_rows(data, newest.key))
+    assert same_rows(
+        spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path), file_rows(data, newest.key)
+    )
     v1 = source_rows(objects, f"parquet/v1/{ORG}/measurementCO2/")
     assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/v1_measurementCO2", tmp_path), v1)
 
@@ -94,8 +103,11 @@ def test_after_sparks_compaction_no_row_is_added_twice(spark, stack, written, tm
 def test_rows_another_engine_deleted_stay_deleted(spark, stack, written, tmp_path, deletion_vectors) -> None:
     objects, co2 = written
     gone = sorted({r["_source_key"] for r in co2})[1]  # every row of one source file
-    statements = (["ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = true)"]
-                  if deletion_vectors else [])
+    statements = (
+        ["ALTER TABLE {table} SET TBLPROPERTIES ('delta.enableDeletionVectors' = true)"]
+        if deletion_vectors
+        else []
+    )
     statements += [f"DELETE FROM {{table}} WHERE _source_key = '{gone}' OR co2 > 1500"]
     spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}", *statements, tmp_path=tmp_path)
     kept = [r for r in co2 if r["_source_key"] != gone and not r["co2"] > 1500]
@@ -124,7 +136,8 @@ def deliver_snapshot(stack, hours_after_seed: int, seed: int) -> tuple[str, byte
 
 
 def test_a_snapshot_the_bridge_overwrote_itself_reads_in_spark_and_survives_sparks_rewrite(
-        spark, stack, written, tmp_path) -> None:
+    spark, stack, written, tmp_path
+) -> None:
     """The bridge commits an hourly snapshot's overwrite itself (it removes the old snapshot's
     file); Spark reads the new snapshot and time-travels to the old one. After Spark rewrites the
     file (a DELETE: its statistics cut the key to 32 characters, so the log no longer shows whose
@@ -136,28 +149,47 @@ def test_a_snapshot_the_bridge_overwrote_itself_reads_in_spark_and_survives_spar
     after = table(stack, "legacy_device")
     assert after.version() == before.version() + 1
     assert after.history(1)[0].get("engineInfo") == "haltian-azure-bridge"  # the bridge's own commit
-    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path), file_rows(data, key))
-    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path,
-                                version=before.version()), table_rows(before))
+    assert same_rows(
+        spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path), file_rows(data, key)
+    )
+    assert same_rows(
+        spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path, version=before.version()),
+        table_rows(before),
+    )
 
     gone = min(pq.read_table(io.BytesIO(data)).column("id").to_pylist())
-    spark_on_lake(spark, stack.container, f"{TABLES}/legacy_device",
-                  "DELETE FROM {table} WHERE id = '%s'" % gone, tmp_path=tmp_path)
-    assert len(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path)) == len(file_rows(data, key)) - 1
+    spark_on_lake(
+        spark,
+        stack.container,
+        f"{TABLES}/legacy_device",
+        "DELETE FROM {table} WHERE id = '%s'" % gone,
+        tmp_path=tmp_path,
+    )
+    assert (
+        len(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path))
+        == len(file_rows(data, key)) - 1
+    )
     newer, newer_data = deliver_snapshot(stack, 21, seed=42)
     result = run_once(stack.bridge(), full=True)
     assert result.exit_code == 0
     assert table(stack, "legacy_device").history(1)[0].get("engineInfo", "").startswith("delta-rs")
     assert same_rows(table_rows(table(stack, "legacy_device")), file_rows(newer_data, newer))
-    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path),
-                     file_rows(newer_data, newer))
+    assert same_rows(
+        spark_rows(spark, stack.container, f"{TABLES}/legacy_device", tmp_path), file_rows(newer_data, newer)
+    )
     mirror_is_whole(stack, objects, 2)
 
 
 def test_vacuum_at_zero_retention_removes_nothing_the_bridge_needs(spark, stack, written, tmp_path) -> None:
     objects, co2 = written
-    run = spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}", "OPTIMIZE {table}",
-                        "VACUUM {table} RETAIN 0 HOURS", tmp_path=tmp_path)
+    run = spark_on_lake(
+        spark,
+        stack.container,
+        f"{TABLES}/{CO2}",
+        "OPTIMIZE {table}",
+        "VACUUM {table} RETAIN 0 HOURS",
+        tmp_path=tmp_path,
+    )
     assert run.deleted and all(name.startswith(f"{TABLES}/{CO2}/") for name in run.deleted)
     mirror_is_whole(stack, objects, 0)
     more = deliver(stack, 2, seed=300)
@@ -167,13 +199,19 @@ def test_vacuum_at_zero_retention_removes_nothing_the_bridge_needs(spark, stack,
     mirror_is_whole(stack, objects, 2)
 
 
-def test_a_feature_the_bridge_cannot_write_stops_that_table_only_in_plain_words(spark, stack, written, tmp_path,
-                                                                                 monkeypatch) -> None:
+def test_a_feature_the_bridge_cannot_write_stops_that_table_only_in_plain_words(
+    spark, stack, written, tmp_path, monkeypatch
+) -> None:
     from shared import cli
 
     objects, co2 = written
-    spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}",
-                  "ALTER TABLE {table} SET TBLPROPERTIES ('delta.feature.rowTracking' = 'supported')", tmp_path=tmp_path)
+    spark_on_lake(
+        spark,
+        stack.container,
+        f"{TABLES}/{CO2}",
+        "ALTER TABLE {table} SET TBLPROPERTIES ('delta.feature.rowTracking' = 'supported')",
+        tmp_path=tmp_path,
+    )
     more = deliver(stack, 2, seed=400)
     result = run_once(stack.bridge(), full=True)
     assert result.exit_code == 1 and result.count(PUBLISHED) == 2  # the mirror carries on

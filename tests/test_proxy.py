@@ -21,8 +21,15 @@ from tests.proxy import AuthProxy
 
 pytestmark = pytest.mark.integration
 
-SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-             legacy_snapshots=["device"], v1_snapshots=["devices"], bad_files=False)
+SMALL = dict(
+    legacy_hours=3,
+    v1_hours=2,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+    bad_files=False,
+)
 
 
 @pytest.fixture
@@ -33,8 +40,12 @@ def proxy():
 
 
 def test_the_proxy_refuses_requests_without_its_credentials(proxy, rig) -> None:
-    manager = urllib3.ProxyManager(proxy.url(credentials=False), cert_reqs="CERT_REQUIRED",
-                                   ca_certs=str(rig.certificates.ca), retries=False)
+    manager = urllib3.ProxyManager(
+        proxy.url(credentials=False),
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=str(rig.certificates.ca),
+        retries=False,
+    )
     with pytest.raises(urllib3.exceptions.ProxyError, match="407"):
         manager.request("GET", f"{rig.account_url}/x?restype=container")
 

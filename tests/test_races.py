@@ -32,7 +32,10 @@ from tests import crashcheck
 from tests.faultproxy import DELAY, PASS, FaultProxy
 from tests.tables import table, table_rows
 from tests.promise import (
-    check_nothing_partial, check_no_write_after_lock_loss, check_promise, check_tables_match_blobs,
+    check_nothing_partial,
+    check_no_write_after_lock_loss,
+    check_promise,
+    check_tables_match_blobs,
     manifests,
 )
 from tests.test_reliability import bridge_for, proxied_env, run_once_the_lock_is_free
@@ -54,8 +57,11 @@ def seed_hours(stack, hours: int, dataset: str = "measurementCO2", seed: int = 3
     for back in range(hours):
         at = now - timedelta(hours=back)
         key = legacy_key(ORG, dataset, at)
-        stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                            Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 20), at, rng)))
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=key,
+            Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 20), at, rng)),
+        )
         keys.append(key)
     return keys
 
@@ -63,19 +69,29 @@ def seed_hours(stack, hours: int, dataset: str = "measurementCO2", seed: int = 3
 def slow_publishes(seconds: float, arrivals: list[datetime] | None = None):
     """A proxy rule that delays every Put Blob of a data file (so a run takes a while) and
     notes when each arrived in ``arrivals``."""
+
     def rule(method: str, path: str) -> str:
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
-                and "/_state/" not in path:
+        if (
+            method == "PUT"
+            and "/parquet/" in path
+            and "comp=" not in path
+            and "_delta_log" not in path
+            and "/_state/" not in path
+        ):
             if arrivals is not None:
                 arrivals.append(datetime.now(timezone.utc))
             return f"{DELAY}{seconds}"
         return PASS
+
     return rule
 
 
 def files_of_run(stack, run_id: str) -> list:
-    return [b for b in stack.container.list_blobs(name_starts_with=f"{ROOT}/parquet/", include=["metadata"])
-            if (b.metadata or {}).get(META_RUN_ID) == run_id]
+    return [
+        b
+        for b in stack.container.list_blobs(name_starts_with=f"{ROOT}/parquet/", include=["metadata"])
+        if (b.metadata or {}).get(META_RUN_ID) == run_id
+    ]
 
 
 def _wait_for(predicate, timeout: float = 60) -> None:
@@ -122,10 +138,14 @@ def test_a_run_whose_lease_is_broken_and_taken_stops_before_its_next_write(stack
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=slow_publishes(0.15, arrivals))
     lock_blob = stack.container.get_blob_client(f"{ROOT}/{LOCK_PATH}")
     try:
-        bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2"))
+        bridge = bridge_for(
+            proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2")
+        )
         thread, box = _run_in_thread(bridge)
         _wait_for(lambda: _published_count(stack) >= 5)
-        BlobLeaseClient(lock_blob).break_lease(lease_break_period=0)  # as an operator might, or an expired lease
+        BlobLeaseClient(lock_blob).break_lease(
+            lease_break_period=0
+        )  # as an operator might, or an expired lease
         taker = RunLock(stack.bridge().lake, new_run_id(datetime.now(timezone.utc)), 15)
         taker.__enter__()  # ... and another run takes the lock
         broken = time.monotonic()
@@ -141,10 +161,15 @@ def test_a_run_whose_lease_is_broken_and_taken_stops_before_its_next_write(stack
     run_id = message.split()[1]
     assert 0 < len(files_of_run(stack, run_id)) < len(keys)
     _no_write_after(stack, run_id, error.lost_at, arrivals, in_flight=2)
-    assert check_no_write_after_lock_loss(stack, {run_id: error.lost_at}, in_flight_seconds=IN_FLIGHT_SECONDS) > 0
+    assert (
+        check_no_write_after_lock_loss(stack, {run_id: error.lost_at}, in_flight_seconds=IN_FLIGHT_SECONDS)
+        > 0
+    )
     check_nothing_partial(stack)
 
-    taker.__exit__(None, None, None)  # the race scenario (test_soak.py) checks the next run accounts for its files
+    taker.__exit__(
+        None, None, None
+    )  # the race scenario (test_soak.py) checks the next run accounts for its files
 
 
 def test_a_renewal_stalled_past_its_period_stops_the_run_and_the_timer_fails(stack, monkeypatch) -> None:
@@ -215,16 +240,24 @@ def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(sta
     for hour in range(6):
         at = previous.replace(hour=hour)
         key = legacy_key(ORG, "measurementCO2", at)
-        stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                            Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, rng)))
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=key,
+            Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 5, at, rng)),
+        )
         worker_keys.append(key)
     seed_hours(stack, 2)
     partition = worker_keys[0].rsplit("/", 1)[0] + "/"
     puts = {"n": 0}
 
     def rule(method: str, path: str) -> str:
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
-                and "/_state/" not in path:
+        if (
+            method == "PUT"
+            and "/parquet/" in path
+            and "comp=" not in path
+            and "_delta_log" not in path
+            and "/_state/" not in path
+        ):
             puts["n"] += 1
             if puts["n"] == 4:  # the worker is alive and holds its lease, but quiet for longer than a lease
                 return f"{DELAY}18"
@@ -235,10 +268,13 @@ def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(sta
         # The worker's own lease is longer than the timer's (15 s), so that its renewals, sent while
         # the timer loads the emulator, have 10 s to succeed rather than 5: what this test checks is
         # the timer's judgment of a worker whose lease is live and whose files are older than a lease.
-        worker_bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="30",
-                                               BRIDGE_MAX_CONCURRENCY="1"))
+        worker_bridge = bridge_for(
+            proxied_env(stack, None, proxy, BRIDGE_LOCK_SECONDS="30", BRIDGE_MAX_CONCURRENCY="1")
+        )
         box: dict = {}
-        worker = threading.Thread(target=lambda: box.update(result=run_once(worker_bridge, partition=partition)))
+        worker = threading.Thread(
+            target=lambda: box.update(result=run_once(worker_bridge, partition=partition))
+        )
         worker.start()
         _wait_for(lambda: puts["n"] >= 4)
         time.sleep(16)  # the worker's files are older than a lease; its lease is live
@@ -249,7 +285,9 @@ def test_a_full_reconcile_never_writes_a_manifest_for_a_live_backfill_worker(sta
     assert timer.recovered_runs == [], "a manifest was written for a live worker"
     result = box["result"]
     own = json.loads(stack.container.get_blob_client(result.manifest_path).download_blob().readall())
-    assert own["status"] == "complete" and own["mode"] == "partition" and len(own["files"]) == len(worker_keys)
+    assert (
+        own["status"] == "complete" and own["mode"] == "partition" and len(own["files"]) == len(worker_keys)
+    )
     reported = [f["source_key"] for m in manifests(stack) for f in m["files"] if f["action"] == PUBLISHED]
     assert sorted(reported) == sorted(set(reported))  # every file reported exactly once
     entries = index.read_after(stack.bridge().lake, 0)
@@ -261,7 +299,9 @@ def test_the_reconcile_state_never_moves_back(stack) -> None:
     seed_hours(stack, 2)
     bridge = stack.bridge()
     newer = run_once(bridge, full=True)
-    older = run_once(bridge, full=True, now=newer.started_at - timedelta(hours=1))  # a slower run, started earlier
+    older = run_once(
+        bridge, full=True, now=newer.started_at - timedelta(hours=1)
+    )  # a slower run, started earlier
     assert older.full_reconcile_completed
     state = bridge.lake.read_json("_state/reconcile.json")
     assert state["run_id"] == newer.run_id
@@ -276,12 +316,19 @@ def test_latest_json_never_moves_back(stack) -> None:
     seed_hours(stack, 2)
     bridge = stack.bridge()
     done = run_once(bridge)
-    first = replace(done, run_id=new_run_id(datetime.now(timezone.utc)), finished_at=datetime.now(timezone.utc))
-    second = replace(done, run_id=new_run_id(datetime.now(timezone.utc)),
-                     finished_at=first.finished_at + timedelta(seconds=1))
+    first = replace(
+        done, run_id=new_run_id(datetime.now(timezone.utc)), finished_at=datetime.now(timezone.utc)
+    )
+    second = replace(
+        done,
+        run_id=new_run_id(datetime.now(timezone.utc)),
+        finished_at=first.finished_at + timedelta(seconds=1),
+    )
 
     def rule(method: str, path: str) -> str:
-        return f"{DELAY}3" if method == "PUT" and path.split("?")[0].endswith("_manifests/latest.json") else PASS
+        return (
+            f"{DELAY}3" if method == "PUT" and path.split("?")[0].endswith("_manifests/latest.json") else PASS
+        )
 
     proxy = FaultProxy(stack.azurite.port, azure=True, rule=rule)
     try:
@@ -318,7 +365,9 @@ def test_each_log_record_carries_its_own_runs_id_with_two_runs_in_one_process(st
     caplog.set_level(logging.INFO, logger="shared")
     try:
         bridge = bridge_for(proxied_env(stack, None, proxy, BRIDGE_MAX_CONCURRENCY="1"))
-        runs = [threading.Thread(target=run_once, args=(bridge,), kwargs={"partition": p}) for p in partitions]
+        runs = [
+            threading.Thread(target=run_once, args=(bridge,), kwargs={"partition": p}) for p in partitions
+        ]
         for run in runs:
             run.start()
             time.sleep(0.5)
@@ -338,11 +387,16 @@ class Crash(BaseException):
 
 def _change(stack, key: str, rows: int) -> None:
     at = datetime.now(timezone.utc)
-    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(
-        make_table(legacy_schema("measurementCO2"), rows, at, random.Random(rows))))
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=key,
+        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), rows, at, random.Random(rows))),
+    )
 
 
-def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after_a_crash(stack, monkeypatch) -> None:
+def test_a_changed_file_never_leaves_its_table_describing_other_bytes_even_after_a_crash(
+    stack, monkeypatch
+) -> None:
     keys = seed_hours(stack, 3)
     bridge = stack.bridge()
     run_once(bridge)
@@ -394,7 +448,9 @@ def test_a_publish_that_lands_after_its_run_was_accounted_for_is_in_a_manifest_t
 
     def the_late_publish_lands(method: str, url: str) -> None:
         if method == "GET" and not landed:  # after the next run's listing, before its first copy
-            landed.append(copy_file(items[keys[0]], CopyContext(dead.source, dead.lake, judge, dead_run)).action)
+            landed.append(
+                copy_file(items[keys[0]], CopyContext(dead.source, dead.lake, judge, dead_run)).action
+            )
 
     recovering = build_bridge(settings)
     recovering.source.transport.hook = the_late_publish_lands

@@ -14,11 +14,17 @@ C_SHARP_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def test_a_record_is_metadata_azure_accepts_and_reads_back_as_written() -> None:
-    record = FileRecord(source_key="parquet/org/measurementCO2/2026/12/co2-2026-12-04T10.parquet",
-                        source_etag="9b2cf535f27731c974343645a3985328", source_size=4096,
-                        run_id="20261204T100000Z-abc123", rows=24, schema_fingerprint="f" * 16, contract="none",
-                        reason="breaks its contract: column co2 is string, the contract says float\nsecond line ü",
-                        replacing="20261204T110000Z-def456")
+    record = FileRecord(
+        source_key="parquet/org/measurementCO2/2026/12/co2-2026-12-04T10.parquet",
+        source_etag="9b2cf535f27731c974343645a3985328",
+        source_size=4096,
+        run_id="20261204T100000Z-abc123",
+        rows=24,
+        schema_fingerprint="f" * 16,
+        contract="none",
+        reason="breaks its contract: column co2 is string, the contract says float\nsecond line ü",
+        replacing="20261204T110000Z-def456",
+    )
     metadata = record.metadata()
     assert all(C_SHARP_IDENTIFIER.match(name) for name in metadata)
     assert all(value.isascii() and "\n" not in value for value in metadata.values())
@@ -34,8 +40,9 @@ def test_missing_and_malformed_fields_read_as_missing() -> None:
     assert FileRecord().metadata() == {}
     odd = FileRecord.read({"haltian_source_size": "12x", "haltian_rows": "", "other_tool": "kept out"})
     assert odd.source_size is None and odd.rows is None
-    assert not FileRecord(run_id="a", source_etag="e", source_size=1).same_write(FileRecord(run_id="b", source_etag="e",
-                                                                                          source_size=1))
+    assert not FileRecord(run_id="a", source_etag="e", source_size=1).same_write(
+        FileRecord(run_id="b", source_etag="e", source_size=1)
+    )
     assert not FileRecord().same_write(FileRecord())  # no run: not one write
 
 
@@ -44,18 +51,31 @@ def test_a_lock_record_written_before_the_typed_record_reads_the_same() -> None:
     that version wrote (JSON with run_id, host, since, previous and scope) is read field for field."""
     from shared.sink.lock import Holder, LockRecord, Scope
 
-    older = (b'{"run_id": "20261204T100000Z-abc123", "host": "h1", "since": "2026-12-04T10:00:00+00:00", '
-             b'"previous": {"run_id": "20261204T090000Z-0f0f0f", "released": true, "scope": {"mode": "partition", '
-             b'"months": null, "partition": "parquet/org/measurementCO2/2026/05/"}}, '
-             b'"scope": {"mode": "window", "months": ["2026/11", "2026/12"], "partition": null}}')
+    older = (
+        b'{"run_id": "20261204T100000Z-abc123", "host": "h1", "since": "2026-12-04T10:00:00+00:00", '
+        b'"previous": {"run_id": "20261204T090000Z-0f0f0f", "released": true, "scope": {"mode": "partition", '
+        b'"months": null, "partition": "parquet/org/measurementCO2/2026/05/"}}, '
+        b'"scope": {"mode": "window", "months": ["2026/11", "2026/12"], "partition": null}}'
+    )
     record = LockRecord.parse(older)
-    assert record == LockRecord("20261204T100000Z-abc123", "h1", "2026-12-04T10:00:00+00:00",
-                                Holder("20261204T090000Z-0f0f0f", True,
-                                       Scope("partition", None, "parquet/org/measurementCO2/2026/05/")),
-                                Scope("window", ("2026/11", "2026/12"), None))
+    assert record == LockRecord(
+        "20261204T100000Z-abc123",
+        "h1",
+        "2026-12-04T10:00:00+00:00",
+        Holder(
+            "20261204T090000Z-0f0f0f", True, Scope("partition", None, "parquet/org/measurementCO2/2026/05/")
+        ),
+        Scope("window", ("2026/11", "2026/12"), None),
+    )
     assert LockRecord.parse(record.to_bytes()) == record
     assert json.loads(record.to_bytes()) == json.loads(older)
-    for broken in (b"", b"{}", b"[]", b"not json", b'{"run_id": 7, "previous": "x", "scope": {"months": []}}'):
+    for broken in (
+        b"",
+        b"{}",
+        b"[]",
+        b"not json",
+        b'{"run_id": 7, "previous": "x", "scope": {"months": []}}',
+    ):
         assert LockRecord.parse(broken) == LockRecord(), broken
 
 

@@ -35,8 +35,14 @@ from tests.stacks import aws_credentials
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[1]
-SMALL = dict(legacy_hours=4, v1_hours=3, legacy_measurements=["measurementCO2", "measurementTVOC"],
-             v1_measurements=["measurementCO2"], legacy_snapshots=["device"], v1_snapshots=["devices"])
+SMALL = dict(
+    legacy_hours=4,
+    v1_hours=3,
+    legacy_measurements=["measurementCO2", "measurementTVOC"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+)
 
 
 def proxied_env(stack, s3_proxy: FaultProxy | None, lake_proxy: FaultProxy | None, **overrides: str) -> dict:
@@ -44,7 +50,9 @@ def proxied_env(stack, s3_proxy: FaultProxy | None, lake_proxy: FaultProxy | Non
     if s3_proxy is not None:
         env["HALTIAN_S3_ENDPOINT_URL"] = s3_proxy.url
     if lake_proxy is not None:
-        env["ADLS_CONNECTION_STRING"] = env["ADLS_CONNECTION_STRING"].replace(stack.azurite.url, lake_proxy.url)
+        env["ADLS_CONNECTION_STRING"] = env["ADLS_CONNECTION_STRING"].replace(
+            stack.azurite.url, lake_proxy.url
+        )
     return env
 
 
@@ -55,6 +63,7 @@ class HostKilled(BaseException):
 def run_killed_before_tables(stack, monkeypatch, **overrides: str) -> None:
     """One run that the host stops after it published its files, before its Delta tables and
     its manifest."""
+
     def crash(*args, **kwargs):
         raise HostKilled()
 
@@ -118,8 +127,12 @@ def test_transient_errors_are_retried_then_left_and_terminal_ones_are_not_retrie
     objects = stack.seed(BucketSpec(**SMALL))
     victim = next(w.key for w, _ in objects if w.expect == "good")
     bad = next(w.key for w, _ in objects if w.expect == "quarantine")
-    proxy = FaultProxy(stack.moto.port, rule=lambda method, path: THROTTLE if method == "GET" and
-                       path.split("?")[0].endswith(victim.rsplit("/", 1)[1]) else PASS)
+    proxy = FaultProxy(
+        stack.moto.port,
+        rule=lambda method, path: (
+            THROTTLE if method == "GET" and path.split("?")[0].endswith(victim.rsplit("/", 1)[1]) else PASS
+        ),
+    )
     try:
         result = run_once(bridge_for(proxied_env(stack, proxy, None)))
     finally:
@@ -139,8 +152,11 @@ def test_the_time_budget_running_out_mid_copy(stack) -> None:
     stack.seed(BucketSpec(**SMALL))
     slow = FaultProxy(stack.moto.port, rule=lambda method, path: f"{DELAY}0.3" if method == "GET" else PASS)
     try:
-        result = run_once(bridge_for(proxied_env(stack, slow, None, BRIDGE_TIME_BUDGET_SECONDS="1",
-                                                 BRIDGE_MAX_CONCURRENCY="2")))
+        result = run_once(
+            bridge_for(
+                proxied_env(stack, slow, None, BRIDGE_TIME_BUDGET_SECONDS="1", BRIDGE_MAX_CONCURRENCY="2")
+            )
+        )
     finally:
         slow.close()
     assert result.count(PUBLISHED) > 0 and sum(result.deferred.values()) > 0
@@ -198,7 +214,9 @@ def test_azurite_killed_mid_run_and_restarted_with_its_data(own_servers, make_st
     # Unlike Azure Storage, a killed Azurite forgets writes it had acknowledged since its last
     # save, in any month: the follow-up run reconciles every month, not just the recent ones.
     assert run_once(stack.bridge(), full=True).exit_code == 0
-    check_promise(stack, reported_once=False)  # Azurite forgot files a manifest reports; they are copied again
+    check_promise(
+        stack, reported_once=False
+    )  # Azurite forgot files a manifest reports; they are copied again
 
 
 def test_moto_killed_mid_run_and_restarted(own_servers, make_stack) -> None:
@@ -221,8 +239,13 @@ def test_moto_killed_mid_run_and_restarted(own_servers, make_stack) -> None:
 def test_a_killed_run_leaves_a_lock_that_expires(stack, monkeypatch, capsys) -> None:
     stack.seed(BucketSpec(**{**SMALL, "legacy_hours": 48}, large_file_bytes=12 * 1024 * 1024))
     env = {**os.environ, **stack.env(BRIDGE_LOCK_SECONDS="15", BRIDGE_MAX_CONCURRENCY="2")}
-    process = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=PROJECT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", "run"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_files(stack, 5)
     finally:
@@ -238,16 +261,23 @@ def test_a_killed_run_leaves_a_lock_that_expires(stack, monkeypatch, capsys) -> 
     assert "another bridge run holds the lock" in capsys.readouterr().err
     time.sleep(max(0.0, 16 - (time.monotonic() - killed_at)))
     assert cli.main(["run"]) == cli.EXIT_OK
-    latest = json.loads(stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall())
+    latest = json.loads(
+        stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall()
+    )
     (killed_run,) = latest["recovered_runs"]
     day = f"{killed_run[:4]}/{killed_run[4:6]}/{killed_run[6:8]}"
-    stub = json.loads(stack.container.get_blob_client(f"haltian/raw/_manifests/{day}/{killed_run}.json")
-                      .download_blob().readall())
+    stub = json.loads(
+        stack.container.get_blob_client(f"haltian/raw/_manifests/{day}/{killed_run}.json")
+        .download_blob()
+        .readall()
+    )
     jsonschema.validate(stub, manifest_schema())
     assert stub["status"] == "interrupted" and stub["recovered_by"] == latest["run_id"]
     assert len(stub["files"]) >= 5
     assert cli.main(["run"]) == cli.EXIT_OK
-    again = json.loads(stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall())
+    again = json.loads(
+        stack.container.get_blob_client("haltian/raw/_manifests/latest.json").download_blob().readall()
+    )
     assert again["recovered_runs"] == []  # reported once
     check_promise(stack)
 
@@ -270,13 +300,17 @@ ODD_KEYS = [
 def test_odd_keys_are_counted_never_copied_and_never_escape_the_root(stack) -> None:
     spec = BucketSpec(**SMALL, bad_files=False)
     stack.seed(spec)
-    body = parquet_bytes(make_table(pa.schema([pa.field("deviceId", pa.string())]), 1, spec.end,
-                                    random.Random(1)))
+    body = parquet_bytes(
+        make_table(pa.schema([pa.field("deviceId", pa.string())]), 1, spec.end, random.Random(1))
+    )
     for key in ODD_KEYS:
         stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
     other = "11111111-2222-4333-8444-555555555555"
-    stack.s3.put_object(Bucket=stack.bucket, Key=f"parquet/{other}/measurementCO2/2026/11/"
-                                                  "2026_11_01_00_measurementCO2.parquet", Body=body)
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=f"parquet/{other}/measurementCO2/2026/11/2026_11_01_00_measurementCO2.parquet",
+        Body=body,
+    )
     result = run_once(stack.bridge(HALTIAN_ORGANIZATION_ID=spec.organization), full=True)
     in_prefix = [k for k in ODD_KEYS if k.startswith("parquet/6f1c")]
     assert result.plan.unrecognized == len(in_prefix)
@@ -292,14 +326,19 @@ def test_odd_keys_are_counted_never_copied_and_never_escape_the_root(stack) -> N
 def test_a_huge_schema_and_an_empty_file_are_fine(stack) -> None:
     spec = BucketSpec(**SMALL, bad_files=False)
     stack.seed(spec)
-    wide = pa.schema([pa.field("deviceId", pa.string()), pa.field("measuredAt", pa.timestamp("us", tz="UTC"))]
-                     + [pa.field(f"sensor{i:04d}", pa.float64()) for i in range(3000)])
+    wide = pa.schema(
+        [pa.field("deviceId", pa.string()), pa.field("measuredAt", pa.timestamp("us", tz="UTC"))]
+        + [pa.field(f"sensor{i:04d}", pa.float64()) for i in range(3000)]
+    )
     at = spec.end
     key = v1_key(spec.organization, "measurementWide", at, at)
-    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(make_table(wide, 3, at,
-                                                                                    random.Random(2))))
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key=key, Body=parquet_bytes(make_table(wide, 3, at, random.Random(2)))
+    )
     empty = v1_key(spec.organization, "measurementWide", at - timedelta(hours=1), at)
-    stack.s3.put_object(Bucket=stack.bucket, Key=empty, Body=parquet_bytes(make_table(wide, 0, at, random.Random(3))))
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key=empty, Body=parquet_bytes(make_table(wide, 0, at, random.Random(3)))
+    )
     result = run_once(stack.bridge())
     outcome = next(o for o in result.outcomes if o.item.key.key == key)
     assert outcome.action == PUBLISHED and outcome.rows == 3
@@ -333,15 +372,24 @@ def test_timeouts_are_retried_on_both_sides(stack) -> None:
     try:
         env = proxied_env(stack, s3_proxy, lake_proxy)
         settings = bridge_for(env).settings
-        s3 = boto3.client("s3", endpoint_url=s3_proxy.url, region_name="eu-west-1",
-                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                                        config=botocore.config.Config(read_timeout=1, connect_timeout=1,
-                                                                      retries={"mode": "standard", "max_attempts": 5}))
-        service = BlobServiceClient.from_connection_string(env["ADLS_CONNECTION_STRING"], read_timeout=1,
-                                                           connection_timeout=1)
-        lake = Lake(service.get_container_client(stack.container_name), settings.adls_root,
-                    azure_transport(8, connect_timeout=1, read_timeout=1))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_proxy.url,
+            region_name="eu-west-1",
+            aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            config=botocore.config.Config(
+                read_timeout=1, connect_timeout=1, retries={"mode": "standard", "max_attempts": 5}
+            ),
+        )
+        service = BlobServiceClient.from_connection_string(
+            env["ADLS_CONNECTION_STRING"], read_timeout=1, connection_timeout=1
+        )
+        lake = Lake(
+            service.get_container_client(stack.container_name),
+            settings.adls_root,
+            azure_transport(8, connect_timeout=1, read_timeout=1),
+        )
         result = run_once(Bridge(settings, S3Source(s3, stack.bucket, aws_credentials()), lake, None))
     finally:
         s3_proxy.close()
@@ -376,14 +424,16 @@ def test_a_lake_that_fails_the_recovery_leaves_it_to_the_next_run(stack, monkeyp
     assert refused and second.manifest_path is not None and second.recovered_runs == []
     assert second.exit_code == 0 and second.status == "incomplete"  # its own work is done, not the recovery
     assert "AuthorizationPermissionMismatch" in second.recovery_error
-    written = json.loads(stack.lake_bytes(second.manifest_path[len("haltian/raw/"):]))
+    written = json.loads(stack.lake_bytes(second.manifest_path[len("haltian/raw/") :]))
     jsonschema.validate(written, manifest_schema())
     assert written["status"] == "incomplete" and written["recovery_error"] == second.recovery_error
 
     # The crashed run is now two holders back in the lock's record, so it counts as gone once
     # its newest file is older than a lease.
     time.sleep(max(0.0, 15.5 - (time.time() - crashed_at)))
-    third = run_once(stack.bridge(BRIDGE_LOCK_SECONDS="15"))  # a full reconcile again: the second was not done
+    third = run_once(
+        stack.bridge(BRIDGE_LOCK_SECONDS="15")
+    )  # a full reconcile again: the second was not done
     assert third.plan.mode == FULL
     (crashed,) = third.recovered_runs
     day = f"{crashed[:4]}/{crashed[4:6]}/{crashed[6:8]}"

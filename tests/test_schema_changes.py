@@ -19,7 +19,13 @@ import pytest
 
 from shared import cli
 from shared.demo.bucket import (
-    NEW_NOT_NULL_COLUMN, QUARANTINE, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes,
+    NEW_NOT_NULL_COLUMN,
+    QUARANTINE,
+    BucketSpec,
+    legacy_key,
+    legacy_schema,
+    make_table,
+    parquet_bytes,
 )
 from shared.demo.reference import is_measurement
 from shared.haltian.keys import parse_key
@@ -57,8 +63,14 @@ def file_rows(data: bytes) -> list[dict]:
     """A file's rows as Python values; UTC in any writer's spelling (even 'Z', which Python's zoneinfo
     does not know) read as UTC."""
     table = pq.read_table(io.BytesIO(data))
-    utc = pa.schema([f.with_type(pa.timestamp(f.type.unit, tz="UTC")) if pa.types.is_timestamp(f.type) and f.type.tz
-                     else f for f in table.schema])
+    utc = pa.schema(
+        [
+            f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
+            if pa.types.is_timestamp(f.type) and f.type.tz
+            else f
+            for f in table.schema
+        ]
+    )
     return table.cast(utc).to_pylist()
 
 
@@ -67,7 +79,9 @@ def as_rows(rows) -> list[dict]:
 
 
 def test_every_documented_dataset_lands_whole_and_reads_back_exactly(stack, tmp_path) -> None:
-    objects = stack.seed(BucketSpec(legacy_hours=2, v1_hours=3, snapshot_every_hours=1, bad_files=False, max_rows=6))
+    objects = stack.seed(
+        BucketSpec(legacy_hours=2, v1_hours=3, snapshot_every_hours=1, bad_files=False, max_rows=6)
+    )
     result = run_once(stack.bridge())
     manifest = build_manifest(result)
     assert result.exit_code == 0 and manifest["totals"]["quarantined"] == 0 and result.failed == 0
@@ -93,15 +107,24 @@ def test_every_documented_dataset_lands_whole_and_reads_back_exactly(stack, tmp_
         table = delta_rows(stack, folder)
         # Every value reads back exactly through the table's one type per column (nulls for
         # columns an older file lacks), whatever unit or spelling each file was written in.
-        assert as_rows(table.to_pylist()) == as_rows({name: row.get(name) for name in table.column_names}
-                                                     for row in expected), folder
+        assert as_rows(table.to_pylist()) == as_rows(
+            {name: row.get(name) for name in table.column_names} for row in expected
+        ), folder
         assert duckdb_count(stack, folder, tmp_path / str(index)) == len(expected), folder
 
 
 def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_joins_its_table(
-        stack, monkeypatch, capsys, caplog) -> None:
-    objects = stack.seed(BucketSpec(legacy_hours=4, v1_hours=0, legacy_measurements=["measurementOccupantsCount"],
-                                    legacy_snapshots=[], writer_variants=False))
+    stack, monkeypatch, capsys, caplog
+) -> None:
+    objects = stack.seed(
+        BucketSpec(
+            legacy_hours=4,
+            v1_hours=0,
+            legacy_measurements=["measurementOccupantsCount"],
+            legacy_snapshots=[],
+            writer_variants=False,
+        )
+    )
     bad = [w for w, _ in objects if w.note == NEW_NOT_NULL_COLUMN]
     assert len(bad) == 1 and bad[0].expect == QUARANTINE
     folder = f"parquet/{ORG}/measurementOccupantsCount/"
@@ -110,21 +133,35 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
 
     # The newest delivery has the new schema too: breaking drift is reported once for the dataset, not per file.
     at = BucketSpec().end
-    newer = legacy_schema("measurementOccupantsCount").append(pa.field("occupantsConfidence", pa.int32(), False))
+    newer = legacy_schema("measurementOccupantsCount").append(
+        pa.field("occupantsConfidence", pa.int32(), False)
+    )
     second = legacy_key(ORG, "measurementOccupantsCount", at)
-    stack.s3.put_object(Bucket=stack.bucket, Key=second, Body=parquet_bytes(make_table(newer, 3, at, random.Random(5))))
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key=second, Body=parquet_bytes(make_table(newer, 3, at, random.Random(5)))
+    )
 
     with caplog.at_level("WARNING", logger="shared"):
         assert cli.main(["run", "--json"]) == cli.EXIT_OK
     manifest = json.loads(capsys.readouterr().out)
     jsonschema.validate(manifest, manifest_schema())
     lines = [r.getMessage() for r in caplog.records if "measurementOccupantsCount" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("breaking schema drift in legacy/measurementOccupantsCount")
+    assert len(lines) == 1 and lines[0].startswith(
+        "breaking schema drift in legacy/measurementOccupantsCount"
+    )
     drift = [d for d in manifest["schema_drift"] if d["dataset"] == "measurementOccupantsCount"]
-    assert drift == [{"layout": "legacy", "dataset": "measurementOccupantsCount", "verdict": "breaking",
-                      "against": "contract", "contract": "legacy-2026-12", "files": 2,
-                      "problems": ["new column 'occupantsConfidence' is not nullable"],
-                      "examples": drift[0]["examples"]}]
+    assert drift == [
+        {
+            "layout": "legacy",
+            "dataset": "measurementOccupantsCount",
+            "verdict": "breaking",
+            "against": "contract",
+            "contract": "legacy-2026-12",
+            "files": 2,
+            "problems": ["new column 'occupantsConfidence' is not nullable"],
+            "examples": drift[0]["examples"],
+        }
+    ]
     rows_before = delta_rows(stack, folder).num_rows
 
     assert cli.main(["quarantine", "list", "legacy/measurementOccupantsCount", "--json"]) == cli.EXIT_OK
@@ -140,8 +177,10 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
 
     assert cli.main(["schema", "accept", "legacy/measurementOccupantsCount", "--json"]) == cli.EXIT_OK
     accepted = json.loads(capsys.readouterr().out)
-    assert accepted["version"] == "accepted-1" and accepted["replaces"] == {"version": "legacy-2026-12",
-                                                                            "origin": "shipped"}
+    assert accepted["version"] == "accepted-1" and accepted["replaces"] == {
+        "version": "legacy-2026-12",
+        "origin": "shipped",
+    }
     stored = json.loads(stack.lake_bytes("_contracts/legacy/measurementOccupantsCount/v0001.json"))
     assert stored["accepted_at"] and "schema accept" in stored["accepted_by"]
     assert {"name": "occupantsConfidence", "type": "int32", "nullable": False} in stored["columns"]
@@ -159,9 +198,14 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
     table = delta_rows(stack, folder)
     assert table.num_rows == rows_before + 7 + 3
     assert "occupantsConfidence" in table.column_names
-    assert sorted(v for v in table.column("occupantsConfidence").to_pylist() if v is not None) \
-        == sorted(r["occupantsConfidence"] for data in (dict(objects)[bad[0]], stack.s3.get_object(
-            Bucket=stack.bucket, Key=second)["Body"].read()) for r in pq.read_table(io.BytesIO(data)).to_pylist())
+    assert sorted(v for v in table.column("occupantsConfidence").to_pylist() if v is not None) == sorted(
+        r["occupantsConfidence"]
+        for data in (
+            dict(objects)[bad[0]],
+            stack.s3.get_object(Bucket=stack.bucket, Key=second)["Body"].read(),
+        )
+        for r in pq.read_table(io.BytesIO(data)).to_pylist()
+    )
     # A newer package ships another contract: the accepted one stays in force, and show says so.
     path = f"{ROOT}/_contracts/legacy/measurementOccupantsCount/v0001.json"
     stored["shipped_version"] = "legacy-2026-01"
@@ -177,9 +221,18 @@ def test_a_file_with_a_new_not_null_column_is_quarantined_accepted_released_and_
     assert again["totals"]["published"] == 0 and again["totals"]["quarantined"] == 0
 
 
-def test_a_file_that_still_fails_stays_in_quarantine_with_its_reason_updated(stack, monkeypatch, capsys) -> None:
-    stack.seed(BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementTVOC"], legacy_snapshots=[],
-                          writer_variants=False))
+def test_a_file_that_still_fails_stays_in_quarantine_with_its_reason_updated(
+    stack, monkeypatch, capsys
+) -> None:
+    stack.seed(
+        BucketSpec(
+            legacy_hours=1,
+            v1_hours=0,
+            legacy_measurements=["measurementTVOC"],
+            legacy_snapshots=[],
+            writer_variants=False,
+        )
+    )
     for name, value in stack.env().items():
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == cli.EXIT_OK
@@ -196,12 +249,20 @@ def test_a_file_that_still_fails_stays_in_quarantine_with_its_reason_updated(sta
 
 
 def test_a_released_file_whose_quarantine_copy_cannot_be_deleted_is_still_published(
-        stack, monkeypatch, capsys, caplog) -> None:
+    stack, monkeypatch, capsys, caplog
+) -> None:
     """The lake refuses to delete the quarantine copy of a file the release published: the release
     still writes its manifest (the file published, with where it came from), warns, and the next
     release removes the copy without copying the file again (it is already in the lake)."""
-    stack.seed(BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementTVOC"], legacy_snapshots=[],
-                          writer_variants=False))
+    stack.seed(
+        BucketSpec(
+            legacy_hours=1,
+            v1_hours=0,
+            legacy_measurements=["measurementTVOC"],
+            legacy_snapshots=[],
+            writer_variants=False,
+        )
+    )
     for name, value in stack.env().items():
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == cli.EXIT_OK
@@ -227,9 +288,12 @@ def test_a_released_file_whose_quarantine_copy_cannot_be_deleted_is_still_publis
         proxy.close()
     released = json.loads(capsys.readouterr().out)
     assert refused and [(f["action"], f["released_from"]) for f in released["files"]] == [
-        ("published", copies[0][len(ROOT) + 1:])]
-    assert any("stays in quarantine" in r.getMessage() and "AuthorizationPermissionMismatch" in r.getMessage()
-               for r in caplog.records)
+        ("published", copies[0][len(ROOT) + 1 :])
+    ]
+    assert any(
+        "stays in quarantine" in r.getMessage() and "AuthorizationPermissionMismatch" in r.getMessage()
+        for r in caplog.records
+    )
     assert [n for n in stack.lake_names(f"{ROOT}/_quarantine/") if "measurementTVOC" in n] == copies
 
     for name, value in stack.env().items():
@@ -240,7 +304,9 @@ def test_a_released_file_whose_quarantine_copy_cannot_be_deleted_is_still_publis
     assert not [n for n in stack.lake_names(f"{ROOT}/_quarantine/") if "measurementTVOC" in n]
 
 
-def test_a_missing_container_stops_with_one_line_and_plan_on_an_empty_lake_works(stack, monkeypatch, capsys) -> None:
+def test_a_missing_container_stops_with_one_line_and_plan_on_an_empty_lake_works(
+    stack, monkeypatch, capsys
+) -> None:
     for name, value in stack.env(ADLS_CONTAINER="no-such-container").items():
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == cli.EXIT_SETTINGS
@@ -266,14 +332,20 @@ def test_a_lake_the_identity_may_not_read_stops_with_one_line(stack, monkeypatch
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == cli.EXIT_SETTINGS
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "may not read container" in err and "Storage Blob Data Contributor" in err
+    assert (
+        len(err.splitlines()) == 1
+        and "may not read container" in err
+        and "Storage Blob Data Contributor" in err
+    )
     assert "AAAA" not in err and "Traceback" not in err
 
 
 def test_accept_and_release_wait_for_the_run_lock(stack, monkeypatch, capsys) -> None:
     from shared.sink.lock import RunLock
 
-    stack.seed(BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementCO2"], legacy_snapshots=[]))
+    stack.seed(
+        BucketSpec(legacy_hours=1, v1_hours=0, legacy_measurements=["measurementCO2"], legacy_snapshots=[])
+    )
     for name, value in stack.env().items():
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == cli.EXIT_OK
@@ -287,18 +359,30 @@ def test_accept_and_release_wait_for_the_run_lock(stack, monkeypatch, capsys) ->
 
 def test_the_schema_change_workflow_on_entra_tokens_over_https(entra, capsys) -> None:
     """As Azure runs it: shared keys unused, the managed identity's tokens, the lake on a private CA."""
-    entra.seed(BucketSpec(legacy_hours=2, v1_hours=0, legacy_measurements=["measurementOccupantsCount"],
-                          legacy_snapshots=[], writer_variants=False))
+    entra.seed(
+        BucketSpec(
+            legacy_hours=2,
+            v1_hours=0,
+            legacy_measurements=["measurementOccupantsCount"],
+            legacy_snapshots=[],
+            writer_variants=False,
+        )
+    )
     entra.apply()
     dataset = "legacy/measurementOccupantsCount"
     assert cli.main(["run", "--json"]) == cli.EXIT_OK
-    assert [d["dataset"] for d in json.loads(capsys.readouterr().out)["schema_drift"]
-            if d["verdict"] == "breaking"] == ["measurementOccupantsCount", "measurementTVOC"]
+    assert [
+        d["dataset"]
+        for d in json.loads(capsys.readouterr().out)["schema_drift"]
+        if d["verdict"] == "breaking"
+    ] == ["measurementOccupantsCount", "measurementTVOC"]
     assert cli.main(["schema", "accept", dataset, "--json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["version"] == "accepted-1"
     assert cli.main(["quarantine", "release", dataset, "--json"]) == cli.EXIT_OK
     released = json.loads(capsys.readouterr().out)
-    assert [(f["action"], f["schema"]["contract"]) for f in released["files"]] == [("published", "accepted-1")]
+    assert [(f["action"], f["schema"]["contract"]) for f in released["files"]] == [
+        ("published", "accepted-1")
+    ]
     assert not [n for n in entra.lake_names("haltian/raw/_quarantine/") if "measurementOccupantsCount" in n]
     assert not entra.rig.identity.refused
     entra.apply(ADLS_CONTAINER="no-such-container")

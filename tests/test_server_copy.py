@@ -29,9 +29,14 @@ ROOT = "haltian/raw"
 
 
 def sas_url(stack, name: str) -> str:
-    token = generate_blob_sas(AZURITE_ACCOUNT, stack.container_name, name, account_key=AZURITE_KEY,
-                              permission=BlobSasPermissions(read=True),
-                              expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    token = generate_blob_sas(
+        AZURITE_ACCOUNT,
+        stack.container_name,
+        name,
+        account_key=AZURITE_KEY,
+        permission=BlobSasPermissions(read=True),
+        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+    )
     return f"{stack.container.get_blob_client(name).url}?{token}"
 
 
@@ -54,8 +59,10 @@ def test_blocks_staged_from_a_url_commit_to_the_exact_bytes(stack) -> None:
     url = sas_url(stack, "sources/big.bin")
     lake = stack.bridge().lake
     size = 4 * 1024 * 1024
-    ids = [lake.stage_from_url("copied/big.bin", i, url, offset, min(size, len(data) - offset), "test-write")
-           for i, offset in enumerate(range(0, len(data), size))]
+    ids = [
+        lake.stage_from_url("copied/big.bin", i, url, offset, min(size, len(data) - offset), "test-write")
+        for i, offset in enumerate(range(0, len(data), size))
+    ]
     assert not stack.lake_names(f"{ROOT}/copied/")  # staged blocks are invisible
     lake.commit("copied/big.bin", ids, md5=None, metadata={}, condition=ALWAYS)
     assert stack.lake_bytes("copied/big.bin") == data
@@ -79,9 +86,17 @@ class AzuriteHostedSource(S3Source):
 
 
 def test_a_server_side_run_publishes_verified_files_and_tables(stack) -> None:
-    objects = stack.seed(BucketSpec(legacy_hours=3, v1_hours=1, legacy_measurements=["measurementCO2"],
-                                    v1_measurements=[], legacy_snapshots=["device"], v1_snapshots=[],
-                                    large_file_bytes=12 * 1024 * 1024))
+    objects = stack.seed(
+        BucketSpec(
+            legacy_hours=3,
+            v1_hours=1,
+            legacy_measurements=["measurementCO2"],
+            v1_measurements=[],
+            legacy_snapshots=["device"],
+            v1_snapshots=[],
+            large_file_bytes=12 * 1024 * 1024,
+        )
+    )
     real = stack.bridge(BRIDGE_COPY_MODE="server")
     bridge = Bridge(real.settings, AzuriteHostedSource(real.source, stack), real.lake, None)
     result = run_once(bridge)
@@ -98,8 +113,10 @@ def test_a_server_side_run_publishes_verified_files_and_tables(stack) -> None:
 
 
 def test_errors_never_repeat_a_presigned_query() -> None:
-    err = RuntimeError("copy source https://bucket.s3.amazonaws.com/k.parquet?X-Amz-Signature=abc&X-Amz-Credential="
-                       "AKIA/x failed. Why?")
+    err = RuntimeError(
+        "copy source https://bucket.s3.amazonaws.com/k.parquet?X-Amz-Signature=abc&X-Amz-Credential="
+        "AKIA/x failed. Why?"
+    )
     text = describe(err)
     assert "X-Amz-Signature" not in text and "AKIA" not in text
     assert "https://bucket.s3.amazonaws.com/k.parquet?(query removed)" in text and text.endswith("Why?")

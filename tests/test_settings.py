@@ -30,20 +30,31 @@ def test_defaults() -> None:
 
 def test_every_problem_is_named_in_one_message_before_any_io() -> None:
     with pytest.raises(SettingsError) as caught:
-        Settings.from_mapping({
-            "HALTIAN_S3_ENDPOINT_URL": "http://s3.example.com",
-            "HALTIAN_S3_EXTERNAL_ID": "x",
-            "HALTIAN_ORGANIZATION_ID": "acme",
-            "ADLS_CONTAINER": "Bad_Name",
-            "ADLS_ROOT": "raw/../escape",
-            "BRIDGE_MAX_CONCURRENCY": "zero",
-            "BRIDGE_LOOKBACK_MONTHS": "-1",
-            "BRIDGE_SCHEDULE": "hourly",
-        })
+        Settings.from_mapping(
+            {
+                "HALTIAN_S3_ENDPOINT_URL": "http://s3.example.com",
+                "HALTIAN_S3_EXTERNAL_ID": "x",
+                "HALTIAN_ORGANIZATION_ID": "acme",
+                "ADLS_CONTAINER": "Bad_Name",
+                "ADLS_ROOT": "raw/../escape",
+                "BRIDGE_MAX_CONCURRENCY": "zero",
+                "BRIDGE_LOOKBACK_MONTHS": "-1",
+                "BRIDGE_SCHEDULE": "hourly",
+            }
+        )
     message = str(caught.value)
-    for name in ("HALTIAN_S3_BUCKET", "HALTIAN_S3_ENDPOINT_URL", "HALTIAN_S3_EXTERNAL_ID",
-                 "HALTIAN_ORGANIZATION_ID", "ADLS_ACCOUNT_URL", "ADLS_CONTAINER", "ADLS_ROOT",
-                 "BRIDGE_MAX_CONCURRENCY", "BRIDGE_LOOKBACK_MONTHS", "BRIDGE_SCHEDULE"):
+    for name in (
+        "HALTIAN_S3_BUCKET",
+        "HALTIAN_S3_ENDPOINT_URL",
+        "HALTIAN_S3_EXTERNAL_ID",
+        "HALTIAN_ORGANIZATION_ID",
+        "ADLS_ACCOUNT_URL",
+        "ADLS_CONTAINER",
+        "ADLS_ROOT",
+        "BRIDGE_MAX_CONCURRENCY",
+        "BRIDGE_LOOKBACK_MONTHS",
+        "BRIDGE_SCHEDULE",
+    ):
         assert name in message
     assert len(caught.value.problems) == 10
 
@@ -56,8 +67,15 @@ def test_an_unresolved_key_vault_reference_is_reported_as_such_without_its_value
     assert "aws-secret" not in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:5000", "http://localhost:9000", "http://[::1]:5000",
-                                 "https://s3.eu-west-1.amazonaws.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5000",
+        "http://localhost:9000",
+        "http://[::1]:5000",
+        "https://s3.eu-west-1.amazonaws.com",
+    ],
+)
 def test_plain_http_is_accepted_only_on_loopback(url: str) -> None:
     assert Settings.from_mapping({**MINIMAL, "HALTIAN_S3_ENDPOINT_URL": url}).s3_endpoint_url == url
 
@@ -68,16 +86,21 @@ def test_an_endpoint_with_credentials_in_it_is_refused() -> None:
 
 
 def test_prefix_and_root_are_normalised() -> None:
-    settings = Settings.from_mapping({**MINIMAL, "HALTIAN_S3_PREFIX": "/downloads/parquet",
-                                      "ADLS_ROOT": "/bronze/haltian/"})
+    settings = Settings.from_mapping(
+        {**MINIMAL, "HALTIAN_S3_PREFIX": "/downloads/parquet", "ADLS_ROOT": "/bronze/haltian/"}
+    )
     assert settings.s3_prefix == "downloads/parquet/"
     assert settings.adls_root == "bronze/haltian"
 
 
 def test_connection_string_is_for_emulators_and_never_described() -> None:
-    connection = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0;"
-                  "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
-    settings = Settings.from_mapping({**MINIMAL, "ADLS_ACCOUNT_URL": "", "ADLS_CONNECTION_STRING": connection})
+    connection = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    )
+    settings = Settings.from_mapping(
+        {**MINIMAL, "ADLS_ACCOUNT_URL": "", "ADLS_CONNECTION_STRING": connection}
+    )
     assert "c2VjcmV0" not in json.dumps(settings.describe())
     assert "c2VjcmV0" not in repr(settings)
     with pytest.raises(SettingsError, match="not both"):
@@ -87,8 +110,13 @@ def test_connection_string_is_for_emulators_and_never_described() -> None:
 def test_role_arn_is_checked() -> None:
     with pytest.raises(SettingsError, match="HALTIAN_S3_ROLE_ARN"):
         Settings.from_mapping({**MINIMAL, "HALTIAN_S3_ROLE_ARN": "my-role"})
-    ok = Settings.from_mapping({**MINIMAL, "HALTIAN_S3_ROLE_ARN": "arn:aws:iam::123456789012:role/haltian-reader",
-                                "HALTIAN_S3_EXTERNAL_ID": "abc"})
+    ok = Settings.from_mapping(
+        {
+            **MINIMAL,
+            "HALTIAN_S3_ROLE_ARN": "arn:aws:iam::123456789012:role/haltian-reader",
+            "HALTIAN_S3_EXTERNAL_ID": "abc",
+        }
+    )
     assert ok.s3_role_arn.endswith("haltian-reader")
 
 
@@ -107,8 +135,9 @@ def test_the_readmes_settings_table_is_the_declarations() -> None:
     """Every setting is declared once (shared.settings.SETTINGS); the README's table is that
     declaration, row for row: name, default, meaning, in the same order."""
     readme = (ROOT / "README.md").read_text()
-    assert s.readme_table() in readme, "README's settings table differs from shared.settings.SETTINGS:\n" + \
-        s.readme_table()
+    assert s.readme_table() in readme, (
+        "README's settings table differs from shared.settings.SETTINGS:\n" + s.readme_table()
+    )
     assert {d.field for d in s.SETTINGS if d.field} == {f.name for f in dataclasses.fields(Settings)}
     defaults = Settings.from_mapping(MINIMAL)
     for setting in s.SETTINGS:  # the default a row shows is the one a run gets

@@ -36,7 +36,9 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict[str, str]]] = []
 
-    def send(self, method: str, url: str, *, headers: Any, body: bytes | None = None, into: Any = None) -> Any:
+    def send(
+        self, method: str, url: str, *, headers: Any, body: bytes | None = None, into: Any = None
+    ) -> Any:
         self.sent.append((method, url, headers() if callable(headers) else headers))
 
         class Response:
@@ -54,8 +56,15 @@ def writer(kind: str, credential: Any = None) -> tuple[BlobWriter, Capture]:
     return BlobWriter(container, capture), capture
 
 
-blob_names = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\?#"),
-                              min_size=1, max_size=12), min_size=1, max_size=4).map("/".join)
+blob_names = st.lists(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\?#"),
+        min_size=1,
+        max_size=12,
+    ),
+    min_size=1,
+    max_size=4,
+).map("/".join)
 meta_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
 meta_values = st.text(alphabet=string.ascii_letters + string.digits + " -_.:/=+", max_size=40).map(str.strip)
 metadata = st.dictionaries(meta_names, meta_values, max_size=6)
@@ -64,25 +73,39 @@ conditions = st.sampled_from([{}, {"if-none-match": "*"}, {"if-match": '"0x8DCAF
 
 def sdk_signature(account: str, method: str, url: str, headers: dict[str, str]) -> str:
     request = HttpRequest(method, url, headers={k: v for k, v in headers.items() if k != "authorization"})
-    SharedKeyCredentialPolicy(account, servers.AZURITE_KEY).on_request(PipelineRequest(request, PipelineContext(None)))
+    SharedKeyCredentialPolicy(account, servers.AZURITE_KEY).on_request(
+        PipelineRequest(request, PipelineContext(None))
+    )
     return request.headers["Authorization"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(sorted(ACCOUNTS)), name=blob_names, meta=metadata, condition=conditions,
-       block=st.integers(0, 99_999_999), data=st.binary(max_size=64))
+@given(
+    kind=st.sampled_from(sorted(ACCOUNTS)),
+    name=blob_names,
+    meta=metadata,
+    condition=conditions,
+    block=st.integers(0, 99_999_999),
+    data=st.binary(max_size=64),
+)
 def test_shared_key_signatures_equal_the_sdks(kind, name, meta, condition, block, data) -> None:
     w, capture = writer(kind)
     w.put_blob(name, data, content_type="application/vnd.apache.parquet", metadata=meta, condition=condition)
     w.put_block(name, f"haltian-block-{block:08d}", data)
-    w.put_block_list(name, [f"haltian-block-{block:08d}"], content_type="application/vnd.apache.parquet",
-                     content_md5=b"0123456789abcdef", metadata=meta, condition=condition)
+    w.put_block_list(
+        name,
+        [f"haltian-block-{block:08d}"],
+        content_type="application/vnd.apache.parquet",
+        content_md5=b"0123456789abcdef",
+        metadata=meta,
+        condition=condition,
+    )
     account = ACCOUNTS[kind][1]
     for method, url, headers in capture.sent:
         assert headers["authorization"] == sdk_signature(account, method, url, headers), (url, headers)
         metas = [k for k in headers if k.startswith("x-ms-meta-")]
         assert all(k == k.lower() for k in metas)  # metadata names go out lowercased
-        assert {k[len("x-ms-meta-"):] for k in metas} == {k.lower() for k in meta} or "comp=block&" in url
+        assert {k[len("x-ms-meta-") :] for k in metas} == {k.lower() for k in meta} or "comp=block&" in url
 
 
 def test_bearer_tokens_are_sent_as_the_sdks_policy_sends_them() -> None:
@@ -95,5 +118,6 @@ def test_bearer_tokens_are_sent_as_the_sdks_policy_sends_them() -> None:
     method, url, headers = capture.sent[0]
     request = HttpRequest(method, url)
     BearerTokenCredentialPolicy(Credential(), "https://storage.azure.com/.default").on_request(
-        PipelineRequest(request, PipelineContext(None)))
+        PipelineRequest(request, PipelineContext(None))
+    )
     assert headers["authorization"] == request.headers["Authorization"]

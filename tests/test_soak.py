@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.demo.bucket import BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema
+from shared.demo.bucket import (
+    BucketSpec,
+    legacy_key,
+    legacy_schema,
+    make_table,
+    parquet_bytes,
+    v1_key,
+    v1_schema,
+)
 from shared.backfill.local import drain, serve
 from shared.backfill.queue import enqueue_backfill, process_message
 from shared.demo import servers
@@ -47,8 +55,11 @@ def _deliver(stack, spec: BucketSpec, rng: random.Random, hour: int, delivered: 
         stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
         delivered.append(key)
     v1 = v1_key(spec.organization, "measurementCO2", at, at + timedelta(hours=1))
-    stack.s3.put_object(Bucket=stack.bucket, Key=v1,
-                        Body=parquet_bytes(make_table(v1_schema("measurementCO2"), rng.randint(1, 20), at, rng)))
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=v1,
+        Body=parquet_bytes(make_table(v1_schema("measurementCO2"), rng.randint(1, 20), at, rng)),
+    )
     roll = rng.random()
     if roll < 0.15:  # a broken file
         key = legacy_key(spec.organization, "measurementBatteryVoltage", at)
@@ -57,21 +68,31 @@ def _deliver(stack, spec: BucketSpec, rng: random.Random, hour: int, delivered: 
     elif roll < 0.25 and delivered:  # a delivered file changes (the vendor says it should not)
         key = rng.choice(delivered)
         dataset = key.rsplit("_", 1)[1].removesuffix(".parquet")
-        stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                            Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 9), at, rng)))
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=key,
+            Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 9), at, rng)),
+        )
     elif roll < 0.3:  # an odd key
-        stack.s3.put_object(Bucket=stack.bucket, Key=f"parquet/{spec.organization}/{rng.randint(0, 9)} odd.tmp",
-                            Body=b"x")
-
+        stack.s3.put_object(
+            Bucket=stack.bucket, Key=f"parquet/{spec.organization}/{rng.randint(0, 9)} odd.tmp", Body=b"x"
+        )
 
 
 def test_soak(stack, capsys) -> None:
     with capsys.disabled():
         print(f"\nsoak: {RUNS} runs, seed {SEED} (replay with SOAK_SEED={SEED})")
     rng = random.Random(SEED)
-    spec = BucketSpec(legacy_hours=2, v1_hours=1, legacy_measurements=["measurementCO2"],
-                      v1_measurements=["measurementCO2"], legacy_snapshots=["device"], v1_snapshots=[],
-                      bad_files=False, seed=SEED % 1000)
+    spec = BucketSpec(
+        legacy_hours=2,
+        v1_hours=1,
+        legacy_measurements=["measurementCO2"],
+        v1_measurements=["measurementCO2"],
+        legacy_snapshots=["device"],
+        v1_snapshots=[],
+        bad_files=False,
+        seed=SEED % 1000,
+    )
     stack.seed(spec)
     delivered: list[str] = []
     for iteration in range(RUNS):
@@ -79,11 +100,22 @@ def test_soak(stack, capsys) -> None:
             _deliver(stack, spec, rng, iteration, delivered)
             rate = rng.choice([0.0, 0.05, 0.15, 0.3])
             s3_proxy = FaultProxy(stack.moto.port, rule=random_faults(rng.randrange(2**32), rate))
-            lake_proxy = FaultProxy(stack.azurite.port, azure=True, rule=random_faults(rng.randrange(2**32), rate))
+            lake_proxy = FaultProxy(
+                stack.azurite.port, azure=True, rule=random_faults(rng.randrange(2**32), rate)
+            )
             budget = rng.choice(["1500", "1500", "1"])
             try:
-                run_once(bridge_for(proxied_env(stack, s3_proxy, lake_proxy, BRIDGE_TIME_BUDGET_SECONDS=budget,
-                                                BRIDGE_MAX_CONCURRENCY=str(rng.choice([1, 2, 4])))))
+                run_once(
+                    bridge_for(
+                        proxied_env(
+                            stack,
+                            s3_proxy,
+                            lake_proxy,
+                            BRIDGE_TIME_BUDGET_SECONDS=budget,
+                            BRIDGE_MAX_CONCURRENCY=str(rng.choice([1, 2, 4])),
+                        )
+                    )
+                )
             except Exception as err:  # noqa: BLE001 - a run may stop on a fault (no manifest then)
                 print(f"soak iteration {iteration}: the faulty run stopped: {type(err).__name__}")
             finally:
@@ -108,9 +140,12 @@ def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_serve
     rng = random.Random(SEED)
     with capsys.disabled():
         print(f"\nrace: {RACE_MONTHS} months, {RACE_SECONDS:.0f} s, seed {SEED}")
-    env = stack.env(BridgeQueue=servers.azurite_queue_connection_string(queue_server),
-                    BRIDGE_BACKFILL_QUEUE=f"race-{stack.container_name}"[:63], BRIDGE_LOCK_SECONDS="15",
-                    BRIDGE_MAX_CONCURRENCY="2")
+    env = stack.env(
+        BridgeQueue=servers.azurite_queue_connection_string(queue_server),
+        BRIDGE_BACKFILL_QUEUE=f"race-{stack.container_name}"[:63],
+        BRIDGE_LOCK_SECONDS="15",
+        BRIDGE_MAX_CONCURRENCY="2",
+    )
     keys = _race_history(stack, rng, RACE_MONTHS)
     bridge = bridge_for(env)
     enqueue_backfill(bridge)
@@ -127,8 +162,13 @@ def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_serve
             if not leases["stalled"] and time.monotonic() - since > 4.5:  # a renewal (5 s after the acquire)
                 leases["stalled"] += 1
                 return f"{DELAY}20"  # stalled past the lease
-        if method == "PUT" and "/parquet/" in path and "comp=" not in path and "_delta_log" not in path \
-                and "/_state/" not in path:
+        if (
+            method == "PUT"
+            and "/parquet/" in path
+            and "comp=" not in path
+            and "_delta_log" not in path
+            and "/_state/" not in path
+        ):
             return f"{DELAY}3"  # this worker's partitions outlast a lease
         return PASS
 
@@ -144,14 +184,23 @@ def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_serve
             except LockLost as err:
                 losses[str(err).split()[1]] = err.lost_at
                 raise
+
         return threading.Thread(target=serve, args=(worker_bridge.settings, handle, stop, handled, 4))
 
     threads = [worker(stalled), worker(bridge_for(env))]
     threads[0].start()  # the worker whose renewal stalls takes the first partition
     _wait_until(lambda: leases["requests"] >= 1)
     process_env = {**os.environ, **env, "RACE_VISIBILITY": "4"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.race_worker"], cwd=PROJECT, env=process_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.race_worker"],
+            cwd=PROJECT,
+            env=process_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     threads[1].start()
     try:
         started = time.monotonic()
@@ -161,8 +210,13 @@ def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_serve
             for key in rng.sample(keys, 2):  # a delivered file changes mid-way
                 _rewrite(stack, key, rng)
             if iteration == 2:  # a run process killed mid-way, as the host would
-                run = subprocess.Popen([sys.executable, "-m", "shared", "run", "--all"], cwd=PROJECT,
-                                       env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                run = subprocess.Popen(
+                    [sys.executable, "-m", "shared", "run", "--all"],
+                    cwd=PROJECT,
+                    env=process_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 time.sleep(rng.uniform(2.0, 4.0))
                 run.send_signal(signal.SIGKILL)
                 run.wait()
@@ -195,7 +249,9 @@ def test_race_timer_runs_beside_backfill_workers_under_faults(stack, queue_serve
     run_once(bridge_for(env), full=True)  # one clean run later
     watch.check(stack)
     check_promise(stack)
-    check_no_write_after_lock_loss(stack, losses, in_flight_seconds=4)  # the stalled worker's publishes take 3 s
+    check_no_write_after_lock_loss(
+        stack, losses, in_flight_seconds=4
+    )  # the stalled worker's publishes take 3 s
 
 
 def _wait_until(predicate, timeout: float = 30) -> None:
@@ -214,8 +270,11 @@ def _race_history(stack, rng: random.Random, months: int) -> list[str]:
             at = first + timedelta(days=i, hours=i)
             for dataset in ("measurementCO2", "measurementTVOC", "device"):
                 key = legacy_key(spec_org(), dataset, at)
-                stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=parquet_bytes(
-                    make_table(legacy_schema(dataset), rng.randint(1, 20), at, rng)))
+                stack.s3.put_object(
+                    Bucket=stack.bucket,
+                    Key=key,
+                    Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 20), at, rng)),
+                )
                 keys.append(key)
     return keys
 
@@ -223,8 +282,11 @@ def _race_history(stack, rng: random.Random, months: int) -> list[str]:
 def _rewrite(stack, key: str, rng: random.Random) -> None:
     dataset = key.rsplit("_", 1)[1].removesuffix(".parquet")
     at = datetime.now(timezone.utc)
-    stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                        Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 30), at, rng)))
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=key,
+        Body=parquet_bytes(make_table(legacy_schema(dataset), rng.randint(1, 30), at, rng)),
+    )
 
 
 def spec_org() -> str:

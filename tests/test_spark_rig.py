@@ -25,9 +25,13 @@ def _at(i: int) -> datetime:
 
 def _batch(first: int) -> pa.Table:
     ids = list(range(first, first + 10))
-    return pa.table({"id": pa.array(ids, pa.int64()),
-                     "name": pa.array([f"row-{i}" for i in ids], pa.string()),
-                     "ts": pa.array([_at(i) for i in ids], pa.timestamp("us", tz="UTC"))})
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "name": pa.array([f"row-{i}" for i in ids], pa.string()),
+            "ts": pa.array([_at(i) for i in ids], pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 def _data_blobs(stack) -> set[str]:
@@ -48,11 +52,15 @@ def test_spark_reads_optimizes_deletes_and_vacuums_a_table_in_azurite(spark, sta
     assert sorted(r["id"] for r in rows) == list(range(30))
     assert {(r["name"], r["ts"]) for r in rows} == {(f"row-{i}", _at(i)) for i in range(30)}  # aware, UTC
 
-    run = spark_on_lake(spark, stack.container, TABLE,
-                        "OPTIMIZE {table}",
-                        "DELETE FROM {table} WHERE id % 3 = 0",
-                        "VACUUM {table} RETAIN 0 HOURS",
-                        tmp_path=tmp_path)
+    run = spark_on_lake(
+        spark,
+        stack.container,
+        TABLE,
+        "OPTIMIZE {table}",
+        "DELETE FROM {table} WHERE id % 3 = 0",
+        "VACUUM {table} RETAIN 0 HOURS",
+        tmp_path=tmp_path,
+    )
     kept = [i for i in range(30) if i % 3]
     assert run.count == len(kept)
     assert run.results[0][0]["metrics"]["numFilesRemoved"] == 3  # OPTIMIZE compacted the three files

@@ -26,7 +26,14 @@ import pytest
 from deltalake.transaction import CommitProperties
 
 from shared.demo.bucket import (
-    WIREPAS_BIG, BucketSpec, legacy_key, legacy_schema, make_table, parquet_bytes, v1_key, v1_schema,
+    WIREPAS_BIG,
+    BucketSpec,
+    legacy_key,
+    legacy_schema,
+    make_table,
+    parquet_bytes,
+    v1_key,
+    v1_schema,
 )
 from shared.haltian.keys import parse_key
 from shared.model import FULL, PUBLISHED, TableChange, TableFile
@@ -39,17 +46,43 @@ from shared.tables.delta import DeltaPublisher
 from shared.tables.ledger import Delivered, TableLog
 from shared.tables.writes import CHECKPOINT_INTERVAL
 from tests.tables import (
-    ROOT, TABLES, download_table, duckdb_connection, file_rows, same_rows, source_rows, table, table_rows,
+    ROOT,
+    TABLES,
+    download_table,
+    duckdb_connection,
+    file_rows,
+    same_rows,
+    source_rows,
+    table,
+    table_rows,
 )
 from tests.faultproxy import CRASH_AFTER, FORBIDDEN, PASS, RESET_MID_BODY, FaultProxy, list_prefix
 from tests.test_reliability import bridge_for, proxied_env, run_killed_before_tables
 
 pytestmark = pytest.mark.integration
 
-SPEC = dict(legacy_hours=30, v1_hours=6, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-            legacy_snapshots=["device"], v1_snapshots=["devices"], snapshot_every_hours=12)
-ALLOWED_TYPES = {"boolean", "byte", "short", "integer", "long", "float", "double", "string", "binary", "date",
-                 "timestamp"}
+SPEC = dict(
+    legacy_hours=30,
+    v1_hours=6,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+    snapshot_every_hours=12,
+)
+ALLOWED_TYPES = {
+    "boolean",
+    "byte",
+    "short",
+    "integer",
+    "long",
+    "float",
+    "double",
+    "string",
+    "binary",
+    "date",
+    "timestamp",
+}
 
 
 def log_replay(stack, name: str) -> tuple[list[dict], list[str]]:
@@ -75,7 +108,7 @@ def orphans(stack, name: str) -> list[str]:
     actions, _ = log_replay(stack, name)
     named = {a[kind]["path"] for a in actions for kind in ("add", "remove") if kind in a}
     prefix = f"{TABLES}/{name}/"
-    return [n for n in stack.lake_names(prefix) if "/_delta_log/" not in n and n[len(prefix):] not in named]
+    return [n for n in stack.lake_names(prefix) if "/_delta_log/" not in n and n[len(prefix) :] not in named]
 
 
 def co2_rows_by_duckdb(stack, name: str, tmp_path) -> list[tuple]:
@@ -86,8 +119,13 @@ def co2_rows_by_duckdb(stack, name: str, tmp_path) -> list[tuple]:
 
 
 def co2_rows(rows: list[dict]) -> list[tuple]:
-    return sorted(((r["deviceId"], int(r["ts"].timestamp() * 1000), r["organizationId"], r["co2"], r["_source_key"])
-                   for r in rows), key=repr)
+    return sorted(
+        (
+            (r["deviceId"], int(r["ts"].timestamp() * 1000), r["organizationId"], r["co2"], r["_source_key"])
+            for r in rows
+        ),
+        key=repr,
+    )
 
 
 def put_this_hour(stack, dataset: str, rows: int, seed: int) -> tuple[str, bytes]:
@@ -115,10 +153,14 @@ def test_measurement_tables_hold_exactly_the_source_rows(stack, tmp_path) -> Non
     actual = table_rows(dt)
     assert same_rows(actual, expected)
     assert co2_rows_by_duckdb(stack, "legacy_measurementCO2", tmp_path) == co2_rows(expected)
-    sources = {w.key: hashlib.md5(data).hexdigest() for w, data in objects if w.key.startswith(folder)}  # S3's ETag
+    sources = {
+        w.key: hashlib.md5(data).hexdigest() for w, data in objects if w.key.startswith(folder)
+    }  # S3's ETag
     with_rows = {w.key for w, _ in objects if w.key.startswith(folder) and w.rows}
     assert {(r["_source_key"], r["_source_version"]) for r in actual} == {(k, sources[k]) for k in with_rows}
-    assert {r["_source_month"] for r in actual} == {k.split("/")[-3] + "-" + k.split("/")[-2] for k in with_rows}
+    assert {r["_source_month"] for r in actual} == {
+        k.split("/")[-3] + "-" + k.split("/")[-2] for k in with_rows
+    }
 
     # One physical schema: every data file's Parquet schema is the table's (less its partition column).
     table_schema = pa.schema(dt.schema().to_arrow())
@@ -139,8 +181,14 @@ def test_measurement_tables_hold_exactly_the_source_rows(stack, tmp_path) -> Non
             values = [v for v in rows.column(column).to_pylist() if v is not None]
             assert stats["minValues"][column] == min(values) and stats["maxValues"][column] == max(values)
             assert stats["nullCount"][column] == rows.column(column).null_count
-        times = [v.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z" for v in rows.column("ts").to_pylist()]
-        assert (stats["minValues"]["ts"], stats["maxValues"]["ts"]) == (min(times), max(times))  # to the millisecond
+        times = [
+            v.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+            for v in rows.column("ts").to_pylist()
+        ]
+        assert (stats["minValues"]["ts"], stats["maxValues"]["ts"]) == (
+            min(times),
+            max(times),
+        )  # to the millisecond
     assert not orphans(stack, "legacy_measurementCO2")
 
     # Nothing of a table in the mirror.
@@ -156,8 +204,10 @@ def test_snapshot_table_equals_the_newest_snapshot_and_keeps_history(stack) -> N
     run_once(bridge)
     org = BucketSpec().organization
     folder = f"parquet/{org}/device/"
-    snapshots = sorted(((parse_key(w.key), data) for w, data in objects if w.key.startswith(folder)),
-                       key=lambda s: s[0].window_start)
+    snapshots = sorted(
+        ((parse_key(w.key), data) for w, data in objects if w.key.startswith(folder)),
+        key=lambda s: s[0].window_start,
+    )
     assert len(snapshots) >= 3
     newest_key, newest_data = snapshots[-1]
     dt = table(stack, "legacy_device")
@@ -173,8 +223,9 @@ def test_snapshot_table_equals_the_newest_snapshot_and_keeps_history(stack) -> N
     result = run_once(bridge, full=True)
     dt = table(stack, "legacy_device")
     assert dt.version() == before + 1
-    assert same_rows(table_rows(dt), [{**r, "_source_key": later_key}
-                                      for r in pq.read_table(io.BytesIO(data)).to_pylist()])
+    assert same_rows(
+        table_rows(dt), [{**r, "_source_key": later_key} for r in pq.read_table(io.BytesIO(data)).to_pylist()]
+    )
     change = next(t for t in result.tables if t.dataset == "device")
     assert change.removed == [newest_key.key] and change.added == [later_key]
     dt.load_as_version(before)
@@ -182,8 +233,11 @@ def test_snapshot_table_equals_the_newest_snapshot_and_keeps_history(stack) -> N
 
     # A snapshot that arrives late (older than the table's) never replaces the newer one.
     stale_at = snapshots[0][0].window_start - timedelta(hours=3)
-    stack.s3.put_object(Bucket=stack.bucket, Key=legacy_key(org, "device", stale_at),
-                        Body=parquet_bytes(make_table(legacy_schema("device"), 2, stale_at, random.Random(9))))
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=legacy_key(org, "device", stale_at),
+        Body=parquet_bytes(make_table(legacy_schema("device"), 2, stale_at, random.Random(9))),
+    )
     run_once(bridge, full=True)
     dt = table(stack, "legacy_device")
     assert dt.version() == before + 1
@@ -202,7 +256,7 @@ def test_rerunning_adds_no_commit(stack) -> None:
     stack.seed(BucketSpec(**SPEC))
     bridge = stack.bridge()
     run_once(bridge)
-    folders = sorted({n[len(TABLES) + 1:].split("/")[0] for n in stack.lake_names(f"{TABLES}/")})
+    folders = sorted({n[len(TABLES) + 1 :].split("/")[0] for n in stack.lake_names(f"{TABLES}/")})
     versions = {f: table(stack, f).version() for f in folders}
     assert len(versions) >= 5
     second = run_once(bridge)
@@ -301,7 +355,12 @@ def test_a_table_sync_whose_reads_of_the_mirror_are_cut_off_reads_them_again(sta
     cut: Counter = Counter()
 
     def rule(method: str, path: str) -> str:
-        if method == "GET" and "/measurementCO2/" in path and path.endswith(".parquet") and "_tables" not in path:
+        if (
+            method == "GET"
+            and "/measurementCO2/" in path
+            and path.endswith(".parquet")
+            and "_tables" not in path
+        ):
             if path in cut or len(cut) < 3:
                 cut[path] += 1  # the first read is of its footer (the facts of a file another run published)
                 return RESET_MID_BODY if 2 <= cut[path] <= 3 else PASS
@@ -313,7 +372,9 @@ def test_a_table_sync_whose_reads_of_the_mirror_are_cut_off_reads_them_again(sta
     finally:
         proxy.close()
     folder = f"parquet/{BucketSpec().organization}/measurementCO2/"
-    assert len(cut) == 3 and all(n == 4 for n in cut.values()), cut  # the footer; cut off twice, then read whole
+    assert len(cut) == 3 and all(n == 4 for n in cut.values()), (
+        cut
+    )  # the footer; cut off twice, then read whole
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), source_rows(objects, folder))
 
 
@@ -348,8 +409,9 @@ def test_two_concurrent_committers_both_land_and_no_file_twice(stack) -> None:
     changes = []
 
     def commit(part: list[TableFile], name: str) -> None:
-        publisher = DeltaPublisher(bridge.lake, stack.container_name, delta_storage_options(stack.settings(), None),
-                                   name)
+        publisher = DeltaPublisher(
+            bridge.lake, stack.container_name, delta_storage_options(stack.settings(), None), name
+        )
         barrier.wait()
         changes.append(publisher.sync(part))
 
@@ -376,8 +438,11 @@ def test_a_check_constraint_another_engine_added_holds_for_new_rows(stack) -> No
     at = datetime(2026, 10, 20, tzinfo=timezone.utc)
     key = legacy_key(org, "measurementCO2", at)
     dt.alter.add_constraint({"not_that_file": f"_source_key <> '{key}'"})  # every row so far holds it
-    stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(20))))
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=key,
+        Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(20))),
+    )
     result = run_once(bridge, full=True)
     assert [o.action for o in result.outcomes] == [PUBLISHED]
     change = co2_change(result)
@@ -400,7 +465,9 @@ def test_additive_drift_evolves_the_schema_and_decimal256_stays_out(stack) -> No
     assert "decimal256(50, 20) has no Delta type" in distance.excluded[0]["reason"]
     key = distance.excluded[0]["source_key"]
     assert stack.lake_bytes(key)  # still copied
-    manifest = json.loads(stack.container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall())
+    manifest = json.loads(
+        stack.container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall()
+    )
     assert any(t["excluded"] and t["dataset"] == "measurementDistance" for t in manifest["tables"])
 
 
@@ -417,8 +484,11 @@ def test_breaking_drift_keeps_a_file_out_and_the_table_serving(stack) -> None:
         at = datetime(2026, 10, day, tzinfo=timezone.utc)
         schema = documented.append(pa.field("calibration", extra, True))
         keys.append(v1_key(org, "measurementCO2", at, at + timedelta(hours=1)))
-        stack.s3.put_object(Bucket=stack.bucket, Key=keys[-1],
-                            Body=parquet_bytes(make_table(schema, 4, at, random.Random(day))))
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=keys[-1],
+            Body=parquet_bytes(make_table(schema, 4, at, random.Random(day))),
+        )
         if day == 3:
             run_once(bridge, full=True)
             before = len(table_rows(table(stack, "v1_measurementCO2")))
@@ -434,7 +504,7 @@ def test_every_table_log_stays_within_what_synapse_and_fabric_read(stack) -> Non
     stack.seed(BucketSpec(**SPEC))
     bridge = stack.bridge()
     run_once(bridge)
-    names = sorted({n[len(TABLES) + 1:].split("/")[0] for n in stack.lake_names(f"{TABLES}/")})
+    names = sorted({n[len(TABLES) + 1 :].split("/")[0] for n in stack.lake_names(f"{TABLES}/")})
     assert {"legacy_device", "legacy_measurementCO2", "v1_devices", "v1_measurementCO2"} <= set(names), names
     for name in names:
         actions, _ = log_replay(stack, name)
@@ -445,7 +515,9 @@ def test_every_table_log_stays_within_what_synapse_and_fabric_read(stack) -> Non
         for metadata in (a["metaData"] for a in actions if "metaData" in a):
             assert metadata["partitionColumns"] == (["_source_month"] if measurement else [])
             for column in json.loads(metadata["schemaString"])["fields"]:
-                assert column["type"] in ALLOWED_TYPES or re.fullmatch(r"decimal\(\d+,\d+\)", str(column["type"]))
+                assert column["type"] in ALLOWED_TYPES or re.fullmatch(
+                    r"decimal\(\d+,\d+\)", str(column["type"])
+                )
                 assert column["nullable"] is True
             assert "delta.columnMapping.mode" not in metadata.get("configuration", {})
         for add in (a["add"] for a in actions if "add" in a):
@@ -486,17 +558,25 @@ def one_hour_counted(stack, name: str, dataset: str, rows: int, seed: int) -> tu
     return bridge, before, rows_before, key, data, result, requests, reads
 
 
-def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
+def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_follow(
+    stack, tmp_path
+) -> None:
     """The normal hour: a new file for a table that exists is appended without delta-rs loading
     the table (about twenty round trips at a cloud's latency): one listing of the log, its files
     read at once, one data file, one commit, each request once. delta-rs, DuckDB and a plain
     replay of the log all read the commit the bridge wrote itself."""
     bridge, before, rows_before, key, data, result, requests, _ = one_hour_counted(
-        stack, "legacy_measurementCO2", "measurementCO2", rows=5, seed=5)
+        stack, "legacy_measurementCO2", "measurementCO2", rows=5, seed=5
+    )
     change = co2_change(result)
     assert change.error is None and change.added == [key] and change.version == before.version() + 1
-    log_reads = len([n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
-                     if n.endswith(".json") or n.endswith(".parquet")])
+    log_reads = len(
+        [
+            n
+            for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
+            if n.endswith(".json") or n.endswith(".parquet")
+        ]
+    )
     assert requests["list"] == 1 and requests["PUT"] == 2, requests  # the data file, the commit
     assert requests["GET"] <= log_reads, requests  # the log's files at most, each once
     assert set(requests) <= {"list", "GET", "PUT"}, requests
@@ -508,20 +588,26 @@ def test_an_hourly_delivery_is_one_read_of_the_log_and_one_commit_that_readers_f
     assert co2_rows_by_duckdb(stack, "legacy_measurementCO2", tmp_path) == co2_rows(rows_before + new_rows)
     actions, live = log_replay(stack, "legacy_measurementCO2")
     commit = [a for a in actions if "txn" in a and key in a["txn"]["appId"]]
-    assert len(commit) == 1 and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    assert (
+        len(commit) == 1
+        and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    )
     assert sorted(live) == sorted(p.split("legacy_measurementCO2/", 1)[1] for p in after.file_uris())
     assert not orphans(stack, "legacy_measurementCO2")
     assert all(not t.changed for t in run_once(bridge).tables)
 
 
-def test_an_hourly_snapshot_is_one_read_of_the_log_and_one_commit_that_readers_follow(stack, tmp_path) -> None:
+def test_an_hourly_snapshot_is_one_read_of_the_log_and_one_commit_that_readers_follow(
+    stack, tmp_path
+) -> None:
     """A new snapshot for a table that exists, in a lake of one organization: no delta-rs load or
     scan of the old rows (about forty round trips at a cloud's latency). One listing of the log,
     its files read at once, one data file, one commit that removes the old snapshot's file and
     adds the new one. delta-rs, DuckDB and a plain replay of the log all read the new snapshot's
     rows only, and the old ones by time travel."""
     bridge, before, rows_before, key, data, result, requests, reads = one_hour_counted(
-        stack, "legacy_device", "device", rows=4, seed=11)
+        stack, "legacy_device", "device", rows=4, seed=11
+    )
     change = next(t for t in result.tables if t.layout == "legacy" and t.dataset == "device")
     assert change.error is None and change.added == [key] and change.version == before.version() + 1
     assert requests["list"] == 1 and requests["PUT"] == 2, requests  # the data file, the commit
@@ -534,12 +620,18 @@ def test_an_hourly_snapshot_is_one_read_of_the_log_and_one_commit_that_readers_f
     assert after.version() == change.version
     assert same_rows(table_rows(after), file_rows(data, key))
     local = download_table(stack, "legacy_device", tmp_path / "legacy_device")
-    by_duckdb = duckdb_connection().execute(
-        "SELECT _source_key, count(*) FROM delta_scan(?) GROUP BY _source_key", [str(local)]).fetchall()
+    by_duckdb = (
+        duckdb_connection()
+        .execute("SELECT _source_key, count(*) FROM delta_scan(?) GROUP BY _source_key", [str(local)])
+        .fetchall()
+    )
     assert by_duckdb == [(key, pq.read_metadata(io.BytesIO(data)).num_rows)]
     actions, live = log_replay(stack, "legacy_device")
     commit = [a for a in actions if "txn" in a and key in a["txn"]["appId"]]
-    assert len(commit) == 1 and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    assert (
+        len(commit) == 1
+        and commit[0]["txn"]["appId"] == f"haltian-azure-bridge:{hashlib.md5(data).hexdigest()}:{key}"
+    )
     assert sorted(live) == sorted(p.split("legacy_device/", 1)[1] for p in after.file_uris())
     assert not orphans(stack, "legacy_device")
     after.load_as_version(before.version())
@@ -561,12 +653,21 @@ def test_a_snapshot_table_whose_files_mix_organizations_is_overwritten_by_delta_
         return {"path": path, "size": 10, "partitionValues": {}, "stats": json.dumps(stats)}
 
     def removed(*adds: dict) -> list[dict] | None:
-        log = TableLog(3, {"minReaderVersion": 1, "minWriterVersion": 2}, {"partitionColumns": []}, {},
-                       Delivered(3, {}), {a["path"]: a for a in adds})
+        log = TableLog(
+            3,
+            {"minReaderVersion": 1, "minWriterVersion": 2},
+            {"partitionColumns": []},
+            {},
+            Delivered(3, {}),
+            {a["path"]: a for a in adds},
+        )
         return log.replaced_by([ours])
 
     key = f"parquet/{ours}/device/2026/11/2026_11_02_05_device.parquet"
-    truncated = (f"parquet/{ours}/device/2026/11/2026", f"parquet/{ours}/device/2026/11/2027")  # delta-rs's bounds
+    truncated = (
+        f"parquet/{ours}/device/2026/11/2026",
+        f"parquet/{ours}/device/2026/11/2027",
+    )  # delta-rs's bounds
     assert removed(add(key, key)) == [add(key, key)]
     assert removed(add(*truncated)) == [add(*truncated)]
     assert removed(add(key, key), add(*truncated, path="part-2.parquet")) is not None
@@ -633,11 +734,21 @@ def test_a_log_missing_a_commit_costs_that_table_one_plain_error(stack) -> None:
 
 def _log_state(fields: list[dict], configuration: dict[str, str] | None = None) -> TableLog:
     """A table's state as the Delta protocol spells it: protocol (1, 2), a month-partitioned schema."""
-    schema = {"type": "struct", "fields": fields + [{"name": "_source_month", "type": "string", "nullable": True,
-                                                     "metadata": {}}]}
-    return TableLog(3, {"minReaderVersion": 1, "minWriterVersion": 2},
-                    {"schemaString": json.dumps(schema), "partitionColumns": ["_source_month"],
-                     "configuration": configuration or {}}, {}, Delivered(1, {}))
+    schema = {
+        "type": "struct",
+        "fields": fields + [{"name": "_source_month", "type": "string", "nullable": True, "metadata": {}}],
+    }
+    return TableLog(
+        3,
+        {"minReaderVersion": 1, "minWriterVersion": 2},
+        {
+            "schemaString": json.dumps(schema),
+            "partitionColumns": ["_source_month"],
+            "configuration": configuration or {},
+        },
+        {},
+        Delivered(1, {}),
+    )
 
 
 def test_the_bridge_commits_itself_only_what_a_writer_version_2_may_write_blindly() -> None:
@@ -647,8 +758,9 @@ def test_the_bridge_commits_itself_only_what_a_writer_version_2_may_write_blindl
     plain = {"name": "co2", "type": "double", "nullable": True, "metadata": {}}
     assert _log_state([plain]).appendable()
     assert not _log_state([{**plain, "nullable": False}]).appendable()
-    assert not _log_state([{**plain, "metadata": {"delta.invariants": '{"expression": {"expression": "co2 > 0"}}'}}]
-                          ).appendable()
+    assert not _log_state(
+        [{**plain, "metadata": {"delta.invariants": '{"expression": {"expression": "co2 > 0"}}'}}]
+    ).appendable()
     assert not _log_state([plain], {"delta.setTransactionRetentionDuration": "interval 7 days"}).appendable()
 
 
@@ -676,9 +788,13 @@ def test_a_commit_holding_a_line_separator_in_a_string_is_read(stack) -> None:
     bridge = stack.bridge()
     run_once(bridge)
     dt = table(stack, "legacy_measurementCO2")
-    dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 30 days"},
-                                  commit_properties=CommitProperties(custom_metadata={"note": "one\u2028two"}))
-    newest = sorted(n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/") if n.endswith(".json"))[-1]
+    dt.alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 30 days"},
+        commit_properties=CommitProperties(custom_metadata={"note": "one\u2028two"}),
+    )
+    newest = sorted(
+        n for n in stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/") if n.endswith(".json")
+    )[-1]
     assert "\u2028".encode() in stack.container.get_blob_client(newest).download_blob().readall()
     key, _ = put_this_hour(stack, "measurementCO2", 2, seed=6)
     change = co2_change(run_once(bridge))
@@ -691,8 +807,11 @@ def test_checkpoints_are_written_regularly(stack) -> None:
     at = datetime(2026, 9, 1, tzinfo=timezone.utc)
     for hour in range(CHECKPOINT_INTERVAL + 1):
         key = legacy_key(org, "measurementCO2", at + timedelta(hours=hour))
-        stack.s3.put_object(Bucket=stack.bucket, Key=key,
-                            Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(hour))))
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=key,
+            Body=parquet_bytes(make_table(legacy_schema("measurementCO2"), 2, at, random.Random(hour))),
+        )
         run_once(bridge, full=True)
     names = stack.lake_names(f"{TABLES}/legacy_measurementCO2/_delta_log/")
     assert any(n.endswith(".checkpoint.parquet") for n in names)
@@ -711,34 +830,52 @@ def test_sql_prints_one_synapse_view_per_table(stack, monkeypatch, capsys) -> No
     views = re.findall(r"CREATE OR ALTER VIEW \[dbo\]\.\[(\w+)\] AS", script)
     assert sorted(views) == ["legacy_device", "legacy_measurementCO2", "v1_devices", "v1_measurementCO2"]
     assert script.count("FORMAT = 'DELTA'") == 4
-    assert f"BULK '{stack.azurite.url}/devstoreaccount1/{stack.container_name}/{TABLES}/legacy_device/'" in script
+    assert (
+        f"BULK '{stack.azurite.url}/devstoreaccount1/{stack.container_name}/{TABLES}/legacy_device/'"
+        in script
+    )
 
 
 def mirror(stack, key: str, data: bytes) -> TableFile:
     """A file placed in the mirror as a run leaves it (its source version in its metadata), for
     tests that drive the table sync alone."""
     etag = hashlib.md5(data).hexdigest()
-    stack.container.upload_blob(f"{ROOT}/{key}", data, overwrite=True,
-                                metadata={"haltian_source_etag": etag, "haltian_source_size": str(len(data))})
+    stack.container.upload_blob(
+        f"{ROOT}/{key}",
+        data,
+        overwrite=True,
+        metadata={"haltian_source_etag": etag, "haltian_source_size": str(len(data))},
+    )
     return TableFile(parse_key(key), len(data), etag)
 
 
 def publisher(stack, now: datetime) -> DeltaPublisher:
     bridge: Bridge = stack.bridge()
-    return DeltaPublisher(bridge.lake, stack.container_name, delta_storage_options(stack.settings(), None),
-                          "test-run", now=lambda: now)
+    return DeltaPublisher(
+        bridge.lake,
+        stack.container_name,
+        delta_storage_options(stack.settings(), None),
+        "test-run",
+        now=lambda: now,
+    )
 
 
 def test_a_source_file_whose_bytes_changed_replaces_its_rows_in_one_commit(stack) -> None:
     org = BucketSpec().organization
     at = datetime(2026, 10, 1, tzinfo=timezone.utc)
     keys = [legacy_key(org, "measurementCO2", at + timedelta(hours=h)) for h in range(3)]
-    datas = [parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(h))) for h in range(3)]
+    datas = [
+        parquet_bytes(make_table(legacy_schema("measurementCO2"), 4, at, random.Random(h))) for h in range(3)
+    ]
     first = publisher(stack, at).sync([mirror(stack, k, d) for k, d in zip(keys, datas)])
     assert first.error is None and len(first.added) == 3
 
     changed = parquet_bytes(make_table(legacy_schema("measurementCO2"), 7, at, random.Random(99)))
-    files = [mirror(stack, keys[0], datas[0]), mirror(stack, keys[1], changed), mirror(stack, keys[2], datas[2])]
+    files = [
+        mirror(stack, keys[0], datas[0]),
+        mirror(stack, keys[1], changed),
+        mirror(stack, keys[2], datas[2]),
+    ]
     second = publisher(stack, at).sync(files)
     assert second.error is None and second.added == [keys[1]] and second.removed == [keys[1]]
     assert second.version == first.version + 1  # one commit
@@ -756,7 +893,9 @@ def deliver_days(stack, days: int, start: datetime, rows: int = 2) -> tuple[list
         for hour in range(24):
             at = start + timedelta(days=day, hours=hour)
             key = legacy_key(org, "measurementCO2", at)
-            data = parquet_bytes(make_table(legacy_schema("measurementCO2"), rows, at, random.Random(day * 24 + hour)))
+            data = parquet_bytes(
+                make_table(legacy_schema("measurementCO2"), rows, at, random.Random(day * 24 + hour))
+            )
             files.append(mirror(stack, key, data))
             expected += file_rows(data, key)
         sink = publisher(stack, start + timedelta(days=day, hours=23, minutes=30))
@@ -790,7 +929,11 @@ def test_hourly_deliveries_stay_within_direct_lake_bounds(stack, days) -> None:
     assert sum(months.values()) <= 1000 and row_groups <= 1000
     assert same_rows(table_rows(table(stack, "legacy_measurementCO2")), expected)
     actions, _ = log_replay(stack, "legacy_measurementCO2")
-    optimize = [a["commitInfo"] for a in actions if "commitInfo" in a and a["commitInfo"].get("operation") == "OPTIMIZE"]
+    optimize = [
+        a["commitInfo"]
+        for a in actions
+        if "commitInfo" in a and a["commitInfo"].get("operation") == "OPTIMIZE"
+    ]
     assert optimize  # compactions are commits of their own, without data change
     assert [a for a in actions if "add" in a and a["add"]["dataChange"] is False]
 
@@ -820,7 +963,11 @@ def test_a_snapshot_table_holds_each_organizations_newest_snapshot(stack) -> Non
     other = "0b7f3c1e-2d4a-4c5b-8e9f-1a2b3c4d5e6f"
     at = datetime(2026, 10, 1, tzinfo=timezone.utc)
     snapshots = {}
-    for org, hour, seed in ((BucketSpec().organization, 0, 1), (other, 0, 2), (BucketSpec().organization, 5, 3)):
+    for org, hour, seed in (
+        (BucketSpec().organization, 0, 1),
+        (other, 0, 2),
+        (BucketSpec().organization, 5, 3),
+    ):
         key = legacy_key(org, "device", at + timedelta(hours=hour))
         snapshots[key] = parquet_bytes(make_table(legacy_schema("device"), 3 + seed, at, random.Random(seed)))
     keys = list(snapshots)
@@ -832,13 +979,17 @@ def test_a_snapshot_table_holds_each_organizations_newest_snapshot(stack) -> Non
     assert same_rows(table_rows(table(stack, "legacy_device")), expected)
 
 
-def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(stack, monkeypatch, capsys) -> None:
+def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(
+    stack, monkeypatch, capsys
+) -> None:
     from shared import cli
 
     objects = stack.seed(BucketSpec(**SPEC, bad_files=False))
     org = BucketSpec().organization
-    old_logs = [f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/00000000000000000000.json",
-                f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/00000000000000000000.json"]
+    old_logs = [
+        f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/00000000000000000000.json",
+        f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/00000000000000000000.json",
+    ]
     for name in old_logs:  # as an earlier version left them
         stack.container.upload_blob(name, b'{"commitInfo":{}}\n')
     run_once(stack.bridge())
@@ -846,8 +997,10 @@ def test_drop_legacy_removes_old_logs_from_the_mirror_once_the_new_tables_exist(
         monkeypatch.setenv(name, value)
     assert cli.main(["tables", "drop-legacy", "--json"]) == cli.EXIT_OK
     document = json.loads(capsys.readouterr().out)
-    assert document == {"removed": [f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/"],
-                        "kept_until_the_new_table_exists": [f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/"]}
+    assert document == {
+        "removed": [f"{ROOT}/parquet/{org}/measurementCO2/_delta_log/"],
+        "kept_until_the_new_table_exists": [f"{ROOT}/parquet/v1/{org}/measurementNoTable/_delta_log/"],
+    }
     names = stack.lake_names(f"{ROOT}/parquet/")
     assert old_logs[0] not in names and old_logs[1] in names
     assert len([n for n in names if "_delta_log" not in n]) == len(objects)  # every mirrored file kept
@@ -903,8 +1056,13 @@ def test_an_accepted_type_change_is_served_after_a_rebuild(stack, monkeypatch, c
     assert {f.name: str(f.type.type) for f in dt.schema().fields}["calibration"] == "long"
     assert same_rows(table_rows(dt), expected)
     for uri in dt.file_uris():
-        footer = pq.ParquetFile(io.BytesIO(stack.container.get_blob_client(
-            uri.split(f"{stack.container_name}/", 1)[1]).download_blob().readall()))
+        footer = pq.ParquetFile(
+            io.BytesIO(
+                stack.container.get_blob_client(uri.split(f"{stack.container_name}/", 1)[1])
+                .download_blob()
+                .readall()
+            )
+        )
         assert footer.schema_arrow.field("calibration").type == pa.int64()
 
     # A later file in the old, narrower type joins the table widened.
@@ -930,8 +1088,10 @@ def test_the_write_budget_lets_writes_that_fit_run_together_and_holds_the_rest_b
             holding[name].set()
             release[name].wait(10)
 
-    threads = {name: threading.Thread(target=write, args=(name, size)) for name, size in
-               (("a", 60), ("b", 40), ("big", 500))}
+    threads = {
+        name: threading.Thread(target=write, args=(name, size))
+        for name, size in (("a", 60), ("b", 40), ("big", 500))
+    }
     threads["a"].start()
     assert holding["a"].wait(5)
     threads["b"].start()
@@ -950,8 +1110,13 @@ def test_the_write_budget_lets_writes_that_fit_run_together_and_holds_the_rest_b
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
-@hypothesis.given(st.lists(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=6),
-                           min_size=1, max_size=4))
+@hypothesis.given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_a_streamed_files_bounds_hold_for_every_value_a_reader_may_skip_it_by(batches) -> None:
     """What Delta readers skip a file by (min/max) must hold for every value in it: a query for an
     infinity must never skip the file that holds it. NaN is left out, as delta-rs leaves it."""

@@ -17,8 +17,14 @@ from shared.run import run_once
 
 pytestmark = pytest.mark.integration
 
-SMALL = dict(legacy_hours=3, v1_hours=2, legacy_measurements=["measurementCO2"], v1_measurements=["measurementCO2"],
-             legacy_snapshots=["device"], v1_snapshots=["devices"])
+SMALL = dict(
+    legacy_hours=3,
+    v1_hours=2,
+    legacy_measurements=["measurementCO2"],
+    v1_measurements=["measurementCO2"],
+    legacy_snapshots=["device"],
+    v1_snapshots=["devices"],
+)
 
 
 @pytest.fixture(scope="session")
@@ -68,14 +74,23 @@ def test_a_run_emits_every_metric_the_alerts_and_workbook_use(stack, reader) -> 
 
     points = collect(reader)
     assert set(names.ALL) <= set(points), set(names.ALL) - set(points)
-    published = sum(p.value for p in points[names.FILES_PUBLISHED]
-                    if p.attributes["dataset"] == "measurementCO2" and p.attributes["layout"] == "legacy")
-    assert published >= sum(1 for o in result.outcomes if o.action == PUBLISHED
-                            and o.item.key.dataset == "measurementCO2" and o.item.key.layout == "legacy")
-    assert {(p.attributes["layout"], p.attributes["dataset"]) for p in points[names.TABLE_ERRORS]} \
-        == {("legacy", "measurementCO2")}
+    published = sum(
+        p.value
+        for p in points[names.FILES_PUBLISHED]
+        if p.attributes["dataset"] == "measurementCO2" and p.attributes["layout"] == "legacy"
+    )
+    assert published >= sum(
+        1
+        for o in result.outcomes
+        if o.action == PUBLISHED and o.item.key.dataset == "measurementCO2" and o.item.key.layout == "legacy"
+    )
+    assert {(p.attributes["layout"], p.attributes["dataset"]) for p in points[names.TABLE_ERRORS]} == {
+        ("legacy", "measurementCO2")
+    }
     statuses = {p.attributes["status"] for p in points[names.RUNS]}
     assert {"failed", "incomplete"} <= statuses
-    lag = {(p.attributes["layout"], p.attributes["dataset"]): p.value for p in points[names.LAG_OLDEST_PENDING]}
+    lag = {
+        (p.attributes["layout"], p.attributes["dataset"]): p.value for p in points[names.LAG_OLDEST_PENDING]
+    }
     failed_key = next(o.item.key for o in result.outcomes if o.item.key.key == victim)
     assert lag[(failed_key.layout, failed_key.dataset)] > 0  # the failed file is still waiting

@@ -23,13 +23,20 @@ from tests.stacks import aws_credentials
 
 pytestmark = pytest.mark.integration
 
-ODD_NAMES = ("plain.parquet", "with space/and+plus=eq.parquet", "ünïcödé/ß.parquet", "per%cent/semi;colon,comma.parquet",
-             "tilde~/brackets[1](2)/quote'.parquet")
+ODD_NAMES = (
+    "plain.parquet",
+    "with space/and+plus=eq.parquet",
+    "ünïcödé/ß.parquet",
+    "per%cent/semi;colon,comma.parquet",
+    "tilde~/brackets[1](2)/quote'.parquet",
+)
 
 
 def _writer(stack, key: str = servers.AZURITE_KEY, hook=None) -> BlobWriter:
     connection = servers.azurite_connection_string(stack.azurite).replace(servers.AZURITE_KEY, key)
-    container = BlobServiceClient.from_connection_string(connection).get_container_client(stack.container_name)
+    container = BlobServiceClient.from_connection_string(connection).get_container_client(
+        stack.container_name
+    )
     return BlobWriter(container, azure_transport(4, hook=hook))
 
 
@@ -37,8 +44,13 @@ def test_blob_requests_are_signed_as_the_service_expects_for_odd_names(stack) ->
     writer = _writer(stack)
     for index, name in enumerate(ODD_NAMES):
         data = f"file {index}".encode() * 100
-        modified = writer.put_blob(name, data, content_type="application/vnd.apache.parquet",
-                                   metadata={"haltian_source_key": "k", "haltian_run_id": "r"}, condition={})
+        modified = writer.put_blob(
+            name,
+            data,
+            content_type="application/vnd.apache.parquet",
+            metadata={"haltian_source_key": "k", "haltian_run_id": "r"},
+            condition={},
+        )
         props = stack.container.get_blob_client(name).get_blob_properties()
         assert props.last_modified == modified and modified.tzinfo is not None
         assert props.metadata == {"haltian_source_key": "k", "haltian_run_id": "r"}
@@ -51,8 +63,14 @@ def test_blob_requests_are_signed_as_the_service_expects_for_odd_names(stack) ->
     for index, block in enumerate(blocks):
         writer.put_block(name, f"block-{index:04d}", block)
     whole = b"".join(blocks)
-    writer.put_block_list(name, [f"block-{i:04d}" for i in range(3)], content_type="application/octet-stream",
-                          content_md5=hashlib.md5(whole).digest(), metadata={"m": "v"}, condition={"if-none-match": "*"})
+    writer.put_block_list(
+        name,
+        [f"block-{i:04d}" for i in range(3)],
+        content_type="application/octet-stream",
+        content_md5=hashlib.md5(whole).digest(),
+        metadata={"m": "v"},
+        condition={"if-none-match": "*"},
+    )
     blob = stack.container.get_blob_client(name)
     assert blob.download_blob().readall() == whole
     assert blob.get_blob_properties().content_settings.content_md5 == hashlib.md5(whole).digest()
@@ -96,7 +114,8 @@ def test_gets_go_where_botocore_sends_them_signed_by_botocores_signer(stack) -> 
             headers = source.signed(ours, {"If-Match": '"abc"'})
             theirs = sent[-1].headers["Authorization"].decode()
             assert headers["Authorization"].split("Signature=")[0] == theirs.split("Signature=")[0].replace(
-                "x-amz-checksum-mode;", "")  # botocore also asks for checksums; the copy path checks MD5s
+                "x-amz-checksum-mode;", ""
+            )  # botocore also asks for checksums; the copy path checks MD5s
     finally:
         stack.s3.meta.events.unregister("before-send.s3.GetObject", unique_id="t-capture")
 
@@ -128,8 +147,13 @@ def test_a_dead_server_is_retried_then_reported_without_the_urls_query() -> None
         def wait(self, attempt, answer, error):
             return 0.01
 
-    transport = Transport(rules=Quick(), connect_timeout=1,
-                          read_timeout=1, pool_size=2, hook=lambda method, url: attempts.append(url))
+    transport = Transport(
+        rules=Quick(),
+        connect_timeout=1,
+        read_timeout=1,
+        pool_size=2,
+        hook=lambda method, url: attempts.append(url),
+    )
     port = servers.free_port()  # nothing listens there
     url = f"http://127.0.0.1:{port}/bucket/key.parquet?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAEXAMPLE"
     with pytest.raises(TransportError) as raised:
@@ -178,8 +202,11 @@ class _Answer:
     def __init__(self, status: int, code: str = "", header: str = "") -> None:
         self.status = status
         self.headers = HTTPHeaderDict({header: code} if header and code else {})
-        self.data = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>m</Message></Error>"
-                     .encode() if code and not header else b"")
+        self.data = (
+            f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
+            if code and not header
+            else b""
+        )
 
 
 def test_s3_gets_are_retried_as_botocores_standard_mode_retries() -> None:
@@ -187,20 +214,37 @@ def test_s3_gets_are_retried_as_botocores_standard_mode_retries() -> None:
     RequestTimeoutException, PriorRequestNotComplete, connection errors), throttling errors
     (Throttling, SlowDown, ...), and the statuses 500, 502, 503 and 504 are retried, with
     exponential backoff (base 2) of at most 20 s, up to the client's max_attempts in all."""
-    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x",
-                          config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 5}))
+    client = boto3.client(
+        "s3",
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="x",
+        config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 5}),
+    )
     rules = S3Retries(client)
     assert rules.attempts == 6  # botocore's max_attempts counts retries: 5 of them, 6 attempts
-    retried = [_Answer(500, "InternalError"), _Answer(502), _Answer(503, "SlowDown"), _Answer(504),
-               _Answer(400, "RequestTimeout"), _Answer(400, "Throttling"), _Answer(429)]
+    retried = [
+        _Answer(500, "InternalError"),
+        _Answer(502),
+        _Answer(503, "SlowDown"),
+        _Answer(504),
+        _Answer(400, "RequestTimeout"),
+        _Answer(400, "Throttling"),
+        _Answer(429),
+    ]
     for answer in retried:
         for attempt in range(1, 6):
             wait = rules.wait(attempt, answer, None)
             assert wait is not None and 0 <= wait <= min(20, 2 ** (attempt - 1)), (answer.status, answer.data)
         assert rules.wait(6, answer, None) is None  # the last attempt's answer stands
     assert rules.wait(1, None, ProtocolError("Connection reset by peer")) is not None
-    for answer in (_Answer(403, "AccessDenied"), _Answer(404, "NoSuchKey"), _Answer(412, "PreconditionFailed"),
-                   _Answer(400, "InvalidArgument"), _Answer(501, "NotImplemented")):
+    for answer in (
+        _Answer(403, "AccessDenied"),
+        _Answer(404, "NoSuchKey"),
+        _Answer(412, "PreconditionFailed"),
+        _Answer(400, "InvalidArgument"),
+        _Answer(501, "NotImplemented"),
+    ):
         assert rules.wait(1, answer, None) is None, (answer.status, answer.data)
 
 
@@ -211,14 +255,29 @@ def test_lake_requests_are_retried_as_the_storage_sdk_retries() -> None:
     the bridge's setting), retry_total (4) times."""
     rules = LakeRetries()
     assert rules.attempts == 5
-    for answer in (_Answer(408), _Answer(500, "InternalError", "x-ms-error-code"),
-                   _Answer(503, "ServerBusy", "x-ms-error-code"), _Answer(502), _Answer(504), _Answer(507)):
+    for answer in (
+        _Answer(408),
+        _Answer(500, "InternalError", "x-ms-error-code"),
+        _Answer(503, "ServerBusy", "x-ms-error-code"),
+        _Answer(502),
+        _Answer(504),
+        _Answer(507),
+    ):
         for attempt in range(1, 5):
             wait = rules.wait(attempt, answer, None)
-            assert wait is not None and max(0, 1 + 3 ** attempt - 3) <= wait <= 1 + 3 ** attempt + 3, answer.status
+            assert wait is not None and max(0, 1 + 3**attempt - 3) <= wait <= 1 + 3**attempt + 3, (
+                answer.status
+            )
     assert rules.wait(1, None, ProtocolError("Connection reset by peer")) is not None
-    for answer in (_Answer(400), _Answer(403, "AuthorizationPermissionMismatch", "x-ms-error-code"), _Answer(404),
-                   _Answer(409, "BlobAlreadyExists", "x-ms-error-code"), _Answer(412), _Answer(501), _Answer(505)):
+    for answer in (
+        _Answer(400),
+        _Answer(403, "AuthorizationPermissionMismatch", "x-ms-error-code"),
+        _Answer(404),
+        _Answer(409, "BlobAlreadyExists", "x-ms-error-code"),
+        _Answer(412),
+        _Answer(501),
+        _Answer(505),
+    ):
         assert rules.wait(1, answer, None) is None, answer.status
 
 
@@ -312,10 +371,14 @@ def test_a_download_cut_off_mid_body_is_read_again_whole_within_the_same_attempt
     transport = Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
     try:
         target = io.BytesIO()
-        answer = transport.send("GET", f"http://127.0.0.1:{server.server_port}/twice", headers={}, into=target)
+        answer = transport.send(
+            "GET", f"http://127.0.0.1:{server.server_port}/twice", headers={}, into=target
+        )
         assert answer.status == 200 and target.getvalue() == body and len(calls) == 3
         with pytest.raises(TransportError, match=r"after 3 attempts"):
-            transport.send("GET", f"http://127.0.0.1:{server.server_port}/always", headers={}, into=io.BytesIO())
+            transport.send(
+                "GET", f"http://127.0.0.1:{server.server_port}/always", headers={}, into=io.BytesIO()
+            )
         assert len(calls) == 6
     finally:
         server.shutdown()

@@ -10,11 +10,23 @@ import pytest
 
 from shared.demo.bucket import legacy_schema, make_table, parquet_bytes, v1_schema
 from shared.haltian.contracts import (
-    Column, Verdict, check_schema, columns_of, contract_for, dataset_kind, fingerprint, type_matches,
+    Column,
+    Verdict,
+    check_schema,
+    columns_of,
+    contract_for,
+    dataset_kind,
+    fingerprint,
+    type_matches,
 )
 from shared.haltian.keys import LEGACY, V1
 from shared.verify.parquet import (
-    FOOTER_GUESS_BYTES, FooterNeeded, ParquetFacts, UnreadableParquet, inspect_parquet, read_footer,
+    FOOTER_GUESS_BYTES,
+    FooterNeeded,
+    ParquetFacts,
+    UnreadableParquet,
+    inspect_parquet,
+    read_footer,
 )
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -43,7 +55,7 @@ def test_footer_alone_is_enough_and_a_long_footer_asks_for_more() -> None:
     assert isinstance(facts, ParquetFacts) and facts.rows == 50 and not facts.pages_checked
     needed = inspect_parquet(data[-20:], len(data))
     assert isinstance(needed, FooterNeeded)
-    facts = inspect_parquet(data[-needed.tail_bytes:], len(data))
+    facts = inspect_parquet(data[-needed.tail_bytes :], len(data))
     assert isinstance(facts, ParquetFacts) and facts.rows == 50
 
 
@@ -51,6 +63,7 @@ def _tail_reader(data: bytes, reads: list[int]):
     def read_tail(length: int) -> bytes:
         reads.append(length)
         return data[-length:]
+
     return read_tail
 
 
@@ -66,14 +79,21 @@ def test_a_footer_is_read_in_one_ranged_read_or_exactly_two_when_it_is_long() ->
     facts = read_footer(_tail_reader(wide, reads), len(wide))
     assert reads == [FOOTER_GUESS_BYTES, footer + 8]
     expected = pq.ParquetFile(io.BytesIO(wide)).metadata  # pyarrow's own reading of the whole file
-    assert (facts.rows, facts.row_groups, len(facts.columns)) == (expected.num_rows, expected.num_row_groups, 2000)
+    assert (facts.rows, facts.row_groups, len(facts.columns)) == (
+        expected.num_rows,
+        expected.num_row_groups,
+        2000,
+    )
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "0 bytes"),
-    (b"PAR1", "too short"),
-    (b"id,value\n1,2\n" * 3, "does not start with the Parquet magic"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "0 bytes"),
+        (b"PAR1", "too short"),
+        (b"id,value\n1,2\n" * 3, "does not start with the Parquet magic"),
+    ],
+)
 def test_not_parquet_is_named(data: bytes, reason: str) -> None:
     with pytest.raises(UnreadableParquet, match=reason):
         inspect_parquet(data, len(data))
@@ -153,8 +173,18 @@ def test_partial_v1_contracts_accept_any_timestamp_unit_and_unnamed_columns() ->
 
 
 def test_every_legacy_dataset_in_the_contract_document_is_shipped() -> None:
-    for dataset in ("organization", "device", "deviceGroup", "deviceGroupDevices", "deviceKeyword", "space",
-                    "zone", "measurementCO2", "measurementTVOC", "measurementPositionZone"):
+    for dataset in (
+        "organization",
+        "device",
+        "deviceGroup",
+        "deviceGroupDevices",
+        "deviceKeyword",
+        "space",
+        "zone",
+        "measurementCO2",
+        "measurementTVOC",
+        "measurementPositionZone",
+    ):
         assert contract_for(LEGACY, dataset) is not None, dataset
     assert dataset_kind(LEGACY, "deviceGroupDevices") == "relationship"
     assert dataset_kind(V1, "measurementNoiseLevel") == "measurement"
@@ -172,19 +202,23 @@ def test_the_cheapest_chunk_of_a_nested_schema_is_the_one_decoded() -> None:
     """Chunks are leaf columns: with a struct first, a chunk's index is not its field's index.
     The cheapest chunk (``n``) is corrupted; decoding the field at its index (``m``) would miss it."""
     rows = 200
-    table = pa.table({
-        "s": pa.array([{"a": f"a-{i:06d}" * 8, "b": f"b-{i:06d}" * 8} for i in range(rows)]),
-        "n": pa.array([i % 2 for i in range(rows)], pa.int8()),
-        "m": pa.array([f"m-{i:06d}" * 8 for i in range(rows)]),
-    })
+    table = pa.table(
+        {
+            "s": pa.array([{"a": f"a-{i:06d}" * 8, "b": f"b-{i:06d}" * 8} for i in range(rows)]),
+            "n": pa.array([i % 2 for i in range(rows)], pa.int8()),
+            "m": pa.array([f"m-{i:06d}" * 8 for i in range(rows)]),
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="snappy", use_dictionary=False)
     data = bytearray(sink.getvalue())
     group = pq.ParquetFile(pa.BufferReader(bytes(data))).metadata.row_group(0)
     chunk = group.column(2)
     assert chunk.path_in_schema == "n"
-    assert chunk.total_compressed_size == min(group.column(c).total_compressed_size for c in range(group.num_columns))
+    assert chunk.total_compressed_size == min(
+        group.column(c).total_compressed_size for c in range(group.num_columns)
+    )
     start = chunk.data_page_offset
-    data[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
     with pytest.raises(UnreadableParquet, match="row group 0 cannot be decoded"):
         inspect_parquet(bytes(data), len(data))

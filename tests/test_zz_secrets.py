@@ -32,7 +32,9 @@ def test_no_secret_in_anything_the_suite_wrote(azurite, log_collector) -> None:
         for blob in client.list_blobs(include=["metadata"]):
             texts = [blob.name, json.dumps(blob.metadata or {})]
             if blob.name.endswith((".json", ".lock")) or "/_delta_log/" in blob.name:
-                texts.append(client.get_blob_client(blob.name).download_blob().readall().decode("utf-8", "replace"))
+                texts.append(
+                    client.get_blob_client(blob.name).download_blob().readall().decode("utf-8", "replace")
+                )
             for text in texts:
                 for secret in secrets:
                     assert secret not in text, f"a secret in {container.name}/{blob.name}"

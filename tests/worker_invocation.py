@@ -30,7 +30,9 @@ def hook(method: str, url: str) -> None:
         time.sleep(float(os.environ["BRIDGE_TIME_BUDGET_SECONDS"]) + 0.2)
 
 
-Bridge.from_settings(Settings.from_mapping(os.environ)).source.transport.hook = hook  # the worker's own bridge
+Bridge.from_settings(
+    Settings.from_mapping(os.environ)
+).source.transport.hook = hook  # the worker's own bridge
 try:
     function_app.haltian_bridge.build().get_user_function()(TimerRequest(past_due=False))
 except RunFailed:

@@ -26,8 +26,13 @@ class WorkerKilled(BaseException):
     """Raised by a handler to play a worker process that dies (its message is not deleted)."""
 
 
-def serve(settings: Settings, handler: Callable[[bytes], Any], stop: threading.Event, handled: Counter,
-          visibility_seconds: int = 30) -> None:
+def serve(
+    settings: Settings,
+    handler: Callable[[bytes], Any],
+    stop: threading.Event,
+    handled: Counter,
+    visibility_seconds: int = 30,
+) -> None:
     """One worker: takes messages until ``stop`` is set (or it is killed)."""
     queue = queue_client(settings)
     poison = queue_client(settings, poison=True)
@@ -44,8 +49,9 @@ def serve(settings: Settings, handler: Callable[[bytes], Any], stop: threading.E
             handled["poisoned"] += 1
             continue
         done = threading.Event()
-        keeper = threading.Thread(target=_keep_invisible, args=(queue, message, visibility_seconds, done),
-                                  daemon=True)
+        keeper = threading.Thread(
+            target=_keep_invisible, args=(queue, message, visibility_seconds, done), daemon=True
+        )
         keeper.start()
         try:
             handler(message.content)
@@ -73,8 +79,15 @@ def _keep_invisible(queue: Any, message: Any, visibility_seconds: int, done: thr
         message.pop_receipt = receipt.pop_receipt
 
 
-def drain(settings: Settings, lake: Lake, stop: threading.Event, *, settle_seconds: float,
-          timeout: float = 600, on_tick: Callable[[int, int], None] | None = None) -> bool:
+def drain(
+    settings: Settings,
+    lake: Lake,
+    stop: threading.Event,
+    *,
+    settle_seconds: float,
+    timeout: float = 600,
+    on_tick: Callable[[int, int], None] | None = None,
+) -> bool:
     """Waits until the queue is empty and no partition is leased, then stops the workers."""
     queue = queue_client(settings)
     deadline = time.monotonic() + timeout

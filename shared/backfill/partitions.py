@@ -49,23 +49,36 @@ class Partition:
             prefix = json.loads(body)["partition"]
         except (ValueError, KeyError, TypeError) as err:
             raise BadPartition(f"not a backfill message: {body[:100]!r}") from err
-        if not isinstance(prefix, str) or not prefix.startswith(s3_prefix) or not _MONTH.match(prefix) \
-                or any(part in ("", ".", "..") for part in prefix.split("/")[:-1]):
+        if (
+            not isinstance(prefix, str)
+            or not prefix.startswith(s3_prefix)
+            or not _MONTH.match(prefix)
+            or any(part in ("", ".", "..") for part in prefix.split("/")[:-1])
+        ):
             raise BadPartition(f"not a month folder below {s3_prefix!r}: {str(prefix)[:200]!r}")
         return cls(prefix)
 
 
-def discover(bridge: Bridge, *, since: str | None = None, until: str | None = None,
-             datasets: set[str] | None = None) -> list[Partition]:
+def discover(
+    bridge: Bridge, *, since: str | None = None, until: str | None = None, datasets: set[str] | None = None
+) -> list[Partition]:
     """Every (dataset, month) folder in the bucket within the bounds (``YYYY-MM``, inclusive)."""
     settings = bridge.settings
     source = bridge.source
     roots = organization_roots(source, settings.s3_prefix, settings.organization_id)
     with ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="bridge-backfill") as executor:
-        dataset_folders = [d for folders in executor.map(source.list_folders, roots) for d in folders
-                           if datasets is None or d.rstrip("/").rsplit("/", 1)[-1] in datasets]
-        years = [y for folders in executor.map(source.list_folders, dataset_folders) for y in folders
-                 if re.fullmatch(r"\d{4}", y.rstrip("/").rsplit("/", 1)[-1])]
+        dataset_folders = [
+            d
+            for folders in executor.map(source.list_folders, roots)
+            for d in folders
+            if datasets is None or d.rstrip("/").rsplit("/", 1)[-1] in datasets
+        ]
+        years = [
+            y
+            for folders in executor.map(source.list_folders, dataset_folders)
+            for y in folders
+            if re.fullmatch(r"\d{4}", y.rstrip("/").rsplit("/", 1)[-1])
+        ]
         months = [m for folders in executor.map(source.list_folders, years) for m in folders]
     partitions = []
     for folder in months:
@@ -79,6 +92,8 @@ def discover(bridge: Bridge, *, since: str | None = None, until: str | None = No
 
 def incomplete(bridge: Bridge, partitions: list[Partition]) -> list[Partition]:
     """The partitions that still have files to copy (a plan of each: one listing on each side)."""
-    with ThreadPoolExecutor(bridge.settings.max_concurrency, thread_name_prefix="bridge-backfill") as executor:
+    with ThreadPoolExecutor(
+        bridge.settings.max_concurrency, thread_name_prefix="bridge-backfill"
+    ) as executor:
         plans = list(executor.map(lambda p: plan_run(bridge, partition=p.prefix), partitions))
     return [p for p, plan in zip(partitions, plans) if plan.items]

@@ -16,7 +16,10 @@ from shared.model import RunResult
 from shared.run import Bridge, RunFailed, run_once
 from shared.sink.connect import entra_credential, sdk_options
 from shared.settings import (
-    BRIDGE_QUEUE_CONNECTION, BRIDGE_QUEUE_SERVICE_URI, Settings, SettingsError,
+    BRIDGE_QUEUE_CONNECTION,
+    BRIDGE_QUEUE_SERVICE_URI,
+    Settings,
+    SettingsError,
 )
 
 log = logging.getLogger(__name__)
@@ -28,16 +31,24 @@ MAX_DEQUEUE_COUNT = 5
 def queue_client(settings: Settings, credential: Any | None = None, *, poison: bool = False) -> QueueClient:
     """The backfill queue (or its poison queue), with the Functions host's base64 message encoding."""
     name = settings.backfill_queue + ("-poison" if poison else "")
-    codecs = {"message_encode_policy": BinaryBase64EncodePolicy(),
-              "message_decode_policy": BinaryBase64DecodePolicy(), **sdk_options(pool=8)}
+    codecs = {
+        "message_encode_policy": BinaryBase64EncodePolicy(),
+        "message_decode_policy": BinaryBase64DecodePolicy(),
+        **sdk_options(pool=8),
+    }
     if settings.queue_connection_string:
         return QueueClient.from_connection_string(settings.queue_connection_string, name, **codecs)
     if settings.queue_service_uri:
         # Reached by identity, as the Functions host reaches it (BridgeQueue__credential).
-        return QueueClient(settings.queue_service_uri, name, credential=credential or entra_credential(settings),
-                           **codecs)
-    raise SettingsError([f"backfills need {BRIDGE_QUEUE_SERVICE_URI} (in Azure) or {BRIDGE_QUEUE_CONNECTION} "
-                         "(a connection string, for the emulator)"])
+        return QueueClient(
+            settings.queue_service_uri, name, credential=credential or entra_credential(settings), **codecs
+        )
+    raise SettingsError(
+        [
+            f"backfills need {BRIDGE_QUEUE_SERVICE_URI} (in Azure) or {BRIDGE_QUEUE_CONNECTION} "
+            "(a connection string, for the emulator)"
+        ]
+    )
 
 
 @dataclass
@@ -49,8 +60,9 @@ class Enqueued:
         return {"queued": [p.prefix for p in self.partitions], "skipped_complete": self.skipped_complete}
 
 
-def enqueue_backfill(bridge: Bridge, *, since: str | None = None, until: str | None = None,
-                     datasets: set[str] | None = None) -> Enqueued:
+def enqueue_backfill(
+    bridge: Bridge, *, since: str | None = None, until: str | None = None, datasets: set[str] | None = None
+) -> Enqueued:
     """One message per partition that still has files to copy; complete ones are skipped."""
     found = discover(bridge, since=since, until=until, datasets=datasets)
     todo = incomplete(bridge, found)
@@ -105,12 +117,19 @@ def process_message(bridge: Bridge, body: str) -> RunResult:
         if result.failed or (result.deferred and not result.outcomes):
             raise RunFailed(result.summary())
         if result.table_errors:
-            log.warning("backfill %s: %d tables not committed; the files landed and the next full reconcile "
-                        "commits them", partition.prefix, result.table_errors)
+            log.warning(
+                "backfill %s: %d tables not committed; the files landed and the next full reconcile "
+                "commits them",
+                partition.prefix,
+                result.table_errors,
+            )
         if result.deferred:
             queue_client(bridge.settings, bridge.credential).send_message(partition.message().encode())
-            log.info("backfill %s: %d files left by the time budget; the partition is queued again",
-                     partition.prefix, sum(result.deferred.values()))
+            log.info(
+                "backfill %s: %d files left by the time budget; the partition is queued again",
+                partition.prefix,
+                sum(result.deferred.values()),
+            )
     finally:
         logs.reset_run_id(token)
     return result

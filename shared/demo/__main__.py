@@ -68,25 +68,39 @@ def tables_summary(only: str | None = None) -> str:
     for folder in find_tables(bridge.lake):
         if only is not None and not folder.endswith(only):
             continue
-        table = DeltaTable(f"az://{CONTAINER}/{bridge.lake.path(folder).rstrip('/')}", storage_options=options)
+        table = DeltaTable(
+            f"az://{CONTAINER}/{bridge.lake.path(folder).rstrip('/')}", storage_options=options
+        )
         rows = table.to_pyarrow_dataset().count_rows()
         months = table.partitions() if table.metadata().partition_columns else []
-        lines.append(f"  {bridge.lake.path(folder):50} version {table.version():>3}  {rows:>9,} rows  "
-                     f"{len(table.file_uris()):>5} files" + (f"  {len(months)} months" if months else ""))
+        lines.append(
+            f"  {bridge.lake.path(folder):50} version {table.version():>3}  {rows:>9,} rows  "
+            f"{len(table.file_uris()):>5} files" + (f"  {len(months)} months" if months else "")
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__)
     parser.add_argument("--days", type=int, default=14, help="days of hourly legacy files (v1: a quarter)")
-    parser.add_argument("--backfill", type=int, metavar="WORKERS", default=0,
-                        help="instead of one timer run, backfill the history through a queue with this many workers")
-    parser.add_argument("--entra", action="store_true",
-                        help="the lake over HTTPS with Entra tokens from a local managed identity, as in Azure")
+    parser.add_argument(
+        "--backfill",
+        type=int,
+        metavar="WORKERS",
+        default=0,
+        help="instead of one timer run, backfill the history through a queue with this many workers",
+    )
+    parser.add_argument(
+        "--entra",
+        action="store_true",
+        help="the lake over HTTPS with Entra tokens from a local managed identity, as in Azure",
+    )
     args = parser.parse_args(argv)
     logs.configure(logging.INFO, logging.StreamHandler(sys.stderr))  # as the CLI logs on a terminal
 
-    certificates = servers.make_certificates(Path(tempfile.mkdtemp(prefix="bridge-demo-tls-"))) if args.entra else None
+    certificates = (
+        servers.make_certificates(Path(tempfile.mkdtemp(prefix="bridge-demo-tls-"))) if args.entra else None
+    )
     moto, azurite = servers.moto_server(), servers.azurite(certificates=certificates)
     queue = servers.azurite_queue(certificates=certificates) if args.backfill else None
     identity = IdentityEndpoint() if args.entra else None
@@ -131,70 +145,110 @@ def _backfill(workers: int) -> None:
     print(f"queued {len(enqueued.partitions)} (dataset, month) partitions; {workers} workers take them")
     handler = app_functions()["backfill_partition"].get_user_function()
     stop, handled = threading.Event(), Counter()
-    threads = [threading.Thread(target=serve, args=(bridge.settings, lambda c: handler(QueueMessage(body=c)),
-                                                    stop, handled)) for _ in range(workers)]
+    threads = [
+        threading.Thread(
+            target=serve, args=(bridge.settings, lambda c: handler(QueueMessage(body=c)), stop, handled)
+        )
+        for _ in range(workers)
+    ]
     for thread in threads:
         thread.start()
     total = len(enqueued.partitions)
-    drain(bridge.settings, bridge.lake, stop, settle_seconds=1,
-          on_tick=lambda queued, running: print(f"\r  partitions: {total - queued - running}/{total} done, "
-                                                f"{running} running, {queued} queued   ", end="", flush=True))
+    drain(
+        bridge.settings,
+        bridge.lake,
+        stop,
+        settle_seconds=1,
+        on_tick=lambda queued, running: print(
+            f"\r  partitions: {total - queued - running}/{total} done, {running} running, {queued} queued   ",
+            end="",
+            flush=True,
+        ),
+    )
     for thread in threads:
         thread.join()
-    print(f"\n  {handled['done']} partitions copied, {handled['retried']} retried, {handled['poisoned']} poisoned")
+    print(
+        f"\n  {handled['done']} partitions copied, {handled['retried']} retried, {handled['poisoned']} poisoned"
+    )
 
 
-def _configure(moto: servers.Server, azurite: servers.Server,
-               certificates: servers.Certificates | None) -> BlobServiceClient:
+def _configure(
+    moto: servers.Server, azurite: servers.Server, certificates: servers.Certificates | None
+) -> BlobServiceClient:
     """The bridge's settings for the stand-ins (in ``os.environ``), and the demo's own client of the lake."""
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": servers.FAKE_AWS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": servers.FAKE_AWS_SECRET,
-        "HALTIAN_S3_BUCKET": BUCKET,
-        "HALTIAN_S3_ENDPOINT_URL": moto.url,
-        "ADLS_CONTAINER": CONTAINER,
-        "ADLS_ROOT": ROOT,
-        "BRIDGE_SCHEDULE": "0 0 * * * *",
-    })
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": servers.FAKE_AWS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": servers.FAKE_AWS_SECRET,
+            "HALTIAN_S3_BUCKET": BUCKET,
+            "HALTIAN_S3_ENDPOINT_URL": moto.url,
+            "ADLS_CONTAINER": CONTAINER,
+            "ADLS_ROOT": ROOT,
+            "BRIDGE_SCHEDULE": "0 0 * * * *",
+        }
+    )
     account_url = f"{azurite.url}/{servers.AZURITE_ACCOUNT}"
-    if certificates is not None:  # the bridge signs in with the managed identity; the demo's own reads use the key
+    if (
+        certificates is not None
+    ):  # the bridge signs in with the managed identity; the demo's own reads use the key
         os.environ["ADLS_ACCOUNT_URL"] = account_url
-        lake = BlobServiceClient(account_url, credential={"account_name": servers.AZURITE_ACCOUNT,
-                                                          "account_key": servers.AZURITE_KEY},
-                                 connection_verify=str(certificates.ca))
+        lake = BlobServiceClient(
+            account_url,
+            credential={"account_name": servers.AZURITE_ACCOUNT, "account_key": servers.AZURITE_KEY},
+            connection_verify=str(certificates.ca),
+        )
     else:
         os.environ["ADLS_CONNECTION_STRING"] = servers.azurite_connection_string(azurite)
         lake = BlobServiceClient.from_connection_string(os.environ["ADLS_CONNECTION_STRING"])
     return lake
 
 
-def _demo(moto: servers.Server, azurite: servers.Server, days: int, backfill_workers: int = 0,
-          certificates: servers.Certificates | None = None) -> int:
+def _demo(
+    moto: servers.Server,
+    azurite: servers.Server,
+    days: int,
+    backfill_workers: int = 0,
+    certificates: servers.Certificates | None = None,
+) -> int:
     lake = _configure(moto, azurite, certificates)
     started = time.monotonic()
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1",
-                      config=botocore.config.Config(max_pool_connections=32))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        region_name="eu-west-1",
+        config=botocore.config.Config(max_pool_connections=32),
+    )
     spec = BucketSpec(legacy_hours=days * 24, v1_hours=days * 6, large_file_bytes=24 * 1024 * 1024)
     written = generate(s3, BUCKET, spec)
-    print(f"generated {len(written):,} objects ({sum(w.size for w in written) / 1e6:,.1f} MB) "
-          f"in s3://{BUCKET}/ in {time.monotonic() - started:.1f} s")
+    print(
+        f"generated {len(written):,} objects ({sum(w.size for w in written) / 1e6:,.1f} MB) "
+        f"in s3://{BUCKET}/ in {time.monotonic() - started:.1f} s"
+    )
     container = lake.create_container(CONTAINER)
 
     if backfill_workers:
         print("\n== backfill through the queue ==")
         _backfill(backfill_workers)
     bridge_timer = timer_function()
-    first = "first run (empty lake: a full reconcile)" if not backfill_workers else "timer run after the backfill"
+    first = (
+        "first run (empty lake: a full reconcile)" if not backfill_workers else "timer run after the backfill"
+    )
     for attempt in (first, "second run (nothing new)"):
         print(f"\n== {attempt}, through the timer trigger ==")
         bridge_timer(TimerRequest(past_due=False))
-        manifest = json.loads(container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall())
+        manifest = json.loads(
+            container.get_blob_client(f"{ROOT}/_manifests/latest.json").download_blob().readall()
+        )
         print(format_manifest(manifest))
     copied_twice = manifest["totals"]["published"]  # of the second run
-    print(f"\nthe lake: {sum(1 for _ in container.list_blobs(name_starts_with=ROOT + '/parquet/')):,} files in "
-          f"{CONTAINER}/{ROOT}/parquet/; manifests in {CONTAINER}/{ROOT}/_manifests/")
-    print("\nDelta tables in _tables/ (one per layout and dataset, apart from the mirror; a measurement table "
-          "holds one file per month):")
+    print(
+        f"\nthe lake: {sum(1 for _ in container.list_blobs(name_starts_with=ROOT + '/parquet/')):,} files in "
+        f"{CONTAINER}/{ROOT}/parquet/; manifests in {CONTAINER}/{ROOT}/_manifests/"
+    )
+    print(
+        "\nDelta tables in _tables/ (one per layout and dataset, apart from the mirror; a measurement table "
+        "holds one file per month):"
+    )
     print(tables_summary())
     if copied_twice:
         print("the second run copied files again: that is a bug", file=sys.stderr)
@@ -208,11 +262,18 @@ def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClien
 
     dataset = "legacy/measurementOccupantsCount"
     print(f"\n== When Haltian changes a schema: {dataset} gained a NOT NULL column ==")
-    table_line = lambda: "\n".join(line for line in tables_summary("/legacy_measurementOccupantsCount/").splitlines()  # noqa: E731
-                                    if "/v1/" not in line)
+
+    def table_line() -> str:
+        lines = tables_summary("/legacy_measurementOccupantsCount/").splitlines()
+        return "\n".join(line for line in lines if "/v1/" not in line)
+
     print(f"its table before:\n{table_line()}")
-    steps = [["quarantine", "list", dataset], ["schema", "show", dataset], ["schema", "accept", dataset],
-             ["quarantine", "release", dataset]]
+    steps = [
+        ["quarantine", "list", dataset],
+        ["schema", "show", dataset],
+        ["schema", "accept", dataset],
+        ["quarantine", "release", dataset],
+    ]
     for step in steps:
         print(f"\n$ python -m shared {' '.join(step)}")
         code = cli.main(step)
@@ -220,8 +281,11 @@ def _schema_change(container) -> int:  # noqa: ANN001 - the SDK's ContainerClien
             print(f"exit code {code}: the schema-change workflow did not complete", file=sys.stderr)
             return 1
     print(f"\nits table now (the released rows and the new column included):\n{table_line()}")
-    left = [b.name for b in container.list_blobs(name_starts_with=f"{ROOT}/_quarantine/")
-            if "measurementOccupantsCount" in b.name]
+    left = [
+        b.name
+        for b in container.list_blobs(name_starts_with=f"{ROOT}/_quarantine/")
+        if "measurementOccupantsCount" in b.name
+    ]
     if left:
         print(f"still in quarantine after the release: {left}", file=sys.stderr)
         return 1

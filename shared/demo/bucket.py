@@ -60,7 +60,9 @@ class BucketSpec:
     """What to generate. Defaults give a small but complete bucket."""
 
     organization: str = "6f1c1f7e-3c5a-4a53-9f4e-2b7d9a1c0e11"
-    end: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0))
+    end: datetime = field(
+        default_factory=lambda: datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    )
     legacy_hours: int = 48
     v1_hours: int = 12
     legacy_measurements: list[str] = field(default_factory=lambda: list(LEGACY_MEASUREMENTS))

@@ -67,7 +67,11 @@ class IdentityEndpoint:
 
     def environ(self) -> dict[str, str]:
         """What the Functions host sets for an app with this user-assigned identity."""
-        return {"IDENTITY_ENDPOINT": self.url, "IDENTITY_HEADER": self.header_secret, "AZURE_CLIENT_ID": self.client_id}
+        return {
+            "IDENTITY_ENDPOINT": self.url,
+            "IDENTITY_HEADER": self.header_secret,
+            "AZURE_CLIENT_ID": self.client_id,
+        }
 
     def tokens_for(self, resource: str) -> list[Issued]:
         return [i for i in self.issued if i.resource == resource]
@@ -76,9 +80,17 @@ class IdentityEndpoint:
         now = int(time.time())
         exp = exp if exp is not None else now + self.lifetime
         claims = {
-            "aud": resource, "iss": f"https://sts.windows.net/{TENANT_ID}/", "iat": now - 1, "nbf": now - 1,
-            "exp": exp, "appid": self.client_id, "oid": self.principal_id, "sub": self.principal_id,
-            "tid": TENANT_ID, "idtyp": "app", "ver": "1.0",
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{TENANT_ID}/",
+            "iat": now - 1,
+            "nbf": now - 1,
+            "exp": exp,
+            "appid": self.client_id,
+            "oid": self.principal_id,
+            "sub": self.principal_id,
+            "tid": TENANT_ID,
+            "idtyp": "app",
+            "ver": "1.0",
         }
         return f"{_b64({'typ': 'JWT', 'alg': 'RS256'})}.{_b64(claims)}.{_b64({'local': 'unsigned'})}", exp
 
@@ -106,7 +118,9 @@ class IdentityEndpoint:
                     problem = (400, f"no user-assigned identity with client id {query.get('client_id')}")
                 if problem:
                     endpoint.refused.append(problem[1])
-                    return self._reply(problem[0], {"error": "invalid_request", "error_description": problem[1]})
+                    return self._reply(
+                        problem[0], {"error": "invalid_request", "error_description": problem[1]}
+                    )
                 resource = query["resource"]
                 stale = endpoint.stale_next > 0
                 if stale:
@@ -114,8 +128,16 @@ class IdentityEndpoint:
                 token, exp = endpoint.token(resource, exp=int(time.time()) - 600 if stale else None)
                 endpoint.issued.append(Issued(query["client_id"], resource, token, exp, caller))
                 expires_on = int(time.time()) + endpoint.lifetime
-                self._reply(200, {"access_token": token, "expires_on": str(expires_on), "resource": resource,
-                                  "token_type": "Bearer", "client_id": endpoint.client_id})
+                self._reply(
+                    200,
+                    {
+                        "access_token": token,
+                        "expires_on": str(expires_on),
+                        "resource": resource,
+                        "token_type": "Bearer",
+                        "client_id": endpoint.client_id,
+                    },
+                )
 
             def _reply(self, status: int, document: dict) -> None:
                 body = json.dumps(document).encode()

@@ -71,8 +71,13 @@ def later_columns(layout: str, dataset: str) -> set[str]:
     return set(reference().get("v1_added_after_first_publication", {}).get("columns", {}).get(dataset, []))
 
 
-def schema(layout: str, dataset: str, *, timestamp_unit: str | None = None,
-           without: set[str] | frozenset[str] = frozenset()) -> pa.Schema:
+def schema(
+    layout: str,
+    dataset: str,
+    *,
+    timestamp_unit: str | None = None,
+    without: set[str] | frozenset[str] = frozenset(),
+) -> pa.Schema:
     """The schema of a file Haltian documents for this dataset.
 
     ``timestamp_unit`` overrides the unit of every timestamp (Haltian's v1 pages give both ms

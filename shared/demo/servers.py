@@ -36,8 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(url: str, process: subprocess.Popen, name: str, timeout: float = 60.0,
-              ca_file: str | None = None) -> None:
+def _wait_for(
+    url: str, process: subprocess.Popen, name: str, timeout: float = 60.0, ca_file: str | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     while time.monotonic() < deadline:
@@ -74,8 +75,11 @@ class Server:
     def start(self) -> Server:
         env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}, **self.environ}
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env, start_new_session=True,
+            self.command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
         _wait_for(self.url + self.probe_path, self.process, self.name, ca_file=self.ca_file)
         return self
@@ -103,9 +107,18 @@ def moto_server(port: int | None = None, *, unauthenticated_actions: int | None 
     """moto's server. With ``unauthenticated_actions`` it checks every request after that many as
     AWS does: the SigV4 signature against the key's secret, and the caller's IAM policies."""
     port = port or free_port()
-    environ = {} if unauthenticated_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
-    return Server("moto S3 server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                  port, probe_path="/moto-api/", environ=environ)
+    environ = (
+        {}
+        if unauthenticated_actions is None
+        else {"INITIAL_NO_AUTH_ACTION_COUNT": str(unauthenticated_actions)}
+    )
+    return Server(
+        "moto S3 server",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        port,
+        probe_path="/moto-api/",
+        environ=environ,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +133,9 @@ class Certificates:
 def make_certificates(folder: Path) -> Certificates:
     """A new private CA and a loopback server certificate signed by it, made with openssl."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
     _make_ca(ca_key, ca)
     _make_server_certificate(folder, ca_key, ca, key, csr, cert)
     return Certificates(ca, cert, key)
@@ -132,21 +147,74 @@ _QUIET: dict[str, Any] = {"check": True, "stdout": subprocess.DEVNULL, "stderr":
 
 def _make_ca(ca_key: Path, ca: Path) -> None:
     """The private CA: a self-signed certificate that may sign others, and its key."""
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(ca_key),
-                    "-out", str(ca), "-subj", "/CN=haltian-bridge test CA",
-                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-                   **_QUIET)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+            "-subj",
+            "/CN=haltian-bridge test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        **_QUIET,
+    )
 
 
 def _make_server_certificate(folder: Path, ca_key: Path, ca: Path, key: Path, csr: Path, cert: Path) -> None:
     """A server key, and its certificate for 127.0.0.1 and localhost signed by the CA."""
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-                    "-subj", "/CN=127.0.0.1"], **_QUIET)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        **_QUIET,
+    )
     extensions = folder / "server.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-                          "basicConstraints=CA:FALSE\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                    "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions)], **_QUIET)
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+    )
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            str(cert),
+            "-extfile",
+            str(extensions),
+        ],
+        **_QUIET,
+    )
 
 
 def _entra(certificates: Certificates | None) -> list[str]:
@@ -156,8 +224,9 @@ def _entra(certificates: Certificates | None) -> list[str]:
     return ["--cert", str(certificates.cert), "--key", str(certificates.key), "--oauth", "basic"]
 
 
-def azurite(port: int | None = None, location: Path | None = None,
-            certificates: Certificates | None = None) -> Server:
+def azurite(
+    port: int | None = None, location: Path | None = None, certificates: Certificates | None = None
+) -> Server:
     """Azurite's blob service, in memory unless a folder is given to keep its data.
 
     With ``certificates``: over HTTPS on them, accepting Entra bearer tokens (``--oauth basic``)
@@ -170,9 +239,20 @@ def azurite(port: int | None = None, location: Path | None = None,
     storage = ["--location", str(location)] if location else ["--inMemoryPersistence"]
     return Server(
         "Azurite",
-        [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), *storage,
-         "--skipApiVersionCheck", "--loose", "--silent", *_entra(certificates)],
-        port, ca_file=str(certificates.ca) if certificates else None,
+        [
+            binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            *storage,
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            *_entra(certificates),
+        ],
+        port,
+        ca_file=str(certificates.ca) if certificates else None,
     )
 
 
@@ -180,10 +260,23 @@ def azurite_queue(port: int | None = None, certificates: Certificates | None = N
     """Azurite's queue service (for backfills), in memory; over HTTPS and Entra with ``certificates``."""
     binary = AZURITE_BIN.parent / "azurite-queue"
     port = port or free_port()
-    return Server("Azurite queue", [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port),
-                                    "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent",
-                                    *_entra(certificates)], port,
-                  ca_file=str(certificates.ca) if certificates else None)
+    return Server(
+        "Azurite queue",
+        [
+            str(binary),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            *_entra(certificates),
+        ],
+        port,
+        ca_file=str(certificates.ca) if certificates else None,
+    )
 
 
 def azurite_queue_connection_string(server: Server) -> str:

@@ -112,8 +112,23 @@ def snapshots_first(layout: str, dataset: str) -> tuple[bool, str, str]:
 
 
 #: Time zone names that all mean UTC; Arrow writers spell it each of these ways.
-UTC_NAMES = frozenset({"utc", "etc/utc", "etc/uct", "uct", "zulu", "etc/zulu", "z", "+00:00", "-00:00", "+0000",
-                       "gmt", "etc/gmt", "+00"})
+UTC_NAMES = frozenset(
+    {
+        "utc",
+        "etc/utc",
+        "etc/uct",
+        "uct",
+        "zulu",
+        "etc/zulu",
+        "z",
+        "+00:00",
+        "-00:00",
+        "+0000",
+        "gmt",
+        "etc/gmt",
+        "+00",
+    }
+)
 
 
 def logical_type(arrow_type: pa.DataType) -> pa.DataType:
@@ -206,10 +221,19 @@ def check_schema(expected: tuple[Column, ...], actual: tuple[Column, ...], *, co
 
 
 def columns_to_json(columns: tuple[Column, ...]) -> list[dict[str, object]]:
-    return [{"name": c.name, "type": c.type, "nullable": c.nullable, **({"may_be_absent": True}
-             if c.may_be_absent else {})} for c in columns]
+    return [
+        {
+            "name": c.name,
+            "type": c.type,
+            "nullable": c.nullable,
+            **({"may_be_absent": True} if c.may_be_absent else {}),
+        }
+        for c in columns
+    ]
 
 
 def columns_from_json(raw: list[dict[str, object]]) -> tuple[Column, ...]:
-    return tuple(Column(str(c["name"]), str(c["type"]), bool(c["nullable"]), bool(c.get("may_be_absent", False)))
-                 for c in raw)
+    return tuple(
+        Column(str(c["name"]), str(c["type"]), bool(c["nullable"]), bool(c.get("may_be_absent", False)))
+        for c in raw
+    )

@@ -22,7 +22,9 @@ MANIFEST_VERSION = 1
 @cache
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema every manifest satisfies."""
-    schema: dict[str, Any] = json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+    schema: dict[str, Any] = json.loads(
+        resources.files(__package__).joinpath("manifest.schema.json").read_text()
+    )
     return schema
 
 
@@ -42,8 +44,11 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "duration_seconds": round((result.finished_at - result.started_at).total_seconds(), 3),
-        **({"stage_seconds": {name: round(seconds, 3) for name, seconds in result.stage_seconds.items()}}
-           if result.stage_seconds else {}),
+        **(
+            {"stage_seconds": {name: round(seconds, 3) for name, seconds in result.stage_seconds.items()}}
+            if result.stage_seconds
+            else {}
+        ),
         "status": "interrupted" if recovered_by else result.status,
         "mode": plan.mode,
         "months": plan.months,
@@ -99,13 +104,29 @@ def _datasets(result: RunResult) -> list[dict[str, Any]]:
 
 
 def _table_entry(t: TableChange) -> dict[str, Any]:
-    return {"layout": t.layout, "organization": t.organization, "dataset": t.dataset, "table": t.table,
-            "version": t.version, "added": t.added, "removed": t.removed, "excluded": t.excluded,
-            "compacted": t.compacted, "error": t.error}
+    return {
+        "layout": t.layout,
+        "organization": t.organization,
+        "dataset": t.dataset,
+        "table": t.table,
+        "version": t.version,
+        "added": t.added,
+        "removed": t.removed,
+        "excluded": t.excluded,
+        "compacted": t.compacted,
+        "error": t.error,
+    }
 
 
 _DATASET_COUNTS = (
-    PUBLISHED, QUARANTINED, FAILED, "deferred", "already_present", "already_quarantined", "bytes", "rows",
+    PUBLISHED,
+    QUARANTINED,
+    FAILED,
+    "deferred",
+    "already_present",
+    "already_quarantined",
+    "bytes",
+    "rows",
 )
 
 
@@ -127,15 +148,15 @@ def file_entry(outcome: FileOutcome) -> dict[str, Any]:
         "bytes": outcome.bytes,
         "rows": outcome.rows,
         "schema_fingerprint": outcome.schema_fingerprint,
-        "schema": None if schema is None else {
+        "schema": None
+        if schema is None
+        else {
             "verdict": schema.verdict,
             "against": schema.against,
             "contract": schema.contract,
             "drift": list(schema.drift),
         },
-        "replaced_source_etag": (
-            outcome.item.replaces.record.source_etag if outcome.item.replaces else None
-        ),
+        "replaced_source_etag": (outcome.item.replaces.record.source_etag if outcome.item.replaces else None),
         "replaced_copy": outcome.replaced_copy,
         "released_from": outcome.released_from,
         "reason": outcome.reason,

@@ -88,8 +88,10 @@ def append(lake: Lake, manifest_path: str, manifest: dict[str, Any]) -> int:
         sequence += 1
     else:
         _remember(lake, found)
-        raise Contention(f"index entry for {manifest_path}: other writers kept taking the next number "
-                         f"({CONFLICT_ATTEMPTS} attempts); a later run indexes it")
+        raise Contention(
+            f"index entry for {manifest_path}: other writers kept taking the next number "
+            f"({CONFLICT_ATTEMPTS} attempts); a later run indexes it"
+        )
     _remember(lake, found)
     return sequence
 
@@ -107,8 +109,9 @@ def unindexed(lake: Lake, now: datetime, indexed: Indexed) -> list[LakeEntry]:
     day = first
     while day <= now.date():
         for entry in lake.list_entries(manifests_of(day)):
-            if entry.path not in indexed.manifests and (entry.last_modified is None
-                                                         or entry.last_modified >= indexed.since):
+            if entry.path not in indexed.manifests and (
+                entry.last_modified is None or entry.last_modified >= indexed.since
+            ):
                 found.append(entry)
         day += timedelta(days=1)
     return sorted(found, key=lambda e: (e.last_modified or now, e.path))
@@ -153,4 +156,6 @@ def _parse(hint: dict[str, Any]) -> Indexed:
 
 
 def _epoch(text: str | None) -> int:
-    return int(datetime.fromisoformat(text).timestamp()) if text else int(datetime.now(timezone.utc).timestamp())
+    return (
+        int(datetime.fromisoformat(text).timestamp()) if text else int(datetime.now(timezone.utc).timestamp())
+    )

@@ -25,15 +25,24 @@ def write_manifest(lake: Lake, result: RunResult, guard: Callable[[], None]) -> 
     path = manifest_path(result.run_id, result.started_at)
     guard()
     if not lake.write_json(path, document, condition=IF_MISSING):
-        raise LockLost(f"run {result.run_id} found its manifest written for it by another run (it had lost its "
-                       "lock); that manifest reports its files", datetime.now(timezone.utc), result.run_id)
+        raise LockLost(
+            f"run {result.run_id} found its manifest written for it by another run (it had lost its "
+            "lock); that manifest reports its files",
+            datetime.now(timezone.utc),
+            result.run_id,
+        )
     result.manifest_path = lake.path(path)
     guard()
     index.append(lake, path, document)
     if result.plan.partition is None:
         guard()
-        lake.write_json_forward(LATEST_MANIFEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"]))
+        lake.write_json_forward(
+            LATEST_MANIFEST, document, order=lambda d: datetime.fromisoformat(d["finished_at"])
+        )
     if result.full_reconcile_completed:
         guard()
-        lake.write_json_forward(RECONCILE_STATE, {"completed_at": result.started_at.isoformat(),
-                                                  "run_id": result.run_id}, order=lambda d: datetime.fromisoformat(d["completed_at"]))
+        lake.write_json_forward(
+            RECONCILE_STATE,
+            {"completed_at": result.started_at.isoformat(), "run_id": result.run_id},
+            order=lambda d: datetime.fromisoformat(d["completed_at"]),
+        )

@@ -18,7 +18,17 @@ from shared.errors import describe
 from shared.haltian.keys import HaltianKey, parse_key
 from shared.manifest import index
 from shared.manifest.build import build_manifest
-from shared.model import FULL, PARTITION, PUBLISHED, QUARANTINED, WINDOW, FileOutcome, Plan, RunResult, WorkItem
+from shared.model import (
+    FULL,
+    PARTITION,
+    PUBLISHED,
+    QUARANTINED,
+    WINDOW,
+    FileOutcome,
+    Plan,
+    RunResult,
+    WorkItem,
+)
 from shared.sink.lake import IF_MISSING, Lake, LakeEntry
 from shared.sink.records import META_LISTED_AT, run_started
 from shared.paths import LOCK_PATH, manifest_path, manifests_of, partition_lock_path
@@ -32,8 +42,9 @@ log = logging.getLogger(__name__)
 LISTING_MARGIN = timedelta(seconds=30)
 
 
-def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float
-                     ) -> dict[str, tuple[str, list[tuple[HaltianKey, LakeEntry, bool]]]]:
+def interrupted_runs(
+    lake: Lake, plan: Plan, lease_seconds: float
+) -> dict[str, tuple[str, list[tuple[HaltianKey, LakeEntry, bool]]]]:
     """Runs proven gone whose files the plan listed, which no manifest of theirs reports: run id
     -> (the manifest path to write, [(key, entry, quarantined)]). That is a run without a
     manifest, or a publish that landed after a manifest was written for its run."""
@@ -65,8 +76,9 @@ def interrupted_runs(lake: Lake, plan: Plan, lease_seconds: float
     return found
 
 
-def _landed_late(lake: Lake, manifests: list[LakeEntry],
-                 files: list[tuple[HaltianKey, LakeEntry, bool]]) -> list[tuple[HaltianKey, LakeEntry, bool]]:
+def _landed_late(
+    lake: Lake, manifests: list[LakeEntry], files: list[tuple[HaltianKey, LakeEntry, bool]]
+) -> list[tuple[HaltianKey, LakeEntry, bool]]:
     """The files of a run that has manifests which none of them reports: publishes that landed
     after the listing a manifest written for the run was made from (a request sent just before
     the run learnt it lost its lock). A run's own manifest reports every file it wrote; only
@@ -79,8 +91,11 @@ def _landed_late(lake: Lake, manifests: list[LakeEntry],
     recent = [f for f in files if f[1].last_modified is None or f[1].last_modified >= since]
     if not recent:
         return []
-    reported = {(file["source_key"], file["source_etag"]) for entry in manifests
-                for file in (lake.read_json(entry.path) or {}).get("files", ())}
+    reported = {
+        (file["source_key"], file["source_etag"])
+        for entry in manifests
+        for file in (lake.read_json(entry.path) or {}).get("files", ())
+    }
     return [f for f in recent if (f[0].key, f[1].record.source_etag) not in reported]
 
 
@@ -89,8 +104,14 @@ def _numbered(path: str, count: int) -> str:
     return path if count == 0 else f"{path.removesuffix('.json')}.{count}.json"
 
 
-def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], plan: Plan,
-          lease_seconds: float, locks: dict[str, tuple[LockRecord, str | None]]) -> bool:
+def _gone(
+    lake: Lake,
+    run_id: str,
+    files: list[tuple[HaltianKey, LakeEntry, bool]],
+    plan: Plan,
+    lease_seconds: float,
+    locks: dict[str, tuple[LockRecord, str | None]],
+) -> bool:
     """Whether a run without a manifest has surely stopped, so it will never write one, and
     whether this plan's listing shows every file it may have written (else a later full
     reconcile writes its manifest).
@@ -126,7 +147,9 @@ def _gone(lake: Lake, run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool
         return False
     if released:
         return True
-    newest = max((entry.last_modified for _, entry, _ in files if entry.last_modified is not None), default=None)
+    newest = max(
+        (entry.last_modified for _, entry, _ in files if entry.last_modified is not None), default=None
+    )
     listed_at = plan.listed_at
     return newest is None or listed_at is None or (listed_at - newest).total_seconds() >= lease_seconds
 
@@ -144,13 +167,17 @@ def _covers(plan: Plan, scope: Scope | None) -> bool:
     return False
 
 
-def interrupted_manifest(run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], recovered_by: str,
-                         now: datetime) -> dict[str, Any]:
+def interrupted_manifest(
+    run_id: str, files: list[tuple[HaltianKey, LakeEntry, bool]], recovered_by: str, now: datetime
+) -> dict[str, Any]:
     """A manifest for a run that stopped before writing its own, from what its files say."""
-    outcomes = [recovered_outcome(key, entry, quarantined)
-                for key, entry, quarantined in sorted(files, key=lambda f: f[0].key)]
-    result = RunResult(run_id, run_started(run_id) or now, now, Plan(mode="unknown", months=None), {},
-                       outcomes=outcomes)
+    outcomes = [
+        recovered_outcome(key, entry, quarantined)
+        for key, entry, quarantined in sorted(files, key=lambda f: f[0].key)
+    ]
+    result = RunResult(
+        run_id, run_started(run_id) or now, now, Plan(mode="unknown", months=None), {}, outcomes=outcomes
+    )
     return build_manifest(result, recovered_by=recovered_by)
 
 
@@ -171,8 +198,14 @@ def recovered_outcome(key: HaltianKey, entry: LakeEntry, quarantined: bool) -> F
     )
 
 
-def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime, lease_seconds: float,
-                      guard: Callable[[], None] = lambda: None) -> list[str]:
+def write_interrupted(
+    lake: Lake,
+    plan: Plan,
+    recovered_by: str,
+    now: datetime,
+    lease_seconds: float,
+    guard: Callable[[], None] = lambda: None,
+) -> list[str]:
     """Writes a manifest for each interrupted run the plan saw and adds it to the index;
     returns their run ids.
 
@@ -192,7 +225,9 @@ def write_interrupted(lake: Lake, plan: Plan, recovered_by: str, now: datetime, 
     return recovered
 
 
-def index_stopped(lake: Lake, now: datetime, lease_seconds: float, guard: Callable[[], None] = lambda: None) -> list[str]:
+def index_stopped(
+    lake: Lake, now: datetime, lease_seconds: float, guard: Callable[[], None] = lambda: None
+) -> list[str]:
     """Adds to the index the manifests whose run stopped between writing one and its index
     entry; returns those runs' ids.
 
@@ -210,8 +245,10 @@ def index_stopped(lake: Lake, now: datetime, lease_seconds: float, guard: Callab
             continue
         guard()
         index.append(lake, entry.path, document)
-        log.warning("run %s stopped between writing its manifest and indexing it; its manifest is now in the index",
-                    document["run_id"])
+        log.warning(
+            "run %s stopped between writing its manifest and indexing it; its manifest is now in the index",
+            document["run_id"],
+        )
         stopped.append(document["run_id"])
     return stopped
 
@@ -225,8 +262,9 @@ def _holds_a_lock(lake: Lake, manifest: dict[str, Any]) -> bool:
     return False
 
 
-def account_for_stopped_runs(lake: Lake, plan: Plan, result: RunResult, lease_seconds: float,
-                             guard: Callable[[], None]) -> None:
+def account_for_stopped_runs(
+    lake: Lake, plan: Plan, result: RunResult, lease_seconds: float, guard: Callable[[], None]
+) -> None:
     """Writes manifests for the runs the plan shows stopped before writing their own, and
     indexes the manifests of runs that stopped before their index entry.
 
@@ -235,10 +273,13 @@ def account_for_stopped_runs(lake: Lake, plan: Plan, result: RunResult, lease_se
     run accounts for those runs. A lost lock still stops the run.
     """
     try:
-        result.recovered_runs = write_interrupted(lake, plan, result.run_id, result.finished_at, lease_seconds,
-                                                  guard)
+        result.recovered_runs = write_interrupted(
+            lake, plan, result.run_id, result.finished_at, lease_seconds, guard
+        )
         result.indexed_runs = index_stopped(lake, datetime.now(timezone.utc), lease_seconds, guard)
     except AzureError as err:
         result.recovery_error = describe(err)
-        log.warning("runs that stopped before writing their manifest are left for the next run to account "
-                    "for: %s", result.recovery_error)
+        log.warning(
+            "runs that stopped before writing their manifest are left for the next run to account for: %s",
+            result.recovery_error,
+        )

@@ -67,17 +67,25 @@ class LakeRetries:
 
     def wait(self, attempt: int, answer: Any, error: BaseException | None) -> float | None:
         if answer is not None and not is_retry(  # type: ignore[no-untyped-call]  # the SDK's _shared has no annotations
-                SimpleNamespace(http_response=SimpleNamespace(status_code=answer.status, headers=answer.headers)),
-                "primary"):
+            SimpleNamespace(http_response=SimpleNamespace(status_code=answer.status, headers=answer.headers)),
+            "primary",
+        ):
             return None
         return float(LAKE_RETRY.get_backoff_time({"count": attempt}))
 
 
-def azure_transport(pool_size: int, *, connect_timeout: float = 10, read_timeout: float = 120,
-                    hook: RequestHook | None = None) -> Transport:
+def azure_transport(
+    pool_size: int, *, connect_timeout: float = 10, read_timeout: float = 120, hook: RequestHook | None = None
+) -> Transport:
     """The lake's transport, with the SDK's retry rules (:class:`LakeRetries`)."""
-    return Transport(rules=LakeRetries(), connect_timeout=connect_timeout, read_timeout=read_timeout,
-                     pool_size=pool_size, ca_bundle=ca_bundle(), hook=hook)
+    return Transport(
+        rules=LakeRetries(),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        pool_size=pool_size,
+        ca_bundle=ca_bundle(),
+        hook=hook,
+    )
 
 
 class BlobWriter:
@@ -90,31 +98,65 @@ class BlobWriter:
         credential = container.credential
         if hasattr(credential, "account_key"):
             self._authorize: Callable[[str, str, dict[str, str]], None] = _SharedKey(
-                credential.account_name, credential.account_key)
+                credential.account_name, credential.account_key
+            )
         elif hasattr(credential, "get_token"):
             self._authorize = _Bearer(credential)
         else:
             raise ValueError("the lake's container client must use an account key or an Entra credential")
 
-    def put_blob(self, name: str, data: bytes, *, content_type: str, metadata: dict[str, str],
-                 condition: dict[str, str]) -> datetime:
+    def put_blob(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        condition: dict[str, str],
+    ) -> datetime:
         """One Put Blob with Content-MD5; returns Last-Modified. Raises WriteConflict."""
-        headers = {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": content_type,
-                   "content-md5": _md5(data), **_meta(metadata), **condition}
+        headers = {
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-type": content_type,
+            "content-md5": _md5(data),
+            **_meta(metadata),
+            **condition,
+        }
         response = self._send("PUT", name, "", headers, data)
         return _last_modified(response)
 
     def put_block(self, name: str, block_id: str, data: bytes) -> None:
         """One Put Block with Content-MD5 (invisible until a Put Block List names it)."""
-        self._send("PUT", name, f"comp=block&blockid={quote(_wire_id(block_id), safe='')}",
-                   {"content-md5": _md5(data)}, data)
+        self._send(
+            "PUT",
+            name,
+            f"comp=block&blockid={quote(_wire_id(block_id), safe='')}",
+            {"content-md5": _md5(data)},
+            data,
+        )
 
-    def put_block_list(self, name: str, block_ids: list[str], *, content_type: str, content_md5: bytes | None,
-                       metadata: dict[str, str], condition: dict[str, str]) -> datetime:
+    def put_block_list(
+        self,
+        name: str,
+        block_ids: list[str],
+        *,
+        content_type: str,
+        content_md5: bytes | None,
+        metadata: dict[str, str],
+        condition: dict[str, str],
+    ) -> datetime:
         """One Put Block List; returns Last-Modified. Raises WriteConflict."""
-        body = ("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>"
-                + "".join(f"<Latest>{_wire_id(b)}</Latest>" for b in block_ids) + "</BlockList>").encode()
-        headers = {"x-ms-blob-content-type": content_type, "content-md5": _md5(body), **_meta(metadata), **condition}
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><BlockList>'
+            + "".join(f"<Latest>{_wire_id(b)}</Latest>" for b in block_ids)
+            + "</BlockList>"
+        ).encode()
+        headers = {
+            "x-ms-blob-content-type": content_type,
+            "content-md5": _md5(body),
+            **_meta(metadata),
+            **condition,
+        }
         if content_md5:
             headers["x-ms-blob-content-md5"] = base64.b64encode(content_md5).decode()
         response = self._send("PUT", name, "comp=blocklist", headers, body)
@@ -126,9 +168,11 @@ class BlobWriter:
         (``target`` rewound), within the transport's attempts. Raises WriteConflict when the blob
         is another version now (BlobMissing when it is gone)."""
         headers = self._get(name, target, etag, None)
-        return {k[len(_META):]: v for k, v in headers.items() if k.startswith(_META)}
+        return {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)}
 
-    def read(self, name: str, *, etag: str | None = None, start: int | None = None) -> tuple[bytes, dict[str, str]]:
+    def read(
+        self, name: str, *, etag: str | None = None, start: int | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         """One Get Blob of a small blob, or of its bytes from ``start`` on: the body and the response
         headers (names lower-cased). Raises as :meth:`download_to` does."""
         buffer = io.BytesIO()
@@ -142,14 +186,25 @@ class BlobWriter:
         response = self._send("GET", name, "", condition, None, into=target)
         return {k.lower(): v for k, v in response.headers.items()}
 
-    def _send(self, method: str, name: str, query: str, headers: dict[str, str], body: bytes | None,
-              into: Any = None) -> Any:
+    def _send(
+        self,
+        method: str,
+        name: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        into: Any = None,
+    ) -> Any:
         path = f"/{quote(name, safe='~/')}"
         url = f"{self.base}{path}" + (f"?{query}" if query else "")
 
         def signed() -> dict[str, str]:
-            fresh = {**headers, "x-ms-version": self.version, "x-ms-date": _http_date(),
-                     "x-ms-client-request-id": str(uuid.uuid4())}
+            fresh = {
+                **headers,
+                "x-ms-version": self.version,
+                "x-ms-date": _http_date(),
+                "x-ms-client-request-id": str(uuid.uuid4()),
+            }
             if body is not None:
                 fresh["content-length"] = str(len(body))
             self._authorize(method, url, fresh)
@@ -181,8 +236,12 @@ class BlobWriter:
         code = response.headers.get("x-ms-error-code") or str(response.status)
         if response.status in CONFLICT_STATUSES:
             raise WriteConflict(f"{name}: {code}")
-        raise TransportError(f"Azure {method} {name}{' ' + query.split('&')[0] if query else ''}: "
-                             f"HTTP {response.status} {code}", response.status, code)
+        raise TransportError(
+            f"Azure {method} {name}{' ' + query.split('&')[0] if query else ''}: "
+            f"HTTP {response.status} {code}",
+            response.status,
+            code,
+        )
 
 
 class _SharedKey:
@@ -223,13 +282,19 @@ class _Bearer:
             if authorization == f"Bearer {self._token}":
                 # A claims challenge makes the credential skip its cache (MSAL asks the identity
                 # endpoint for a new token, naming the refused one): "a token issued from now on".
-                self._fetch(claims=json.dumps({"access_token": {"nbf": {"essential": True,
-                                                                        "value": str(int(time.time()))}}}))
+                self._fetch(
+                    claims=json.dumps(
+                        {"access_token": {"nbf": {"essential": True, "value": str(int(time.time()))}}}
+                    )
+                )
 
     def _fetch(self, claims: str | None = None) -> None:
         now = time.time()
-        token = self.credential.get_token(STORAGE_SCOPE, claims=claims) if claims else \
-            self.credential.get_token(STORAGE_SCOPE)
+        token = (
+            self.credential.get_token(STORAGE_SCOPE, claims=claims)
+            if claims
+            else self.credential.get_token(STORAGE_SCOPE)
+        )
         lifetime = max(0.0, float(token.expires_on) - now)
         self._token, self._refresh_at = token.token, now + lifetime - min(300.0, lifetime / 2)
 
@@ -240,7 +305,9 @@ def _token_refused(response: Any) -> bool:
     if response.status == 401:
         return True
     return response.status == 403 and response.headers.get("x-ms-error-code") in (
-        "AuthenticationFailed", "InvalidAuthenticationInfo")
+        "AuthenticationFailed",
+        "InvalidAuthenticationInfo",
+    )
 
 
 def _wire_id(block_id: str) -> str:

@@ -28,7 +28,9 @@ def entra_credential(settings: Settings) -> Any:
     """The app's Entra identity: its user-assigned managed identity in Azure (``AZURE_CLIENT_ID``)."""
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id, connection_verify=ca_bundle())
+    return DefaultAzureCredential(
+        managed_identity_client_id=settings.azure_client_id, connection_verify=ca_bundle()
+    )
 
 
 class _ProxyAdapter(requests.adapters.HTTPAdapter):
@@ -59,8 +61,13 @@ def sdk_options(pool: int) -> dict[str, Any]:
         session.mount(scheme, _ProxyAdapter(proxies, pool_connections=4, pool_maxsize=pool))
     # azure-core sends its transport's own ``verify`` with every request, overriding the
     # session's: the bundle must be given to the transport, or a private CA is ignored.
-    transport = RequestsTransport(session=session, session_owner=False, connection_verify=ca_bundle(),
-                                  connection_timeout=10, read_timeout=120)
+    transport = RequestsTransport(
+        session=session,
+        session_owner=False,
+        connection_verify=ca_bundle(),
+        connection_timeout=10,
+        read_timeout=120,
+    )
     return {"transport": transport, "connection_timeout": 10, "read_timeout": 120}
 
 
@@ -85,10 +92,15 @@ def delta_storage_options(settings: Settings, credential: Any | None) -> dict[st
     refreshes it). Locally: the emulator's account name and key from the connection string.
     """
     if settings.adls_connection_string:
-        fields = dict(part.split("=", 1) for part in settings.adls_connection_string.split(";") if "=" in part)
+        fields = dict(
+            part.split("=", 1) for part in settings.adls_connection_string.split(";") if "=" in part
+        )
         if fields.get("UseDevelopmentStorage", "").lower() == "true":
-            fields = {"AccountName": "devstoreaccount1", "AccountKey": _EMULATOR_KEY,
-                      "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1"}
+            fields = {
+                "AccountName": "devstoreaccount1",
+                "AccountKey": _EMULATOR_KEY,
+                "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1",
+            }
         endpoint = fields["BlobEndpoint"].rstrip("/")
         return {
             "account_name": fields["AccountName"],

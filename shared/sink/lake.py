@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
+
 @dataclass(frozen=True)
 class LakeEntry:
     """A blob as listed, with the metadata the ledger needs."""
@@ -99,7 +100,9 @@ class Lake(LakeRoot):
     """One container and root folder; paths given to its methods are relative to the root (the
     container's check, blob names, leases and deletes: :class:`~shared.sink.lake_root.LakeRoot`)."""
 
-    def __init__(self, container: ContainerClient, root: str = "", transport: Transport | None = None) -> None:
+    def __init__(
+        self, container: ContainerClient, root: str = "", transport: Transport | None = None
+    ) -> None:
         super().__init__(container, root)
         # Publishing (the copy path's requests) goes through the lean writer; the rest through the SDK.
         self.writer = BlobWriter(container, transport or azure_transport(pool_size=32))
@@ -118,9 +121,11 @@ class Lake(LakeRoot):
 
     def list_folders(self, prefix: str) -> list[str]:
         """The immediate sub-folders of a relative folder prefix, relative to the root."""
-        return [self.relative(item.name) for item in self.container.walk_blobs(name_starts_with=self.path(prefix),
-                                                                              delimiter="/")
-                if item.name.endswith("/")]
+        return [
+            self.relative(item.name)
+            for item in self.container.walk_blobs(name_starts_with=self.path(prefix), delimiter="/")
+            if item.name.endswith("/")
+        ]
 
     def put(self, relative: str, data: bytes, *, metadata: dict[str, str], condition: Condition) -> datetime:
         """Publishes a whole file with one Put Blob (Content-MD5 checked by the service).
@@ -131,8 +136,13 @@ class Lake(LakeRoot):
             PublishConflict: the condition failed.
         """
         try:
-            return self.writer.put_blob(self.path(relative), data, content_type=PARQUET_CONTENT_TYPE,
-                                        metadata=metadata, condition=condition.headers())
+            return self.writer.put_blob(
+                self.path(relative),
+                data,
+                content_type=PARQUET_CONTENT_TYPE,
+                metadata=metadata,
+                condition=condition.headers(),
+            )
         except WriteConflict as err:
             return self._own_earlier_attempt(relative, metadata, err)
 
@@ -146,15 +156,24 @@ class Lake(LakeRoot):
         self.writer.put_block(self.path(relative), block_id, data)
         return block_id
 
-    def stage_from_url(self, relative: str, index: int, url: str, offset: int, length: int, write: str) -> str:
+    def stage_from_url(
+        self, relative: str, index: int, url: str, offset: int, length: int, write: str
+    ) -> str:
         """Has the service pull one block from ``url`` (bytes ``offset``..+``length``); invisible until commit."""
         block_id = _block_id(write, index)
         blob = self.container.get_blob_client(self.path(relative))
         blob.stage_block_from_url(block_id, url, source_offset=offset, source_length=length)
         return block_id
 
-    def commit(self, relative: str, block_ids: list[str], *, md5: bytes | None, metadata: dict[str, str],
-               condition: Condition) -> datetime:
+    def commit(
+        self,
+        relative: str,
+        block_ids: list[str],
+        *,
+        md5: bytes | None,
+        metadata: dict[str, str],
+        condition: Condition,
+    ) -> datetime:
         """Makes the staged blocks the blob's content in one Put Block List.
 
         Returns the blob's Last-Modified time.
@@ -163,8 +182,14 @@ class Lake(LakeRoot):
             PublishConflict: the condition failed.
         """
         try:
-            return self.writer.put_block_list(self.path(relative), block_ids, content_type=PARQUET_CONTENT_TYPE,
-                                              content_md5=md5, metadata=metadata, condition=condition.headers())
+            return self.writer.put_block_list(
+                self.path(relative),
+                block_ids,
+                content_type=PARQUET_CONTENT_TYPE,
+                content_md5=md5,
+                metadata=metadata,
+                condition=condition.headers(),
+            )
         except WriteConflict as err:
             return self._own_earlier_attempt(relative, metadata, err)
 
@@ -176,8 +201,11 @@ class Lake(LakeRoot):
             PublishConflict: the blob holds someone else's write.
         """
         current = self.get_entry(relative)
-        if current is not None and current.last_modified is not None \
-                and FileRecord.read(metadata).same_write(current.record):
+        if (
+            current is not None
+            and current.last_modified is not None
+            and FileRecord.read(metadata).same_write(current.record)
+        ):
             return current.last_modified
         raise PublishConflict(f"{relative} was written by another run") from err
 
@@ -189,12 +217,20 @@ class Lake(LakeRoot):
         file that changed at the source.
         """
         source = self.container.get_blob_client(self.path(relative))
-        downloader = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
-                                          max_concurrency=1)
+        downloader = source.download_blob(
+            etag=etag, match_condition=MatchConditions.IfNotModified, max_concurrency=1
+        )
         write = write_id("preserve", downloader.properties.etag)
-        block_ids = [self.stage(destination, index, chunk, write) for index, chunk in enumerate(downloader.chunks())]
-        self.commit(destination, block_ids, md5=bytes(downloader.properties.content_settings.content_md5 or b""),
-                    metadata=metadata, condition=ALWAYS)
+        block_ids = [
+            self.stage(destination, index, chunk, write) for index, chunk in enumerate(downloader.chunks())
+        ]
+        self.commit(
+            destination,
+            block_ids,
+            md5=bytes(downloader.properties.content_settings.content_md5 or b""),
+            metadata=metadata,
+            condition=ALWAYS,
+        )
 
     def mark_replacing(self, relative: str, entry: LakeEntry, run_id: str) -> str:
         """Marks a mirrored file as being replaced (``FileRecord.replacing``), only if it is still
@@ -206,7 +242,9 @@ class Lake(LakeRoot):
         blob = self.container.get_blob_client(self.path(relative))
         metadata = {**entry.metadata, **FileRecord(replacing=run_id).metadata()}
         try:
-            answer = blob.set_blob_metadata(metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified)
+            answer = blob.set_blob_metadata(
+                metadata, etag=entry.etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError) as err:
             raise PublishConflict(f"{relative} changed since it was listed") from err
         return str(answer["etag"])
@@ -278,15 +316,25 @@ class Lake(LakeRoot):
             current, etag = self.read_json_version(relative)
             if current is not None and order(current) >= order(document):
                 return False
-            if self.write_json(relative, document, condition=IF_MISSING if etag is None else if_unchanged(etag)):
+            if self.write_json(
+                relative, document, condition=IF_MISSING if etag is None else if_unchanged(etag)
+            ):
                 return True
         raise Contention(f"{relative}: other writers kept writing it first ({CONFLICT_ATTEMPTS} attempts)")
 
-    def write_json(self, relative: str, document: Any, *, condition: Condition | None = None,
-                   metadata: dict[str, str] | None = None) -> bool:
+    def write_json(
+        self,
+        relative: str,
+        document: Any,
+        *,
+        condition: Condition | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         """Writes a JSON document atomically (with ``metadata`` on its blob); False when the
         condition failed."""
-        data = json.dumps(document, separators=(",", ":"), default=str).encode()  # C encoder: fast on big manifests
+        data = json.dumps(
+            document, separators=(",", ":"), default=str
+        ).encode()  # C encoder: fast on big manifests
         blob = self.container.get_blob_client(self.path(relative))
         try:
             blob.upload_blob(

@@ -32,42 +32,54 @@ class LakeRoot:
         Raises:
             LakeUnavailable: with the account, the container and what to do.
         """
-        where = f"container {self.container.container_name!r} in storage account {self.container.account_name!r}"
+        where = (
+            f"container {self.container.container_name!r} in storage account {self.container.account_name!r}"
+        )
         try:
             self.container.get_container_properties()
         except ResourceNotFoundError as err:
             raise LakeUnavailable(
                 f"{where} does not exist: the deployment creates it (infra/, azd up); the bridge's role is "
-                "scoped to that container and cannot create it. Check ADLS_CONTAINER, or deploy again") from err
+                "scoped to that container and cannot create it. Check ADLS_CONTAINER, or deploy again"
+            ) from err
         except HttpResponseError as err:
             if err.status_code not in (401, 403):
                 raise
             raise LakeUnavailable(
                 f"this identity may not read {where} ({err.status_code} {getattr(err, 'error_code', '') or ''}): give the "
                 "function app's identity 'Storage Blob Data Contributor' on that container (the deployment "
-                "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")) from err
+                "does), and check ADLS_ACCOUNT_URL and AZURE_CLIENT_ID".replace(" )", ")")
+            ) from err
 
     def path(self, relative: str) -> str:
         """The blob name for a path below the root; refuses anything that could escape it."""
         segments = relative.split("/")
-        if not relative or relative.startswith("/") or any(s in ("", ".", "..") for s in segments[:-1]) \
-                or segments[-1] in (".", ".."):
+        if (
+            not relative
+            or relative.startswith("/")
+            or any(s in ("", ".", "..") for s in segments[:-1])
+            or segments[-1] in (".", "..")
+        ):
             raise ValueError(f"refusing lake path {relative!r}")
         return f"{self.root}/{relative}" if self.root else relative
 
     def relative(self, name: str) -> str:
-        return name[len(self.root) + 1:] if self.root else name
+        return name[len(self.root) + 1 :] if self.root else name
 
     def leased(self, prefix: str) -> list[str]:
         """Relative names of the blobs below ``prefix`` that hold an active lease."""
-        return [self.relative(blob.name) for blob in self.container.list_blobs(name_starts_with=self.path(prefix))
-                if blob.lease.state == "leased"]
+        return [
+            self.relative(blob.name)
+            for blob in self.container.list_blobs(name_starts_with=self.path(prefix))
+            if blob.lease.state == "leased"
+        ]
 
     def delete(self, relative: str, *, etag: str | None = None) -> bool:
         """Deletes a blob (only that version, with ``etag``); False when it was gone or changed."""
         blob = self.container.get_blob_client(self.path(relative))
-        conditions: dict[str, Any] = {} if etag is None else {"etag": etag,
-                                                              "match_condition": MatchConditions.IfNotModified}
+        conditions: dict[str, Any] = (
+            {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        )
         try:
             blob.delete_blob(**conditions)
         except (ResourceNotFoundError, ResourceModifiedError):

@@ -45,8 +45,11 @@ class Scope:
     partition: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "months": None if self.months is None else list(self.months),
-                "partition": self.partition}
+        return {
+            "mode": self.mode,
+            "months": None if self.months is None else list(self.months),
+            "partition": self.partition,
+        }
 
     @classmethod
     def from_json(cls, value: Any) -> Scope | None:
@@ -77,11 +80,21 @@ class LockRecord:
     scope: Scope | None = None
 
     def to_bytes(self) -> bytes:
-        previous = None if self.previous is None else {
-            "run_id": self.previous.run_id, "released": self.previous.released,
-            "scope": None if self.previous.scope is None else self.previous.scope.to_json()}
-        document: dict[str, Any] = {"run_id": self.run_id, "host": self.host, "since": self.since,
-                                    "previous": previous}
+        previous = (
+            None
+            if self.previous is None
+            else {
+                "run_id": self.previous.run_id,
+                "released": self.previous.released,
+                "scope": None if self.previous.scope is None else self.previous.scope.to_json(),
+            }
+        )
+        document: dict[str, Any] = {
+            "run_id": self.run_id,
+            "host": self.host,
+            "since": self.since,
+            "previous": previous,
+        }
         if self.scope is not None:
             document["scope"] = self.scope.to_json()
         return json.dumps(document).encode()
@@ -98,10 +111,15 @@ class LockRecord:
         before = document.get("previous")
         previous = None
         if isinstance(before, dict) and isinstance(before.get("run_id"), str):
-            previous = Holder(before["run_id"], bool(before.get("released")), Scope.from_json(before.get("scope")))
-        text = {name: document[name] if isinstance(document.get(name), str) else None
-                for name in ("run_id", "host", "since")}
+            previous = Holder(
+                before["run_id"], bool(before.get("released")), Scope.from_json(before.get("scope"))
+            )
+        text = {
+            name: document[name] if isinstance(document.get(name), str) else None
+            for name in ("run_id", "host", "since")
+        }
         return cls(**text, previous=previous, scope=Scope.from_json(document.get("scope")))
+
 
 class RunLocked(TransientError):
     """Another run holds the lock; this one stops at once."""
@@ -130,8 +148,12 @@ class RunLock:
         self._lease: BlobLeaseClient | None = None
         self._stop = threading.Event()
         # The renewer runs in a copy of this thread's context, so its log records carry the run id.
-        self._renewer = threading.Thread(target=contextvars.copy_context().run, args=(self._renew,),
-                                         name="bridge-lock-renewer", daemon=True)
+        self._renewer = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._renew,),
+            name="bridge-lock-renewer",
+            daemon=True,
+        )
         self._renewed = time.monotonic()  # when the last successful renewal was sent
         self._lost: tuple[str, datetime] | None = None
         self._record = LockRecord()
@@ -151,13 +173,16 @@ class RunLock:
                 raise
             raise RunLocked(f"another bridge run holds the lock ({self._holder()}); this run stops") from err
         self._renewed = sent
-        self._record = LockRecord(self.run_id, socket.gethostname(), datetime.now(timezone.utc).isoformat(), previous)
+        self._record = LockRecord(
+            self.run_id, socket.gethostname(), datetime.now(timezone.utc).isoformat(), previous
+        )
         self.blob.upload_blob(self._record.to_bytes(), overwrite=True, lease=self._lease)
         self._renewer.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self._stop.set()
         if self._renewer.is_alive():
             self._renewer.join()
@@ -196,8 +221,12 @@ class RunLock:
             self._mark_lost(f"no renewal succeeded for {self.lease_seconds * 2 / 3:.0f} s")
         if self._lost is not None:
             reason, lost_at = self._lost
-            raise LockLost(f"run {self.run_id} lost its lock {self.path} ({reason}); it stopped before its next "
-                           "write, and the next run accounts for its files", lost_at, self.run_id)
+            raise LockLost(
+                f"run {self.run_id} lost its lock {self.path} ({reason}); it stopped before its next "
+                "write, and the next run accounts for its files",
+                lost_at,
+                self.run_id,
+            )
 
     def _mark_lost(self, reason: str) -> None:
         with self._mark:
@@ -208,7 +237,12 @@ class RunLock:
         # No SDK retries and no wait past ``limit`` (a third of the lease by default): a stalled
         # request must not keep the run believing in a lease that may have expired.
         limit = self.lease_seconds / 3 if limit is None else max(0.5, limit)
-        return {"retry_total": 0, "connection_timeout": limit, "read_timeout": limit, "timeout": max(1, int(limit))}
+        return {
+            "retry_total": 0,
+            "connection_timeout": limit,
+            "read_timeout": limit,
+            "timeout": max(1, int(limit)),
+        }
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):

@@ -28,6 +28,7 @@ def run_started(run_id: str) -> datetime | None:
     except ValueError:
         return None
 
+
 META_SOURCE_KEY = "haltian_source_key"
 META_SOURCE_ETAG = "haltian_source_etag"
 META_SOURCE_SIZE = "haltian_source_size"
@@ -94,12 +95,18 @@ class FileRecord:
     def names_version(metadata: Mapping[str, str], source_etag: str, source_size: int) -> bool:
         """True when the record in ``metadata`` names that exact source version (read without the
         rest of the record: the plan asks it of every listed blob)."""
-        return metadata.get(META_SOURCE_ETAG) == source_etag and _int(metadata.get(META_SOURCE_SIZE)) == source_size
+        return (
+            metadata.get(META_SOURCE_ETAG) == source_etag
+            and _int(metadata.get(META_SOURCE_SIZE)) == source_size
+        )
 
     def same_write(self, other: FileRecord) -> bool:
         """True when both records come from one run's write of one source version."""
         return bool(self.run_id) and (self.run_id, self.source_etag, self.source_size) == (
-            other.run_id, other.source_etag, other.source_size)
+            other.run_id,
+            other.source_etag,
+            other.source_size,
+        )
 
 
 def _int(text: str | None) -> int | None:

@@ -59,7 +59,9 @@ class S3Source:
     botocore's own SigV4 signer: a fraction of a boto3 call's CPU.
     """
 
-    def __init__(self, client: Any, bucket: str, credentials: Any, transport: Transport | None = None) -> None:
+    def __init__(
+        self, client: Any, bucket: str, credentials: Any, transport: Transport | None = None
+    ) -> None:
         """``credentials``: botocore credentials (those ``client`` signs with: see
         :func:`shared.source.sessions.make_s3`), or None for a public bucket's unsigned GETs."""
         self.client = client
@@ -119,9 +121,11 @@ class S3Source:
         It carries a signature, not a secret, but it does grant reading: it is handed to the
         storage service only, never logged, and expires.
         """
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": obj.key}, ExpiresIn=expires_seconds
-        ))
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": obj.key}, ExpiresIn=expires_seconds
+            )
+        )
 
     def etag_now(self, obj: SourceObject) -> str | None:
         """The object's ETag now (None when it is gone)."""
@@ -138,8 +142,12 @@ class S3Source:
 
     def _get(self, obj: SourceObject, headers: dict[str, str], *, stream: bool) -> Any:
         url = self.url_of(obj.key)
-        response = self.transport.send("GET", url, headers=lambda: self.signed(url, {"If-Match": f'"{obj.etag}"',
-                                                                                    **headers}), stream=stream)
+        response = self.transport.send(
+            "GET",
+            url,
+            headers=lambda: self.signed(url, {"If-Match": f'"{obj.etag}"', **headers}),
+            stream=stream,
+        )
         if response.status in (200, 206):
             return response
         body = response.data if not stream else response.read(64 * 1024)
@@ -217,8 +225,10 @@ def check_access(client: Any, settings: Settings) -> None:
     """
     region = _bucket_region(client, settings.s3_bucket)
     if region and region != settings.s3_region:
-        raise AccessRefused(f"bucket {settings.s3_bucket} is in {region}, not in {settings.s3_region}: "
-                            f"set HALTIAN_S3_REGION={region}")
+        raise AccessRefused(
+            f"bucket {settings.s3_bucket} is in {region}, not in {settings.s3_region}: "
+            f"set HALTIAN_S3_REGION={region}"
+        )
     prefix = settings.s3_prefix
     if settings.organization_id and not prefix.rstrip("/").endswith(settings.organization_id):
         prefix = f"{prefix}{settings.organization_id}/"
@@ -237,7 +247,9 @@ def refused_code(err: ClientError) -> str | None:
     return code if code in _REFUSALS else None
 
 
-def refused(service: str, what: str, err: ClientError, denied: str | None = None) -> AccessRefused | ClientError:
+def refused(
+    service: str, what: str, err: ClientError, denied: str | None = None
+) -> AccessRefused | ClientError:
     """A refusal as one plain line naming what was refused and the setting to check (``denied``
     for an AccessDenied), or the error itself when it is not a refusal."""
     code = refused_code(err)
@@ -263,9 +275,14 @@ def _bucket_region(client: Any, bucket: str) -> str | None:
 def s3_transport(client: Any, hook: RequestHook | None = None) -> Transport:
     """The copy path's transport for S3, with the boto3 client's timeouts, pool and retries."""
     config = client.meta.config
-    return Transport(rules=S3Retries(client), connect_timeout=config.connect_timeout,
-                     read_timeout=config.read_timeout, pool_size=config.max_pool_connections,
-                     ca_bundle=s3_ca_bundle(), hook=hook)
+    return Transport(
+        rules=S3Retries(client),
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        pool_size=config.max_pool_connections,
+        ca_bundle=s3_ca_bundle(),
+        hook=hook,
+    )
 
 
 class S3Retries:
@@ -285,14 +302,18 @@ class S3Retries:
         self._operation = client.meta.service_model.operation_model("GetObject")
         self._conditions = standard.StandardRetryConditions(max_attempts=self.attempts)
         self._backoff = standard.ExponentialBackoff(
-            service_name="s3", throttling_detector=standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
+            service_name="s3",
+            throttling_detector=standard.ThrottlingErrorDetector(standard.RetryEventAdapter()),
+        )
 
     def wait(self, attempt: int, answer: Any, error: BaseException | None) -> float | None:
         context = standard.RetryContext(
-            attempt_number=attempt, operation_model=self._operation,
+            attempt_number=attempt,
+            operation_model=self._operation,
             parsed_response=None if answer is None else {"Error": {"Code": error_code(answer.data or b"")}},
             http_response=None if answer is None else AWSResponse("", answer.status, answer.headers, None),
-            caught_exception=None if error is None else HTTPClientError(error=error))
+            caught_exception=None if error is None else HTTPClientError(error=error),
+        )
         if not self._conditions.is_retryable(context):
             return None
         return float(self._backoff.delay_amount(context))

@@ -53,8 +53,9 @@ def make_s3(settings: Settings, entra_credential: Any | None = None) -> S3Access
 
 def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> boto3.session.Session:
     """A session whose credentials come from STS AssumeRole and refresh before they expire."""
-    sts = base.client("sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-                      verify=s3_ca_bundle())
+    sts = base.client(
+        "sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, verify=s3_ca_bundle()
+    )
     params: dict[str, Any] = {
         "RoleArn": settings.s3_role_arn,
         "RoleSessionName": "haltian-azure-bridge",
@@ -67,9 +68,13 @@ def _assumed_role_session(base: boto3.session.Session, settings: Settings) -> bo
         try:
             return _metadata(sts.assume_role(**params)["Credentials"])
         except ClientError as err:
-            raise refused("AWS STS", f"AssumeRole of {settings.s3_role_arn}", err,
-                          "the key may not assume HALTIAN_S3_ROLE_ARN, or HALTIAN_S3_EXTERNAL_ID is not "
-                          "the external id its trust policy asks for") from None
+            raise refused(
+                "AWS STS",
+                f"AssumeRole of {settings.s3_role_arn}",
+                err,
+                "the key may not assume HALTIAN_S3_ROLE_ARN, or HALTIAN_S3_EXTERNAL_ID is not "
+                "the external id its trust policy asks for",
+            ) from None
 
     return _refreshing_session(refresh, settings, "sts-assume-role")
 
@@ -83,21 +88,32 @@ def _web_identity_session(settings: Settings, entra_credential: Any) -> boto3.se
     if entra_credential is None:
         raise ValueError("a keyless S3 role needs an Entra credential (the function's managed identity)")
     sts = boto3.session.Session().client(
-        "sts", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        config=botocore.config.Config(signature_version=botocore.UNSIGNED), verify=s3_ca_bundle(),
+        "sts",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+        verify=s3_ca_bundle(),
     )
 
     def refresh() -> dict[str, str]:
         token = entra_credential.get_token(f"{settings.s3_web_identity_audience}/.default").token
         try:
-            return _metadata(sts.assume_role_with_web_identity(
-                RoleArn=settings.s3_role_arn, RoleSessionName="haltian-azure-bridge",
-                WebIdentityToken=token, DurationSeconds=3600,
-            )["Credentials"])
+            return _metadata(
+                sts.assume_role_with_web_identity(
+                    RoleArn=settings.s3_role_arn,
+                    RoleSessionName="haltian-azure-bridge",
+                    WebIdentityToken=token,
+                    DurationSeconds=3600,
+                )["Credentials"]
+            )
         except ClientError as err:
-            raise refused("AWS STS", f"AssumeRoleWithWebIdentity of {settings.s3_role_arn}", err,
-                          "the role's trust policy does not accept this identity's token "
-                          "(see the keyless route in infra/README.md)") from None
+            raise refused(
+                "AWS STS",
+                f"AssumeRoleWithWebIdentity of {settings.s3_role_arn}",
+                err,
+                "the role's trust policy does not accept this identity's token "
+                "(see the keyless route in infra/README.md)",
+            ) from None
 
     return _refreshing_session(refresh, settings, "assume-role-with-web-identity")
 
@@ -119,8 +135,9 @@ def _refreshing_session(refresh: Any, settings: Settings, method: str) -> boto3.
         metadata=refresh(), refresh_using=refresh, method=method
     )
     core = botocore.session.get_session()
-    core.register_component("credential_provider", botocore.credentials.CredentialResolver(
-        [_Provided(method, refreshable)]))
+    core.register_component(
+        "credential_provider", botocore.credentials.CredentialResolver([_Provided(method, refreshable)])
+    )
     return boto3.session.Session(botocore_session=core, region_name=settings.s3_region)
 
 

@@ -58,16 +58,25 @@ def streamable(table: DeltaTable) -> bool:
     protocol = table.protocol()
     if protocol.min_writer_version > 2 or protocol.writer_features:
         return False
-    return not any("delta.invariants" in (field.metadata or {}) or not field.nullable  # NOT NULL: an invariant
-                   for field in table.schema().fields)
+    return not any(
+        "delta.invariants" in (field.metadata or {}) or not field.nullable  # NOT NULL: an invariant
+        for field in table.schema().fields
+    )
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def append_streamed(lake: Lake, guard: Callable[[], None], table: DeltaTable, local: list[tuple[TableFile, Path]],
-                    schema: pa.Schema, properties: CommitProperties, hooks: PostCommitHookProperties) -> None:
+def append_streamed(
+    lake: Lake,
+    guard: Callable[[], None],
+    table: DeltaTable,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    properties: CommitProperties,
+    hooks: PostCommitHookProperties,
+) -> None:
     """Writes the rows of ``local`` month by month into data files, uploads them, and adds them
     to ``table`` in one commit by delta-rs with ``properties`` (``guard`` is called before every
     upload and the commit). Files no commit will name (a lost lock, a conflict) are deleted;
@@ -78,18 +87,30 @@ def append_streamed(lake: Lake, guard: Callable[[], None], table: DeltaTable, lo
         files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch))
         modified = now_ms()
         try:
-            table.create_write_transaction([f.add_action(modified) for f in files], mode="append",
-                                           schema=table.schema(), partition_by=[SOURCE_MONTH],
-                                           commit_properties=properties, post_commithook_properties=hooks)
+            table.create_write_transaction(
+                [f.add_action(modified) for f in files],
+                mode="append",
+                schema=table.schema(),
+                partition_by=[SOURCE_MONTH],
+                commit_properties=properties,
+                post_commithook_properties=hooks,
+            )
         except CommitFailedError:
             _delete_quietly(lake, uploaded)
             raise
     table.update_incremental()  # to the version it committed (a write transaction leaves it behind)
 
 
-def commit_append(lake: Lake, guard: Callable[[], None], folder: str, version: int,
-                  local: list[tuple[TableFile, Path]], schema: pa.Schema, transactions: list[tuple[str, int]],
-                  run_id: str) -> list[str]:
+def commit_append(
+    lake: Lake,
+    guard: Callable[[], None],
+    folder: str,
+    version: int,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    transactions: list[tuple[str, int]],
+    run_id: str,
+) -> list[str]:
     """As :func:`append_streamed`, but committed by the bridge itself: one Put Blob of the log's
     commit ``version`` that only lands while there is none (``If-None-Match: *``, the mutual
     exclusion every Delta writer on Azure relies on), holding a commitInfo, the application
@@ -106,9 +127,18 @@ def commit_append(lake: Lake, guard: Callable[[], None], folder: str, version: i
     return [f.month for f in files if f.month is not None]
 
 
-def commit_overwrite(lake: Lake, guard: Callable[[], None], folder: str, version: int,
-                     local: list[tuple[TableFile, Path]], schema: pa.Schema, transactions: list[tuple[str, int]],
-                     run_id: str, predicate: str, removed: list[dict[str, Any]]) -> None:
+def commit_overwrite(
+    lake: Lake,
+    guard: Callable[[], None],
+    folder: str,
+    version: int,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    transactions: list[tuple[str, int]],
+    run_id: str,
+    predicate: str,
+    removed: list[dict[str, Any]],
+) -> None:
     """A snapshot table's overwrite committed by the bridge itself, as :func:`commit_append`: the
     rows of ``local`` in one data file (the table is not partitioned), and one commit that adds it
     and removes ``removed`` (live add actions whose rows all match ``predicate``). For a table whose
@@ -119,13 +149,16 @@ def commit_overwrite(lake: Lake, guard: Callable[[], None], folder: str, version
         CommitConflict: another writer committed ``version`` first (the file is deleted).
     """
     with tempfile.TemporaryDirectory(prefix="haltian-overwrite-") as scratch:
-        files, uploaded = _write_and_upload(lake, guard, folder, local, schema, Path(scratch), partitioned=False)
+        files, uploaded = _write_and_upload(
+            lake, guard, folder, local, schema, Path(scratch), partitioned=False
+        )
         body = commit_body(files, transactions, run_id, now_ms(), overwrite=(predicate, removed))
     commit_own(lake, guard, folder, version, body, uploaded)
 
 
-def commit_own(lake: Lake, guard: Callable[[], None], folder: str, version: int, body: bytes,
-               uploaded: list[str]) -> None:
+def commit_own(
+    lake: Lake, guard: Callable[[], None], folder: str, version: int, body: bytes, uploaded: list[str]
+) -> None:
     """Puts the log's commit ``version`` (``body``) only while there is none (``If-None-Match: *``,
     the mutual exclusion every Delta writer on Azure relies on). The data files in ``uploaded``
     are deleted when it cannot land; after any other error it may have landed, so they stay.
@@ -151,35 +184,84 @@ class CommitConflict(TransientError):
     """Another writer committed the table's next version first: read the log again, try again."""
 
 
-def commit_body(files: list[DataFile], transactions: list[tuple[str, int]], run_id: str, modified_ms: int,
-                overwrite: tuple[str, list[dict[str, Any]]] | None = None) -> bytes:
+def commit_body(
+    files: list[DataFile],
+    transactions: list[tuple[str, int]],
+    run_id: str,
+    modified_ms: int,
+    overwrite: tuple[str, list[dict[str, Any]]] | None = None,
+) -> bytes:
     """A Delta commit (newline-delimited JSON actions) adding ``files`` with these app transactions;
     with ``overwrite`` (a predicate, and the live add actions of the files whose rows all match
     it), an overwrite that removes those files."""
-    mode: dict[str, str] = {"mode": "Append"} if overwrite is None else {"mode": "Overwrite", "predicate": overwrite[0]}
-    actions: list[dict[str, Any]] = [{"commitInfo": {
-        "timestamp": modified_ms, "operation": "WRITE", "operationParameters": mode,
-        "isBlindAppend": overwrite is None, "engineInfo": "haltian-azure-bridge", "haltian_run_id": run_id}}]
-    actions += [{"txn": {"appId": app_id, "version": number, "lastUpdated": modified_ms}}
-                for app_id, number in transactions]
-    actions += [{"remove": {"path": add["path"], "deletionTimestamp": modified_ms, "dataChange": True,
-                            "extendedFileMetadata": True, "partitionValues": add.get("partitionValues") or {},
-                            "size": add["size"]}} for add in (overwrite[1] if overwrite else [])]
-    actions += [{"add": {"path": f.path, "partitionValues": f.partition_values, "size": f.local.stat().st_size,
-                         "modificationTime": modified_ms, "dataChange": True, "stats": f.stats}} for f in files]
+    mode: dict[str, str] = (
+        {"mode": "Append"} if overwrite is None else {"mode": "Overwrite", "predicate": overwrite[0]}
+    )
+    actions: list[dict[str, Any]] = [
+        {
+            "commitInfo": {
+                "timestamp": modified_ms,
+                "operation": "WRITE",
+                "operationParameters": mode,
+                "isBlindAppend": overwrite is None,
+                "engineInfo": "haltian-azure-bridge",
+                "haltian_run_id": run_id,
+            }
+        }
+    ]
+    actions += [
+        {"txn": {"appId": app_id, "version": number, "lastUpdated": modified_ms}}
+        for app_id, number in transactions
+    ]
+    actions += [
+        {
+            "remove": {
+                "path": add["path"],
+                "deletionTimestamp": modified_ms,
+                "dataChange": True,
+                "extendedFileMetadata": True,
+                "partitionValues": add.get("partitionValues") or {},
+                "size": add["size"],
+            }
+        }
+        for add in (overwrite[1] if overwrite else [])
+    ]
+    actions += [
+        {
+            "add": {
+                "path": f.path,
+                "partitionValues": f.partition_values,
+                "size": f.local.stat().st_size,
+                "modificationTime": modified_ms,
+                "dataChange": True,
+                "stats": f.stats,
+            }
+        }
+        for f in files
+    ]
     return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
 
 
-def _write_and_upload(lake: Lake, guard: Callable[[], None], folder: str, local: list[tuple[TableFile, Path]],
-                      schema: pa.Schema, scratch: Path, partitioned: bool = True) -> tuple[list[DataFile], list[str]]:
+def _write_and_upload(
+    lake: Lake,
+    guard: Callable[[], None],
+    folder: str,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    scratch: Path,
+    partitioned: bool = True,
+) -> tuple[list[DataFile], list[str]]:
     """The month files of ``local``'s rows (one file when not ``partitioned``), written to
     ``scratch`` and uploaded into ``folder`` (``guard`` called before each upload and after the
     last); on any failure the uploaded ones are deleted."""
     streamed = data_file_schema(schema, partitioned)
     ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
     uploaded: list[str] = []
-    files = write_month_files(((month_of(f.key) if partitioned else None, batch)
-                               for f, batch in file_batches(ordered, streamed)), streamed, scratch)
+    files = write_month_files(
+        ((month_of(f.key) if partitioned else None, batch) for f, batch in file_batches(ordered, streamed)),
+        streamed,
+        scratch,
+    )
     try:
         for data_file in files:
             guard()
@@ -198,4 +280,6 @@ def _delete_quietly(lake: Lake, paths: list[str]) -> None:
         try:
             lake.delete(path)
         except AzureError as err:
-            log.info("could not delete %s, which no commit names (a VACUUM removes it): %s", path, describe(err))
+            log.info(
+                "could not delete %s, which no commit names (a VACUUM removes it): %s", path, describe(err)
+            )

@@ -46,7 +46,9 @@ class DataFile:
         return {} if self.month is None else {SOURCE_MONTH: self.month}
 
     def add_action(self, modified_ms: int) -> AddAction:
-        return AddAction(self.path, self.local.stat().st_size, self.partition_values, modified_ms, True, self.stats)
+        return AddAction(
+            self.path, self.local.stat().st_size, self.partition_values, modified_ms, True, self.stats
+        )
 
 
 class FileStats:
@@ -95,8 +97,14 @@ def _bounded(arrow: pa.DataType) -> bool:
         arrow = arrow.value_type
     if pa.types.is_timestamp(arrow):
         return arrow.tz is not None
-    return bool(pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_string(arrow)
-            or pa.types.is_large_string(arrow) or pa.types.is_date32(arrow) or pa.types.is_boolean(arrow))
+    return bool(
+        pa.types.is_integer(arrow)
+        or pa.types.is_floating(arrow)
+        or pa.types.is_string(arrow)
+        or pa.types.is_large_string(arrow)
+        or pa.types.is_date32(arrow)
+        or pa.types.is_boolean(arrow)
+    )
 
 
 def _json(value: Any) -> Any:
@@ -108,9 +116,9 @@ def _json(value: Any) -> Any:
     return value
 
 
-
-def write_month_files(batches: Iterator[tuple[str | None, pa.RecordBatch]], schema: pa.Schema,
-                      scratch: Path) -> list[DataFile]:
+def write_month_files(
+    batches: Iterator[tuple[str | None, pa.RecordBatch]], schema: pa.Schema, scratch: Path
+) -> list[DataFile]:
     """Writes ``(month, batch)`` pairs (grouped by month, in order) into one data file per month
     (month None: one file outside any partition)."""
     files: list[DataFile] = []
@@ -130,8 +138,15 @@ def data_file_schema(schema: pa.Schema, partitioned: bool = True) -> pa.Schema:
     """The columns of a data file of a table of ``schema``: all but the partition column of a
     partitioned table (its value is in the add action, as Delta lays partitions out), the lineage
     columns as dictionaries."""
-    return pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=True)
-                      if f.name in LINEAGE else f for f in schema if not (partitioned and f.name == SOURCE_MONTH)])
+    return pa.schema(
+        [
+            pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=True)
+            if f.name in LINEAGE
+            else f
+            for f in schema
+            if not (partitioned and f.name == SOURCE_MONTH)
+        ]
+    )
 
 
 class _MonthWriter:
@@ -156,8 +171,9 @@ class _MonthWriter:
 
     def _flush(self) -> None:
         if self._buffer:
-            self._writer.write_table(pa.Table.from_batches(self._buffer, self.schema),
-                                     row_group_size=max(self._buffered_rows, 1))
+            self._writer.write_table(
+                pa.Table.from_batches(self._buffer, self.schema), row_group_size=max(self._buffered_rows, 1)
+            )
         self._buffer = []
         self._buffered_rows = self._buffered_bytes = 0
 

@@ -79,6 +79,7 @@ DELIVERY_BYTES = 128 << 20
 #: scratch disk at once, never in memory.
 STREAMED_PART_BYTES = 2 << 30
 
+
 @dataclass
 class DeltaPublisher:
     """Keeps each dataset's table equal to the rows of the source versions mirrored in the lake."""
@@ -111,13 +112,19 @@ class DeltaPublisher:
         """
         first = files[0].key
         folder = table_folder(first.layout, first.dataset)
-        change = TableChange(first.layout, first.organization, first.dataset, self.lake.path(folder).rstrip("/"))
+        change = TableChange(
+            first.layout, first.organization, first.dataset, self.lake.path(folder).rstrip("/")
+        )
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 return self._sync_once(files, folder, change)
             except (CommitFailedError, TableConflict, PublishConflict) as err:
-                log.info("table %s: another writer committed first (%s), reloading (attempt %d)", change.table,
-                         err, attempt)
+                log.info(
+                    "table %s: another writer committed first (%s), reloading (attempt %d)",
+                    change.table,
+                    err,
+                    attempt,
+                )
                 change.reset()
                 time.sleep(random.uniform(0.1, 0.4) * attempt)  # jittered: the writers do not meet again
             except LockLost:
@@ -132,15 +139,22 @@ class DeltaPublisher:
                 return change
             except (DeltaError, OSError, AzureError, TransportError, pa.ArrowException) as err:
                 change.error = feature_error(change, err) or constraint_error(change, err) or describe(err)
-                log.error("table %s: %s; the mirror is complete and the next run tries again", change.table,
-                          change.error)
+                log.error(
+                    "table %s: %s; the mirror is complete and the next run tries again",
+                    change.table,
+                    change.error,
+                )
                 return change
             except Exception as err:  # noqa: BLE001 - one table's bug must not cost the run its manifest
-                log.exception("table %s: unexpected error; the mirror is complete and the next run tries again",
-                              change.table)
+                log.exception(
+                    "table %s: unexpected error; the mirror is complete and the next run tries again",
+                    change.table,
+                )
                 change.error = f"unexpected error: {describe(err)}"
                 return change
-        change.error = f"other writers kept committing first ({COMMIT_ATTEMPTS} attempts); the next run tries again"
+        change.error = (
+            f"other writers kept committing first ({COMMIT_ATTEMPTS} attempts); the next run tries again"
+        )
         return change
 
     def _sync_once(self, files: list[TableFile], folder: str, change: TableChange) -> TableChange:
@@ -149,8 +163,11 @@ class DeltaPublisher:
         found = read_log(self.lake, folder)  # the bridge's own read: one round trip for the whole log
         delivered = found.delivered if found is not None else Delivered(0, {})
         wanted = sources.wanted(files, delivered, measurement)
-        if found is not None and (found.appendable() if measurement else found.overwritable()) \
-                and self._commit_own(folder, found, wanted, change, measurement):
+        if (
+            found is not None
+            and (found.appendable() if measurement else found.overwritable())
+            and self._commit_own(folder, found, wanted, change, measurement)
+        ):
             return change
         uri = self.uri(folder)
         table = self.load(uri)
@@ -168,8 +185,9 @@ class DeltaPublisher:
         change.version = None if table is None else table.version()
         return change
 
-    def _commit_own(self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange,
-                    measurement: bool) -> bool:
+    def _commit_own(
+        self, folder: str, found: TableLog, wanted: list[TableFile], change: TableChange, measurement: bool
+    ) -> bool:
         """The hourly case without delta-rs loading the table: the new files' rows in one commit
         the bridge writes itself (:func:`~shared.tables.hourly.commit_hourly`), a measurement table's append
         (:func:`~shared.tables.append.commit_append`) or a snapshot table's overwrite
@@ -177,19 +195,25 @@ class DeltaPublisher:
         delta-rs's writer: a replaced file, a new column, a backfill's parts, a commit that is due
         to write a checkpoint, or a snapshot whose rows to replace the log cannot show."""
         columns = found.columns()
-        if columns is None or found.checkpoint_due(found.version + 1) \
-                or sum(f.size for f in wanted) > STREAMED_PART_BYTES \
-                or (measurement and any(f.key.key in found.delivered.versions for f in wanted)):
+        if (
+            columns is None
+            or found.checkpoint_due(found.version + 1)
+            or sum(f.size for f in wanted) > STREAMED_PART_BYTES
+            or (measurement and any(f.key.key in found.delivered.versions for f in wanted))
+        ):
             return False
-        accepted, excluded, new_columns = sources.accept(self.lake, self.guard, wanted, columns, self.types_from_newest)
+        accepted, excluded, new_columns = sources.accept(
+            self.lake, self.guard, wanted, columns, self.types_from_newest
+        )
         organizations = sorted({f.key.organization for f in accepted})
         removed = found.replaced_by(organizations) if accepted and not measurement else []
         if new_columns or removed is None:
             return False
         change.excluded.extend(excluded)
         try:
-            number, months = commit_hourly(self, folder, found, accepted, columns, organizations, removed,
-                                           measurement, change)
+            number, months = commit_hourly(
+                self, folder, found, accepted, columns, organizations, removed, measurement, change
+            )
         except CommitConflict as err:
             raise TableConflict(str(err)) from err
         if measurement and self._due(months):
@@ -198,13 +222,22 @@ class DeltaPublisher:
                 change.version = self.compact(table, change, number + 1).version()
         return True
 
-    def _deliver(self, uri: str, table: DeltaTable | None, wanted: list[TableFile], delivered: Delivered,
-                 measurement: bool, change: TableChange) -> tuple[DeltaTable | None, int]:
+    def _deliver(
+        self,
+        uri: str,
+        table: DeltaTable | None,
+        wanted: list[TableFile],
+        delivered: Delivered,
+        measurement: bool,
+        change: TableChange,
+    ) -> tuple[DeltaTable | None, int]:
         """The rows of ``wanted`` (less the files that cannot join the table): one commit, or for a
         backfill one commit per part (see :func:`_part_bytes`). Returns the table and the number
         of commits."""
         columns = columns_of(table)
-        accepted, excluded, new_columns = sources.accept(self.lake, self.guard, wanted, columns, self.types_from_newest)
+        accepted, excluded, new_columns = sources.accept(
+            self.lake, self.guard, wanted, columns, self.types_from_newest
+        )
         change.excluded.extend(excluded)
         if not accepted:
             return table, 0
@@ -213,12 +246,15 @@ class DeltaPublisher:
         with tempfile.TemporaryDirectory(prefix="haltian-table-") as scratch:
             number = delivered.number
             for part in sources.chunks(accepted, limit):
-                local = sources.download(self.lake, self.guard, part, Path(scratch))  # one part at a time on the scratch disk
+                local = sources.download(
+                    self.lake, self.guard, part, Path(scratch)
+                )  # one part at a time on the scratch disk
                 if not local:
                     continue
                 number += 1
-                table = commit_rows(self, uri, table, local, schema, bool(new_columns), delivered, measurement,
-                                    number, change)
+                table = commit_rows(
+                    self, uri, table, local, schema, bool(new_columns), delivered, measurement, number, change
+                )
                 for _, path in local:
                     path.unlink()
         return table, number - delivered.number
@@ -232,10 +268,13 @@ class DeltaPublisher:
         with self.budget.hold(self.budget.limit):
             self.guard()
             table.optimize.compact(
-                partition_filters=[(SOURCE_MONTH, "in", due)], target_size=TARGET_FILE_BYTES,
-                writer_properties=delta_rs.writer_properties(), max_concurrent_tasks=1,
+                partition_filters=[(SOURCE_MONTH, "in", due)],
+                target_size=TARGET_FILE_BYTES,
+                writer_properties=delta_rs.writer_properties(),
+                max_concurrent_tasks=1,
                 commit_properties=commit_properties(self.run_id, number, []),
-                post_commithook_properties=delta_rs.hooks())
+                post_commithook_properties=delta_rs.hooks(),
+            )
         change.compacted.extend(due)
         log.info("table %s: compacted %s", change.table, ", ".join(due))
         return table  # compact() brought it to the version it committed
@@ -244,7 +283,9 @@ class DeltaPublisher:
         """The months due for compaction: closed ones of more than one file, the open one past
         :data:`OPEN_MONTH_FILES`."""
         current = f"{self.now():%Y-%m}"
-        return sorted(m for m, count in months.items() if (m < current and count > 1) or count > OPEN_MONTH_FILES)
+        return sorted(
+            m for m, count in months.items() if (m < current and count > 1) or count > OPEN_MONTH_FILES
+        )
 
     def load(self, uri: str) -> DeltaTable | None:
         """The table at ``uri`` (see :meth:`uri`) as delta-rs loads it at its newest version; None
@@ -255,15 +296,20 @@ class DeltaPublisher:
             return None
 
 
-
-def _part_bytes(table: DeltaTable | None, measurement: bool, new_columns: bool, files: list[TableFile],
-                delivered: Delivered) -> int | None:
+def _part_bytes(
+    table: DeltaTable | None,
+    measurement: bool,
+    new_columns: bool,
+    files: list[TableFile],
+    delivered: Delivered,
+) -> int | None:
     """Source bytes one commit delivers at most: :data:`DELIVERY_BYTES` through delta-rs's writer
     (it holds them in memory), :data:`STREAMED_PART_BYTES` when every commit streams (they are on
     the scratch disk), so a backfilled month is one file and needs no compaction; a snapshot is
     one commit."""
     if not measurement:
         return None
-    streamed = (table is None or (not new_columns and streamable(table))) \
-        and not any(f.key.key in delivered.versions for f in files)
+    streamed = (table is None or (not new_columns and streamable(table))) and not any(
+        f.key.key in delivered.versions for f in files
+    )
     return STREAMED_PART_BYTES if streamed else DELIVERY_BYTES

@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 
 from shared.tables.rows import LINEAGE
 
+
 def columns_of(table: DeltaTable | None) -> dict[str, str]:
     """The table's data columns (not the lineage) and their Delta types."""
     if table is None:
@@ -28,8 +29,11 @@ def incompatibility(file_columns: dict[str, str] | None, table_columns: dict[str
     losing nothing); a column whose type the table's cannot hold is breaking drift.
     """
     assert file_columns is not None
-    clashes = [f"column {name!r} is {delta} in the file but {table_columns[name]} in the table"
-               for name, delta in file_columns.items() if name in table_columns and not _widens(delta, table_columns[name])]
+    clashes = [
+        f"column {name!r} is {delta} in the file but {table_columns[name]} in the table"
+        for name, delta in file_columns.items()
+        if name in table_columns and not _widens(delta, table_columns[name])
+    ]
     if clashes:
         return "kept out of the Delta table: breaking schema drift: " + "; ".join(clashes)
     return None
@@ -47,6 +51,8 @@ def _widens(delta: str, table: str) -> bool:
     if (delta, table) == ("float", "double"):
         return True
     if delta.startswith("decimal(") and table.startswith("decimal("):
-        (p1, s1), (p2, s2) = (tuple(int(x) for x in t[len("decimal("):-1].split(",")) for t in (delta, table))
+        (p1, s1), (p2, s2) = (
+            tuple(int(x) for x in t[len("decimal(") : -1].split(",")) for t in (delta, table)
+        )
         return s2 >= s1 and p2 - s2 >= p1 - s1
     return False

@@ -17,8 +17,18 @@ from shared.tables.ledger import forgets_deliveries
 from shared.paths import table_name
 
 #: The table features delta-rs 1.6 writes (or ignores safely when writing appends and compactions).
-WRITABLE_FEATURES = frozenset({"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns",
-                               "timestampNtz", "columnMapping", "identityColumns"})
+WRITABLE_FEATURES = frozenset(
+    {
+        "appendOnly",
+        "invariants",
+        "checkConstraints",
+        "changeDataFeed",
+        "generatedColumns",
+        "timestampNtz",
+        "columnMapping",
+        "identityColumns",
+    }
+)
 
 
 class UnwritableFeature(TerminalError):
@@ -39,15 +49,18 @@ def check_features(table: DeltaTable, change: TableChange) -> None:
             "which source files the table holds (the bridge would add their rows again), so the table gets no new "
             f"rows; the mirror and the other tables carry on. Unset it (in Spark: ALTER TABLE {name} UNSET "
             "TBLPROPERTIES ('delta.setTransactionRetentionDuration')) or rebuild the table from the mirror: "
-            f"python -m shared tables rebuild {change.layout}/{change.dataset}")
+            f"python -m shared tables rebuild {change.layout}/{change.dataset}"
+        )
 
 
 def feature_message(change: TableChange, features: list[str]) -> str:
     name = table_name(change.layout, change.dataset)
-    return (f"table {name}: another engine turned on the Delta table feature {', '.join(features)}, which the "
-            "bridge's Delta writer cannot write, so the table gets no new rows; the mirror and the other tables "
-            f"carry on. Drop the feature in Spark (ALTER TABLE ... DROP FEATURE {features[0]}) or rebuild the "
-            f"table from the mirror: python -m shared tables rebuild {change.layout}/{change.dataset}")
+    return (
+        f"table {name}: another engine turned on the Delta table feature {', '.join(features)}, which the "
+        "bridge's Delta writer cannot write, so the table gets no new rows; the mirror and the other tables "
+        f"carry on. Drop the feature in Spark (ALTER TABLE ... DROP FEATURE {features[0]}) or rebuild the "
+        f"table from the mirror: python -m shared tables rebuild {change.layout}/{change.dataset}"
+    )
 
 
 def feature_error(change: TableChange, err: Exception) -> str | None:
@@ -55,7 +68,9 @@ def feature_error(change: TableChange, err: Exception) -> str | None:
     text = str(err)
     if "nsupported" not in text or "feature" not in text.lower():
         return None
-    known = sorted(f for f in _ALL_FEATURES if f in text) or ["(named in: " + text.splitlines()[0][:200] + ")"]
+    known = sorted(f for f in _ALL_FEATURES if f in text) or [
+        "(named in: " + text.splitlines()[0][:200] + ")"
+    ]
     return feature_message(change, known)
 
 
@@ -64,12 +79,24 @@ def constraint_error(change: TableChange, err: Exception) -> str | None:
     found = re.search(r"(\d+) rows failed validation check", str(err))
     if found is None:
         return None
-    return (f"{found.group(1)} new rows break a CHECK constraint (or invariant) that another engine added to the "
-            "table, so it gets no new rows; the mirror is complete. Drop or change the constraint (in Spark: "
-            f"SHOW TBLPROPERTIES, then ALTER TABLE {table_name(change.layout, change.dataset)} DROP CONSTRAINT "
-            "...) and the next run adds them")
+    return (
+        f"{found.group(1)} new rows break a CHECK constraint (or invariant) that another engine added to the "
+        "table, so it gets no new rows; the mirror is complete. Drop or change the constraint (in Spark: "
+        f"SHOW TBLPROPERTIES, then ALTER TABLE {table_name(change.layout, change.dataset)} DROP CONSTRAINT "
+        "...) and the next run adds them"
+    )
 
 
-_ALL_FEATURES = ("rowTracking", "domainMetadata", "inCommitTimestamp", "v2Checkpoint", "deletionVectors",
-                 "clustering", "typeWidening", "icebergCompatV1", "icebergCompatV2", "vacuumProtocolCheck",
-                 "variantType")
+_ALL_FEATURES = (
+    "rowTracking",
+    "domainMetadata",
+    "inCommitTimestamp",
+    "v2Checkpoint",
+    "deletionVectors",
+    "clustering",
+    "typeWidening",
+    "icebergCompatV1",
+    "icebergCompatV2",
+    "vacuumProtocolCheck",
+    "variantType",
+)

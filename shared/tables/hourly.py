@@ -28,9 +28,17 @@ if TYPE_CHECKING:
     from shared.tables.delta import DeltaPublisher
 
 
-def commit_hourly(publisher: DeltaPublisher, folder: str, found: TableLog, accepted: list[TableFile],
-                  columns: dict[str, str], organizations: list[str], removed: list[dict[str, Any]],
-                  measurement: bool, change: TableChange) -> tuple[int, dict[str, int]]:
+def commit_hourly(
+    publisher: DeltaPublisher,
+    folder: str,
+    found: TableLog,
+    accepted: list[TableFile],
+    columns: dict[str, str],
+    organizations: list[str],
+    removed: list[dict[str, Any]],
+    measurement: bool,
+    change: TableChange,
+) -> tuple[int, dict[str, int]]:
     """The rows of ``accepted`` (of ``organizations``) in one commit after the table's version in
     ``found``, ``removed`` the files a snapshot's overwrite removes. Sets the change's version;
     returns the table's delivery number and files per month after it.
@@ -47,8 +55,18 @@ def commit_hourly(publisher: DeltaPublisher, folder: str, found: TableLog, accep
             local = sources.download(publisher.lake, publisher.guard, accepted, Path(scratch))
             if local:
                 number += 1
-                for month in _commit(publisher, folder, found, local, schema, number, organizations, removed,
-                                     measurement, change):
+                for month in _commit(
+                    publisher,
+                    folder,
+                    found,
+                    local,
+                    schema,
+                    number,
+                    organizations,
+                    removed,
+                    measurement,
+                    change,
+                ):
                     months[month] = months.get(month, 0) + 1
                 version += 1
                 change.added.extend(f.key.key for f, _ in local)
@@ -56,18 +74,45 @@ def commit_hourly(publisher: DeltaPublisher, folder: str, found: TableLog, accep
     return number, months
 
 
-def _commit(publisher: DeltaPublisher, folder: str, found: TableLog, local: list[tuple[TableFile, Path]],
-            schema: pa.Schema, number: int, organizations: list[str], removed: list[dict[str, Any]],
-            measurement: bool, change: TableChange) -> list[str]:
+def _commit(
+    publisher: DeltaPublisher,
+    folder: str,
+    found: TableLog,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    number: int,
+    organizations: list[str],
+    removed: list[dict[str, Any]],
+    measurement: bool,
+    change: TableChange,
+) -> list[str]:
     """The commit of :func:`commit_hourly`, as delivery ``number``: the months a measurement table's
     append wrote (none for a snapshot table's overwrite)."""
     transactions = [(APP_ID, number)] + [(source_app_id(f.key.key, f.source_etag), number) for f, _ in local]
     version = found.version + 1
     with publisher.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
         if measurement:
-            return commit_append(publisher.lake, publisher.guard, folder, version, local, schema, transactions,
-                                 publisher.run_id)
-        commit_overwrite(publisher.lake, publisher.guard, folder, version, local, schema, transactions,
-                         publisher.run_id, delta_rs.organizations_rows(organizations), removed)
+            return commit_append(
+                publisher.lake,
+                publisher.guard,
+                folder,
+                version,
+                local,
+                schema,
+                transactions,
+                publisher.run_id,
+            )
+        commit_overwrite(
+            publisher.lake,
+            publisher.guard,
+            folder,
+            version,
+            local,
+            schema,
+            transactions,
+            publisher.run_id,
+            delta_rs.organizations_rows(organizations),
+            removed,
+        )
         change.removed.extend(current_snapshots(found.delivered, organizations))
     return []

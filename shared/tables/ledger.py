@@ -101,11 +101,15 @@ class TableLog:
         no column invariant, and the bridge's deliveries kept by every checkpoint."""
         protocol = self.protocol
         fields = json.loads(self.metadata.get("schemaString") or "{}").get("fields", [])
-        return (int(protocol.get("minWriterVersion", 99)) <= 2 and int(protocol.get("minReaderVersion", 99)) <= 1
-                and not protocol.get("writerFeatures") and not protocol.get("readerFeatures")
-                and not any("delta.invariants" in (f.get("metadata") or {}) for f in fields)
-                and all(f.get("nullable", True) for f in fields)  # NOT NULL is an invariant at writer 2
-                and not forgets_deliveries(self.metadata.get("configuration") or {}))
+        return (
+            int(protocol.get("minWriterVersion", 99)) <= 2
+            and int(protocol.get("minReaderVersion", 99)) <= 1
+            and not protocol.get("writerFeatures")
+            and not protocol.get("readerFeatures")
+            and not any("delta.invariants" in (f.get("metadata") or {}) for f in fields)
+            and all(f.get("nullable", True) for f in fields)  # NOT NULL is an invariant at writer 2
+            and not forgets_deliveries(self.metadata.get("configuration") or {})
+        )
 
     def replaced_by(self, organizations: Iterable[str]) -> list[dict[str, Any]] | None:
         """The live files an overwrite of these organizations' snapshots removes: the files whose
@@ -121,7 +125,10 @@ class TableLog:
         for add in self.files.values():
             stats = _stats(add)
             low, high = (stats.get(bound, {}).get(SOURCE_KEY) for bound in ("minValues", "maxValues"))
-            if not (isinstance(low, str) and isinstance(high, str)) or stats.get("nullCount", {}).get(SOURCE_KEY) != 0:
+            if (
+                not (isinstance(low, str) and isinstance(high, str))
+                or stats.get("nullCount", {}).get(SOURCE_KEY) != 0
+            ):
                 return None
             shared = os.path.commonprefix([low, high])
             if not any(mark in shared for mark in marks):
@@ -171,7 +178,7 @@ def read_log(lake: Lake, table_folder: str, version: int | None = None) -> Table
         LogUnreadable: a commit in between is missing (a log cleaned up meanwhile).
     """
     log_folder = table_folder + DELTA_LOG
-    names = {entry.path[len(log_folder):] for entry in lake.list_entries(log_folder)}
+    names = {entry.path[len(log_folder) :] for entry in lake.list_entries(log_folder)}
     commits = sorted(int(name[:20]) for name in names if _COMMIT.match(name))
     if version is None:
         if not commits:
@@ -180,16 +187,18 @@ def read_log(lake: Lake, table_folder: str, version: int | None = None) -> Table
     start, parts = _newest_checkpoint(names, version)
     wanted = [f"{number:020d}.json" for number in range(start + 1, version + 1)]
     if any(name not in names for name in wanted):
-        raise LogUnreadable(f"{table_folder}: the Delta log lacks a commit up to version {version}; the next "
-                            "run reads it again (should it stay missing, `tables rebuild` writes the table anew "
-                            "from the mirror)")
+        raise LogUnreadable(
+            f"{table_folder}: the Delta log lacks a commit up to version {version}; the next "
+            "run reads it again (should it stay missing, `tables rebuild` writes the table anew "
+            "from the mirror)"
+        )
     # One round trip for them all, not one per file: at a cloud's latency they add up.
     with ThreadPoolExecutor(_READERS, thread_name_prefix="bridge-log") as pool:
         bodies = list(pool.map(lambda name: lake.read_bytes(log_folder + name), parts + wanted))
     replay = _Replay()
-    for body in bodies[:len(parts)]:
+    for body in bodies[: len(parts)]:
         replay.checkpoint(body)
-    for body in bodies[len(parts):]:
+    for body in bodies[len(parts) :]:
         for line in body.split(b"\n"):  # not splitlines(): JSON strings may hold U+2028 and the like
             if line.strip():
                 replay.action(json.loads(line))
@@ -232,11 +241,14 @@ class _Replay:
         for app_id, number in self.transactions.items():
             if not app_id.startswith(_SOURCE_PREFIX):
                 continue
-            etag, _, key = app_id[len(_SOURCE_PREFIX):].partition(":")
+            etag, _, key = app_id[len(_SOURCE_PREFIX) :].partition(":")
             if key not in newest or newest[key][0] < number:
                 newest[key] = (number, etag)
-        delivered = Delivered(self.transactions.get(APP_ID, 0), {key: etag for key, (_, etag) in newest.items()},
-                              {key: number for key, (number, _) in newest.items()})
+        delivered = Delivered(
+            self.transactions.get(APP_ID, 0),
+            {key: etag for key, (_, etag) in newest.items()},
+            {key: number for key, (number, _) in newest.items()},
+        )
         months: dict[str, int] = {}
         for add in self.files.values():
             if (month := (add.get("partitionValues") or {}).get(SOURCE_MONTH)) is not None:

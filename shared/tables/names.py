@@ -9,6 +9,7 @@ engine does to a table (OPTIMIZE, VACUUM, DELETE) cannot touch a mirrored file.
 
 from __future__ import annotations
 
+
 def parse_table(text: str) -> tuple[str, str] | None:
     """``LAYOUT/DATASET`` (as the commands take it) or a table name, as (layout, dataset)."""
     text = text.strip().strip("/")

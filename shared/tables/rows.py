@@ -42,7 +42,9 @@ def month_of(key: HaltianKey) -> str:
     return f"{key.year:04d}-{key.month:02d}"
 
 
-def table_batches(source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, version: str) -> Iterator[pa.RecordBatch]:
+def table_batches(
+    source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, version: str
+) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of ``schema`` (the table's columns, then the lineage;
     a lineage column of a dictionary type is built as one)."""
     lineage = {SOURCE_KEY: key.key, SOURCE_VERSION: version, SOURCE_MONTH: month_of(key)}
@@ -50,7 +52,9 @@ def table_batches(source: pq.ParquetFile, schema: pa.Schema, key: HaltianKey, ve
         yield _conform(batch, schema, lineage)
 
 
-def file_batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[tuple[TableFile, pa.RecordBatch]]:
+def file_batches(
+    local: list[tuple[TableFile, Path]], schema: pa.Schema
+) -> Iterator[tuple[TableFile, pa.RecordBatch]]:
     """The rows of mirrored files on the scratch disk, batch by batch, each with its file."""
     for candidate, path in local:
         # Without pre-buffering, which would hold the whole file (measured: 256 MB of a 256 MB file).

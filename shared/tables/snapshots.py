@@ -8,15 +8,21 @@ from shared.haltian.keys import parse_key
 from shared.model import TableFile
 from shared.tables.ledger import Delivered
 
+
 def newest_snapshots(files: list[TableFile], delivered: Delivered) -> list[TableFile]:
     """Per organization, the newest snapshot not yet delivered, unless the table holds one of
     that organization at least as new (a snapshot that arrives late never replaces a newer one)."""
     chosen: list[TableFile] = []
     for organization in sorted({f.key.organization for f in files}):
-        newest = max((f for f in files if f.key.organization == organization),
-                     key=lambda f: (f.key.window_start, f.key.key))
-        if not any((_window(key), key) > (newest.key.window_start, newest.key.key)
-                   for key in delivered.versions if f"/{organization}/" in key):
+        newest = max(
+            (f for f in files if f.key.organization == organization),
+            key=lambda f: (f.key.window_start, f.key.key),
+        )
+        if not any(
+            (_window(key), key) > (newest.key.window_start, newest.key.key)
+            for key in delivered.versions
+            if f"/{organization}/" in key
+        ):
             chosen.append(newest)
     return chosen
 

@@ -33,7 +33,9 @@ def candidate(entry: LakeEntry) -> TableFile | None:
 
 def wanted(files: list[TableFile], delivered: Delivered, measurement: bool) -> list[TableFile]:
     """The files whose source versions the table lacks, in key order (a snapshot dataset's newest only)."""
-    wanted = sorted((f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key)
+    wanted = sorted(
+        (f for f in files if not delivered.holds(f.key.key, f.source_etag)), key=lambda f: f.key.key
+    )
     return wanted if measurement else newest_snapshots(wanted, delivered)
 
 
@@ -51,8 +53,9 @@ def chunks(files: list[TableFile], limit: int | None) -> Iterator[list[TableFile
         yield chunk
 
 
-def download(lake: Lake, guard: Callable[[], None], files: list[TableFile],
-             scratch: Path) -> list[tuple[TableFile, Path]]:
+def download(
+    lake: Lake, guard: Callable[[], None], files: list[TableFile], scratch: Path
+) -> list[tuple[TableFile, Path]]:
     """Each file's bytes: those this run verified and published, or the mirrored blob's, from
     the version listed and only while it is still that source version (a file replaced
     meanwhile is left to the next run)."""
@@ -68,7 +71,9 @@ def download(lake: Lake, guard: Callable[[], None], files: list[TableFile],
             with path.open("wb") as target:
                 metadata = lake.download_to(candidate.key.key, target, candidate.lake_etag)
         except PublishConflict:
-            log.info("table sync: %s changed since it was listed; the next run delivers it", candidate.key.key)
+            log.info(
+                "table sync: %s changed since it was listed; the next run delivers it", candidate.key.key
+            )
             continue
         record = FileRecord.read(metadata)
         if record.source_etag != candidate.source_etag or record.replacing:
@@ -78,15 +83,20 @@ def download(lake: Lake, guard: Callable[[], None], files: list[TableFile],
     return local
 
 
-def accept(lake: Lake, guard: Callable[[], None], wanted: list[TableFile], columns: dict[str, str],
-           newest_first: bool = False) -> tuple[list[TableFile], list[dict[str, str]], dict[str, str]]:
+def accept(
+    lake: Lake,
+    guard: Callable[[], None],
+    wanted: list[TableFile],
+    columns: dict[str, str],
+    newest_first: bool = False,
+) -> tuple[list[TableFile], list[dict[str, str]], dict[str, str]]:
     """The files among ``wanted`` that may join a table of ``columns`` (in key order), those kept
     out and why, and the columns the accepted ones bring that the table lacks (their types from
     the oldest file that has them; the newest with ``newest_first``)."""
     new_columns: dict[str, str] = {}
     accepted: list[TableFile] = []
     excluded: list[dict[str, str]] = []
-    for candidate in (list(reversed(wanted)) if newest_first else wanted):
+    for candidate in list(reversed(wanted)) if newest_first else wanted:
         facts = candidate.facts or read_facts(lake, guard, candidate)
         problem = facts.exclusion or incompatibility(facts.columns, {**columns, **new_columns})
         if problem is not None:
@@ -104,8 +114,10 @@ def read_facts(lake: Lake, guard: Callable[[], None], candidate: TableFile) -> T
     """A mirrored file's footer, read back from the lake (a file this run did not copy)."""
     guard()
     try:  # PublishConflict (the blob changed since it was listed) is the sync's to retry
-        facts = read_footer(lambda length: lake.read_tail(candidate.key.key, candidate.size, length,
-                                                          candidate.lake_etag), candidate.size)
+        facts = read_footer(
+            lambda length: lake.read_tail(candidate.key.key, candidate.size, length, candidate.lake_etag),
+            candidate.size,
+        )
     except UnreadableParquet as err:
         return TableFacts(None, f"kept out of the Delta table: footer unreadable in the lake: {err}")
     return table_facts(facts.metadata)

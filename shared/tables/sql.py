@@ -9,8 +9,11 @@ from shared.paths import DELTA_LOG, TABLES
 
 def find_tables(lake: Lake) -> list[str]:
     """The table folders (relative to the root, ``_tables/{name}/``) that hold a Delta log."""
-    return sorted(folder for folder in lake.list_folders(f"{TABLES}/")
-                  if folder + DELTA_LOG in lake.list_folders(folder))
+    return sorted(
+        folder
+        for folder in lake.list_folders(f"{TABLES}/")
+        if folder + DELTA_LOG in lake.list_folders(folder)
+    )
 
 
 def view_name(folder: str) -> str:

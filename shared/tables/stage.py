@@ -49,7 +49,8 @@ class TableStage:
         table = (key.layout, key.dataset)
         if outcome is not None and outcome.action == PUBLISHED:
             self._files.setdefault(table, {})[key.key] = TableFile(
-                key, outcome.bytes, item.source.etag, None, outcome.table, outcome.content)
+                key, outcome.bytes, item.source.etag, None, outcome.table, outcome.content
+            )
             outcome.content = None  # the table holds it now, and drops it once it has synced
         self._left[table] -= 1
         if self._left[table] == 0 and table in self._files:
@@ -61,8 +62,12 @@ class TableStage:
         for table in sorted(self._files, key=lambda table: snapshots_first(*table)):
             self._start(table)
         changes = [sync.result() for sync in self._syncs.values()]
-        return sorted((change for change in changes if change.changed or change.excluded or change.error),
-                      key=lambda change: (change.layout, change.dataset))
+        return sorted(
+            (change for change in changes if change.changed or change.excluded or change.error),
+            key=lambda change: (change.layout, change.dataset),
+        )
 
     def _start(self, table: Table) -> None:
-        self._syncs[table] = self._executor.submit(self._publisher.sync, list(self._files.pop(table).values()))
+        self._syncs[table] = self._executor.submit(
+            self._publisher.sync, list(self._files.pop(table).values())
+        )

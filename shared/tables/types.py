@@ -64,8 +64,10 @@ def delta_type(arrow_type: pa.DataType) -> str:
         return f"decimal({arrow_type.precision},{arrow_type.scale})"
     if pa.types.is_timestamp(arrow_type):
         if arrow_type.tz is None:
-            raise NoDeltaType(f"{arrow_type} has no time zone: Delta's timestamp_ntz needs writer version 7, "
-                              "which Synapse serverless SQL does not read")
+            raise NoDeltaType(
+                f"{arrow_type} has no time zone: Delta's timestamp_ntz needs writer version 7, "
+                "which Synapse serverless SQL does not read"
+            )
         if arrow_type.unit == "ns":
             raise NoDeltaType(f"{arrow_type}: nanoseconds do not fit Delta's microsecond timestamps")
         return "timestamp"
@@ -96,16 +98,24 @@ def delta_columns(schema: pa.Schema) -> dict[str, str]:
 
 
 _ARROW_FOR_DELTA = {
-    "boolean": pa.bool_(), "byte": pa.int8(), "short": pa.int16(), "integer": pa.int32(), "long": pa.int64(),
-    "float": pa.float32(), "double": pa.float64(), "string": pa.string(), "binary": pa.binary(),
-    "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
+    "boolean": pa.bool_(),
+    "byte": pa.int8(),
+    "short": pa.int16(),
+    "integer": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "binary": pa.binary(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
 
 def arrow_for(delta: str) -> pa.DataType:
     """The Arrow type that ``deltalake.Schema.from_arrow`` turns into this Delta type."""
     if delta.startswith("decimal("):
-        precision, scale = delta[len("decimal("):-1].split(",")
+        precision, scale = delta[len("decimal(") : -1].split(",")
         return pa.decimal128(int(precision), int(scale))
     return _ARROW_FOR_DELTA[delta]
 

@@ -36,16 +36,28 @@ CHECKPOINT_INTERVAL = 10
 LOG_RETENTION = "interval 30 days"
 #: Files of up to about 512 MB (Fabric asks for 400 MB-1 GB; a Haltian month is far smaller).
 TARGET_FILE_BYTES = 512 << 20
-_CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), "delta.logRetentionDuration": LOG_RETENTION}
+_CONFIGURATION = {
+    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+    "delta.logRetentionDuration": LOG_RETENTION,
+}
 
 
 class TableConflict(TransientError):
     """Another writer changed the table first: reload it and try again."""
 
 
-def commit_rows(publisher: DeltaPublisher, uri: str, table: DeltaTable | None, local: list[tuple[TableFile, Path]],
-                schema: pa.Schema, merge: bool, delivered: Delivered, measurement: bool, number: int,
-                change: TableChange) -> DeltaTable | None:
+def commit_rows(
+    publisher: DeltaPublisher,
+    uri: str,
+    table: DeltaTable | None,
+    local: list[tuple[TableFile, Path]],
+    schema: pa.Schema,
+    merge: bool,
+    delivered: Delivered,
+    measurement: bool,
+    number: int,
+    change: TableChange,
+) -> DeltaTable | None:
     """One commit of ``publisher``'s table: these files' rows, as delivery ``number``.
 
     A measurement table's plain append (no replaced file, no new column) is streamed
@@ -56,17 +68,22 @@ def commit_rows(publisher: DeltaPublisher, uri: str, table: DeltaTable | None, l
     replaced = sorted({f.key.key for f, _ in local if f.key.key in delivered.versions}) if measurement else []
     if measurement and table is None:
         publisher.guard()
-        table = create_empty(uri, schema, local[0][0].key.dataset, publisher.storage_options, publisher.run_id)
+        table = create_empty(
+            uri, schema, local[0][0].key.dataset, publisher.storage_options, publisher.run_id
+        )
         merge = False
     if measurement and table is not None and not replaced and not merge and streamable(table):
         with publisher.budget.hold(min(sum(f.size for f, _ in local), 2 * GROUP_BYTES)):
-            append_streamed(publisher.lake, publisher.guard, table, local, schema, properties, delta_rs.hooks())
+            append_streamed(
+                publisher.lake, publisher.guard, table, local, schema, properties, delta_rs.hooks()
+            )
         change.added.extend(f.key.key for f, _ in local)
         return table
     reader = pa.RecordBatchReader.from_batches(schema, delta_rs.batches(local, schema))
     organizations = sorted({f.key.organization for f, _ in local})
-    options = _write_options(publisher.storage_options, properties, table, merge, measurement, local, replaced,
-                             organizations)
+    options = _write_options(
+        publisher.storage_options, properties, table, merge, measurement, local, replaced, organizations
+    )
     with publisher.budget.hold(sum(f.size for f, _ in local)):
         publisher.guard()
         if table is None:
@@ -79,20 +96,32 @@ def commit_rows(publisher: DeltaPublisher, uri: str, table: DeltaTable | None, l
     return table
 
 
-def _write_options(storage_options: dict[str, str], properties: CommitProperties, table: DeltaTable | None,
-                   merge: bool, measurement: bool, local: list[tuple[TableFile, Path]], replaced: list[str],
-                   organizations: list[str]) -> dict[str, Any]:
+def _write_options(
+    storage_options: dict[str, str],
+    properties: CommitProperties,
+    table: DeltaTable | None,
+    merge: bool,
+    measurement: bool,
+    local: list[tuple[TableFile, Path]],
+    replaced: list[str],
+    organizations: list[str],
+) -> dict[str, Any]:
     """delta-rs's write of :func:`commit_rows`: an append, the rows of ``replaced`` source keys
     swapped, or ``organizations``' snapshots swapped (a new table: its first rows)."""
     options: dict[str, Any] = dict(
-        storage_options=storage_options, commit_properties=properties,
-        writer_properties=delta_rs.writer_properties(), target_file_size=TARGET_FILE_BYTES,
-        post_commithook_properties=delta_rs.hooks())
+        storage_options=storage_options,
+        commit_properties=properties,
+        writer_properties=delta_rs.writer_properties(),
+        target_file_size=TARGET_FILE_BYTES,
+        post_commithook_properties=delta_rs.hooks(),
+    )
     if table is not None:
         options["schema_mode"] = "merge" if merge else None
         if measurement and replaced:
             # A source file whose bytes changed: its old rows go in the commit that adds the new ones.
-            options.update(mode="overwrite", predicate=delta_rs.is_in(SOURCE_KEY, [f.key.key for f, _ in local]))
+            options.update(
+                mode="overwrite", predicate=delta_rs.is_in(SOURCE_KEY, [f.key.key for f, _ in local])
+            )
         elif measurement:
             options["mode"] = "append"
         else:
@@ -101,21 +130,38 @@ def _write_options(storage_options: dict[str, str], properties: CommitProperties
     return options
 
 
-def create(uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any], dataset: str) -> None:
+def create(
+    uri: str, reader: pa.RecordBatchReader, measurement: bool, options: dict[str, Any], dataset: str
+) -> None:
     with _created_first():
-        write_deltalake(uri, reader, mode="error", name=dataset,
-                        partition_by=[SOURCE_MONTH] if measurement else None,
-                        configuration=_CONFIGURATION, **options)
+        write_deltalake(
+            uri,
+            reader,
+            mode="error",
+            name=dataset,
+            partition_by=[SOURCE_MONTH] if measurement else None,
+            configuration=_CONFIGURATION,
+            **options,
+        )
 
 
-def create_empty(uri: str, schema: pa.Schema, dataset: str, storage_options: dict[str, str],
-                 run_id: str) -> DeltaTable:
+def create_empty(
+    uri: str, schema: pa.Schema, dataset: str, storage_options: dict[str, str], run_id: str
+) -> DeltaTable:
     """A new measurement table with no rows yet (version 0: its schema and settings only)."""
     with _created_first():
-        return DeltaTable.create(uri, schema, mode="error", partition_by=[SOURCE_MONTH], name=dataset,
-                                 configuration=_CONFIGURATION, storage_options=storage_options,
-                                 commit_properties=CommitProperties(
-                                     custom_metadata={"haltian_run_id": run_id}, max_commit_retries=0))
+        return DeltaTable.create(
+            uri,
+            schema,
+            mode="error",
+            partition_by=[SOURCE_MONTH],
+            name=dataset,
+            configuration=_CONFIGURATION,
+            storage_options=storage_options,
+            commit_properties=CommitProperties(
+                custom_metadata={"haltian_run_id": run_id}, max_commit_retries=0
+            ),
+        )
 
 
 def commit_properties(run_id: str, number: int, sources: list[tuple[str, str]]) -> CommitProperties:

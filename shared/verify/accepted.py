@@ -106,7 +106,7 @@ def _numbers(lake: Lake, layout: str, dataset: str) -> list[int]:
     prefix = contracts_of(layout, dataset)
     found = []
     for entry in lake.list_entries(prefix):
-        match = _VERSION_FILE.match(entry.path[len(prefix):])
+        match = _VERSION_FILE.match(entry.path[len(prefix) :])
         if match:
             found.append(int(match[1]))
     return found
@@ -155,8 +155,16 @@ def merged_columns(in_force: Contract | None, seen: tuple[Column, ...]) -> tuple
     return tuple(merged)
 
 
-def accept(lake: Lake, layout: str, dataset: str, seen: tuple[Column, ...], *, based_on: dict[str, Any],
-           in_force: ContractInForce | None, run_id: str) -> dict[str, Any]:
+def accept(
+    lake: Lake,
+    layout: str,
+    dataset: str,
+    seen: tuple[Column, ...],
+    *,
+    based_on: dict[str, Any],
+    in_force: ContractInForce | None,
+    run_id: str,
+) -> dict[str, Any]:
     """Stores the next accepted version of a dataset's contract and returns its document.
 
     The caller holds the run lock; the write is conditional all the same, so two accepts
@@ -177,15 +185,18 @@ def accept(lake: Lake, layout: str, dataset: str, seen: tuple[Column, ...], *, b
             "accepted_by": accepted_by(),
             "accepted_in_run": run_id,
             "based_on": based_on,
-            "replaces": None if previous is None else {"version": previous.version,
-                                                        "origin": in_force.origin},  # type: ignore[union-attr]  # previous comes from it
+            "replaces": None
+            if previous is None
+            else {"version": previous.version, "origin": in_force.origin},  # type: ignore[union-attr]  # previous comes from it
             "shipped_version": getattr(contract_for(layout, dataset), "version", None),
         }
         if lake.write_json(contract_path(layout, dataset, number), document, condition=IF_MISSING):
             return document
         number += 1
-    raise Contention(f"{layout}/{dataset}: other writers kept taking the next contract number "
-                     f"({CONFLICT_ATTEMPTS} attempts); accept it again")
+    raise Contention(
+        f"{layout}/{dataset}: other writers kept taking the next contract number "
+        f"({CONFLICT_ATTEMPTS} attempts); accept it again"
+    )
 
 
 def accepted_by() -> str:

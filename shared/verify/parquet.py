@@ -70,7 +70,7 @@ def inspect_parquet(data: bytes, size: int) -> ParquetFacts | FooterNeeded:
         return FooterNeeded(footer_length + 8)
     try:
         # With the whole file at hand, open it once; otherwise the footer alone is enough.
-        parquet = pq.ParquetFile(pa.BufferReader(data if whole else MAGIC + data[-(footer_length + 8):]))
+        parquet = pq.ParquetFile(pa.BufferReader(data if whole else MAGIC + data[-(footer_length + 8) :]))
         metadata = parquet.metadata
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as err:
@@ -121,9 +121,7 @@ def _check_layout(metadata: pq.FileMetaData, data_end: int) -> None:
                     "data: truncated or corrupt"
                 )
     if total != metadata.num_rows:
-        raise UnreadableParquet(
-            f"footer claims {metadata.num_rows} rows but its row groups hold {total}"
-        )
+        raise UnreadableParquet(f"footer claims {metadata.num_rows} rows but its row groups hold {total}")
 
 
 def _check_pages(parquet: pq.ParquetFile, metadata: pq.FileMetaData, schema: pa.Schema) -> None:

@@ -71,11 +71,11 @@ class SchemaJudge:
         if contract is not None:
             check = check_schema(contract.columns, columns, complete=contract.complete)
             if check.verdict is Verdict.BREAKING:
-                return SchemaOutcome(Verdict.BREAKING.value, CONTRACT, contract.version,
-                                     check.problems, quarantine=True)
+                return SchemaOutcome(
+                    Verdict.BREAKING.value, CONTRACT, contract.version, check.problems, quarantine=True
+                )
             if contract.complete:
-                return SchemaOutcome(check.verdict.value, CONTRACT, contract.version,
-                                     _added(check.added))
+                return SchemaOutcome(check.verdict.value, CONTRACT, contract.version, _added(check.added))
             contract_drift = _added(check.added)
         version = contract.version if contract is not None else None
         first = self._first_seen(key, columns)
@@ -83,8 +83,11 @@ class SchemaJudge:
             return SchemaOutcome(RECORDED, FIRST_SEEN, version, contract_drift)
         # The contract judges the columns it names; the first-seen schema only the others.
         named = {c.name for c in contract.columns} if contract is not None else set()
-        check = check_schema(tuple(c for c in first if c.name not in named),
-                             tuple(c for c in columns if c.name not in named), complete=True)
+        check = check_schema(
+            tuple(c for c in first if c.name not in named),
+            tuple(c for c in columns if c.name not in named),
+            complete=True,
+        )
         drift = contract_drift + _added(check.added) + check.problems
         return SchemaOutcome(check.verdict.value, FIRST_SEEN, version, drift)
 
