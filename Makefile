@@ -39,9 +39,11 @@ $(SPARK_JARS)/%-$(DELTA_VERSION).jar:
 		-Dartifact=io.delta:$*:$(DELTA_VERSION):jar -DoutputDirectory=$(SPARK_JARS)
 	test -s $@
 
-# ruff's rules and mypy, as pyproject.toml sets them; part of `make test`.
+# ruff's rules, ruff's formatter (check only: `.venv/bin/ruff format .` lays the code out) and mypy, as
+# pyproject.toml sets them; part of `make test`.
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 test: setup lint

@@ -3,7 +3,7 @@
 Every module, by the stage of a run it serves (a test keeps this map and the tree equal):
 
     settings            settings, each declared once, validated before any I/O
-    settings_parse      the checks a setting's declaration names
+    settings_parse      a declaration's shape, reading one value, and the checks a declaration names
     paths               every path the bridge reads or writes in the lake
     model               the run's data model: plan, file outcomes, table changes, the result
     errors              the two kinds of error (transient, terminal), safe descriptions

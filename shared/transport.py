@@ -55,7 +55,9 @@ class RetryRules(Protocol):
     #: Attempts in all, the first one included.
     attempts: int
 
-    def wait(self, attempt: int, answer: urllib3.BaseHTTPResponse | None, error: BaseException | None) -> float | None:
+    def wait(
+        self, attempt: int, answer: urllib3.BaseHTTPResponse | None, error: BaseException | None
+    ) -> float | None:
         """Seconds to wait before the attempt after ``attempt`` (counted from 1), or None when
         ``answer`` stands. ``answer`` is an error status with its body read (``answer.data``),
         or None when the attempt raised ``error`` (no answer, or one cut off)."""
@@ -66,13 +68,25 @@ class Transport:
     """Sends requests with retries over a pooled urllib3 manager (proxy and CA from the environment,
     read once)."""
 
-    def __init__(self, *, rules: RetryRules, connect_timeout: float, read_timeout: float,
-                 pool_size: int, ca_bundle: str | None = None, hook: RequestHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rules: RetryRules,
+        connect_timeout: float,
+        read_timeout: float,
+        pool_size: int,
+        ca_bundle: str | None = None,
+        hook: RequestHook | None = None,
+    ) -> None:
         self.rules = rules
         self.hook = hook
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
-        self._options: dict[str, Any] = {"maxsize": pool_size, "block": False, "retries": False,
-                                         "timeout": self.timeout}
+        self._options: dict[str, Any] = {
+            "maxsize": pool_size,
+            "block": False,
+            "retries": False,
+            "timeout": self.timeout,
+        }
         if ca_bundle:
             self._options["ca_certs"] = ca_bundle
         self._direct = urllib3.PoolManager(num_pools=8, **self._options)
@@ -87,13 +101,21 @@ class Transport:
             # urllib3 does not take credentials from a proxy URL: they go in Proxy-Authorization.
             parts = urllib3.util.parse_url(proxy)
             headers = urllib3.make_headers(proxy_basic_auth=unquote(parts.auth)) if parts.auth else None
-            self._via[proxy] = urllib3.ProxyManager(parts._replace(auth=None).url, num_pools=8,
-                                                    proxy_headers=headers, **self._options)
+            self._via[proxy] = urllib3.ProxyManager(
+                parts._replace(auth=None).url, num_pools=8, proxy_headers=headers, **self._options
+            )
         return self._via[proxy]
 
-    def send(self, method: str, url: str, *, headers: Callable[[], dict[str, str]] | dict[str, str],
-             body: bytes | None = None, stream: bool = False, into: BinaryIO | None = None
-             ) -> urllib3.BaseHTTPResponse:
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Callable[[], dict[str, str]] | dict[str, str],
+        body: bytes | None = None,
+        stream: bool = False,
+        into: BinaryIO | None = None,
+    ) -> urllib3.BaseHTTPResponse:
         """The first answer the rules do not retry; raises TransportError when every attempt got
         one they would retry. An error status comes back with its body read (``response.data``).
 
@@ -111,12 +133,7 @@ class Transport:
                 self.hook(method, url)
             answer: urllib3.BaseHTTPResponse | None = None
             try:
-                answer = manager.request(method, url, body=body,
-                                         headers=headers() if callable(headers) else headers,
-                                         preload_content=not (stream or into), redirect=False,
-                                         # The bytes as stored: an object saved with
-                                         # Content-Encoding: gzip is copied, not unzipped.
-                                         decode_content=False)
+                answer = _request(manager, method, url, headers, body, unread=stream or into is not None)
                 if answer.status < 400:
                     if into is not None:
                         _download(answer, into)
@@ -139,9 +156,32 @@ class Transport:
             if answer is not None:
                 answer.release_conn()
             if wait is None or attempt >= self.rules.attempts:
-                raise TransportError(f"{method} {without_queries(url)}: {problem} (after {attempt} attempts)",
-                                     status, code)
+                raise TransportError(
+                    f"{method} {without_queries(url)}: {problem} (after {attempt} attempts)", status, code
+                )
             time.sleep(wait)
+
+
+def _request(
+    manager: urllib3.PoolManager,
+    method: str,
+    url: str,
+    headers: Callable[[], dict[str, str]] | dict[str, str],
+    body: bytes | None,
+    *,
+    unread: bool,
+) -> urllib3.BaseHTTPResponse:
+    """One attempt; with ``unread``, the answer's body is left for the caller to read."""
+    return manager.request(
+        method,
+        url,
+        body=body,
+        headers=headers() if callable(headers) else headers,
+        preload_content=not unread,
+        redirect=False,
+        # The bytes as stored: an object saved with Content-Encoding: gzip is copied, not unzipped.
+        decode_content=False,
+    )
 
 
 def _download(answer: urllib3.BaseHTTPResponse, into: BinaryIO) -> None:
@@ -183,7 +223,7 @@ def error_code(body: bytes) -> str | None:
     end = body.find(b"</Code>", start)
     if start < 0 or end < 0:
         return None
-    return body[start + 6:end].decode("utf-8", "replace")[:100]
+    return body[start + 6 : end].decode("utf-8", "replace")[:100]
 
 
 #: Where the bridge finds a private CA bundle, the first one set winning: the variables Python's

@@ -14,20 +14,30 @@ from shared.errors import CONFLICT_ATTEMPTS, BridgeError, Contention, TerminalEr
 
 
 def _modules() -> list:
-    return [importlib.import_module(m.name) for m in pkgutil.walk_packages(shared.__path__, "shared.")
-            if not m.name.endswith("__main__")]
+    return [
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(shared.__path__, "shared.")
+        if not m.name.endswith("__main__")
+    ]
 
 
 def test_every_error_the_bridge_defines_is_transient_or_terminal() -> None:
     """dlt's pattern: a caller can tell, without knowing the class, whether trying again helps."""
-    defined = {cls for module in _modules() for _, cls in inspect.getmembers(module, inspect.isclass)
-               if issubclass(cls, BaseException) and cls.__module__ == module.__name__}
+    defined = {
+        cls
+        for module in _modules()
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, BaseException) and cls.__module__ == module.__name__
+    }
     assert len(defined) > 15, sorted(c.__name__ for c in defined)
     kinds = (TransientError, TerminalError)
     # WorkerKilled (the local queue host, never deployed) stands in for the host killing a worker:
     # a BaseException on purpose, so that no handler of the bridge's catches it.
-    odd = sorted(f"{c.__module__}.{c.__name__}" for c in defined
-                 if c not in (BridgeError, *kinds) and not issubclass(c, kinds) and c.__name__ != "WorkerKilled")
+    odd = sorted(
+        f"{c.__module__}.{c.__name__}"
+        for c in defined
+        if c not in (BridgeError, *kinds) and not issubclass(c, kinds) and c.__name__ != "WorkerKilled"
+    )
     assert not odd, f"neither transient nor terminal: {odd}"
 
 
@@ -50,8 +60,11 @@ def test_a_conditional_write_that_keeps_losing_gives_up_in_plain_words(stack, mo
 def test_the_packages_map_names_every_module_and_nothing_else() -> None:
     """shared/__init__.py's map is how a newcomer finds a stage's code: every module of the tree in
     it (a folder entry such as ``demo/`` stands for all of that folder), and no name that is gone."""
-    tree = {m.name.removeprefix("shared.").replace(".", "/") for m in pkgutil.walk_packages(shared.__path__, "shared.")
-            if not m.ispkg and not m.name.endswith("__main__")}
+    tree = {
+        m.name.removeprefix("shared.").replace(".", "/")
+        for m in pkgutil.walk_packages(shared.__path__, "shared.")
+        if not m.ispkg and not m.name.endswith("__main__")
+    }
     mapped: set[str] = set()
     for line in (shared.__doc__ or "").splitlines():
         if not line.startswith("    ") or line.startswith("     "):  # a name, not a heading or a description
@@ -70,15 +83,20 @@ def test_every_type_ignore_says_why() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    silent = [f"{path.relative_to(root)}:{number}" for folder in ("shared", "bench") for path in (root / folder).rglob("*.py")
-              for number, line in enumerate(path.read_text().splitlines(), 1)
-              if "type: ignore" in line and not re.search(r"type: ignore\[[a-z-, ]+\]  # \S", line)]
+    silent = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("shared", "bench")
+        for path in (root / folder).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "type: ignore" in line and not re.search(r"type: ignore\[[a-z-, ]+\]  # \S", line)
+    ]
     assert silent == [], "a type: ignore without an error code and a reason"
 
 
-def test_no_module_over_400_lines_and_no_function_in_shared_over_60() -> None:
-    """Units a newcomer can read whole (issue 19). bench/'s functions are not held to 60 lines
-    yet (its report and its child processes' main functions are longer)."""
+def test_no_module_over_400_lines_and_no_function_over_60_without_a_reason() -> None:
+    """Units a newcomer can read whole (issue 19), in shared/ and bench/, as ``ruff format`` lays them
+    out. A longer function carries its reason on the line above it (above its decorators):
+    ``# long: ...``."""
     import ast
     from pathlib import Path
 
@@ -86,12 +104,16 @@ def test_no_module_over_400_lines_and_no_function_in_shared_over_60() -> None:
     long_modules, long_functions = [], []
     for path in sorted([*(root / "shared").rglob("*.py"), *(root / "bench").rglob("*.py")]):
         text = path.read_text()
-        if text.count("\n") > 400:
+        lines = text.splitlines()
+        if len(lines) > 400:
             long_modules.append(str(path.relative_to(root)))
-        if path.is_relative_to(root / "bench"):
-            continue
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None \
-                    and node.end_lineno - node.lineno + 1 > 60:
-                long_functions.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno is not None
+                and node.end_lineno - node.lineno + 1 > 60
+            ):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if not re.match(r"\s*# long: \S", lines[first - 2] if first >= 2 else ""):
+                    long_functions.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
     assert long_modules == [] and long_functions == []
