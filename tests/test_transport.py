@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import boto3
@@ -287,7 +288,6 @@ def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_sta
     not retry (404) comes back to the caller at once, its body read, and one whose body is cut
     off is retried as no answer."""
     import http.server
-    import threading
 
     calls: list[str] = []
 
@@ -307,16 +307,8 @@ def test_a_server_that_keeps_failing_is_reported_after_its_attempts_with_its_sta
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    class Quick:
-        attempts = 3
-
-        def wait(self, attempt, answer, error):
-            return None if answer is not None and answer.status == 404 else 0.01
-
-    transport = Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
+    server = _serve(Handler)
+    transport = _quick_transport(final=404)
     try:
         with pytest.raises(TransportError) as raised:
             transport.send("GET", f"http://127.0.0.1:{server.server_port}/bucket/key.parquet", headers={})
@@ -341,7 +333,6 @@ def test_a_download_cut_off_mid_body_is_read_again_whole_within_the_same_attempt
     reported after the rules' attempts."""
     import http.server
     import io
-    import threading
 
     body = bytes(range(256)) * 64
     calls: list[str] = []
@@ -359,16 +350,8 @@ def test_a_download_cut_off_mid_body_is_read_again_whole_within_the_same_attempt
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    class Quick:
-        attempts = 3
-
-        def wait(self, attempt, answer, error):
-            return 0.01
-
-    transport = Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
+    server = _serve(Handler)
+    transport = _quick_transport(final=None)
     try:
         target = io.BytesIO()
         answer = transport.send(
@@ -382,3 +365,25 @@ def test_a_download_cut_off_mid_body_is_read_again_whole_within_the_same_attempt
         assert len(calls) == 6
     finally:
         server.shutdown()
+
+
+def _serve(handler: type) -> Any:
+    """A local HTTP server answering with ``handler`` on a free port, serving until shut down."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _quick_transport(*, final: int | None) -> Transport:
+    """A transport whose rules make 3 attempts 10 ms apart, and take an answer of status ``final`` as final."""
+
+    class Quick:
+        attempts = 3
+
+        def wait(self, attempt, answer, error):
+            return None if answer is not None and answer.status == final else 0.01
+
+    return Transport(rules=Quick(), connect_timeout=1, read_timeout=1, pool_size=2)
