@@ -120,11 +120,11 @@ def compact_child(connection: str, container_name: str) -> None:
     from shared.paths import table_folder
 
     publisher = _publisher(connection, container_name, datetime(2027, 1, 15, tzinfo=timezone.utc))
-    table = publisher.load(publisher.uri(table_folder("legacy", "measurementCO2")))
+    folder = table_folder("legacy", "measurementCO2")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall = time.monotonic()
     change = TableChange("legacy", ORG, "measurementCO2", "bench")
-    publisher.compact(table, change, 10**6)
+    publisher.compact(folder, change)
     seconds = time.monotonic() - wall
     print(
         json.dumps(

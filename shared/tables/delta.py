@@ -9,9 +9,12 @@ rows itself, in one physical schema per table (:mod:`shared.tables.rows`):
   (OPTIMIZE, DELETE, UPDATE). A source file whose bytes changed at Haltian replaces that key's
   rows in one commit (found by the ``_source_key`` column).
 * Measurement tables are partitioned by ``_source_month``. A closed month is compacted into one
-  file and the open month whenever it holds more than :data:`OPEN_MONTH_FILES` files, in one
-  commit with ``dataChange=false`` (a reader sees the table before or after, never between), so
-  a table holds about one file per month: far within Direct Lake's 1,000 files a table.
+  file and the open month whenever it holds more than
+  :data:`~shared.tables.compaction.OPEN_MONTH_FILES` files, in one commit with ``dataChange=false``
+  (a reader sees the table before or after, never between), so a table holds about one file per
+  month: far within Direct Lake's 1,000 files a table. The bridge writes that commit itself, as
+  the version after the one it read, so it never lands over another engine's compaction
+  (:mod:`shared.tables.compaction`).
 * Entities and relationships are full snapshots: one commit replaces an organization's rows
   with its newest snapshot's (a lake that mirrors several organizations holds each one's newest
   snapshot); older snapshots stay readable by time travel within the log retention, and a
@@ -53,24 +56,23 @@ from shared.model import TableChange, TableFile
 from shared.sink.lake import Lake, PublishConflict
 from shared.sink.lock import LockLost
 from shared.tables.append import CommitConflict, streamable
-from shared.tables import delta_rs, sources
+from shared.tables import sources
 from shared.tables.budget import WriteBudget
+from shared.tables.compaction import Compaction, commit_compaction, due_months
+from shared.tables.data_files import GROUP_BYTES
 from shared.tables.evolution import columns_of
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
 from shared.tables.hourly import commit_hourly
 from shared.tables.ledger import Delivered, LogUnreadable, TableLog, read_delivered, read_log
 from shared.paths import table_folder
-from shared.tables.rows import SOURCE_MONTH, lineage_fields
+from shared.tables.rows import lineage_fields
 from shared.tables.types import table_schema
-from shared.tables.writes import TARGET_FILE_BYTES, TableConflict, commit_properties, commit_rows
+from shared.tables.writes import TableConflict, commit_rows
 from shared.transport import TransportError
 
 log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 5
-#: The open month is compacted into one file whenever it holds more files than this (two days of
-#: hourly deliveries), so it never holds more than this many and one.
-OPEN_MONTH_FILES = 48
 #: Source Parquet bytes one commit delivers at most, so a backfill commits in parts: what a commit
 #: through delta-rs's writer holds in memory (measured: 3 to 8 times the source bytes), and a streamed
 #: commit's scratch disk. Also the run's :class:`WriteBudget`: what the sync threads' writes may hold.
@@ -180,9 +182,9 @@ class DeltaPublisher:
         if wanted:
             table, commits = self._deliver(uri, table, wanted, delivered, measurement, change)
             number += commits
-        if measurement and table is not None:
-            table = self.compact(table, change, number + 1)
         change.version = None if table is None else table.version()
+        if measurement and table is not None and (compacted := self.compact(folder, change)) is not None:
+            change.version = compacted
         return change
 
     def _commit_own(
@@ -216,10 +218,9 @@ class DeltaPublisher:
             )
         except CommitConflict as err:
             raise TableConflict(str(err)) from err
-        if measurement and self._due(months):
-            table = self.load(self.uri(folder))
-            if table is not None:
-                change.version = self.compact(table, change, number + 1).version()
+        if measurement and due_months(months, f"{self.now():%Y-%m}"):
+            if (compacted := self.compact(folder, change)) is not None:
+                change.version = compacted
         return True
 
     def _deliver(
@@ -259,33 +260,45 @@ class DeltaPublisher:
                     path.unlink()
         return table, number - delivered.number
 
-    def compact(self, table: DeltaTable, change: TableChange, number: int) -> DeltaTable:
-        """Compacts each closed month holding more than one file, and the open month once it holds
-        more than :data:`OPEN_MONTH_FILES`: one commit, ``dataChange=false``, as delivery ``number``."""
-        due = self._due(delta_rs.files_per_month(table))
-        if not due:
-            return table
-        with self.budget.hold(self.budget.limit):
-            self.guard()
-            table.optimize.compact(
-                partition_filters=[(SOURCE_MONTH, "in", due)],
-                target_size=TARGET_FILE_BYTES,
-                writer_properties=delta_rs.writer_properties(),
-                max_concurrent_tasks=1,
-                commit_properties=commit_properties(self.run_id, number, []),
-                post_commithook_properties=delta_rs.hooks(),
-            )
-        change.compacted.extend(due)
-        log.info("table %s: compacted %s", change.table, ", ".join(due))
-        return table  # compact() brought it to the version it committed
+    def compact(self, folder: str, change: TableChange) -> int | None:
+        """Compacts what is due (:mod:`shared.tables.compaction`) in one commit of the bridge's own
+        that lands only as the version after the one it read. Another writer's commit first: the
+        table is read again and what is due decided afresh (its compaction may have done the work);
+        after :data:`COMMIT_ATTEMPTS` such misses the compaction is left to the next run. Returns
+        the version committed, None when nothing was."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            found = read_log(self.lake, folder)
+            due = None if found is None else Compaction.of(folder, found, f"{self.now():%Y-%m}")
+            if found is None or due is None:
+                return None
+            try:
+                with self.budget.hold(2 * GROUP_BYTES):
+                    version = commit_compaction(self.lake, self.guard, due, self.run_id)
+            except CommitConflict:
+                log.info(
+                    "table %s: another writer committed version %d before this compaction; reading "
+                    "the table again (attempt %d)",
+                    change.table,
+                    found.version + 1,
+                    attempt,
+                )
+                time.sleep(random.uniform(0.1, 0.4) * attempt)
+                continue
+            if found.checkpoint_due(version):
+                self._checkpoint(folder)
+            change.compacted.extend(due.months)
+            log.info("table %s: compacted %s", change.table, ", ".join(due.months))
+            return version
+        log.info("table %s: other writers kept committing first; the next run compacts", change.table)
+        return None
 
-    def _due(self, months: dict[str, int]) -> list[str]:
-        """The months due for compaction: closed ones of more than one file, the open one past
-        :data:`OPEN_MONTH_FILES`."""
-        current = f"{self.now():%Y-%m}"
-        return sorted(
-            m for m, count in months.items() if (m < current and count > 1) or count > OPEN_MONTH_FILES
-        )
+    def _checkpoint(self, folder: str) -> None:
+        """The checkpoint delta-rs writes with every ``delta.checkpointInterval``-th commit, for a
+        commit the bridge wrote itself, and the log clean-up that goes with it."""
+        table = self.load(self.uri(folder))
+        if table is not None:
+            table.create_checkpoint()
+            table.cleanup_metadata()
 
     def load(self, uri: str) -> DeltaTable | None:
         """The table at ``uri`` (see :meth:`uri`) as delta-rs loads it at its newest version; None

@@ -1,5 +1,5 @@
 """How the bridge drives delta-rs: its writer's properties, the post-commit hooks (checkpoints,
-log clean-up), predicates, a table's files per month, and the rows a write reads."""
+log clean-up), predicates, and the rows a write reads."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable, WriterProperties
+from deltalake import WriterProperties
 from deltalake.transaction import PostCommitHookProperties
 
 from shared.model import TableFile
 from shared.tables.data_files import ROW_GROUP_ROWS
-from shared.tables.rows import SOURCE_KEY, SOURCE_MONTH, file_batches
+from shared.tables.rows import SOURCE_KEY, file_batches
 
 
 def batches(local: list[tuple[TableFile, Path]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -35,11 +35,3 @@ def is_in(column: str, values: list[str]) -> str:
 def organizations_rows(organizations: list[str]) -> str:
     """The predicate of an overwrite that swaps these organizations' snapshots (others' rows stay)."""
     return " OR ".join(f"{SOURCE_KEY} LIKE '%/{organization}/%'" for organization in organizations)
-
-
-def files_per_month(table: DeltaTable) -> dict[str, int]:
-    actions = pa.table(table.get_add_actions(flatten=True))
-    counts: dict[str, int] = {}
-    for month in actions.column(f"partition.{SOURCE_MONTH}").to_pylist():
-        counts[month] = counts.get(month, 0) + 1
-    return counts
