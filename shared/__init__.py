@@ -36,6 +36,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
   publishing: the Delta tables in _tables/, derived from the mirror
     tables/stage        the run's table stage: each table synced once its dataset's files are copied
     tables/delta        one table per layout and dataset: sync, create, overwrite, compact
+    tables/compaction   a month's files rewritten into one, committed only over the version it read
     tables/ledger       the log as the bridge reads it: delivered source versions, appendability
     tables/append       streamed appends and overwrites, and the bridge's own commits
     tables/data_files   a table's data files: month files in row groups, their stats, the upload
