@@ -169,6 +169,42 @@ param keyVaultPurgeProtection bool = true
 param keyVaultSoftDeleteRetentionDays int = 90
 
 // ---------------------------------------------------------------------------------------------
+// Private network: an Azure landing zone (Corp) denies public endpoints; see "Deploy into a
+// landing zone" in infra/README.md.
+
+@description('Optional. True for the private mode (the production setting in a landing zone): the app is integrated into a VNet and reached through a private endpoint; the host storage, the lake and Key Vault take no public traffic and are reached through private endpoints. False for a quick public trial.')
+param networkIsolation bool = false
+
+@description('Optional. Address space of the network the template creates in the private mode when no existing subnets are given: the app subnet takes its first half, the private endpoint subnet the next quarter.')
+param vnetAddressPrefix string = '10.42.0.0/24'
+
+@description('Optional. Resource id of the platform team\'s subnet for the app (delegated to Microsoft.App/environments, with an NSG and a way out to S3 and STS); with existingPrivateEndpointSubnetId, no network is created.')
+param existingAppSubnetId string = ''
+
+@description('Optional. Resource id of the platform team\'s subnet for the private endpoints; with existingAppSubnetId.')
+param existingPrivateEndpointSubnetId string = ''
+
+@description('Optional. Resource id of a route table to the hub\'s firewall for the app subnet the template creates; empty to create a NAT gateway for the way out to S3 and STS.')
+param egressRouteTableId string = ''
+
+@description('Optional. Private DNS of the private endpoints: create (privatelink zones made here and linked to the network), existing (records in the hub\'s zones, in privateDnsZonesResourceGroupId), none (the landing zone\'s Deploy-Private-DNS-Zones policy writes them).')
+@allowed([
+  'create'
+  'existing'
+  'none'
+])
+param privateDnsZoneMode string = 'create'
+
+@description('Optional. Resource id of the resource group holding the hub\'s privatelink zones (/subscriptions/ID/resourceGroups/NAME); only with privateDnsZoneMode existing.')
+param privateDnsZonesResourceGroupId string = ''
+
+@description('Optional. Comma-separated Fabric workspace ids (GUIDs) that may read a new lake through trusted workspace access; empty for none.')
+param fabricWorkspaceIds string = ''
+
+@description('Optional. Zone redundancy: the Flex Consumption plan spreads over availability zones (the platform then bills at least two always-ready instances) and the host storage is ZRS; a new lake needs a zone-redundant lakeSkuName.')
+param zoneRedundant bool = false
+
+// ---------------------------------------------------------------------------------------------
 // Monitoring and alerts
 
 @description('Required. Email address that receives the bridge\'s alerts.')
@@ -202,6 +238,12 @@ var externalIdWithoutRole = !empty(haltianS3ExternalId) && empty(haltianS3RoleAr
 // access key or, keyless, with an Entra token (AssumeRoleWithWebIdentity).
 var roleWithoutWayIn = !empty(haltianS3RoleArn) && empty(awsAccessKeyId) && empty(haltianS3WebIdentityAudience)
 var audienceWithoutRole = !empty(haltianS3WebIdentityAudience) && empty(haltianS3RoleArn)
+var subnetsIncomplete = empty(existingAppSubnetId) != empty(existingPrivateEndpointSubnetId)
+var networkSettingsIgnored = !networkIsolation && (!empty(existingAppSubnetId) || !empty(existingPrivateEndpointSubnetId) || !empty(egressRouteTableId) || !empty(privateDnsZonesResourceGroupId))
+var routeTableIgnored = !empty(egressRouteTableId) && !empty(existingAppSubnetId)
+var dnsZonesMissing = networkIsolation && privateDnsZoneMode == 'existing' && empty(privateDnsZonesResourceGroupId)
+var dnsZonesIgnored = !empty(privateDnsZonesResourceGroupId) && privateDnsZoneMode != 'existing'
+var lakeNotZoneRedundant = zoneRedundant && !useExistingLake && !contains(lakeSkuName, 'ZRS')
 var scheduleMalformed = length(split(trim(bridgeSchedule), ' ')) != 6
 var alertEmailMalformed = !contains(alertEmail, '@')
 
@@ -213,6 +255,12 @@ var parameterChecks = [
   externalIdWithoutRole ? 'haltianS3ExternalId is set but haltianS3RoleArn is not: the external id belongs to a role.' : ''
   roleWithoutWayIn ? 'haltianS3RoleArn needs awsAccessKeyId and awsSecretAccessKey to assume it with, or haltianS3WebIdentityAudience for keyless access.' : ''
   audienceWithoutRole ? 'haltianS3WebIdentityAudience is set but haltianS3RoleArn is not: the token is exchanged for that role.' : ''
+  subnetsIncomplete ? 'existingAppSubnetId and existingPrivateEndpointSubnetId go together: give both (the platform team\'s subnets) or neither (the template creates the network).' : ''
+  networkSettingsIgnored ? 'existingAppSubnetId, existingPrivateEndpointSubnetId, egressRouteTableId or privateDnsZonesResourceGroupId is set but networkIsolation is false: set networkIsolation to true, or clear them.' : ''
+  routeTableIgnored ? 'egressRouteTableId is set with existingAppSubnetId: the route table of the platform team\'s subnet is theirs to set; clear egressRouteTableId.' : ''
+  dnsZonesMissing ? 'privateDnsZoneMode is existing but privateDnsZonesResourceGroupId is empty: give the resource id of the hub\'s resource group of privatelink zones.' : ''
+  dnsZonesIgnored ? 'privateDnsZonesResourceGroupId is set but privateDnsZoneMode is not existing: set privateDnsZoneMode to existing, or clear it.' : ''
+  lakeNotZoneRedundant ? 'zoneRedundant is true but lakeSkuName is not zone-redundant: use Standard_ZRS, Standard_GZRS or Standard_RAGZRS.' : ''
   scheduleMalformed ? 'bridgeSchedule must be an NCRONTAB expression with six fields (second minute hour day month weekday), like 0 0 * * * *.' : ''
   alertEmailMalformed ? 'alertEmail must be an email address.' : ''
 ]
@@ -239,7 +287,21 @@ var names = {
   applicationInsights: 'appi-bridge-${resourceToken}'
   actionGroup: 'ag-bridge-${resourceToken}'
   alertPrefix: 'alert-bridge-${resourceToken}'
+  virtualNetwork: 'vnet-bridge-${resourceToken}'
 }
+
+// The private mode: the network (the template's, or the platform team's subnets) and the
+// privatelink zones the endpoints register in, by the way the landing zone does DNS.
+var createNetwork = networkIsolation && empty(existingAppSubnetId)
+var privateDnsZoneNames = [
+  'privatelink.blob.${environment().suffixes.storage}'
+  'privatelink.dfs.${environment().suffixes.storage}'
+  'privatelink.queue.${environment().suffixes.storage}'
+  'privatelink.vaultcore.azure.net'
+  'privatelink.azurewebsites.net'
+]
+var privateDnsZonesScope = privateDnsZoneMode == 'existing' ? privateDnsZonesResourceGroupId : resourceGroup().id
+var fabricWorkspaceIdList = empty(trim(fabricWorkspaceIds)) ? [] : map(split(fabricWorkspaceIds, ','), workspaceId => trim(workspaceId))
 
 // ---------------------------------------------------------------------------------------------
 // Resources. Deployment names carry the token so two environments can share a resource group
@@ -251,6 +313,31 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   name: names.identity
   location: location
   tags: allTags
+}
+
+module network 'core/network.bicep' = if (createNetwork) {
+  name: 'bridge-network-${resourceToken}'
+  params: {
+    name: names.virtualNetwork
+    location: location
+    tags: allTags
+    addressPrefix: vnetAddressPrefix
+    egressRouteTableId: egressRouteTableId
+  }
+}
+
+var appSubnetId = !networkIsolation ? '' : createNetwork ? network.outputs.appSubnetId : existingAppSubnetId
+var privateEndpointSubnetId = !networkIsolation ? '' : createNetwork ? network.outputs.privateEndpointSubnetId : existingPrivateEndpointSubnetId
+// A subnet id is its network's id and /subnets/NAME.
+var virtualNetworkId = join(take(split(privateEndpointSubnetId, '/'), 9), '/')
+
+module privateDns 'core/private-dns.bicep' = if (networkIsolation && privateDnsZoneMode == 'create') {
+  name: 'bridge-private-dns-${resourceToken}'
+  params: {
+    zoneNames: privateDnsZoneNames
+    virtualNetworkId: virtualNetworkId
+    tags: allTags
+  }
 }
 
 module monitoring 'core/monitoring.bicep' = {
@@ -274,6 +361,8 @@ module hostStorage 'core/host-storage.bicep' = {
     deploymentContainerName: 'app-package'
     hostPrincipalId: identity.properties.principalId
     backfillQueueName: backfillQueueName
+    networkIsolation: networkIsolation
+    skuName: zoneRedundant ? 'Standard_ZRS' : 'Standard_LRS'
   }
 }
 
@@ -288,6 +377,8 @@ module lake 'core/lake.bicep' = {
     skuName: lakeSkuName
     containerName: lakeContainerName
     writerPrincipalId: identity.properties.principalId
+    networkIsolation: networkIsolation
+    fabricWorkspaceIds: fabricWorkspaceIdList
   }
 }
 
@@ -301,8 +392,37 @@ module keyVault 'core/keyvault.bicep' = {
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionDays
     awsSecretAccessKey: awsSecretAccessKey
     readerPrincipalId: identity.properties.principalId
+    networkIsolation: networkIsolation
   }
 }
+
+// Every data endpoint the app reaches: the lake by blob (the bridge, delta-rs) and dfs (Fabric,
+// Synapse), the host storage by blob (timers, locks, package) and queue (backfill), Key Vault.
+var dataEndpoints = !networkIsolation ? [] : [
+  { key: 'lake-blob', targetId: lake.outputs.accountId, groupId: 'blob', zone: privateDnsZoneNames[0] }
+  { key: 'lake-dfs', targetId: lake.outputs.accountId, groupId: 'dfs', zone: privateDnsZoneNames[1] }
+  { key: 'host-blob', targetId: hostStorage.outputs.id, groupId: 'blob', zone: privateDnsZoneNames[0] }
+  { key: 'host-queue', targetId: hostStorage.outputs.id, groupId: 'queue', zone: privateDnsZoneNames[2] }
+  { key: 'vault', targetId: keyVault.outputs.id, groupId: 'vault', zone: privateDnsZoneNames[3] }
+]
+
+module dataPrivateEndpoints 'core/private-endpoint.bicep' = [
+  for endpoint in dataEndpoints: {
+    name: 'bridge-pe-${endpoint.key}-${resourceToken}'
+    params: {
+      name: 'pe-bridge-${resourceToken}-${endpoint.key}'
+      location: location
+      tags: allTags
+      subnetId: privateEndpointSubnetId
+      targetId: endpoint.targetId
+      groupId: endpoint.groupId
+      privateDnsZoneId: privateDnsZoneMode == 'none' ? '' : '${privateDnsZonesScope}/providers/Microsoft.Network/privateDnsZones/${endpoint.zone}'
+    }
+    dependsOn: [
+      privateDns
+    ]
+  }
+]
 
 // Takes its inputs from the modules above, so it is created only after every role the app
 // needs exists: the first start then finds its storage, lake and secret reachable.
@@ -343,7 +463,31 @@ module functionApp 'app/function.bicep' = {
     bridgeFullReconcileHours: bridgeFullReconcileHours
     bridgeLockSeconds: bridgeLockSeconds
     bridgeCopyMode: bridgeCopyMode
+    virtualNetworkSubnetId: appSubnetId
+    zoneRedundant: zoneRedundant
   }
+  // In the private mode the app starts only once its storage, lake and vault are reachable.
+  dependsOn: [
+    dataPrivateEndpoints
+  ]
+}
+
+// The app's inbound endpoint: the backfill HTTP function and deployments (azd deploy) reach the
+// app only through it.
+module appPrivateEndpoint 'core/private-endpoint.bicep' = if (networkIsolation) {
+  name: 'bridge-pe-app-${resourceToken}'
+  params: {
+    name: 'pe-bridge-${resourceToken}-app'
+    location: location
+    tags: allTags
+    subnetId: privateEndpointSubnetId
+    targetId: functionApp.outputs.id
+    groupId: 'sites'
+    privateDnsZoneId: privateDnsZoneMode == 'none' ? '' : '${privateDnsZonesScope}/providers/Microsoft.Network/privateDnsZones/${privateDnsZoneNames[4]}'
+  }
+  dependsOn: [
+    privateDns
+  ]
 }
 
 module alerts 'app/alerts.bicep' = {
@@ -394,3 +538,5 @@ output AZURE_HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsWorkspaceName
 output AZURE_WORKBOOK_ID string = workbook.outputs.id
+output AZURE_NETWORK_ISOLATION bool = networkIsolation
+output AZURE_VIRTUAL_NETWORK_ID string = virtualNetworkId

@@ -345,6 +345,12 @@ def test_wrong_parameter_combinations_fail() -> None:
         "audienceWithoutRole": {"haltianS3WebIdentityAudience", "haltianS3RoleArn"},
         "scheduleMalformed": {"bridgeSchedule"},
         "alertEmailMalformed": {"alertEmail"},
+        "subnetsIncomplete": {"existingAppSubnetId", "existingPrivateEndpointSubnetId"},
+        "networkSettingsIgnored": {"networkIsolation", "existingAppSubnetId", "privateDnsZonesResourceGroupId"},
+        "routeTableIgnored": {"egressRouteTableId", "existingAppSubnetId"},
+        "dnsZonesMissing": {"privateDnsZoneMode", "privateDnsZonesResourceGroupId"},
+        "dnsZonesIgnored": {"privateDnsZoneMode", "privateDnsZonesResourceGroupId"},
+        "lakeNotZoneRedundant": {"zoneRedundant", "lakeSkuName"},
     }
     assert set(checked) == set(mentions)
     for name, params_used in mentions.items():

@@ -116,6 +116,14 @@ param bridgeLockSeconds int
 ])
 param bridgeCopyMode string
 
+@description('Optional. Resource id of the subnet (delegated to Microsoft.App/environments) the app is integrated into; empty for none. With it, public network access is off and the app is reached through its private endpoint.')
+param virtualNetworkSubnetId string = ''
+
+@description('Optional. Spread the plan\'s instances over availability zones; the platform then keeps at least two always-ready instances.')
+param zoneRedundant bool = false
+
+var networkIsolation = !empty(virtualNetworkSubnetId)
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -127,6 +135,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
   properties: {
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
@@ -144,6 +153,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+    // All outbound traffic through the integrated subnet: the host storage, the lake and Key
+    // Vault (the Key Vault reference included) by their private endpoints, S3 and STS by the
+    // subnet's NAT gateway or the hub's firewall.
+    virtualNetworkSubnetId: networkIsolation ? virtualNetworkSubnetId : null
+    vnetRouteAllEnabled: networkIsolation
     // Key Vault references resolve as the user-assigned identity (the default would be a
     // system-assigned one, which this app does not have).
     keyVaultReferenceIdentity: identityId

@@ -24,13 +24,23 @@ param hostPrincipalId string
 @description('Required. Name of the backfill queue (its poison queue is the same name with -poison).')
 param backfillQueueName string
 
+@description('Optional. True for the private mode: no public network access; the host reaches the account through private endpoints.')
+param networkIsolation bool = false
+
+@description('Optional. Redundancy of the account; Standard_ZRS with zone redundancy.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+])
+param skuName string = 'Standard_LRS'
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: skuName
   }
   properties: {
     allowSharedKeyAccess: false
@@ -40,10 +50,10 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     accessTier: 'Hot'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
+      bypass: networkIsolation ? 'None' : 'AzureServices'
     }
   }
 
@@ -101,6 +111,7 @@ resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 output name string = account.name
+output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${account::blobService::deploymentContainer.name}'

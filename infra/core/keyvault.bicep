@@ -29,6 +29,9 @@ param awsSecretAccessKey string = ''
 @description('Required. Principal (object) id of the identity that reads the secret.')
 param readerPrincipalId string
 
+@description('Optional. True for the private mode: no public network access; the app resolves its Key Vault reference through a private endpoint.')
+param networkIsolation bool = false
+
 var awsSecretName = 'aws-secret-access-key'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -47,10 +50,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     softDeleteRetentionInDays: softDeleteRetentionInDays
     // The API refuses an explicit false; leaving it out is how "off" is said.
     enablePurgeProtection: enablePurgeProtection ? true : null
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
+      bypass: networkIsolation ? 'None' : 'AzureServices'
     }
   }
 }
@@ -79,6 +82,7 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 output name string = vault.name
+output id string = vault.id
 // Versionless, so the app picks up a rotated key without a redeployment. Empty when no key was
 // given. Built from the vault URI rather than read from the conditional secret resource.
 output awsSecretUri string = empty(awsSecretAccessKey) ? '' : '${vault.properties.vaultUri}secrets/${awsSecretName}'

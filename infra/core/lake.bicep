@@ -44,6 +44,20 @@ param softDeleteDays int = 7
 @description('Required. Principal (object) id of the bridge\'s identity.')
 param writerPrincipalId string
 
+@description('Optional. True for the private mode: a new account takes no public network access; the bridge, Fabric and Synapse reach it privately.')
+param networkIsolation bool = false
+
+@description('Optional. Fabric workspace ids (GUIDs) allowed in through trusted workspace access (resource instance rules) on a new account.')
+param fabricWorkspaceIds array = []
+
+// Fabric's workspaces are addressed with a fixed, all-zero subscription and resource group.
+var fabricAccessRules = [
+  for workspaceId in fabricWorkspaceIds: {
+    tenantId: subscription().tenantId
+    resourceId: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/Fabric/providers/Microsoft.Fabric/workspaces/${workspaceId}'
+  }
+]
+
 resource newAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = if (!useExisting) {
   name: accountName
   location: location
@@ -63,10 +77,11 @@ resource newAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = if (!useExi
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     accessTier: 'Hot'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
+      bypass: networkIsolation ? 'None' : 'AzureServices'
+      resourceAccessRules: fabricAccessRules
     }
   }
 }
