@@ -346,7 +346,11 @@ def test_wrong_parameter_combinations_fail() -> None:
         "scheduleMalformed": {"bridgeSchedule"},
         "alertEmailMalformed": {"alertEmail"},
         "subnetsIncomplete": {"existingAppSubnetId", "existingPrivateEndpointSubnetId"},
-        "networkSettingsIgnored": {"networkIsolation", "existingAppSubnetId", "privateDnsZonesResourceGroupId"},
+        "networkSettingsIgnored": {
+            "networkIsolation",
+            "existingAppSubnetId",
+            "privateDnsZonesResourceGroupId",
+        },
         "routeTableIgnored": {"egressRouteTableId", "existingAppSubnetId"},
         "dnsZonesMissing": {"privateDnsZoneMode", "privateDnsZonesResourceGroupId"},
         "dnsZonesIgnored": {"privateDnsZoneMode", "privateDnsZonesResourceGroupId"},
