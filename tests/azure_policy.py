@@ -263,14 +263,13 @@ def _norm(value: Any) -> Any:
 
 
 def _compare(a: Any, b: Any) -> int:
-    a, b = _norm(a), _norm(b)
-    for x, y in ((a, b),):
-        try:
-            x, y = float(x), float(y)
-        except (TypeError, ValueError):
-            x, y = str(x), str(y)
-        return (x > y) - (x < y)
-    return 0
+    """Numbers as numbers, anything else as case-insensitive text (API versions, TLS versions)."""
+    x, y = _norm(a), _norm(b)
+    try:
+        x, y = float(x), float(y)
+    except (TypeError, ValueError):
+        x, y = str(x), str(y)
+    return (x > y) - (x < y)
 
 
 def _operator(op: str, actual: Any, expected: Any) -> bool | None:  # long: one line per operator

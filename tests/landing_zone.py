@@ -161,7 +161,7 @@ def _module_outputs(scope: _Scope, symbol: str, output: str) -> Any:
 
 def _module_scope(bicep: Bicep, body: tree_sitter.Node | None, parent: _Scope) -> _Scope:
     given = _eval(_prop(body, "params"), parent) if _prop(body, "params") is not None else {}
-    return _Scope(bicep, {k: v for k, v in given.items() if v is not None or True})
+    return _Scope(bicep, dict(given))  # a null argument was left out: the default applies
 
 
 def _typed_names(type_: str, names: tuple[str, ...]) -> str:
