@@ -37,6 +37,7 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     tables/stage        the run's table stage: each table synced once its dataset's files are copied
     tables/delta        one table per layout and dataset: sync, create, overwrite, compact
     tables/compaction   a month's files rewritten into one, committed only over the version it read
+    tables/verify       rows per source version against the mirror; a wrong month rewritten
     tables/ledger       the log as the bridge reads it: delivered source versions, appendability
     tables/append       streamed appends and overwrites, and the bridge's own commits
     tables/data_files   a table's data files: month files in row groups, their stats, the upload
@@ -67,6 +68,6 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
                         metrics to Application Insights, and their names
     report, status      what people read: a run, a plan, the lake at a glance
     cli, admin          ``python -m shared``: runs, schema, quarantine and table commands
-    admin_tables        the table commands: a table rebuilt from the mirror, legacy logs dropped
+    admin_tables        the table commands: a table rebuilt or verified from the mirror, legacy logs dropped
     demo/               the local stand-ins and the Haltian-shaped bucket (not deployed)
 """

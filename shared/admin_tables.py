@@ -1,6 +1,7 @@
-"""Operator commands for the Delta tables: ``tables rebuild`` and ``tables drop-legacy``.
+"""Operator commands for the Delta tables: ``tables rebuild``, ``tables verify`` and ``tables drop-legacy``.
 
 * ``tables rebuild LAYOUT/DATASET``: the dataset's table written anew from the mirror;
+* ``tables verify [LAYOUT/DATASET] [--repair]``: rows per source version against the mirror;
 * ``tables drop-legacy``: the Delta logs earlier versions kept in the mirror folders, removed.
 
 Both hold the run lock, so they never race a timer run. The schema and quarantine commands
@@ -23,7 +24,10 @@ from shared.run import Bridge
 from shared.sink.lake import Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.sink.records import new_run_id
+from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.tables.sources import candidate
+from shared.tables.sql import find_tables, view_name
+from shared.tables.verify import TableCheck, verify_table
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +134,29 @@ def _legacy_table_folders(lake: Lake, prefix: str) -> list[str]:
                 c for c in children if not c.endswith(DELTA_LOG) and not c[len(prefix) :].startswith("_")
             )
     return sorted(found)
+
+
+def verify_tables(bridge: Bridge, selection: str | None, repair: bool = False) -> list[TableCheck]:
+    """``tables verify [LAYOUT/DATASET] [--repair]``: each measurement table's rows per source
+    version against its mirrored files (:mod:`shared.tables.verify`); every table when no
+    selection is given. ``repair`` holds the run lock while it rewrites what it must.
+
+    Raises:
+        AdminError: not LAYOUT/DATASET.
+        RunLocked: with ``repair``, a run holds the lake's lock.
+    """
+    if selection:
+        chosen = [parse_dataset(selection)]
+    else:
+        names = [view_name(folder) for folder in find_tables(bridge.lake)]
+        chosen = [(layout, dataset) for layout, _, dataset in (n.partition("_") for n in names)]
+        chosen = [
+            (layout, dataset) for layout, dataset in chosen if dataset_kind(layout, dataset) == MEASUREMENT
+        ]
+    run_id = new_run_id(datetime.now(timezone.utc))
+    if not repair:
+        publisher = bridge.delta_publisher(run_id)
+        return [verify_table(publisher, dataset_roots(bridge, lay), lay, d) for lay, d in chosen]
+    with RunLock(bridge.lake, run_id, bridge.settings.lock_seconds) as lock:
+        publisher = bridge.delta_publisher(run_id, guard=lock.check)
+        return [verify_table(publisher, dataset_roots(bridge, lay), lay, d, repair=True) for lay, d in chosen]

@@ -1,7 +1,7 @@
 """``python -m shared COMMAND``: the same code path as the timer, and the operator's commands.
 
 run, plan, status, backfill, sql; schema show|accept LAYOUT/DATASET; quarantine list|release [LAYOUT/DATASET];
-tables rebuild LAYOUT/DATASET.
+tables rebuild LAYOUT/DATASET, tables verify [LAYOUT/DATASET] [--repair].
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         _settings_argument(command)
 
 
+# long: one declaration table of every admin group and action, read top to bottom
 def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """schema, quarantine, tables: a group each, with its actions."""
     for name, text, actions in (
@@ -117,6 +118,12 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                     True,
                 ),
                 (
+                    "verify",
+                    "compare each measurement table's rows per source version with its mirrored file; "
+                    "--repair rewrites a month with duplicated or missing versions",
+                    False,
+                ),
+                (
                     "drop-legacy",
                     "remove the Delta logs earlier versions kept in the mirror folders (once the new "
                     "tables exist)",
@@ -138,6 +145,10 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                     help="for example legacy/measurementCO2" + ("" if required else "; default: all"),
                 )
             command.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+            if action == "verify":
+                command.add_argument(
+                    "--repair", action="store_true", help="rewrite the months found wrong, holding the lock"
+                )
             _settings_argument(command)
 
 
@@ -253,6 +264,13 @@ def _admin(bridge: Bridge, args: argparse.Namespace) -> int:
                 )
                 or "no old tables in the mirror"
             )
+        elif args.command == "tables" and args.action == "verify":
+            checks = admin_tables.verify_tables(bridge, args.dataset, args.repair)
+            document = {"tables": [c.document() for c in checks]}
+            text = "\n".join(line for c in checks for line in c.lines()) or "no measurement table yet"
+            if not all(c.exact or c.repaired for c in checks):
+                print(json.dumps(document, indent=2, default=str) if args.json else text)
+                return EXIT_FAILED_FILES
         elif args.command == "tables":
             return _rebuild(bridge, args)
         elif args.action == "list":

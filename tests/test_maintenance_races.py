@@ -150,6 +150,7 @@ def test_spark_compacts_first_and_the_bridges_compaction_does_not_land_over_it(
     change = next(t for t in result.tables if t.table.endswith(CO2)) if result.tables else None
     assert change is None or not change.error
     assert_exact(stack, spark, tmp_path)
+    assert_verified(stack)
 
 
 def test_the_bridge_compacts_first_and_sparks_commit_of_that_version_fails(
@@ -169,6 +170,7 @@ def test_the_bridge_compacts_first_and_sparks_commit_of_that_version_fails(
         upload_changes(stack.container, f"{TABLES}/{CO2}", local, before)
     spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}", "OPTIMIZE {table}", tmp_path=tmp_path)
     assert_exact(stack, spark, tmp_path)
+    assert_verified(stack)
 
 
 def test_two_bridge_writers_compacting_the_same_month_commit_it_once(
@@ -194,3 +196,12 @@ def test_two_bridge_writers_compacting_the_same_month_commit_it_once(
         proxy.close()
     assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
     assert_exact(stack, spark, tmp_path)
+    assert_verified(stack)
+
+
+def assert_verified(stack) -> None:
+    """``tables verify`` agrees: no version of the CO2 table missing or duplicated."""
+    from shared.admin_tables import verify_tables
+
+    (check,) = verify_tables(stack.bridge(), "legacy/measurementCO2")
+    assert check.exact and check.versions, check.lines()

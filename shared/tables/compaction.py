@@ -113,7 +113,7 @@ def commit_compaction(lake: Lake, guard: Callable[[], None], compaction: Compact
             guard()
             uploaded.append(compaction.folder + data_file.path)
             upload(lake, compaction.folder, data_file)
-        body = compaction_body(written, removed, found.delivered.number + 1, run_id, now_ms())
+        body = compaction_body(written, removed, found.delivered.number + 1, run_id)
     version = found.version + 1
     commit_own(lake, guard, compaction.folder, version, body, uploaded)
     return version
@@ -158,17 +158,22 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def compaction_body(
-    files: list[DataFile], removed: list[dict[str, Any]], number: int, run_id: str, modified_ms: int
+    files: list[DataFile], removed: list[dict[str, Any]], number: int, run_id: str, data_change: bool = False
 ) -> bytes:
-    """The commit: an OPTIMIZE's commitInfo, the bridge's delivery ``number`` (so a bridge writer
-    that read the same version conflicts on it too), a remove per replaced file and an add per new
-    one, all without data change."""
+    """The commit: the bridge's delivery ``number`` (so a bridge writer that read the same version
+    conflicts on it too), a remove per replaced file and an add per new one; an OPTIMIZE without
+    data change, or (``data_change``, a repair of ``tables verify``) a rewrite whose rows differ."""
+    modified_ms = now_ms()
+    operation = (
+        {"operation": "WRITE", "operationParameters": {"mode": "Overwrite", "repair": "tables verify"}}
+        if data_change
+        else {"operation": "OPTIMIZE", "operationParameters": {"targetSize": "one file per month"}}
+    )
     actions: list[dict[str, Any]] = [
         {
             "commitInfo": {
                 "timestamp": modified_ms,
-                "operation": "OPTIMIZE",
-                "operationParameters": {"targetSize": "one file per month"},
+                **operation,
                 "isBlindAppend": False,
                 "engineInfo": "haltian-azure-bridge",
                 "haltian_run_id": run_id,
@@ -181,7 +186,7 @@ def compaction_body(
             "remove": {
                 "path": add["path"],
                 "deletionTimestamp": modified_ms,
-                "dataChange": False,
+                "dataChange": data_change,
                 "extendedFileMetadata": True,
                 "partitionValues": add.get("partitionValues") or {},
                 "size": add["size"],
@@ -196,7 +201,7 @@ def compaction_body(
                 "partitionValues": f.partition_values,
                 "size": f.local.stat().st_size,
                 "modificationTime": modified_ms,
-                "dataChange": False,
+                "dataChange": data_change,
                 "stats": f.stats,
             }
         }
