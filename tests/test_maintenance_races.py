@@ -28,8 +28,8 @@ from shared.settings import Settings
 from shared.tables.sources import candidate
 from tests.faultproxy import PASS, FaultProxy
 from tests.spark import download_table, spark_on_lake, spark_rows, upload_changes
-from tests.tables import TABLES, file_rows, table, table_rows
-from tests.test_other_engines import CO2, CO2_FOLDER, SPEC, deliver
+from tests.tables import TABLES, file_rows, same_rows, table, table_rows
+from tests.test_other_engines import CO2, CO2_FOLDER, SPEC, deliver, deliver_snapshot
 from tests.test_reliability import proxied_env
 
 pytestmark = pytest.mark.integration
@@ -205,3 +205,33 @@ def assert_verified(stack) -> None:
 
     (check,) = verify_tables(stack.bridge(), "legacy/measurementCO2")
     assert check.exact and check.versions, check.lines()
+
+
+def test_a_snapshot_swap_racing_sparks_optimize_leaves_the_newest_snapshot_once(
+    spark, stack, closed_month, tmp_path
+) -> None:
+    """The bridge's overwrite of the device snapshot, held at its commit while Spark Z-orders the
+    table (it rewrites the live snapshot's file): the bridge reads the table again and swaps the
+    snapshot over Spark's file, so the table holds the newest snapshot's rows once."""
+    name = "legacy_device"
+    version = table(stack, name).version()
+    key, data = deliver_snapshot(stack, 20, seed=41)
+    held = HeldCommit(name, version + 1)
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=held)
+    try:
+        thread, outcome = run_in_thread(lambda: run_once(proxied_bridge(stack, proxy)))
+        assert held.reached.wait(120), "the bridge never tried to commit the snapshot"
+        done = spark_on_lake(
+            spark, stack.container, f"{TABLES}/{name}", "OPTIMIZE {table} ZORDER BY (id)", tmp_path=tmp_path
+        )
+        assert done.results[0][0]["metrics"]["numFilesRemoved"] > 0
+        held.release()
+        thread.join(300)
+    finally:
+        held.release()
+        proxy.close()
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    assert outcome["result"].exit_code == 0
+    expected = file_rows(data, key)
+    assert same_rows(table_rows(table(stack, name)), expected)
+    assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/{name}", tmp_path), expected)
