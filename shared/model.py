@@ -111,6 +111,7 @@ class TableFile:
     lake_etag: str | None = None  # the blob version listed (None: the one this run wrote)
     facts: TableFacts | None = None  # None: read from the file's footer when needed
     content: bytes | None = field(default=None, repr=False, compare=False)  # None: read from the lake
+    rows: int | None = None  # its rows, as verified when it was copied (None: not recorded)
 
 
 @dataclass

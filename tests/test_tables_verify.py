@@ -20,7 +20,7 @@ from shared.demo.bucket import BucketSpec
 from shared.run import run_once
 from tests.spark import spark_on_lake, spark_rows
 from tests.tables import TABLES, table, table_rows
-from tests.test_maintenance_races import source_counts, table_counts
+from tests.test_maintenance_races import source_counts, table_counts, two_months_on
 from tests.test_other_engines import CO2, SPEC, deliver
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def plant_duplicate(stack) -> str:
 
 
 def test_verify_finds_a_planted_duplicate_and_repair_makes_it_exact(
-    spark, stack, written, tmp_path, capsys
+    spark, stack, written, tmp_path, capsys, monkeypatch
 ) -> None:
     assert cli.main(["tables", "verify", "legacy/measurementCO2"]) == cli.EXIT_OK
     month = plant_duplicate(stack)
@@ -77,6 +77,16 @@ def test_verify_finds_a_planted_duplicate_and_repair_makes_it_exact(
     assert cli.main(["tables", "verify", "legacy/measurementCO2"]) != cli.EXIT_OK
     out = capsys.readouterr().out
     assert "NOT exact" in out and "duplicated:" in out
+    # Two months on, the timer's run compacts that month and names the duplicate as the table's error.
+    two_months_on(monkeypatch)
+    result = run_once(stack.bridge(), full=True)
+    assert next(t for t in result.tables if t.table.endswith(CO2)).compacted
+    error = next(t for t in result.tables if t.table.endswith(CO2)).error
+    assert (
+        error and f"month {month} holds" in error and "tables verify --repair legacy/measurementCO2" in error
+    )
+    expected = source_counts(stack)
+    capsys.readouterr()
     assert cli.main(["tables", "verify", "legacy/measurementCO2", "--repair", "--json"]) == cli.EXIT_OK
     document = json.loads(capsys.readouterr().out)
     assert document["tables"][0]["repaired"] == [month]
@@ -106,4 +116,8 @@ def test_verify_reports_another_engines_deletes_and_repair_keeps_them_deleted(
     plant_duplicate(stack)
     assert cli.main(["tables", "verify", "legacy/measurementCO2", "--repair"]) == cli.EXIT_OK
     assert table_counts(table_rows(table(stack, CO2))) == kept
+    more = deliver(stack, 1, seed=120)  # a later run: fewer rows than delivered is no error
+    result = run_once(stack.bridge())
+    assert not next(t for t in result.tables if t.table.endswith(CO2)).error
+    kept.update(r["_source_key"] for r in more)
     assert table_counts(spark_rows(spark, stack.container, f"{TABLES}/{CO2}", tmp_path)) == kept

@@ -87,6 +87,19 @@ class Compaction:
         )
 
 
+def month_rows(found: TableLog, month: str) -> int | None:
+    """The rows the month's live files hold, by their statistics (None when a file has none)."""
+    total = 0
+    for add in found.files.values():
+        if _month(add) != month:
+            continue
+        try:
+            total += int(json.loads(add.get("stats") or "{}")["numRecords"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    return total
+
+
 def _month(add: dict[str, Any]) -> str | None:
     return (add.get("partitionValues") or {}).get(SOURCE_MONTH)
 

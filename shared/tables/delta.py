@@ -58,14 +58,14 @@ from shared.sink.lock import LockLost
 from shared.tables.append import CommitConflict, streamable
 from shared.tables import sources
 from shared.tables.budget import WriteBudget
-from shared.tables.compaction import Compaction, commit_compaction, due_months
+from shared.tables.compaction import Compaction, commit_compaction, due_months, month_rows
 from shared.tables.data_files import GROUP_BYTES
 from shared.tables.evolution import columns_of
 from shared.tables.features import UnwritableFeature, check_features, constraint_error, feature_error
 from shared.tables.hourly import commit_hourly
 from shared.tables.ledger import Delivered, LogUnreadable, TableLog, read_delivered, read_log
 from shared.paths import table_folder
-from shared.tables.rows import lineage_fields
+from shared.tables.rows import lineage_fields, month_of
 from shared.tables.types import table_schema
 from shared.tables.writes import TableConflict, commit_rows
 from shared.transport import TransportError
@@ -119,7 +119,10 @@ class DeltaPublisher:
         )
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                return self._sync_once(files, folder, change)
+                self._sync_once(files, folder, change)
+                if change.compacted:
+                    self._check_counts(files, folder, change)
+                return change
             except (CommitFailedError, TableConflict, PublishConflict) as err:
                 log.info(
                     "table %s: another writer committed first (%s), reloading (attempt %d)",
@@ -292,6 +295,36 @@ class DeltaPublisher:
         log.info("table %s: other writers kept committing first; the next run compacts", change.table)
         return None
 
+    def _check_counts(self, files: list[TableFile], folder: str, change: TableChange) -> None:
+        """After a compaction (where two writers' rewrites of one month would meet), the months this
+        sync touched hold no more rows than their delivered source versions, by the log's file
+        statistics and the rows recorded when each file was verified: one read of the log, no data.
+        More is a duplicated delivery, reported as the table's error, which raises the table-error
+        metric and alert; fewer is another engine's delete, as it should be. A month whose delivered
+        versions are not all among ``files`` (with their rows) is left to ``tables verify``."""
+        found = read_log(self.lake, folder)
+        if found is None:
+            return
+        touched = {month_of(f.key) for f in files if f.key.key in set(change.added)} | set(change.compacted)
+        known = {f.key.key: f for f in files}
+        for month in sorted(touched):
+            delivered = [k for k in found.delivered.versions if month_of_key(k) == month]
+            sources = [known.get(k) for k in delivered]
+            held = month_rows(found, month)
+            if held is None or any(
+                f is None or f.rows is None or not found.delivered.holds(f.key.key, f.source_etag)
+                for f in sources
+            ):
+                continue
+            expected = sum(f.rows or 0 for f in sources if f is not None)
+            if held > expected:
+                change.error = (
+                    f"month {month} holds {held - expected:,} rows more than its {len(sources)} source "
+                    f"files: rows are duplicated (python -m shared tables verify --repair "
+                    f"{change.layout}/{change.dataset})"
+                )
+                log.error("table %s: %s", change.table, change.error)
+
     def _checkpoint(self, folder: str) -> None:
         """The checkpoint delta-rs writes with every ``delta.checkpointInterval``-th commit, for a
         commit the bridge wrote itself, and the log clean-up that goes with it."""
@@ -326,3 +359,10 @@ def _part_bytes(
         f.key.key in delivered.versions for f in files
     )
     return STREAMED_PART_BYTES if streamed else DELIVERY_BYTES
+
+
+def month_of_key(key: str) -> str:
+    """The ``YYYY-MM`` of a source key's ``.../{YYYY}/{MM}/{file}`` folder, without parsing the whole
+    key (it is called for every delivered version of a table)."""
+    parts = key.rsplit("/", 3)
+    return f"{parts[1]}-{parts[2]}" if len(parts) == 4 else ""

@@ -28,7 +28,7 @@ def candidate(entry: LakeEntry) -> TableFile | None:
     record = entry.record
     if key is None or not record.source_etag or record.replacing:
         return None
-    return TableFile(key, entry.size, record.source_etag, entry.etag)
+    return TableFile(key, entry.size, record.source_etag, entry.etag, rows=record.rows)
 
 
 def wanted(files: list[TableFile], delivered: Delivered, measurement: bool) -> list[TableFile]:

@@ -49,7 +49,7 @@ class TableStage:
         table = (key.layout, key.dataset)
         if outcome is not None and outcome.action == PUBLISHED:
             self._files.setdefault(table, {})[key.key] = TableFile(
-                key, outcome.bytes, item.source.etag, None, outcome.table, outcome.content
+                key, outcome.bytes, item.source.etag, None, outcome.table, outcome.content, outcome.rows
             )
             outcome.content = None  # the table holds it now, and drops it once it has synced
         self._left[table] -= 1
