@@ -213,18 +213,31 @@ def commit_body(
         {"txn": {"appId": app_id, "version": number, "lastUpdated": modified_ms}}
         for app_id, number in transactions
     ]
+    return file_actions(actions, overwrite[1] if overwrite else [], files, modified_ms, data_change=True)
+
+
+def file_actions(
+    head: list[dict[str, Any]],
+    removed: list[dict[str, Any]],
+    added: list[DataFile],
+    modified_ms: int,
+    data_change: bool,
+) -> bytes:
+    """A commit's body: ``head`` (its commitInfo and txns), a remove action per live add action in
+    ``removed``, an add action per data file in ``added``, as newline-delimited JSON."""
+    actions = list(head)
     actions += [
         {
             "remove": {
                 "path": add["path"],
                 "deletionTimestamp": modified_ms,
-                "dataChange": True,
+                "dataChange": data_change,
                 "extendedFileMetadata": True,
                 "partitionValues": add.get("partitionValues") or {},
                 "size": add["size"],
             }
         }
-        for add in (overwrite[1] if overwrite else [])
+        for add in removed
     ]
     actions += [
         {
@@ -233,11 +246,11 @@ def commit_body(
                 "partitionValues": f.partition_values,
                 "size": f.local.stat().st_size,
                 "modificationTime": modified_ms,
-                "dataChange": True,
+                "dataChange": data_change,
                 "stats": f.stats,
             }
         }
-        for f in files
+        for f in added
     ]
     return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
 

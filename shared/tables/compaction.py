@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared.sink.lake import Lake
-from shared.tables.append import commit_own, now_ms
+from shared.tables.append import commit_own, file_actions, now_ms
 from shared.tables.data_files import DataFile, data_file_schema, upload, write_month_files
 from shared.tables.ledger import APP_ID, TableLog
 from shared.tables.rows import SOURCE_MONTH, lineage_fields
@@ -194,30 +194,4 @@ def compaction_body(
         },
         {"txn": {"appId": APP_ID, "version": number, "lastUpdated": modified_ms}},
     ]
-    actions += [
-        {
-            "remove": {
-                "path": add["path"],
-                "deletionTimestamp": modified_ms,
-                "dataChange": data_change,
-                "extendedFileMetadata": True,
-                "partitionValues": add.get("partitionValues") or {},
-                "size": add["size"],
-            }
-        }
-        for add in removed
-    ]
-    actions += [
-        {
-            "add": {
-                "path": f.path,
-                "partitionValues": f.partition_values,
-                "size": f.local.stat().st_size,
-                "modificationTime": modified_ms,
-                "dataChange": data_change,
-                "stats": f.stats,
-            }
-        }
-        for f in files
-    ]
-    return "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions).encode()
+    return file_actions(actions, removed, files, modified_ms, data_change)
