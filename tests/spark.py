@@ -113,6 +113,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     java_options = (
         f"-Dlog4j2.configurationFile={log4j.as_uri()} -Dderby.system.home={home / 'derby'}"
         " -XX:TieredStopAtLevel=1"
+        # One session serves every Spark test; the default 48 MB code cache (C1 only) ran out in a
+        # fresh clone's full run ("Out of space in CodeCache for adapters").
+        " -XX:ReservedCodeCacheSize=256m"
     )
     jars = ",".join(str(SPARK_JARS_DIR / name) for name in DELTA_JARS)
     builder = (
