@@ -25,6 +25,7 @@ from shared.sink.lake import Lake, LakeEntry
 from shared.sink.lock import RunLock
 from shared.sink.records import new_run_id
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
+from shared.tables.names import parse_table
 from shared.tables.sources import candidate
 from shared.tables.sql import find_tables, view_name
 from shared.tables.verify import TableCheck, verify_table
@@ -148,11 +149,8 @@ def verify_tables(bridge: Bridge, selection: str | None, repair: bool = False) -
     if selection:
         chosen = [parse_dataset(selection)]
     else:
-        names = [view_name(folder) for folder in find_tables(bridge.lake)]
-        chosen = [(layout, dataset) for layout, _, dataset in (n.partition("_") for n in names)]
-        chosen = [
-            (layout, dataset) for layout, dataset in chosen if dataset_kind(layout, dataset) == MEASUREMENT
-        ]
+        named = (parse_table(view_name(folder)) for folder in find_tables(bridge.lake))
+        chosen = [t for t in named if t is not None and dataset_kind(*t) == MEASUREMENT]
     run_id = new_run_id(datetime.now(timezone.utc))
     if not repair:
         publisher = bridge.delta_publisher(run_id)

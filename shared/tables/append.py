@@ -269,12 +269,19 @@ def _write_and_upload(
     last); on any failure the uploaded ones are deleted."""
     streamed = data_file_schema(schema, partitioned)
     ordered = sorted(local, key=lambda item: (month_of(item[0].key), item[0].key.key))
-    uploaded: list[str] = []
     files = write_month_files(
         ((month_of(f.key) if partitioned else None, batch) for f, batch in file_batches(ordered, streamed)),
         streamed,
         scratch,
     )
+    return files, upload_all(lake, guard, folder, files)
+
+
+def upload_all(lake: Lake, guard: Callable[[], None], folder: str, files: list[DataFile]) -> list[str]:
+    """Uploads data files into the table ``folder`` (``guard`` called before each upload and after
+    the last); returns their names. On any failure the ones uploaded are deleted: no commit names
+    them yet."""
+    uploaded: list[str] = []
     try:
         for data_file in files:
             guard()
@@ -284,7 +291,7 @@ def _write_and_upload(
     except BaseException:
         _delete_quietly(lake, uploaded)
         raise
-    return files, uploaded
+    return uploaded
 
 
 def _delete_quietly(lake: Lake, paths: list[str]) -> None:

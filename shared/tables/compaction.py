@@ -34,8 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared.sink.lake import Lake
-from shared.tables.append import commit_own, file_actions, now_ms
-from shared.tables.data_files import DataFile, data_file_schema, upload, write_month_files
+from shared.tables.append import commit_own, file_actions, now_ms, upload_all
+from shared.tables.data_files import DataFile, data_file_schema, write_month_files
 from shared.tables.ledger import APP_ID, TableLog
 from shared.tables.rows import SOURCE_MONTH, lineage_fields
 from shared.tables.types import table_schema
@@ -121,11 +121,7 @@ def commit_compaction(lake: Lake, guard: Callable[[], None], compaction: Compact
         written = write_month_files(
             _month_batches(lake, guard, compaction, schema, Path(scratch)), schema, Path(scratch)
         )
-        uploaded: list[str] = []
-        for data_file in written:
-            guard()
-            uploaded.append(compaction.folder + data_file.path)
-            upload(lake, compaction.folder, data_file)
+        uploaded = upload_all(lake, guard, compaction.folder, written)
         body = compaction_body(written, removed, found.delivered.number + 1, run_id)
     version = found.version + 1
     commit_own(lake, guard, compaction.folder, version, body, uploaded)
@@ -136,16 +132,27 @@ def _month_batches(
     lake: Lake, guard: Callable[[], None], compaction: Compaction, schema: pa.Schema, scratch: Path
 ) -> Iterator[tuple[str | None, pa.RecordBatch]]:
     """Each due month's rows, file by file, batch by batch, in the data files' schema."""
-    local = scratch / "reading.parquet"
     for month in compaction.months:
         for add in compaction.files(month):
-            guard()
-            with local.open("wb") as target:
-                lake.download_to(compaction.folder + unquote(str(add["path"])), target)
-            with pq.ParquetFile(local, pre_buffer=False, buffer_size=1 << 20) as source:
-                for batch in source.iter_batches(batch_size=_BATCH_ROWS):
-                    yield month, conform(batch, schema)
-            local.unlink()
+            for batch in data_file_batches(
+                lake, guard, compaction.folder + unquote(str(add["path"])), schema, scratch
+            ):
+                yield month, batch
+
+
+def data_file_batches(
+    lake: Lake, guard: Callable[[], None], name: str, schema: pa.Schema, scratch: Path
+) -> Iterator[pa.RecordBatch]:
+    """A table data file's rows (the blob ``name``), batch by batch in ``schema`` (:func:`conform`),
+    read from a copy on the scratch disk that is deleted once read."""
+    guard()
+    local = scratch / "reading.parquet"
+    with local.open("wb") as target:
+        lake.download_to(name, target)
+    with pq.ParquetFile(local, pre_buffer=False, buffer_size=1 << 20) as source:
+        for batch in source.iter_batches(batch_size=_BATCH_ROWS):
+            yield conform(batch, schema)
+    local.unlink()
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -305,7 +305,8 @@ class DeltaPublisher:
         found = read_log(self.lake, folder)
         if found is None:
             return
-        touched = {month_of(f.key) for f in files if f.key.key in set(change.added)} | set(change.compacted)
+        added = set(change.added)
+        touched = {month_of(f.key) for f in files if f.key.key in added} | set(change.compacted)
         known = {f.key.key: f for f in files}
         for month in sorted(touched):
             delivered = [k for k in found.delivered.versions if month_of_key(k) == month]

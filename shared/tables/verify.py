@@ -35,15 +35,17 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from azure.core.exceptions import AzureError
 from deltalake import DeltaTable, QueryBuilder
 
+from shared.errors import describe
 from shared.haltian.contracts import MEASUREMENT, dataset_kind
 from shared.haltian.keys import parse_key
 from shared.paths import table_folder, table_name
 from shared.sink.lake import Lake
-from shared.tables.append import commit_own
-from shared.tables.compaction import Compaction, compaction_body, conform
-from shared.tables.data_files import data_file_schema, upload, write_month_files
+from shared.tables.append import CommitConflict, commit_own, upload_all
+from shared.tables.compaction import Compaction, compaction_body, conform, data_file_batches
+from shared.tables.data_files import data_file_schema, write_month_files
 from shared.tables.delta import DeltaPublisher
 from shared.tables.ledger import TableLog, read_log
 from shared.tables.rows import (
@@ -56,6 +58,7 @@ from shared.tables.rows import (
 )
 from shared.tables.sources import candidate
 from shared.tables.types import table_schema
+from shared.transport import TransportError
 from shared.verify.parquet import UnreadableParquet, read_footer
 
 log = logging.getLogger(__name__)
@@ -158,7 +161,7 @@ def verify_table(
         before = len(check.duplicated) + len(check.missing)
         _classify(check, month, expected, actual, found, history)
         if repair and len(check.duplicated) + len(check.missing) > before:
-            if _repair_month(publisher, folder, found, month, check, expected):
+            if _repair_month(publisher, folder, found, month, check):
                 check.repaired.append(month)
                 found = read_log(lake, folder) or found
                 table = publisher.load(publisher.uri(folder)) or table
@@ -256,15 +259,10 @@ def _counts(table: DeltaTable, month: str) -> dict[tuple[str, str], int]:
 
 
 def _repair_month(
-    publisher: DeltaPublisher,
-    folder: str,
-    found: TableLog,
-    month: str,
-    check: TableCheck,
-    expected: dict[tuple[str, str], int],
+    publisher: DeltaPublisher, folder: str, found: TableLog, month: str, check: TableCheck
 ) -> bool:
     """One commit that rewrites ``month`` (see the module's docstring); False, with a line, when
-    it cannot (a table the bridge does not write, or another writer committed first)."""
+    it cannot (a table the bridge does not write, another writer committed first, the lake failed)."""
     columns = found.columns()
     if not found.appendable() or columns is None:
         log.error(
@@ -278,24 +276,23 @@ def _repair_month(
     duplicated = {(v.key, v.version) for v in check.duplicated if v.month == month}
     missing = [(v.key, v.version) for v in check.missing if v.month == month]
     compaction = Compaction(folder, found, [month])
-    removed = compaction.files(month)
-    with tempfile.TemporaryDirectory(prefix="haltian-repair-") as scratch:
-        work = Path(scratch)
-        batches = _repaired_rows(publisher, compaction, schema, full, duplicated, missing, work)
-        written = write_month_files(((month, b) for b in batches), schema, work)
-        uploaded = []
-        for data_file in written:
-            publisher.guard()
-            uploaded.append(folder + data_file.path)
-            upload(publisher.lake, folder, data_file)
-        body = compaction_body(
-            written, removed, found.delivered.number + 1, publisher.run_id, data_change=True
-        )
-        try:
-            commit_own(publisher.lake, publisher.guard, folder, found.version + 1, body, uploaded)
-        except Exception as err:  # noqa: BLE001 - CommitConflict, or the lake: reported on one line
-            log.error("table %s: month %s not repaired: %s; run it again", check.table, month, err)
-            return False
+    try:
+        with tempfile.TemporaryDirectory(prefix="haltian-repair-") as scratch:
+            work = Path(scratch)
+            batches = _repaired_rows(publisher, compaction, (schema, full), duplicated, missing, work)
+            written = write_month_files(((month, b) for b in batches), schema, work)
+            uploaded = upload_all(publisher.lake, publisher.guard, folder, written)
+            body = compaction_body(
+                written,
+                compaction.files(month),
+                found.delivered.number + 1,
+                publisher.run_id,
+                data_change=True,
+            )
+        commit_own(publisher.lake, publisher.guard, folder, found.version + 1, body, uploaded)
+    except (CommitConflict, AzureError, TransportError) as err:
+        log.error("table %s: month %s not repaired: %s; run it again", check.table, month, describe(err))
+        return False
     log.info("table %s: month %s rewritten from the table and the mirror", check.table, month)
     return True
 
@@ -303,33 +300,31 @@ def _repair_month(
 def _repaired_rows(
     publisher: DeltaPublisher,
     compaction: Compaction,
-    schema: pa.Schema,
-    full: pa.Schema,
+    schemas: tuple[pa.Schema, pa.Schema],
     duplicated: set[tuple[str, str]],
     missing: list[tuple[str, str]],
     scratch: Path,
 ) -> Iterator[pa.RecordBatch]:
-    """The month's rows after the repair, batch by batch."""
+    """The month's rows after the repair, batch by batch: the rows of every version not duplicated
+    as the table holds them, each duplicated version's rows capped by its file, each missing
+    version's rows from its file. ``schemas``: the data files' and the table's."""
+    schema, full = schemas
     lake, month = publisher.lake, compaction.months[0]
-    held: dict[tuple[str, str], list[pa.RecordBatch]] = {version: [] for version in duplicated}
-    local = scratch / "reading.parquet"
+    held: list[pa.RecordBatch] = []  # the duplicated versions' rows, as the table holds them
     for add in compaction.files(month):
-        publisher.guard()
-        with local.open("wb") as target:
-            lake.download_to(compaction.folder + unquote(str(add["path"])), target)
-        with pq.ParquetFile(local, pre_buffer=False) as source:
-            for batch in source.iter_batches(batch_size=64 * 1024):
-                batch = conform(batch, schema)
-                versions = list(zip(_plain(batch, SOURCE_KEY), _plain(batch, SOURCE_VERSION)))
-                keep = [v not in duplicated for v in versions]
-                for index, version in enumerate(versions):
-                    if version in held:
-                        held[version].append(batch.slice(index, 1))
-                yield batch.filter(pa.array(keep))
-    for version, pieces in sorted(held.items()):
-        yield from _capped(
-            pa.Table.from_batches(pieces, schema), _file_rows(lake, version, full, schema, scratch)
+        name = compaction.folder + unquote(str(add["path"]))
+        for batch in data_file_batches(lake, publisher.guard, name, schema, scratch):
+            versions = zip(_plain(batch, SOURCE_KEY), _plain(batch, SOURCE_VERSION))
+            twice = pa.array([v in duplicated for v in versions])
+            held.append(batch.filter(twice))
+            yield batch.filter(pc.invert(twice))
+    rows = pa.Table.from_batches(held, schema)
+    for key, etag in sorted(duplicated):
+        mask = pc.and_(
+            pc.equal(rows.column(SOURCE_KEY).cast(pa.string()), key),
+            pc.equal(rows.column(SOURCE_VERSION).cast(pa.string()), etag),
         )
+        yield from _capped(rows.filter(mask), _file_rows(lake, (key, etag), full, schema, scratch))
     for version in missing:
         yield from _file_rows(lake, version, full, schema, scratch).to_batches()
 
@@ -341,7 +336,7 @@ def _capped(rows: pa.Table, mirror: pa.Table) -> Iterator[pa.RecordBatch]:
     kept: Counter[tuple[Any, ...]] = Counter()
     indices = []
     for index, row in enumerate(zip(*(rows.column(n).to_pylist() for n in data))):
-        if kept[row] < max(allowed.get(row, 1), 1):
+        if kept[row] < allowed.get(row, 1):
             kept[row] += 1
             indices.append(index)
     yield from rows.take(pa.array(indices, pa.int64())).to_batches()
