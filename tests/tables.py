@@ -7,7 +7,7 @@ from the bridge's idea of them.
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -88,3 +88,19 @@ def _plain(value: object) -> object:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
+
+
+def two_months_on(monkeypatch, days: int = 62) -> None:
+    """Every publisher the bridge makes sees "now" ``days`` on, so the months written today are
+    closed and compacted by its next run."""
+    from shared.run import Bridge
+
+    later = datetime.now(timezone.utc) + timedelta(days=days)
+    make_publisher = Bridge.delta_publisher
+
+    def publisher(self, run_id: str, **options):
+        made = make_publisher(self, run_id, **options)
+        made.now = lambda: later
+        return made
+
+    monkeypatch.setattr(Bridge, "delta_publisher", publisher)

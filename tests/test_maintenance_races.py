@@ -14,39 +14,28 @@ these tests were written to show.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import re
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
 from shared.demo.bucket import BucketSpec
+from shared.model import RunResult
 from shared.run import Bridge, run_once
 from shared.settings import Settings
 from shared.tables.sources import candidate
 from tests.faultproxy import PASS, FaultProxy
 from tests.spark import download_table, spark_on_lake, spark_rows, upload_changes
-from tests.tables import TABLES, file_rows, same_rows, table, table_rows
+from tests.tables import TABLES, file_rows, same_rows, table, table_rows, two_months_on
 from tests.test_other_engines import CO2, CO2_FOLDER, SPEC, deliver, deliver_snapshot
 from tests.test_reliability import proxied_env
 
 pytestmark = pytest.mark.integration
-
-#: Two months on: every month the fixture wrote is closed, so the bridge compacts each.
-LATER = datetime.now(timezone.utc) + timedelta(days=62)
-
-
-def two_months_on(monkeypatch) -> None:
-    make_publisher = Bridge.delta_publisher
-
-    def publisher(self, run_id: str, **options):
-        made = make_publisher(self, run_id, **options)
-        made.now = lambda: LATER
-        return made
-
-    monkeypatch.setattr(Bridge, "delta_publisher", publisher)
 
 
 class HeldCommit:
@@ -111,18 +100,39 @@ def proxied_bridge(stack, proxy: FaultProxy) -> Bridge:
     return Bridge.from_settings(Settings.from_mapping(proxied_env(stack, None, proxy)))
 
 
-def run_in_thread(target) -> tuple[threading.Thread, dict]:
+@contextmanager
+def bridge_held_at(
+    stack, table_name: str, version: int, run: Callable[[Bridge], RunResult]
+) -> Iterator[dict]:
+    """Starts ``run`` on a bridge whose lake is behind a proxy, in a thread, and yields once the
+    bridge is held at its Put of ``table_name``'s log version ``version``: the other writer acts in
+    the ``with`` block. Then the commit is let go and the run finishes; its result is in the
+    yielded dict under ``"result"``."""
+    held = HeldCommit(table_name, version)
+    proxy = FaultProxy(stack.azurite.port, azure=True, rule=held)
     outcome: dict = {}
 
     def body() -> None:
         try:
-            outcome["result"] = target()
+            outcome["result"] = run(proxied_bridge(stack, proxy))
         except BaseException as err:  # noqa: BLE001 - handed to the test's thread
             outcome["error"] = err
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
-    return thread, outcome
+    try:
+        assert held.reached.wait(120), f"the bridge never tried to commit version {version} of {table_name}"
+        yield outcome
+        held.release()
+        thread.join(300)
+    finally:
+        held.release()
+        proxy.close()
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+
+
+def full_run(bridge: Bridge) -> RunResult:
+    return run_once(bridge, full=True)
 
 
 @pytest.mark.parametrize("operation", ["OPTIMIZE {table}", "OPTIMIZE {table} ZORDER BY (deviceId)"])
@@ -132,20 +142,9 @@ def test_spark_compacts_first_and_the_bridges_compaction_does_not_land_over_it(
     """The issue's race: both read version v; Spark commits v+1 (it removed the month's files);
     the bridge's compaction of the same files must not land as v+2."""
     two_months_on(monkeypatch)
-    version = table(stack, CO2).version()
-    held = HeldCommit(CO2, version + 1)
-    proxy = FaultProxy(stack.azurite.port, azure=True, rule=held)
-    try:
-        thread, outcome = run_in_thread(lambda: run_once(proxied_bridge(stack, proxy), full=True))
-        assert held.reached.wait(120), "the bridge never tried to commit its compaction"
+    with bridge_held_at(stack, CO2, table(stack, CO2).version() + 1, full_run) as outcome:
         done = spark_on_lake(spark, stack.container, f"{TABLES}/{CO2}", operation, tmp_path=tmp_path)
         assert done.results[0][0]["metrics"]["numFilesRemoved"] > 0  # Spark did compact
-        held.release()
-        thread.join(300)
-    finally:
-        held.release()
-        proxy.close()
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     change = next(t for t in result.tables if t.table.endswith(CO2)) if result.tables else None
     assert change is None or not change.error
@@ -179,22 +178,11 @@ def test_two_bridge_writers_compacting_the_same_month_commit_it_once(
     """A timer run and a backfill worker's table sync compact the same closed month: the one
     held at its commit finds the other's compaction and does not add the month again."""
     two_months_on(monkeypatch)
-    version = table(stack, CO2).version()
-    held = HeldCommit(CO2, version + 1)
-    proxy = FaultProxy(stack.azurite.port, azure=True, rule=held)
-    try:
-        thread, outcome = run_in_thread(lambda: run_once(proxied_bridge(stack, proxy), full=True))
-        assert held.reached.wait(120)
+    with bridge_held_at(stack, CO2, table(stack, CO2).version() + 1, full_run):
         other = stack.bridge().delta_publisher("other-writer")
         files = [f for f in map(candidate, other.lake.list_entries(CO2_FOLDER)) if f is not None]
         change = other.sync(files)
         assert not change.error and change.compacted
-        held.release()
-        thread.join(300)
-    finally:
-        held.release()
-        proxy.close()
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
     assert_exact(stack, spark, tmp_path)
     assert_verified(stack)
 
@@ -216,21 +204,11 @@ def test_a_snapshot_swap_racing_sparks_optimize_leaves_the_newest_snapshot_once(
     name = "legacy_device"
     version = table(stack, name).version()
     key, data = deliver_snapshot(stack, 20, seed=41)
-    held = HeldCommit(name, version + 1)
-    proxy = FaultProxy(stack.azurite.port, azure=True, rule=held)
-    try:
-        thread, outcome = run_in_thread(lambda: run_once(proxied_bridge(stack, proxy)))
-        assert held.reached.wait(120), "the bridge never tried to commit the snapshot"
+    with bridge_held_at(stack, name, version + 1, run_once) as outcome:
         done = spark_on_lake(
             spark, stack.container, f"{TABLES}/{name}", "OPTIMIZE {table} ZORDER BY (id)", tmp_path=tmp_path
         )
         assert done.results[0][0]["metrics"]["numFilesRemoved"] > 0
-        held.release()
-        thread.join(300)
-    finally:
-        held.release()
-        proxy.close()
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
     assert outcome["result"].exit_code == 0
     expected = file_rows(data, key)
     assert same_rows(table_rows(table(stack, name)), expected)

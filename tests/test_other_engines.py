@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +20,7 @@ from shared.model import PUBLISHED
 from shared.run import run_once
 from tests.promise import check_nothing_partial
 from tests.spark import spark_on_lake, spark_rows
-from tests.tables import TABLES, file_rows, same_rows, source_rows, table, table_rows
+from tests.tables import TABLES, file_rows, same_rows, source_rows, table, table_rows, two_months_on
 
 pytestmark = pytest.mark.integration
 
@@ -236,23 +236,13 @@ def test_a_feature_the_bridge_cannot_write_stops_that_table_only_in_plain_words(
 def test_a_month_the_bridge_compacted_reads_in_spark(spark, stack, tmp_path, monkeypatch) -> None:
     """Two months later the seeded months are closed: the next run compacts each into one file
     (a commit of its own), and Spark reads the same rows."""
-    from shared.run import Bridge
-
     stack.seed(BucketSpec(**SPEC))
     bridge = stack.bridge()
     run_once(bridge)
     before = table(stack, CO2).version()
     rows = table_rows(table(stack, CO2))
     more = deliver(stack, 1, seed=500)
-    later = datetime.now(timezone.utc) + timedelta(days=62)
-    make_publisher = Bridge.delta_publisher
-
-    def publisher_two_months_on(self, run_id: str, **options):
-        publisher = make_publisher(self, run_id, **options)
-        publisher.now = lambda: later
-        return publisher
-
-    monkeypatch.setattr(Bridge, "delta_publisher", publisher_two_months_on)
+    two_months_on(monkeypatch)
     change = next(t for t in run_once(bridge).tables if t.table.endswith(CO2))
     assert change.compacted and table(stack, CO2).version() == before + 2
     assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/{CO2}", tmp_path), rows + more)

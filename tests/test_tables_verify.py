@@ -20,7 +20,8 @@ from shared.demo.bucket import BucketSpec
 from shared.run import run_once
 from tests.spark import spark_on_lake, spark_rows
 from tests.tables import TABLES, table, table_rows
-from tests.test_maintenance_races import source_counts, table_counts, two_months_on
+from tests.tables import two_months_on
+from tests.test_maintenance_races import source_counts, table_counts
 from tests.test_other_engines import CO2, SPEC, deliver
 
 pytestmark = pytest.mark.integration
