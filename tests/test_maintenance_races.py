@@ -30,6 +30,7 @@ from shared.run import Bridge, run_once
 from shared.settings import Settings
 from shared.tables.sources import candidate
 from tests.faultproxy import PASS, FaultProxy
+from tests.promise import check_nothing_partial
 from tests.spark import download_table, spark_on_lake, spark_rows, upload_changes
 from tests.tables import TABLES, file_rows, same_rows, table, table_rows, two_months_on
 from tests.test_other_engines import CO2, CO2_FOLDER, SPEC, deliver, deliver_snapshot
@@ -94,6 +95,17 @@ def assert_exact(stack, spark, tmp_path) -> None:
     assert table_counts(spark_rows(spark, stack.container, f"{TABLES}/{CO2}", tmp_path)) == expected
     versions = Counter((r["_source_key"], r["_source_version"]) for r in table_rows(table(stack, CO2)))
     assert len(versions) == sum(1 for n in expected.values() if n)  # one version of each key with rows
+    mirror_holds_the_source(stack)
+
+
+def mirror_holds_the_source(stack) -> None:
+    """Every object in the bucket (the spec has no bad file) is mirrored, each blob holding its
+    source version's bytes, whatever the other engine did to the tables."""
+    listed = sum(
+        len(page.get("Contents", []))
+        for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket)
+    )
+    assert check_nothing_partial(stack) == listed
 
 
 def proxied_bridge(stack, proxy: FaultProxy) -> Bridge:
@@ -213,3 +225,4 @@ def test_a_snapshot_swap_racing_sparks_optimize_leaves_the_newest_snapshot_once(
     expected = file_rows(data, key)
     assert same_rows(table_rows(table(stack, name)), expected)
     assert same_rows(spark_rows(spark, stack.container, f"{TABLES}/{name}", tmp_path), expected)
+    mirror_holds_the_source(stack)

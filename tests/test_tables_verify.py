@@ -21,7 +21,7 @@ from shared.run import run_once
 from tests.spark import spark_on_lake, spark_rows
 from tests.tables import TABLES, table, table_rows
 from tests.tables import two_months_on
-from tests.test_maintenance_races import source_counts, table_counts
+from tests.test_maintenance_races import mirror_holds_the_source, source_counts, table_counts
 from tests.test_other_engines import CO2, SPEC, deliver
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,7 @@ def test_verify_finds_a_planted_duplicate_and_repair_makes_it_exact(
     assert table_counts(table_rows(table(stack, CO2))) == expected
     assert table_counts(spark_rows(spark, stack.container, f"{TABLES}/{CO2}", tmp_path)) == expected
     assert cli.main(["tables", "verify"]) == cli.EXIT_OK
+    mirror_holds_the_source(stack)
 
 
 def test_verify_reports_another_engines_deletes_and_repair_keeps_them_deleted(
@@ -122,3 +123,4 @@ def test_verify_reports_another_engines_deletes_and_repair_keeps_them_deleted(
     assert not next(t for t in result.tables if t.table.endswith(CO2)).error
     kept.update(r["_source_key"] for r in more)
     assert table_counts(spark_rows(spark, stack.container, f"{TABLES}/{CO2}", tmp_path)) == kept
+    mirror_holds_the_source(stack)
