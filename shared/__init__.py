@@ -25,7 +25,11 @@ Every module, by the stage of a run it serves (a test keeps this map and the tre
     sink/records        the ledger record each mirrored file carries in its blob metadata
 
   listing
-    plan                which files are new, with the lake as the ledger
+    plan                which files are new, with the lake as the ledger: the window, one month folder
+    reconcile/folders   the month folders of the history, in the order the full reconcile walks them
+    reconcile/records   what the reconcile found in each month folder, and how far its pass got
+    reconcile/walk      a run's part of the full reconcile: the history a month folder at a time
+    reconcile/preview   ``plan``: what a run would copy, its walk included, without copying
 
   copying and verifying
     copy                one file: read, verify, publish or quarantine

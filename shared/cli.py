@@ -30,7 +30,8 @@ from shared.report import (
     format_schema,
     plan_document,
 )
-from shared.run import Bridge, plan_run, run_once
+from shared.reconcile.preview import preview
+from shared.run import Bridge, run_once
 from shared.settings import Settings, SettingsError
 from shared.sink.lake_root import LakeUnavailable
 from shared.sink.lock import LockLost, RunLocked
@@ -209,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("schema", "quarantine", "tables"):
         return _admin(bridge, args)
     if args.command == "plan":
-        plan = plan_run(bridge, full=args.all)
-        print(json.dumps(plan_document(plan), indent=2) if args.json else format_plan(plan))
+        whole = preview(bridge, full=args.all, keep=None if args.json else 50)
+        shown = (whole.plan, whole.to_copy, whole.to_copy_bytes)
+        print(json.dumps(plan_document(*shown), indent=2) if args.json else format_plan(*shown))
         return EXIT_OK
     return _run(bridge, args)
 

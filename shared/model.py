@@ -61,19 +61,82 @@ class Plan:
     listed_prefixes: int = 0
     #: The month folder of a backfill partition run (mode PARTITION).
     partition: str | None = None
-    #: Files left to the backfill workers that hold their partitions now.
+    #: Files left to the backfill workers that hold their partitions now, and those partitions.
     leased: int = 0
+    leased_folders: frozenset[str] = frozenset()
     #: The verified copies listed in the lake, by key: the tables are kept equal to them.
     mirrored: dict[str, LakeEntry] = field(default_factory=dict)
     #: The quarantined copies listed in the lake, by source key.
     quarantine: dict[str, LakeEntry] = field(default_factory=dict)
     #: When the lake was listed (before the listing started).
     listed_at: datetime | None = None
+    #: Per dataset, the newest time window listed in the bucket, and the newest one mirrored.
+    newest_delivered: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    newest_published: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    #: A full reconcile's progress (mode FULL only): how far this run got through the history.
+    reconcile: ReconcileProgress | None = None
 
     def note_unrecognized(self, key: str) -> None:
         self.unrecognized += 1
         if len(self.unrecognized_examples) < MAX_EXAMPLES:
             self.unrecognized_examples.append(key)
+
+    def note_newest(self, name: tuple[str, str], start: datetime, *, published: bool) -> None:
+        if name not in self.newest_delivered or start > self.newest_delivered[name]:
+            self.newest_delivered[name] = start
+        if published and (name not in self.newest_published or start > self.newest_published[name]):
+            self.newest_published[name] = start
+
+    def absorb(self, other: Plan) -> None:
+        """Adds what ``other`` (one month folder's plan) counted; its items stay its own."""
+        self.present.update(other.present)
+        self.quarantined.update(other.quarantined)
+        for key in other.unrecognized_examples[: MAX_EXAMPLES - len(self.unrecognized_examples)]:
+            self.unrecognized_examples.append(key)
+        self.unrecognized += other.unrecognized
+        self.other_organization += other.other_organization
+        self.listed_objects += other.listed_objects
+        self.listed_prefixes += other.listed_prefixes
+        for name, start in other.newest_delivered.items():
+            self.note_newest(name, start, published=False)
+        for name, start in other.newest_published.items():
+            self.note_newest(name, start, published=True)
+
+
+@dataclass
+class ReconcileProgress:
+    """How far a full reconcile got: it walks the month folders oldest first, across as many runs
+    as it needs (see :mod:`shared.reconcile.walk`)."""
+
+    #: When the pass started (its first run's start): what a completed pass vouches for.
+    pass_started_at: datetime
+    #: ``run --all``: every folder's lake side listed, no record trusted.
+    forced: bool = False
+    #: Folders of the history outside the run's window, and those this pass had done before this run.
+    folders: int = 0
+    done_before: int = 0
+    #: Folders this run finished: by their record (bucket side unchanged), or compared with the lake.
+    unchanged: int = 0
+    compared: int = 0
+    #: The last folder, in walk order, up to which the pass is done; None once the pass completed.
+    cursor: str | None = None
+    completed: bool = False
+    #: Why the walk stopped early (the time budget, a listing that failed), None when it did not.
+    stopped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pass_started_at": self.pass_started_at.isoformat(),
+            "forced": self.forced,
+            "folders": self.folders,
+            "done_before": self.done_before,
+            "unchanged": self.unchanged,
+            "compared": self.compared,
+            "done": self.done_before + self.unchanged + self.compared,
+            "cursor": self.cursor,
+            "completed": self.completed,
+            "stopped": self.stopped,
+        }
 
 
 @dataclass
@@ -210,7 +273,8 @@ class RunResult:
     def status(self) -> str:
         """``complete`` when nothing is left for the next run, else ``incomplete``."""
         left = self.failed or self.deferred or self.table_errors or self.recovery_error
-        return "incomplete" if left else "complete"
+        reconcile = self.plan.reconcile
+        return "incomplete" if left or (reconcile is not None and reconcile.stopped) else "complete"
 
     @property
     def exit_code(self) -> int:

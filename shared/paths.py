@@ -12,6 +12,7 @@
     _state/run.lock                                 the timer run's lease blob
     _state/partitions/{month folder}.lock           a backfill partition's lease blob
     _state/reconcile.json                           when the last full reconcile finished
+    _state/months.json                              what the full reconcile found in each month folder
     _state/manifest-index.json                      the manifests the index already holds
     _schemas/{layout}/{dataset}.json                each dataset's first-seen schema
     _contracts/{layout}/{dataset}/v{nnnn}.json      the contracts an operator accepted
@@ -36,6 +37,7 @@ LATEST_MANIFEST = f"{MANIFESTS}/latest.json"
 MANIFEST_INDEX = f"{MANIFESTS}/index"
 INDEX_HINT = f"{STATE}/manifest-index.json"
 RECONCILE_STATE = f"{STATE}/reconcile.json"
+MONTHS_STATE = f"{STATE}/months.json"
 LOCK_PATH = f"{STATE}/run.lock"
 PARTITION_LOCKS = f"{STATE}/partitions/"
 #: A table's log folder, below its table folder.

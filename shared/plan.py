@@ -11,13 +11,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Any
 
 from shared.haltian.contracts import snapshots_first
 from shared.haltian.keys import parse_key
 from shared.model import FULL, PARTITION, WINDOW, Plan, WorkItem
 from shared.paths import quarantined as quarantine_path
+from shared.reconcile.folders import Folder, folder_of
+from shared.reconcile.records import MonthRecords, listing_digest
 from shared.sink.lake import Lake, LakeEntry
 from shared.source.s3 import S3Source, SourceObject
 
@@ -99,14 +103,17 @@ def make_plan(
     if partition is not None:
         plan = Plan(mode=PARTITION, months=None, partition=partition)
         prefixes = [partition]
-    elif full:
-        plan = Plan(mode=FULL, months=None)
-        roots = [prefix] if organization is None else organization_roots(source, prefix, organization)
-        prefixes = roots
     else:
-        plan = Plan(mode=WINDOW, months=[f"{y:04d}-{m:02d}" for y, m in months])
+        # A full reconcile copies the window first (new data first); the rest of the history is
+        # walked afterwards, month folder by month folder (shared.reconcile.walk).
+        plan = Plan(mode=FULL if full else WINDOW, months=[f"{y:04d}-{m:02d}" for y, m in months])
         roots = organization_roots(source, prefix, organization)
-        datasets = [d for folders in executor.map(source.list_folders, roots) for d in folders]
+        datasets = [
+            d
+            for folders in executor.map(source.list_folders, roots)
+            for d in folders
+            if folder_of(f"{d}0000/00/", "").holds_exports  # odd folders: the full reconcile counts them
+        ]
         prefixes = [f"{d}{y:04d}/{m:02d}/" for d in datasets for y, m in months]
     plan.listed_prefixes = len(prefixes)
     plan.listed_at = datetime.now(timezone.utc)
@@ -118,6 +125,7 @@ def make_plan(
     plan.mirrored = mirrored
     plan.quarantine = quarantined
     _join(plan, (o for objects in source_lists for o in objects), mirrored, quarantined, organization)
+    plan.leased_folders = leased
     if leased:
         kept = [item for item in plan.items if item.key.month_folder not in leased]
         plan.leased = len(plan.items) - len(kept)
@@ -125,6 +133,11 @@ def make_plan(
     # Oldest first (the lag of every dataset shrinks alike when the time budget ends a run); within
     # a window, snapshot datasets first: a table syncs once its dataset's files are copied
     # (shared.tables.stage), and theirs take longest.
+    _oldest_first(plan)
+    return plan
+
+
+def _oldest_first(plan: Plan) -> None:
     plan.items.sort(
         key=lambda item: (
             item.key.window_start,
@@ -132,7 +145,54 @@ def make_plan(
             item.key.key,
         )
     )
-    return plan
+
+
+@dataclass
+class FolderPlan:
+    """One month folder's part of a full reconcile."""
+
+    folder: Folder
+    #: The folder's own plan: its files to copy, and its mirrored and quarantined copies.
+    plan: Plan
+    #: The digest of the folder's listing in the bucket (``reconcile.records.listing_digest``).
+    digest: str
+    #: The record that showed the folder unchanged, so its lake side was not listed (else None).
+    record: dict[str, Any] | None
+
+
+def plan_folder(
+    source: S3Source,
+    lake: Lake,
+    folder: Folder,
+    records: MonthRecords,
+    *,
+    organization: str | None,
+    compare: bool,
+    now: datetime,
+) -> FolderPlan:
+    """One month folder joined with its mirror and quarantine, both listed in full; or, when the
+    bucket's side is as recorded and ``compare`` is false, the record's counts alone."""
+    plan = Plan(mode=FULL, months=None, listed_at=datetime.now(timezone.utc))
+    plan.listed_prefixes = 1
+    objects = list(source.list_objects(folder.prefix))
+    digest = listing_digest(objects)
+    record = None if compare else records.unchanged(folder.prefix, digest, now)
+    if record is not None:
+        name = (folder.layout, folder.dataset)
+        plan.listed_objects = len(objects)
+        plan.present[name] += record["present"]
+        plan.quarantined[name] += record["quarantined"]
+        plan.unrecognized = record["unrecognized"]
+        plan.other_organization = record["other_organization"]
+        if record.get("newest"):
+            plan.note_newest(name, datetime.fromisoformat(record["newest"]), published=True)
+        return FolderPlan(folder, plan, digest, record)
+    if folder.holds_exports:
+        plan.mirrored = _index(lake.list_entries(folder.prefix), strip="")
+        plan.quarantine = _index(lake.list_entries(quarantine_path(folder.prefix)), strip=quarantine_path(""))
+    _join(plan, objects, plan.mirrored, plan.quarantine, organization)
+    _oldest_first(plan)
+    return FolderPlan(folder, plan, digest, None)
 
 
 def _index(entries: Iterable[LakeEntry], strip: str) -> dict[str, LakeEntry]:
@@ -157,6 +217,7 @@ def _join(
             continue
         decision = decide(obj, mirrored.get(obj.key), quarantined.get(obj.key))
         name = (key.layout, key.dataset)
+        plan.note_newest(name, key.window_start, published=obj.key in mirrored)
         if decision is Decision.PRESENT:
             plan.present[name] += 1
         elif decision is Decision.QUARANTINED:

@@ -186,13 +186,16 @@ def format_quarantine(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plan_document(plan: Plan) -> dict[str, Any]:
-    """A plan as JSON: what a run would copy, and why the rest is skipped."""
+def plan_document(plan: Plan, to_copy: int | None = None, to_copy_bytes: int | None = None) -> dict[str, Any]:
+    """A plan as JSON: what a run would copy, and why the rest is skipped; ``to_copy`` and
+    ``to_copy_bytes`` count the files to copy when ``plan.items`` holds only the first of them."""
     return {
         "mode": plan.mode,
         "months": plan.months,
         "listed_objects": plan.listed_objects,
         "listed_prefixes": plan.listed_prefixes,
+        "to_copy_count": len(plan.items) if to_copy is None else to_copy,
+        "to_copy_bytes": sum(i.source.size for i in plan.items) if to_copy_bytes is None else to_copy_bytes,
         "to_copy": [
             {
                 "source_key": item.key.key,
@@ -211,17 +214,16 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-def format_plan(plan: Plan) -> str:
-    doc = plan_document(plan)
-    size = sum(i["size"] for i in doc["to_copy"])
+def format_plan(plan: Plan, to_copy: int | None = None, to_copy_bytes: int | None = None) -> str:
+    doc = plan_document(plan, to_copy, to_copy_bytes)
     lines = [
         f"{plan.mode} plan{' for ' + ', '.join(plan.months) if plan.months else ''}: "
-        f"{len(doc['to_copy']):,} files ({size:,} bytes) to copy, "
+        f"{doc['to_copy_count']:,} files ({doc['to_copy_bytes']:,} bytes) to copy, "
         f"{doc['already_present']:,} already in the lake, "
         f"{doc['already_quarantined']:,} already quarantined, "
         f"{plan.unrecognized:,} unrecognised keys"
     ]
     lines += [f"  {i['reason']:7} {i['source_key']} ({i['size']:,} bytes)" for i in doc["to_copy"][:50]]
-    if len(doc["to_copy"]) > 50:
-        lines.append(f"  ... and {len(doc['to_copy']) - 50:,} more (use --json for the full list)")
+    if doc["to_copy_count"] > 50:
+        lines.append(f"  ... and {doc['to_copy_count'] - 50:,} more (use --json for the full list)")
     return "\n".join(lines)

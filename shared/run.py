@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from shared.model import (
     RELEASE,
     FileOutcome,
     Plan,
+    ReconcileProgress,
     RunResult,
     WorkItem,
 )
@@ -56,6 +58,8 @@ from shared.sink.lock import (
 )
 from shared.source.s3 import S3Source, check_access
 from shared.source.sessions import make_s3
+from shared.reconcile.records import MonthRecords
+from shared.reconcile.walk import Walk, walk
 from shared.tables.delta import DeltaPublisher
 from shared.tables.stage import TableStage
 from shared.verify.schema import SchemaJudge
@@ -65,6 +69,9 @@ log = logging.getLogger(__name__)
 #: Bytes of small published files a run keeps in memory for its tables, which then need not read
 #: them back from the lake (an hourly run keeps all of its files; a backfill, its first ones).
 TABLE_BYTES_KEPT = 64 << 20
+#: The same for each month folder of a full reconcile: a few folders' syncs run at once
+#: (``shared.reconcile.walk.SYNCS_AHEAD``).
+FOLDER_BYTES_KEPT = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -113,15 +120,23 @@ def _run_threads() -> dict[str, Any]:
 
 
 def plan_run(
-    bridge: Bridge, *, full: bool = False, now: datetime | None = None, partition: str | None = None
+    bridge: Bridge,
+    *,
+    full: bool = False,
+    now: datetime | None = None,
+    partition: str | None = None,
+    window_only: bool = False,
 ) -> Plan:
-    """What a run would copy now; reads the bucket and the lake, writes nothing.
+    """What a run would copy now in its window (a full reconcile's window first: the rest of the
+    history is planned a month folder at a time as the run walks it, see
+    :func:`shared.reconcile.walk.planned_folders`); reads the bucket and the lake, writes nothing.
 
     A run of the whole lake leaves the month folders that backfill workers hold to them.
+    ``window_only``: the window's plan even when a full reconcile is due.
     """
     now = now or datetime.now(timezone.utc)
     settings = bridge.settings
-    full = partition is None and (full or _full_reconcile_due(bridge, now))
+    full = not window_only and partition is None and (full or _full_reconcile_due(bridge, now))
     leased = (
         frozenset()
         if partition
@@ -216,20 +231,39 @@ def _run(
             settings.max_concurrency, thread_name_prefix="bridge-delta", **_run_threads()
         ) as syncing:
             tables = TableStage(plan, publisher, syncing)
+            records = MonthRecords.read(bridge.lake) if plan.mode in (FULL, RELEASE) else None
             with _stage(stages, "copy"):
+                if (
+                    plan.mode == RELEASE
+                    and records is not None
+                    and records.forget({item.key.month_folder for item in plan.items})
+                ):  # their lake side changes: the reconcile compares them again
+                    lock.check()
+                    records.write(bridge.lake)
                 _copy_all(bridge, plan.items, copying, deadline, result, progress, tables)
                 if plan.mode == RELEASE:
                     lock.check()
                     _leave_quarantine(bridge.lake, plan, result)
-            _log_drift(result)
             with _stage(stages, "tables"):  # the table syncs still running when the last copy ended
                 result.tables = tables.finish()
+            if plan.mode == FULL and records is not None:
+                with _stage(stages, "reconcile"):
+                    plan.reconcile = _reconcile(
+                        bridge, result, copying, deadline, progress, publisher, syncing, lock, records, full
+                    )
+            _log_drift(result)
+        result.outcomes.sort(key=lambda o: o.item.key.key)
         result.finished_at = datetime.now(timezone.utc)
         with _stage(stages, "recovery"):
             account_for_stopped_runs(bridge.lake, plan, result, settings.lock_seconds, lock.check)
-        result.full_reconcile_completed = plan.mode == FULL and result.status == "complete"
+        result.full_reconcile_completed = (
+            plan.reconcile is not None and plan.reconcile.completed and result.status == "complete"
+        )
         with _stage(stages, "manifest"):
             write_manifest(bridge.lake, result, lock.check)
+        if records is not None and plan.mode == FULL:  # after the manifest: see shared.reconcile.records
+            lock.check()
+            records.write(bridge.lake)
     log.info("%s", result.summary())
     telemetry.record_run(result)
     return result
@@ -290,6 +324,46 @@ def _log_drift(result: RunResult) -> None:
             )
 
 
+def _reconcile(
+    bridge: Bridge,
+    result: RunResult,
+    copying: CopyContext,
+    deadline: float,
+    progress: Progress | None,
+    publisher: DeltaPublisher,
+    syncing: ThreadPoolExecutor,
+    lock: RunLock,
+    records: MonthRecords,
+    forced: bool,
+) -> ReconcileProgress:
+    """The rest of the history, after the window: :func:`shared.reconcile.walk.walk`."""
+    settings = bridge.settings
+    plan = result.plan
+    window = set(plan.months or ())
+    leased = plan.leased_folders
+
+    def copy(items: list[WorkItem], stage: TableStage) -> Counter[str | None]:
+        return _copy_all(bridge, items, copying, deadline, result, progress, stage, FOLDER_BYTES_KEPT)
+
+    with ThreadPoolExecutor(
+        settings.max_concurrency, thread_name_prefix="bridge-list", **_run_threads()
+    ) as listing:
+        context = Walk(
+            bridge.source,
+            bridge.lake,
+            settings.s3_prefix,
+            settings.organization_id,
+            result,
+            copy,
+            lambda folder: TableStage(folder.plan, publisher, syncing),
+            listing,
+            deadline,
+            lock.check,
+            lambda folder: (folder.holds_exports and folder.month in window) or folder.prefix in leased,
+        )
+        return walk(context, records, forced=forced, now=result.started_at)
+
+
 def _copy_all(
     bridge: Bridge,
     items: list[WorkItem],
@@ -298,10 +372,12 @@ def _copy_all(
     result: RunResult,
     progress: Progress | None,
     tables: TableStage,
-) -> None:
+    keep_bytes: int = TABLE_BYTES_KEPT,
+) -> Counter[str | None]:
     """Copies the plan's files concurrently, telling ``tables`` of each one done (a dataset's table
     syncs once its last file is); a lost lock stops it (files in flight finish or are abandoned
-    at their guard, the rest never start) and is raised."""
+    at their guard, the rest never start) and is raised. Returns what happened to the files,
+    by action (None: left for the next run)."""
 
     def task(item: WorkItem) -> FileOutcome | None:
         copying.guard()
@@ -310,6 +386,7 @@ def _copy_all(
         return copy_file(item, copying)
 
     done_files = done_bytes = kept = 0
+    actions: Counter[str | None] = Counter()
     if progress is not None:
         progress.start(len(items), sum(item.source.size for item in items))
     with ThreadPoolExecutor(
@@ -323,12 +400,13 @@ def _copy_all(
             except LockLost:
                 executor.shutdown(wait=True, cancel_futures=True)
                 raise
+            actions[None if outcome is None else outcome.action] += 1
             if outcome is None:
                 result.deferred[(item.key.layout, item.key.dataset)] += 1
                 tables.copied(item, None)
                 continue
             if outcome.content is not None:
-                if outcome.action == PUBLISHED and kept + len(outcome.content) <= TABLE_BYTES_KEPT:
+                if outcome.action == PUBLISHED and kept + len(outcome.content) <= keep_bytes:
                     kept += len(outcome.content)
                 else:
                     outcome.content = None
@@ -338,7 +416,7 @@ def _copy_all(
             done_bytes += item.source.size
             if progress is not None:
                 progress.advance(done_files, done_bytes)
-    result.outcomes.sort(key=lambda o: o.item.key.key)
+    return actions
 
 
 def _full_reconcile_due(bridge: Bridge, now: datetime) -> bool:

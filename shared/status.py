@@ -8,7 +8,6 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.haltian.keys import parse_key
 from shared.run import Bridge, plan_run
 from shared.paths import PARTITION_LOCKS, manifests_of, partition_of_lock, quarantined
 
@@ -18,17 +17,8 @@ RECENT_RUNS = 5
 def status(bridge: Bridge, now: datetime | None = None) -> dict[str, Any]:
     """Lag per dataset, the last day's output, quarantine, backfill partitions and the last runs."""
     now = now or datetime.now(timezone.utc)
-    plan = plan_run(bridge, now=now)
-    delivered: dict[tuple[str, str], datetime] = {}
-    published: dict[tuple[str, str], datetime] = {}
-    for key in [item.key for item in plan.items] + [parse_key(k) for k in plan.mirrored]:
-        if key is not None:
-            name = (key.layout, key.dataset)
-            delivered[name] = max(delivered.get(name, key.window_start), key.window_start)
-    for key in (parse_key(k) for k in plan.mirrored):
-        if key is not None:
-            name = (key.layout, key.dataset)
-            published[name] = max(published.get(name, key.window_start), key.window_start)
+    plan = plan_run(bridge, now=now, window_only=True)
+    delivered, published = plan.newest_delivered, plan.newest_published
     manifests = _recent_manifests(bridge, now)
     last_day = [m for m in manifests if datetime.fromisoformat(m["finished_at"]) >= now - timedelta(days=1)]
     published_24h: dict[str, int] = {}

@@ -18,7 +18,6 @@ from functools import cache
 from opentelemetry import _logs, metrics, trace
 
 from shared import telemetry_names as names
-from shared.haltian.keys import parse_key
 from shared.model import FAILED, PUBLISHED, QUARANTINED, RunResult
 
 log = logging.getLogger(__name__)
@@ -180,12 +179,10 @@ def _oldest_pending(result: RunResult, now: datetime) -> dict[tuple[str, str], f
 
 def _newest_published(result: RunResult, now: datetime) -> dict[tuple[str, str], float]:
     """Per dataset: the age of the newest file in the lake (by its time window's start)."""
-    newest: dict[tuple[str, str], datetime] = {}
-    keys = [parse_key(k) for k in result.plan.mirrored]
-    keys += [o.item.key for o in result.outcomes if o.action == PUBLISHED]
-    for key in keys:
-        if key is not None:
-            name = (key.layout, key.dataset)
-            if name not in newest or key.window_start > newest[name]:
-                newest[name] = key.window_start
+    newest = dict(result.plan.newest_published)
+    for outcome in result.outcomes:
+        key = outcome.item.key
+        name = (key.layout, key.dataset)
+        if outcome.action == PUBLISHED and (name not in newest or key.window_start > newest[name]):
+            newest[name] = key.window_start
     return {name: max(0.0, (now - start).total_seconds()) for name, start in newest.items()}

@@ -27,6 +27,7 @@ from shared.demo.bucket import (
 from shared.manifest.build import manifest_schema
 from shared.paths import LATEST_MANIFEST as LATEST
 from shared.model import PUBLISHED, QUARANTINED, RunResult
+from shared.reconcile.preview import preview
 from shared.run import plan_run, run_once
 from shared.sink.records import (
     META_CONTRACT,
@@ -79,12 +80,14 @@ def test_first_run_copies_every_file_verified_and_byte_identical(stack) -> None:
     assert "etag-md5" in published[good[0][0].key].integrity
     assert "content-md5" in published[good[0][0].key].integrity
 
-    # Where the run's time went, in its manifest: every stage before the manifest itself; the first
-    # three end by finished_at (the recovery comes after it).
+    # Where the run's time went, in its manifest: every stage before the manifest itself (a first run
+    # is a full reconcile: the window, then the walk through the rest); the first four end by
+    # finished_at (the recovery comes after it).
     stages = manifest_of(stack, result)["stage_seconds"]
-    assert set(stages) == {"plan", "copy", "tables", "recovery"}
+    assert set(stages) == {"plan", "copy", "tables", "reconcile", "recovery"}
     duration = (result.finished_at - result.started_at).total_seconds()
-    assert stages["copy"] > 0 and stages["plan"] + stages["copy"] + stages["tables"] <= duration + 0.01
+    before = stages["plan"] + stages["copy"] + stages["tables"] + stages["reconcile"]
+    assert stages["copy"] > 0 and before <= duration + 0.01
     assert set(result.stage_seconds) == {*stages, "manifest"}
 
 
@@ -189,7 +192,7 @@ def test_a_late_file_in_an_old_month_is_found_by_the_full_reconcile(stack) -> No
     stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=data)
 
     assert [i.key.key for i in plan_run(bridge).items] == []  # the hourly window does not look there
-    assert [i.key.key for i in plan_run(bridge, full=True).items] == [key]
+    assert [i.key.key for i in preview(bridge, full=True).plan.items] == [key]
     # Once the daily reconcile is due, a plain run reconciles everything on its own.
     later = datetime.now(timezone.utc) + timedelta(hours=25)
     result = run_once(bridge, now=later)

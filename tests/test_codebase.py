@@ -91,29 +91,3 @@ def test_every_type_ignore_says_why() -> None:
         if "type: ignore" in line and not re.search(r"type: ignore\[[a-z-, ]+\]  # \S", line)
     ]
     assert silent == [], "a type: ignore without an error code and a reason"
-
-
-def test_no_module_over_400_lines_and_no_function_over_60_without_a_reason() -> None:
-    """Units a newcomer can read whole (issue 19), in shared/ and bench/, as ``ruff format`` lays them
-    out. A longer function carries its reason on the line above it (above its decorators):
-    ``# long: ...``."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    long_modules, long_functions = [], []
-    for path in sorted([*(root / "shared").rglob("*.py"), *(root / "bench").rglob("*.py")]):
-        text = path.read_text()
-        lines = text.splitlines()
-        if len(lines) > 400:
-            long_modules.append(str(path.relative_to(root)))
-        for node in ast.walk(ast.parse(text)):
-            if (
-                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                and node.end_lineno is not None
-                and node.end_lineno - node.lineno + 1 > 60
-            ):
-                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                if not re.match(r"\s*# long: \S", lines[first - 2] if first >= 2 else ""):
-                    long_functions.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
-    assert long_modules == [] and long_functions == []

@@ -12,7 +12,8 @@ import pytest
 
 from shared.demo.bucket import BucketSpec
 from shared.manifest.recover import interrupted_manifest, interrupted_runs
-from shared.run import plan_run, run_once
+from shared.model import FULL, Plan
+from shared.run import run_once
 
 PROJECT = Path(__file__).resolve().parents[1]
 STAGES = (
@@ -60,7 +61,12 @@ def test_a_recovered_manifest_entry_says_what_the_lost_one_said(stack) -> None:
     lost = json.loads(stack.container.get_blob_client(first.manifest_path).download_blob().readall())
     stack.container.delete_blob(first.manifest_path)  # as if the run had died before its manifest
 
-    plan = plan_run(bridge, full=True)
+    # What a full reconcile's walk hands its recovery: every mirrored and quarantined copy it listed.
+    plan = Plan(mode=FULL, months=None)
+    plan.mirrored = {entry.path: entry for entry in bridge.lake.list_entries("parquet/")}
+    plan.quarantine = {
+        e.path.removeprefix("_quarantine/"): e for e in bridge.lake.list_entries("_quarantine/")
+    }
     ((_, files),) = interrupted_runs(bridge.lake, plan, lease_seconds=0).values()
     recovered = interrupted_manifest(
         first.run_id, files, "20991231T000000Z-000000", datetime.now(timezone.utc)

@@ -54,6 +54,7 @@ def build_manifest(result: RunResult, *, recovered_by: str | None = None) -> dic
         "months": plan.months,
         "partition": plan.partition,
         "full_reconcile_completed": result.full_reconcile_completed,
+        **({"reconcile": plan.reconcile.to_json()} if plan.reconcile is not None else {}),
         "recovered_runs": result.recovered_runs,
         **({"indexed_runs": result.indexed_runs} if result.indexed_runs else {}),
         **({"recovery_error": result.recovery_error} if result.recovery_error else {}),

@@ -43,6 +43,12 @@ def write_manifest(lake: Lake, result: RunResult, guard: Callable[[], None]) -> 
         guard()
         lake.write_json_forward(
             RECONCILE_STATE,
-            {"completed_at": result.started_at.isoformat(), "run_id": result.run_id},
+            # A pass may take several runs: it vouches for the lake as of its first run's start.
+            {"completed_at": _pass_started(result).isoformat(), "run_id": result.run_id},
             order=lambda d: datetime.fromisoformat(d["completed_at"]),
         )
+
+
+def _pass_started(result: RunResult) -> datetime:
+    reconcile = result.plan.reconcile
+    return result.started_at if reconcile is None else min(reconcile.pass_started_at, result.started_at)

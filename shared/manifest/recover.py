@@ -8,6 +8,7 @@ lake shows it wrote, so the manifests account for every file and report each onl
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -70,25 +71,33 @@ def interrupted_runs(
     for run_id, files in by_run.items():
         own = manifests.get(run_id, [])
         if own:
-            files = _landed_late(lake, own, files)
+            files = _landed_late(lake, own, files, anytime=plan.mode == FULL)
         if files and _gone(lake, run_id, files, plan, lease_seconds, locks):
             found[run_id] = (_numbered(manifest_path(run_id, started[run_id]), len(own)), files)
     return found
 
 
 def _landed_late(
-    lake: Lake, manifests: list[LakeEntry], files: list[tuple[HaltianKey, LakeEntry, bool]]
+    lake: Lake,
+    manifests: list[LakeEntry],
+    files: list[tuple[HaltianKey, LakeEntry, bool]],
+    anytime: bool = False,
 ) -> list[tuple[HaltianKey, LakeEntry, bool]]:
     """The files of a run that has manifests which none of them reports: publishes that landed
     after the listing a manifest written for the run was made from (a request sent just before
     the run learnt it lost its lock). A run's own manifest reports every file it wrote; only
     files that landed after (or within :data:`LISTING_MARGIN` of) the newest listing are read
-    against the manifests, so a normal run reads nothing."""
+    against the manifests, so a normal run reads nothing.
+
+    ``anytime``: every file is read against them, whenever it landed. A full reconcile lists the
+    history a month folder at a time over several runs, so a manifest written for a stopped run
+    may come from a listing that did not reach all of its files; the runs after report the rest.
+    """
     listed = [entry.metadata.get(META_LISTED_AT) for entry in manifests]
     if not all(listed):
         return []  # the run wrote its own manifest, after every one of its writes
     since = max(datetime.fromisoformat(at) for at in listed if at) - LISTING_MARGIN
-    recent = [f for f in files if f[1].last_modified is None or f[1].last_modified >= since]
+    recent = [f for f in files if anytime or f[1].last_modified is None or f[1].last_modified >= since]
     if not recent:
         return []
     reported = {
@@ -97,6 +106,44 @@ def _landed_late(
         for file in (lake.read_json(entry.path) or {}).get("files", ())
     }
     return [f for f in recent if (f[0].key, f[1].record.source_etag) not in reported]
+
+
+class ManifestDays:
+    """Which runs have manifests of their own, from one listing of each day's manifests (the
+    last :data:`DAYS_KEPT` days listed are kept): what a full reconcile asks of every run whose
+    files it lists, to keep only the files of runs that may need a manifest written for them."""
+
+    DAYS_KEPT = 62
+
+    def __init__(self, lake: Lake) -> None:
+        self._lake = lake
+        self._days: OrderedDict[str, dict[str, bool]] = OrderedDict()
+
+    def _runs(self, began: datetime) -> dict[str, bool]:
+        """Run id -> whether one of its manifests is its own (not written for it by recovery)."""
+        day = manifests_of(began)
+        if day in self._days:
+            self._days.move_to_end(day)
+            return self._days[day]
+        runs: dict[str, bool] = {}
+        for entry in self._lake.list_entries(day):
+            run_id = entry.path.rsplit("/", 1)[1].split(".")[0]
+            runs[run_id] = runs.get(run_id, False) or META_LISTED_AT not in entry.metadata
+        self._days[day] = runs
+        if len(self._days) > self.DAYS_KEPT:
+            self._days.popitem(last=False)
+        return runs
+
+    def orphans(self, entries: dict[str, LakeEntry], current_run: str) -> dict[str, LakeEntry]:
+        """The entries of runs (not ``current_run``) without a manifest of their own."""
+        kept = {}
+        for path, entry in entries.items():
+            run_id = entry.record.run_id
+            if run_id is None or run_id == current_run or (began := run_started(run_id)) is None:
+                continue
+            if not self._runs(began).get(run_id, False):
+                kept[path] = entry
+        return kept
 
 
 def _numbered(path: str, count: int) -> str:

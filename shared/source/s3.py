@@ -79,6 +79,16 @@ class S3Source:
             folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
         return folders
 
+    def list_level(self, prefix: str) -> tuple[list[str], list[str]]:
+        """The immediate sub-folders of ``prefix`` and the keys of the files directly in it."""
+        folders: list[str] = []
+        files: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+            files.extend(item["Key"] for item in page.get("Contents", ()))
+        return folders, files
+
     def list_objects(self, prefix: str) -> Iterator[SourceObject]:
         """Every object below ``prefix``, page by page (1,000 keys a request)."""
         paginator = self.client.get_paginator("list_objects_v2")

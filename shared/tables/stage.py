@@ -56,6 +56,10 @@ class TableStage:
         if self._left[table] == 0 and table in self._files:
             self._start(table)
 
+    def done(self) -> bool:
+        """Whether every table's sync has started and ended (none waits for a copy)."""
+        return not self._files and all(sync.done() for sync in self._syncs.values())
+
     def finish(self) -> list[TableChange]:
         """Waits for every table's sync (starting those whose copies did not all report, as when
         the copy loop stopped early) and returns the changed or failed ones, by table."""

@@ -1,0 +1,1 @@
+"""The full reconcile: the whole history compared one month folder at a time (see :mod:`.walk`)."""
