@@ -207,6 +207,25 @@ class TableChange:
         self.compacted.clear()
 
 
+def merged(changes: list[TableChange]) -> list[TableChange]:
+    """One entry per table for a run whose syncs of it were several (the window's, then each month
+    folder's of a full reconcile): everything they did, the last version, the last error."""
+    by_table: dict[str, TableChange] = {}
+    for change in changes:
+        into = by_table.get(change.table)
+        if into is None:
+            by_table[change.table] = change
+            continue
+        into.added += change.added
+        into.removed += change.removed
+        into.excluded += change.excluded
+        into.compacted += [month for month in change.compacted if month not in into.compacted]
+        if change.version is not None:
+            into.version = change.version
+        into.error = change.error or into.error
+    return sorted(by_table.values(), key=lambda change: (change.layout, change.dataset))
+
+
 @dataclass
 class RunResult:
     """A finished run: the plan, every file's outcome, and where the manifest went."""

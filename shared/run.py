@@ -36,6 +36,7 @@ from shared.model import (
     ReconcileProgress,
     RunResult,
     WorkItem,
+    merged,
 )
 from shared.plan import make_plan, window_months
 from shared.progress import Progress
@@ -251,6 +252,7 @@ def _run(
                     plan.reconcile = _reconcile(
                         bridge, result, copying, deadline, progress, publisher, syncing, lock, records, full
                     )
+                    result.tables = merged(result.tables)
             _log_drift(result)
         result.outcomes.sort(key=lambda o: o.item.key.key)
         result.finished_at = datetime.now(timezone.utc)

@@ -85,7 +85,11 @@ def test_a_first_run_walks_the_history_oldest_month_first_and_the_next_pass_trus
     keys = _seed_history(stack, months=4, per_month=3)
     bridge = stack.bridge()
     first = run_once(bridge)
-    reconcile = _manifest(stack, first)["reconcile"]
+    manifest = _manifest(stack, first)
+    # Each table once, with every file the run's syncs (one a month folder) delivered to it.
+    assert sorted(t["table"] for t in manifest["tables"]) == sorted({t["table"] for t in manifest["tables"]})
+    assert sum(len(t["added"]) for t in manifest["tables"]) == len(keys)
+    reconcile = manifest["reconcile"]
     assert (
         reconcile["completed"] and reconcile["compared"] == 4 * len(DATASETS) and reconcile["cursor"] is None
     )
